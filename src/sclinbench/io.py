@@ -1,0 +1,77 @@
+"""Small I/O helpers shared by the stages: atomic writes, logging, script entry points."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from sclinbench.errors import SclinbenchError
+
+log = logging.getLogger("sclinbench")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    A killed or failing step therefore never leaves a half-written output behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_table(df, path: str | os.PathLike, **kwargs) -> None:
+    """Write a TSV (gzip if the name ends in .gz) atomically."""
+    path = Path(path)
+    compression = "gzip" if path.suffix == ".gz" else None
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, compression=compression, **kwargs)
+
+
+def write_h5ad(adata, path: str | os.PathLike) -> None:
+    """Write an AnnData atomically (compressed)."""
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+
+
+def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr and, if given, to ``logfile`` (truncated)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if logfile:
+        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(logfile, mode="w"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+@contextlib.contextmanager
+def script_errors(logfile: str | os.PathLike | None = None) -> Iterator[None]:
+    """Run a workflow step; turn a :class:`SclinbenchError` into one line and exit code 1.
+
+    Unexpected exceptions keep their traceback (that is a bug to report, not a user error).
+    """
+    setup_logging(logfile)
+    try:
+        yield
+    except SclinbenchError as exc:
+        log.error("%s", exc)
+        print(f"sclinbench error: {exc}", file=sys.stderr)
+        sys.exit(1)
