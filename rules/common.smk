@@ -1,0 +1,112 @@
+# Shared helpers: the dataset registry, the dataset x task x representation grid, resources.
+
+import yaml
+from pathlib import Path
+
+from sclinbench.errors import SclinbenchError
+
+
+def _load_registry(path):
+    path = Path(workflow.basedir) / path if not Path(path).is_absolute() else Path(path)
+    if not path.exists():
+        raise SclinbenchError(f"dataset registry '{path}' does not exist: set 'registry:' in the config")
+    with open(path) as handle:
+        registry = yaml.safe_load(handle) or {}
+    schema = Path(workflow.basedir) / "config" / "datasets.schema.yaml"
+    for name, entry in registry.items():
+        if not isinstance(entry, dict):
+            raise SclinbenchError(f"registry entry '{name}' in {path} is not a mapping")
+        if schema.exists():
+            validate(entry, str(schema))
+    return registry
+
+
+REGISTRY = _load_registry(config["registry"])
+PIPELINES = config["pipelines"]
+TASKS = config["tasks"]
+SEED = config.get("seed", 0)
+
+
+def _check_names():
+    for task, spec in TASKS.items():
+        for dataset in spec["datasets"]:
+            if dataset not in REGISTRY:
+                raise SclinbenchError(
+                    f"task '{task}' lists dataset '{dataset}', which is not in the registry "
+                    f"{config['registry']} (known: {', '.join(sorted(REGISTRY))})"
+                )
+        for name in spec.get("pipelines") or []:
+            if name not in PIPELINES:
+                raise SclinbenchError(
+                    f"task '{task}' lists pipeline '{name}', which is not under 'pipelines:' "
+                    f"(known: {', '.join(sorted(PIPELINES))})"
+                )
+
+
+_check_names()
+
+
+def task_pipelines(task):
+    """name -> spec of the pipelines a task runs."""
+    names = TASKS[task].get("pipelines") or list(PIPELINES)
+    return {name: PIPELINES[name] for name in names}
+
+
+def task_representations(task):
+    return sorted({spec["representation"]["name"] for spec in task_pipelines(task).values()})
+
+
+def representation_pipelines(task, representation):
+    """The pipelines evaluated by one job: those of the task with this representation."""
+    return {
+        name: spec
+        for name, spec in task_pipelines(task).items()
+        if spec["representation"]["name"] == representation
+    }
+
+
+DATASET_TASKS = [(d, t) for t, spec in TASKS.items() for d in spec["datasets"]]
+DATASETS = sorted({d for d, _ in DATASET_TASKS})
+
+
+def predictions_of(dataset, task):
+    return [
+        f"results/predictions/dataset~{dataset}/task~{task}/representation~{r}.tsv.gz"
+        for r in task_representations(task)
+    ]
+
+
+SCORE_FILES = [f"results/scores/dataset~{d}/task~{t}.tsv" for d, t in DATASET_TASKS]
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_]+",
+    task=r"[A-Za-z0-9_]+",
+    representation=r"counts|log1p|sqrt|pearson|rankz|embedding",
+
+
+# Resources: memory grows with the input size and with the attempt, so a retry (profiles/slurm sets
+# retries) asks for more. Runtime likewise.
+_RES = config.get("resources", {})
+
+
+def mem_mb(factor=1.0):
+    base = _RES.get("mem_mb_base", 1000)
+    per_mb = _RES.get("mem_mb_per_input_mb", 20)
+
+    def _mem(wildcards, input, attempt):
+        return int((base + factor * per_mb * input.size_mb) * attempt)
+
+    return _mem
+
+
+def runtime(factor=1.0):
+    floor = _RES.get("runtime_min", 15)
+
+    def _runtime(wildcards, input, attempt):
+        return int((floor + factor * input.size_mb / 10) * attempt)
+
+    return _runtime
+
+
+CONDA_ENV = "../envs/sclinbench.yaml"

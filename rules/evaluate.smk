@@ -1,0 +1,27 @@
+# Evaluate: one job per dataset x task x representation. Inside: every fold, every pipeline with that
+# representation (shared preprocessing fitted once per fold), every test cell predicted.
+
+
+rule evaluate:
+    """Fit representation + feature selection + reduction + model on train folds; predict test cells."""
+    input:
+        data="resources/standardized/{dataset}.h5ad",
+        splits="results/splits/dataset~{dataset}/task~{task}.tsv.gz",
+    output:
+        "results/predictions/dataset~{dataset}/task~{task}/representation~{representation}.tsv.gz",
+    params:
+        task=lambda wc: {**TASKS[wc.task], "name": wc.task},
+        pipelines=lambda wc: representation_pipelines(wc.task, wc.representation),
+        seed=SEED,
+    log:
+        "logs/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.log",
+    benchmark:
+        "benchmarks/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem_mb(factor=12.0),
+        runtime=runtime(factor=5.0),
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,21 @@
+"""Snakemake adapter: dataset + split table -> per-cell predictions of the job's pipelines."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
+from sclinbench.io import script_errors  # noqa: E402
+
+with script_errors(snakemake.log[0]):  # noqa: F821
+    import anndata as ad
+    import pandas as pd
+    from threadpoolctl import threadpool_limits
+
+    from sclinbench.io import write_table
+    from sclinbench.tasks import evaluate
+
+    with threadpool_limits(snakemake.threads):  # noqa: F821
+        adata = ad.read_h5ad(snakemake.input.data)  # noqa: F821
+        splits = pd.read_csv(snakemake.input.splits, sep="\t", dtype={"cell_id": str, "group": str},  # noqa: F821
+                             keep_default_na=False)
+        predictions = evaluate(adata, splits, snakemake.params.pipelines, snakemake.params.task,  # noqa: F821
+                               seed=snakemake.params.seed, dataset=snakemake.wildcards.dataset)  # noqa: F821
+    write_table(predictions, snakemake.output[0])  # noqa: F821

@@ -1,0 +1,258 @@
+"""Split tables: which cells train and which cells test, per fold.
+
+Every evaluation of a dataset x task reads the same split table, so all pipelines are compared on
+identical folds and paired comparisons are valid. A split table is *long*: one row per cell per fold
+in which the cell is used (a cell is a test cell in exactly one fold of a k-fold split, but in one
+fold per training species of a cross-species split).
+
+Columns: ``cell_id, fold, role (train/test), split_kind, group``.
+
+``group`` names what a fold is about: ``"<train organism>-><test organism>"`` for cross-species
+folds (the same-species diagonal ``"a->a"`` is a held-out split of species ``a``), the held-out
+label for novel-type folds, the held-out donor for leave-one-donor-out folds, ``""`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from sclinbench.errors import SclinbenchError
+
+log = logging.getLogger(__name__)
+
+SPLIT_KINDS = ("stratified", "donor", "donor_pseudobulk", "cross_species", "novel_type")
+DEFAULT_LABEL = {"celltype": "cell_type", "disease": "condition", "cross_species": "cell_type",
+                 "novel_type": "cell_type"}
+COLUMNS = ["cell_id", "fold", "role", "split_kind", "group"]
+
+
+def task_label(spec: dict) -> str:
+    """The obs column a task predicts (``label`` in the task spec, else the kind's default)."""
+    return spec.get("label") or DEFAULT_LABEL[spec["kind"]]
+
+
+def task_cells(obs: pd.DataFrame, spec: dict, dataset: str = "dataset") -> pd.DataFrame:
+    """The cells a task uses: the task's ``subset`` applied, cells without a label set aside.
+
+    Cells without a label cannot be scored, so they are not test cells of the task; how many were
+    set aside is logged (never silent).
+    """
+    label = task_label(spec)
+    if label not in obs.columns:
+        raise SclinbenchError(
+            f"task '{spec.get('name', spec['kind'])}' predicts obs column '{label}', which dataset "
+            f"'{dataset}' does not have (columns: {', '.join(map(str, obs.columns))}); map it under "
+            f"'columns:' in the dataset's registry entry or set the task's 'label:'"
+        )
+    keep = pd.Series(True, index=obs.index)
+    for column, values in (spec.get("subset") or {}).items():
+        if column not in obs.columns:
+            raise SclinbenchError(
+                f"task subset column '{column}' is not in dataset '{dataset}' "
+                f"(columns: {', '.join(map(str, obs.columns))})"
+            )
+        keep &= obs[column].astype(str).isin([str(v) for v in values])
+    labelled = obs[label].notna() & (obs[label].astype(str) != "") & (obs[label].astype(str) != "nan")
+    n_unlabelled = int((keep & ~labelled).sum())
+    if n_unlabelled:
+        log.info("%d cells of %s have no '%s' and are not part of the task", n_unlabelled, dataset, label)
+    cells = obs.loc[keep & labelled]
+    if cells.empty:
+        raise SclinbenchError(
+            f"no cells of dataset '{dataset}' are left for task '{spec.get('name', spec['kind'])}' "
+            f"after the subset {spec.get('subset')} and removing cells without '{label}'"
+        )
+    return cells
+
+
+def _check_class_sizes(y: pd.Series, n_folds: int, label: str, dataset: str) -> None:
+    counts = y.value_counts()
+    small = counts[counts < n_folds]
+    if len(small):
+        name, n = small.index[0], int(small.iloc[0])
+        raise SclinbenchError(
+            f"class '{name}' of column '{label}' in dataset '{dataset}' has {n} cells, fewer than "
+            f"n_folds={n_folds}: lower the task's n_folds or set its min_cells_per_class to drop "
+            f"classes this small ({len(small)} class(es) affected)"
+        )
+
+
+def _drop_small_classes(cells: pd.DataFrame, label: str, min_cells: int, dataset: str) -> pd.DataFrame:
+    if not min_cells:
+        return cells
+    counts = cells[label].value_counts()
+    small = counts[counts < min_cells]
+    if len(small):
+        log.warning(
+            "dataset %s: classes of '%s' with fewer than %d cells excluded from the task "
+            "(min_cells_per_class): %s", dataset, label, min_cells,
+            ", ".join(f"{k} ({v})" for k, v in small.items()),
+        )
+    return cells[~cells[label].isin(small.index)]
+
+
+def _frame(cell_ids, fold: int, role: str, kind: str, group: str = "") -> pd.DataFrame:
+    return pd.DataFrame({"cell_id": np.asarray(cell_ids, dtype=object), "fold": fold, "role": role,
+                         "split_kind": kind, "group": group})
+
+
+def _donors(cells: pd.DataFrame, dataset: str, need: int) -> pd.Series:
+    if "donor_id" not in cells.columns:
+        raise SclinbenchError(f"dataset '{dataset}' has no 'donor_id': donor-held-out splits need one; "
+                              f"map it under 'columns: donor_id:' in the registry or use split: stratified")
+    donors = cells["donor_id"].astype(str)
+    n = donors.nunique()
+    if (donors == "unknown").all() or n < need:
+        raise SclinbenchError(
+            f"dataset '{dataset}' has {n if not (donors == 'unknown').all() else 0} known donor(s); a "
+            f"donor-held-out split needs at least {need}: use split: stratified or fewer n_folds"
+        )
+    return donors
+
+
+def kfold(cells: pd.DataFrame, label: str, n_folds: int, seed: int, dataset: str,
+          kind: str = "stratified") -> pd.DataFrame:
+    """Stratified k-fold over cells (``kind="stratified"``) or over donors (``kind="donor"``)."""
+    y = cells[label].astype(str)
+    if kind == "stratified":
+        _check_class_sizes(y, n_folds, label, dataset)
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        folds = splitter.split(np.zeros(len(y)), y)
+    else:
+        donors = _donors(cells, dataset, need=n_folds)
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        folds = splitter.split(np.zeros(len(y)), y, groups=donors)
+    parts = []
+    ids = cells.index.to_numpy()
+    for fold, (train, test) in enumerate(folds):
+        parts += [_frame(ids[train], fold, "train", kind), _frame(ids[test], fold, "test", kind)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def leave_one_donor_out(cells: pd.DataFrame, label: str, dataset: str,
+                        kind: str = "donor_pseudobulk") -> pd.DataFrame:
+    """One fold per donor: that donor's cells test, every other donor's cells train."""
+    donors = _donors(cells, dataset, need=2)
+    per_donor = cells.groupby(donors, observed=True)[label].nunique()
+    mixed = per_donor[per_donor > 1]
+    if kind == "donor_pseudobulk" and len(mixed):
+        raise SclinbenchError(
+            f"donor '{mixed.index[0]}' of dataset '{dataset}' has several values of '{label}'; donor-level "
+            f"(pseudobulk) prediction needs one {label} per donor: use split: donor for a cell-level task"
+        )
+    parts = []
+    for fold, donor in enumerate(sorted(donors.unique())):
+        test = donors == donor
+        parts += [_frame(cells.index[~test], fold, "train", kind, donor),
+                  _frame(cells.index[test], fold, "test", kind, donor)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def cross_species(cells: pd.DataFrame, label: str, test_fraction: float, seed: int,
+                  dataset: str, organisms: list[str] | None = None) -> pd.DataFrame:
+    """One fold per training organism.
+
+    Training cells: a stratified ``1 - test_fraction`` of the training organism. Test cells: the
+    rest of that organism (group ``"a->a"``, the same-species diagonal) and *every* cell of each
+    other organism (group ``"a->b"``).
+    """
+    if "organism" not in cells.columns:
+        raise SclinbenchError(f"dataset '{dataset}' has no 'organism' column: a cross-species task needs one")
+    org = cells["organism"].astype(str)
+    present = sorted(org.unique())
+    organisms = organisms or present
+    missing = sorted(set(organisms) - set(present))
+    if missing or len(organisms) < 2:
+        raise SclinbenchError(
+            f"cross-species task on '{dataset}' needs >= 2 organisms; asked for {organisms}, "
+            f"the dataset has {present}"
+        )
+    parts = []
+    for fold, train_org in enumerate(organisms):
+        mine = cells[org == train_org]
+        y = mine[label].astype(str)
+        strat = y if y.value_counts().min() >= 2 else None
+        train_ids, held_ids = train_test_split(mine.index.to_numpy(), test_size=test_fraction,
+                                               random_state=seed, stratify=strat)
+        parts += [_frame(train_ids, fold, "train", "cross_species", f"{train_org}->{train_org}"),
+                  _frame(held_ids, fold, "test", "cross_species", f"{train_org}->{train_org}")]
+        for test_org in organisms:
+            if test_org != train_org:
+                parts.append(_frame(cells.index[org == test_org], fold, "test", "cross_species",
+                                    f"{train_org}->{test_org}"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def novel_type(cells: pd.DataFrame, label: str, test_fraction: float, seed: int, dataset: str,
+               min_cells: int = 10) -> pd.DataFrame:
+    """One fold per held-out label: it is removed from training; its cells join the test cells.
+
+    Training cells: a stratified ``1 - test_fraction`` of the cells of every other label. Test:
+    the rest of those (known types) plus all cells of the held-out label (novel).
+    """
+    y = cells[label].astype(str)
+    counts = y.value_counts()
+    candidates = sorted(counts[counts >= min_cells].index)
+    if len(counts) < 3:
+        raise SclinbenchError(f"novel-type task on '{dataset}' needs >= 3 classes of '{label}', found {len(counts)}")
+    parts = []
+    for fold, held in enumerate(candidates):
+        known = cells[y != held]
+        yk = known[label].astype(str)
+        strat = yk if yk.value_counts().min() >= 2 else None
+        train_ids, test_ids = train_test_split(known.index.to_numpy(), test_size=test_fraction,
+                                               random_state=seed, stratify=strat)
+        parts += [_frame(train_ids, fold, "train", "novel_type", held),
+                  _frame(test_ids, fold, "test", "novel_type", held),
+                  _frame(cells.index[y == held], fold, "test", "novel_type", held)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "dataset") -> pd.DataFrame:
+    """Build the split table of one task on one dataset.
+
+    Parameters
+    ----------
+    obs
+        The standardized dataset's ``obs`` (index = cell ids).
+    spec
+        One ``tasks:`` entry of the config: ``kind``, ``split``, and the split's parameters
+        (``n_folds``, ``test_fraction``, ``min_cells_per_class``, ``label``, ``subset``, ``organisms``).
+    seed
+        Seed of every random choice.
+    dataset
+        Name used in messages.
+    """
+    split = spec["split"]
+    if split not in SPLIT_KINDS:
+        raise SclinbenchError(f"unknown split '{split}' in task '{spec.get('name')}'; use one of {', '.join(SPLIT_KINDS)}")
+    label = task_label(spec)
+    cells = task_cells(obs, spec, dataset)
+    cells = _drop_small_classes(cells, label, spec.get("min_cells_per_class", 0), dataset)
+    if cells.empty:
+        raise SclinbenchError(f"no cells of '{dataset}' left after min_cells_per_class={spec.get('min_cells_per_class')}")
+    if split in ("stratified", "donor"):
+        table = kfold(cells, label, int(spec.get("n_folds", 5)), seed, dataset, kind=split)
+    elif split == "donor_pseudobulk":
+        table = leave_one_donor_out(cells, label, dataset)
+    elif split == "cross_species":
+        table = cross_species(cells, label, float(spec.get("test_fraction", 0.2)), seed, dataset,
+                              spec.get("organisms"))
+    else:
+        table = novel_type(cells, label, float(spec.get("test_fraction", 0.2)), seed, dataset,
+                           int(spec.get("min_novel_cells", 10)))
+    log.info("%s: %d folds, %d train and %d test rows (%s split of '%s')", dataset, table["fold"].nunique(),
+             int((table.role == "train").sum()), int((table.role == "test").sum()), split, label)
+    return table[COLUMNS]
+
+
+def iter_folds(table: pd.DataFrame):
+    """Yield ``(fold, group_of_each_test_cell, train_ids, test_ids)`` per fold of a split table."""
+    for fold, rows in table.groupby("fold", sort=True):
+        train = rows[rows.role == "train"]
+        test = rows[rows.role == "test"]
+        yield int(fold), test["group"].to_numpy(), train["cell_id"].to_numpy(), test["cell_id"].to_numpy()

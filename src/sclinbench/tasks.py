@@ -1,0 +1,158 @@
+"""Fit every pipeline on the training cells of each fold and predict every test cell.
+
+One call evaluates all pipelines of one dataset x task that share a job (in the workflow: the
+pipelines with the same representation). Pipelines with identical preprocessing (everything but
+the model) share one fitted preprocessing per fold, so adding a model costs only the model fit.
+
+Nothing fitted sees a test cell: each fold's preprocessing and models are fitted on
+``X[train]`` and ``y[train]`` only, then applied to ``X[test]``. Every test cell of the split
+table appears exactly once per fold and pipeline in the output; a cell a model cannot score gets
+the explicit prediction ``"unassigned"`` (which every metric counts as wrong).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from sclinbench.errors import SclinbenchError
+from sclinbench.metrics import SCORE_PREFIX, UNASSIGNED
+from sclinbench.pipeline import build_pipeline, preprocessing_signature
+from sclinbench.splits import iter_folds, task_label
+
+log = logging.getLogger(__name__)
+
+
+
+def input_matrix(adata, spec: dict, dataset: str = "dataset"):
+    """The matrix a pipeline starts from: raw counts (``X``) or an imported embedding (``obsm``)."""
+    rep = spec["representation"]
+    if rep["name"] != "embedding":
+        return adata.X if sp.issparse(adata.X) else sp.csr_matrix(adata.X)
+    key = rep.get("obsm_key")
+    if key not in adata.obsm:
+        raise SclinbenchError(
+            f"embedding '{key}' is not in obsm of dataset '{dataset}' (obsm keys: "
+            f"{', '.join(adata.obsm.keys()) or 'none'}); set representation.obsm_key to one of them"
+        )
+    return np.asarray(adata.obsm[key], dtype=np.float32)
+
+
+def pseudobulk(X, y: np.ndarray, donors: np.ndarray):
+    """Sum counts (or average embeddings) per donor; returns (matrix, labels, donor ids)."""
+    uniq, inverse = np.unique(donors, return_inverse=True)
+    indicator = sp.csr_matrix((np.ones(len(donors), dtype=np.float32), (inverse, np.arange(len(donors)))),
+                              shape=(len(uniq), len(donors)))
+    if sp.issparse(X):
+        summed = sp.csr_matrix(indicator @ X)
+    else:
+        sizes = np.asarray(indicator.sum(axis=1)).ravel()
+        summed = np.asarray(indicator @ X) / sizes[:, None]
+    labels = pd.Series(y).groupby(inverse).agg(lambda s: s.iloc[0]).to_numpy()
+    return summed, labels, uniq
+
+
+def class_scores(model, X) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class scores of a fitted classifier: probabilities if it has them, else decision values."""
+    classes = np.asarray(model.classes_).astype(str)
+    if hasattr(model, "predict_proba"):
+        try:
+            return np.asarray(model.predict_proba(X), dtype=float), classes
+        except (AttributeError, NotImplementedError):
+            pass
+    scores = np.asarray(model.decision_function(X), dtype=float)
+    if scores.ndim == 1:  # binary decision function: score of the positive class
+        scores = np.column_stack([-scores, scores])
+    return scores, classes
+
+
+def _predict(model, Z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted labels, confidence score and class-score matrix; NaN scores -> unassigned."""
+    scores, classes = class_scores(model, Z)
+    y_pred = np.asarray(model.predict(Z)).astype(object).astype(str)
+    bad = ~np.isfinite(scores).all(axis=1)
+    y_pred[bad] = UNASSIGNED
+    conf = np.where(bad, np.nan, np.nanmax(np.where(np.isfinite(scores), scores, -np.inf), axis=1))
+    return y_pred, conf, scores, classes
+
+
+def _indexer(adata, ids: np.ndarray, dataset: str) -> np.ndarray:
+    idx = adata.obs_names.get_indexer(ids)
+    if (idx < 0).any():
+        missing = ids[idx < 0][0]
+        raise SclinbenchError(
+            f"cell '{missing}' of the split table is not in dataset '{dataset}' ({int((idx < 0).sum())} "
+            f"missing): the split file is stale; delete results/splits/dataset~{dataset} and re-run"
+        )
+    return idx
+
+
+def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
+             dataset: str = "dataset") -> pd.DataFrame:
+    """Predictions of every pipeline for every test cell of every fold.
+
+    Parameters
+    ----------
+    adata
+        Standardized dataset (raw counts in ``X``).
+    splits
+        The task's split table (:func:`sclinbench.splits.make_splits`).
+    pipelines
+        ``name -> spec`` (config ``pipelines:`` entries).
+    task
+        The task spec (``kind``, ``split``, ``label``...).
+
+    Returns
+    -------
+    DataFrame with ``cell_id, fold, group, pipeline, y_true, y_pred, score, novel`` and one
+    ``s:<label>`` column of class scores per label (NaN where the fold's model lacks the label).
+    """
+    label = task_label(task)
+    y_all = adata.obs[label].astype(str).to_numpy()
+    split_kind = str(splits["split_kind"].iloc[0])
+    donor_level = split_kind == "donor_pseudobulk"
+    donors_all = adata.obs["donor_id"].astype(str).to_numpy() if donor_level else None
+
+    by_signature: dict[str, list[str]] = {}
+    for name, spec in pipelines.items():
+        by_signature.setdefault(preprocessing_signature(spec), []).append(name)
+
+    frames = []
+    n_folds = splits["fold"].nunique()
+    for fold, test_groups, train_ids, test_ids in iter_folds(splits):
+        t0 = time.perf_counter()
+        itrain, itest = _indexer(adata, train_ids, dataset), _indexer(adata, test_ids, dataset)
+        for names in by_signature.values():
+            spec0 = pipelines[names[0]]
+            X = input_matrix(adata, spec0, dataset)
+            Xtr, ytr, Xte, yte = X[itrain], y_all[itrain], X[itest], y_all[itest]
+            cell_ids, groups = test_ids, test_groups
+            if donor_level:
+                Xtr, ytr, _ = pseudobulk(Xtr, ytr, donors_all[itrain])
+                Xte, yte, cell_ids = pseudobulk(Xte, yte, donors_all[itest])
+                groups = np.asarray(cell_ids)
+            preprocess = build_pipeline(spec0, seed)[:-1]
+            Ztr = preprocess.fit_transform(Xtr, ytr)
+            Zte = preprocess.transform(Xte)
+            for name in names:
+                model = build_pipeline(pipelines[name], seed)[-1]
+                model.fit(Ztr, ytr)
+                y_pred, conf, scores, classes = _predict(model, Zte)
+                frame = pd.DataFrame({
+                    "cell_id": np.asarray(cell_ids, dtype=object), "fold": fold, "group": groups,
+                    "pipeline": name, "y_true": yte, "y_pred": y_pred, "score": conf,
+                })
+                frame["novel"] = frame["y_true"] == frame["group"] if split_kind == "novel_type" else False
+                frame = pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])],
+                                  axis=1)
+                frames.append(frame)
+        log.info("fold %d/%d: %d train, %d test cells, %d pipeline(s) in %.1f s", fold + 1, n_folds,
+                 len(itrain), len(itest), len(pipelines), time.perf_counter() - t0)
+    out = pd.concat(frames, ignore_index=True)
+    fixed = ["cell_id", "fold", "group", "pipeline", "y_true", "y_pred", "score", "novel"]
+    score_cols = sorted(c for c in out.columns if c.startswith(SCORE_PREFIX))
+    return out[fixed + score_cols]
