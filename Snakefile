@@ -15,6 +15,15 @@ min_version("9.19")
 configfile: "config/config.yaml"
 
 
+import sys
+
+sys.path.insert(0, f"{workflow.basedir}/src")  # the package, also when it is not pip-installed
+
+
+# A readable one-line message first (naming the key), then snakemake's validation (fills defaults).
+from sclinbench.config import check as check_config
+
+check_config(config, f"{workflow.basedir}/config/schema.yaml", "the configuration (config/config.yaml + --config/--configfile)")
 validate(config, "config/schema.yaml")
 
 

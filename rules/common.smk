@@ -17,7 +17,7 @@ def _load_registry(path):
         if not isinstance(entry, dict):
             raise SclinbenchError(f"registry entry '{name}' in {path} is not a mapping")
         if schema.exists():
-            validate(entry, str(schema))
+            check_config(entry, str(schema), f"registry entry '{name}' in {path}")
     return registry
 
 

@@ -1,0 +1,41 @@
+"""Configuration checks with one-line messages (the JSON Schemas live in config/)."""
+
+from __future__ import annotations
+
+import jsonschema
+import yaml
+
+from sclinbench.errors import SclinbenchError
+
+
+def _where(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "top level"
+
+
+def schema_errors(instance: dict, schema_path: str) -> list[str]:
+    """One readable line per schema violation (most specific first)."""
+    with open(schema_path) as handle:
+        schema = yaml.safe_load(handle)
+    validator = jsonschema.Draft202012Validator(schema)
+    lines = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: (len(e.path), list(map(str, e.path)))):
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"unknown key {', '.join(repr(k) for k in extra)} at {_where(error.path)}{hint}")
+        elif error.validator == "oneOf" and error.context:
+            expected = error.schema.get("description") or jsonschema.exceptions.best_match(error.context).message
+            lines.append(f"{_where(error.path)}: {error.instance!r} is not valid; expected {expected}")
+        else:
+            lines.append(f"{_where(error.path)}: {error.message}")
+    return lines
+
+
+def check(instance: dict, schema_path: str, source: str) -> None:
+    """Raise :class:`SclinbenchError` naming the file, the key and the problem if ``instance`` is invalid."""
+    errors = schema_errors(instance, schema_path)
+    if errors:
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise SclinbenchError(f"{source}: {errors[0]}{more}; see {schema_path} for what each key means")
