@@ -1,0 +1,232 @@
+"""fetch() against a loopback HTTP server with fault injection (no outside network)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import logging
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from sclinbench.download import fetch, read_lock, record_lock, sha256sum
+from sclinbench.errors import SclinbenchError
+
+# 300 kB of non-repeating bytes: the transfer spans several chunks.
+PAYLOAD = bytes(
+    (i * 7919 + (i >> 8)) % 251 for i in range(300_000)
+)
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+FAST = dict(backoff=0.001, timeout=5, chunk=16_384)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves PAYLOAD under paths that select a behaviour:
+
+    /ok          honours Range
+    /drop        first response is cut off half-way, later ones honour Range
+    /norange     first response is cut off, later ones ignore Range (200 + full body)
+    /missing     404
+    /error       500 always
+    /flaky       503 twice, then OK
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        state = self.server.state
+        path = self.path.split("?")[0]
+        state["requests"].append((path, self.headers.get("Range")))
+        count = sum(1 for p, _ in state["requests"] if p == path)
+        if path == "/missing":
+            return self._status(404)
+        if path == "/error":
+            return self._status(500)
+        if path == "/flaky" and count <= 2:
+            return self._status(503)
+        cut = path in ("/drop", "/norange") and count == 1
+        honour_range = path != "/norange"
+        self._send(cut=cut, honour_range=honour_range)
+
+    def _status(self, code):
+        body = b"nope"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def _send(self, cut: bool, honour_range: bool):
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and honour_range:
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        else:
+            self.send_response(200)
+        body = PAYLOAD[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if cut:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            self.wfile.write(body)
+        self.close_connection = True
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.state = {"requests": []}
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield base, httpd.state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_clean_download_verifies_and_logs_progress(server, tmp_path, caplog):
+    base, state = server
+    dest = tmp_path / "raw" / "file.bin"
+    with caplog.at_level(logging.INFO, logger="sclinbench.download"):
+        result = fetch(f"{base}/ok", dest, sha256=PAYLOAD_SHA, size=len(PAYLOAD),
+                       progress_every=0, **FAST)
+    assert dest.read_bytes() == PAYLOAD
+    assert result.sha256 == PAYLOAD_SHA and result.size == len(PAYLOAD) and result.downloaded
+    assert not (tmp_path / "raw" / "file.bin.part").exists()
+    assert state["requests"] == [("/ok", None)]
+    assert any("MB/s" in r.getMessage() and "%" in r.getMessage() for r in caplog.records)
+
+
+def test_dropped_connection_resumes_with_range(server, tmp_path):
+    base, state = server
+    dest = tmp_path / "file.bin"
+    fetch(f"{base}/drop", dest, sha256=PAYLOAD_SHA, **FAST)
+    assert sha256sum(dest) == PAYLOAD_SHA
+    ranges = [r for p, r in state["requests"] if p == "/drop"]
+    assert ranges[0] is None
+    assert ranges[1] == f"bytes={len(PAYLOAD) // 2}-"  # resumed where the cut happened
+
+
+def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
+    base, state = server
+    dest = tmp_path / "file.bin"
+    fetch(f"{base}/norange", dest, sha256=PAYLOAD_SHA, **FAST)
+    assert dest.read_bytes() == PAYLOAD  # not the half file + the full file appended
+    assert [r is not None for p, r in state["requests"]] == [False, True]
+
+
+def test_wrong_checksum_leaves_nothing_behind(server, tmp_path):
+    base, _ = server
+    dest_dir = tmp_path / "raw"
+    with pytest.raises(SclinbenchError, match="Checksum mismatch") as err:
+        fetch(f"{base}/ok", dest_dir / "file.bin", sha256="0" * 64, **FAST)
+    assert f"{base}/ok" in str(err.value)
+    assert list(dest_dir.iterdir()) == []
+
+
+def test_wrong_size_leaves_nothing_behind(server, tmp_path):
+    base, _ = server
+    with pytest.raises(SclinbenchError, match="expects 12"):
+        fetch(f"{base}/ok", tmp_path / "file.bin", size=12, **FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_404_fails_at_once_naming_the_url(server, tmp_path):
+    base, state = server
+    with pytest.raises(SclinbenchError) as err:
+        fetch(f"{base}/missing", tmp_path / "file.bin", retries=3, **FAST)
+    message = str(err.value)
+    assert "404" in message and f"{base}/missing" in message and "\n" not in message
+    assert len(state["requests"]) == 1  # no retries for a missing file
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_500_fails_after_retries(server, tmp_path):
+    base, state = server
+    with pytest.raises(SclinbenchError) as err:
+        fetch(f"{base}/error", tmp_path / "file.bin", retries=2, **FAST)
+    message = str(err.value)
+    assert "500" in message and f"{base}/error" in message and "after 3 attempts" in message
+    assert len(state["requests"]) == 3
+
+
+def test_transient_503_is_retried(server, tmp_path):
+    base, state = server
+    fetch(f"{base}/flaky", tmp_path / "file.bin", sha256=PAYLOAD_SHA, retries=3, **FAST)
+    assert len(state["requests"]) == 3
+
+
+def test_no_network_names_url_and_where_to_put_the_file(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dest = tmp_path / "raw" / "file.bin"
+    url = f"http://127.0.0.1:{port}/file.bin"
+    with pytest.raises(SclinbenchError) as err:
+        fetch(url, dest, retries=1, **FAST)
+    message = str(err.value)
+    assert url in message and str(dest) in message and "re-run" in message
+    assert "connection refused" in message and "\n" not in message
+
+
+def test_lockfile_records_then_verifies(server, tmp_path):
+    base, _ = server
+    lock = tmp_path / "checksums.tsv"
+    url = f"{base}/ok"
+    first = fetch(url, tmp_path / "a.bin", lockfile=lock, **FAST)
+    assert read_lock(lock)[url]["sha256"] == PAYLOAD_SHA == first.sha256
+    assert read_lock(lock)[url]["size"] == len(PAYLOAD)
+    assert lock.read_text().splitlines()[0] == "url\tsha256\tsize\tdate"
+
+    # A second download of the same URL must reproduce the recorded checksum ...
+    fetch(url, tmp_path / "b.bin", lockfile=lock, **FAST)
+    assert len(lock.read_text().splitlines()) == 2  # header + one record, not duplicated
+
+    # ... and a recorded checksum that differs is refused, leaving nothing behind.
+    other = tmp_path / "other.tsv"
+    record_lock(other, url, "f" * 64, len(PAYLOAD))
+    with pytest.raises(SclinbenchError, match="Checksum mismatch.*lock file"):
+        fetch(url, tmp_path / "c.bin", lockfile=other, **FAST)
+    assert not (tmp_path / "c.bin").exists() and not (tmp_path / "c.bin.part").exists()
+
+
+def test_conflicting_lock_record_is_refused(tmp_path):
+    lock = tmp_path / "checksums.tsv"
+    record_lock(lock, "http://x/y", "a" * 64, 3)
+    record_lock(lock, "http://x/y", "a" * 64, 3)  # same record: accepted, not duplicated
+    with pytest.raises(SclinbenchError, match="changed upstream"):
+        record_lock(lock, "http://x/y", "b" * 64, 3)
+    assert len(lock.read_text().splitlines()) == 2
+
+
+def test_existing_destination_is_verified_not_downloaded(server, tmp_path):
+    base, state = server
+    dest = tmp_path / "file.bin"
+    dest.write_bytes(PAYLOAD)
+    result = fetch(f"{base}/ok", dest, sha256=PAYLOAD_SHA, **FAST)
+    assert not result.downloaded and state["requests"] == []
+    dest.write_bytes(b"corrupt")
+    with pytest.raises(SclinbenchError, match="delete .*file.bin and re-run"):
+        fetch(f"{base}/ok", dest, sha256=PAYLOAD_SHA, **FAST)
+
+
+def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
+    base, state = server
+    dest = tmp_path / "file.bin"
+    Path(str(dest) + ".part").write_bytes(PAYLOAD[:1000])
+    fetch(f"{base}/ok", dest, sha256=PAYLOAD_SHA, **FAST)
+    assert dest.read_bytes() == PAYLOAD
+    assert state["requests"] == [("/ok", "bytes=1000-")]
