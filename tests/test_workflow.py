@@ -1,0 +1,147 @@
+"""The real snakemake workflow on the embedded offline default (pbmc68k + synthetic atlas)."""
+
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import copy_workflow, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def _metric(m, **kw):
+    sel = m
+    for k, v in kw.items():
+        sel = sel[sel[k] == v]
+    return sel
+
+
+def test_default_run_writes_metrics_and_beats_controls(default_run):
+    workdir, _ = default_run
+    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    assert list(m.columns) == ["dataset", "task", "kind", "split_kind", "group", "pipeline", "role",
+                               "representation", "model", "fold", "metric", "value"]
+    f1 = _metric(m, dataset="pbmc68k", task="celltype_stratified", metric="macro_f1")
+    by = f1.groupby("pipeline")["value"].mean()
+    assert set(by.index) == {"rankz_centroid", "log1p_pca_logreg", "control_majority", "control_shuffled"}
+    for method in ("rankz_centroid", "log1p_pca_logreg"):
+        assert by[method] > 0.5, by
+        assert by[method] > by["control_shuffled"] + 0.3, by
+        assert by[method] > by["control_majority"] + 0.3, by
+    assert f1.groupby("pipeline")["fold"].nunique().eq(5).all()
+
+
+def test_every_test_cell_is_predicted_once_per_fold(default_run):
+    workdir, _ = default_run
+    splits = pd.read_csv(workdir / "results/splits/dataset~pbmc68k/task~celltype_stratified.tsv.gz", sep="\t")
+    pred = pd.read_csv(workdir / "results/predictions/dataset~pbmc68k/task~celltype_stratified/"
+                       "representation~rankz.tsv.gz", sep="\t")
+    test = splits[splits.role == "test"]
+    for pipeline, rows in pred.groupby("pipeline"):
+        assert len(rows) == len(test)
+        assert set(zip(rows.cell_id, rows.fold)) == set(zip(test.cell_id, test.fold))
+    adata = ad.read_h5ad(workdir / "resources/standardized/pbmc68k.h5ad")
+    assert test.cell_id.nunique() == adata.n_obs == 700
+
+
+def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
+    workdir, _ = default_run
+    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    cs = _metric(m, dataset="atlas", task="cross_species", metric="macro_f1")
+    off = cs[cs.group.map(lambda g: g.split("->")[0] != g.split("->")[1])]
+    diag = cs[cs.group.map(lambda g: g.split("->")[0] == g.split("->")[1])]
+    assert len(diag) and len(off)
+    paper = off[off.pipeline == "rankz_centroid"]["value"].mean()
+    shuffled = off[off.pipeline == "control_shuffled"]["value"].mean()
+    assert paper > shuffled + 0.3, (paper, shuffled)
+
+
+def test_second_run_does_no_work(default_run):
+    workdir, _ = default_run
+    proc = run_snakemake(workdir, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean(default_run):
+    workdir, _ = default_run
+    proc = run_snakemake(workdir, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _local_dataset(workdir, name, adata, columns, tasks, extra_config=""):
+    path = workdir / f"{name}.h5ad"
+    adata.write_h5ad(path)
+    registry = (workdir / "config/datasets.yaml").read_text()
+    cols = ", ".join(f"{k}: {v}" for k, v in columns.items())
+    registry += f"\n{name}:\n  source: local\n  files: [{{path: {path}}}]\n  format: h5ad\n  columns: {{{cols}}}\n"
+    (workdir / "config/datasets.yaml").write_text(registry)
+    (workdir / "extra.yaml").write_text(
+        "tasks:\n" + "".join(f"  {t}:\n    kind: celltype\n    split: stratified\n    n_folds: 5\n"
+                             f"    datasets: [{name}]\n" for t in tasks) + extra_config)
+
+
+def _counts_adata(n=120, genes=60, seed=0, label_col="cell_type"):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(["a", "b", "c"], n // 3)
+    means = rng.gamma(2, 1, size=(3, genes))
+    X = rng.poisson(means[np.repeat(np.arange(3), n // 3)] * 3).astype(np.float32)
+    obs = pd.DataFrame({label_col: labels}, index=[f"cell{i}" for i in range(n)])
+    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(genes)]))
+
+
+def _fails_with(proc, *needles):
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-3000:]
+    lines = [line for line in text.splitlines() if "sclinbench error" in line or "SclinbenchError" in line]
+    assert lines, text[-3000:]
+    for needle in needles:
+        assert any(needle in line for line in lines), (needle, lines)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return copy_workflow(tmp_path / "wf")
+
+
+def test_misspelled_config_key_is_one_line(workdir):
+    (workdir / "bad.yaml").write_text("pipelnes: {}\n")
+    proc = run_snakemake(workdir, "-n", "--configfile", "config/config.yaml", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'pipelnes' at top level" in proc.stderr
+
+
+def test_dataset_without_label_column(workdir):
+    _local_dataset(workdir, "mine", _counts_adata(label_col="celltype_x"), {"cell_type": "celltype_x_typo"},
+                   ["mine_ct"])
+    proc = run_snakemake(workdir, "--configfile", "config/config.yaml", "extra.yaml",
+                         "results/splits/dataset~mine/task~mine_ct.tsv.gz", check=False)
+    _fails_with(proc, "celltype_x_typo", "celltype_x")
+
+
+def test_normalized_counts_are_refused(workdir):
+    a = _counts_adata()
+    a.X = np.log1p(a.X / a.X.sum(1, keepdims=True) * 1e4)
+    _local_dataset(workdir, "lognorm", a, {"cell_type": "cell_type"}, ["lognorm_ct"])
+    proc = run_snakemake(workdir, "--configfile", "config/config.yaml", "extra.yaml",
+                         "resources/standardized/lognorm.h5ad", check=False)
+    _fails_with(proc, "integer")
+    assert not (workdir / "resources/standardized/lognorm.h5ad").exists()
+
+
+def test_class_smaller_than_folds(workdir):
+    a = _counts_adata()
+    a.obs.loc[a.obs_names[:3], "cell_type"] = "rare"
+    _local_dataset(workdir, "rare", a, {"cell_type": "cell_type"}, ["rare_ct"])
+    proc = run_snakemake(workdir, "--configfile", "config/config.yaml", "extra.yaml",
+                         "results/splits/dataset~rare/task~rare_ct.tsv.gz", check=False)
+    _fails_with(proc, "class 'rare'", "n_folds=5")
+
+
+def test_zero_cells_after_filtering(workdir):
+    _local_dataset(workdir, "tiny", _counts_adata(), {"cell_type": "cell_type"}, ["tiny_ct"],
+                   extra_config="qc:\n  min_genes: 100000\n")
+    proc = run_snakemake(workdir, "--configfile", "config/config.yaml", "extra.yaml",
+                         "resources/standardized/tiny.h5ad", check=False)
+    _fails_with(proc, "tiny")
