@@ -1,0 +1,515 @@
+"""Gene orthology tables and mapping of several species onto one reference gene space.
+
+An ortholog table has one row per gene pair:
+
+``reference_species, reference_gene, other_species, other_gene, homology_type``
+
+plus, when known, ``reference_symbol``, ``other_symbol`` and ``orthology_confidence``.
+``homology_type`` uses Ensembl's labels (``ortholog_one2one``, ``ortholog_one2many``,
+``ortholog_many2many``). Note that Ensembl's ``one2many`` is symmetric: the "many" side can be the
+reference or the other species; :func:`map_to_reference` handles both.
+
+Ensembl BioMart tables come from :func:`read_biomart` (a web export) or from the pinned query
+:func:`ensembl_biomart_query_url`, downloaded by :func:`sclinbench.download.fetch` and parsed with
+:func:`parse_biomart_tsv`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import urllib.parse
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from sclinbench.errors import SclinbenchError
+
+__all__ = [
+    "ORTHOLOG_COLUMNS",
+    "ENSEMBL_ARCHIVE_HOSTS",
+    "read_biomart",
+    "ensembl_biomart_query_url",
+    "parse_biomart_tsv",
+    "one_to_one",
+    "map_to_reference",
+]
+
+ORTHOLOG_COLUMNS = ["reference_species", "reference_gene", "other_species", "other_gene", "homology_type"]
+_EXTRA_COLUMNS = ["reference_symbol", "other_symbol", "orthology_confidence"]
+ONE2ONE = "ortholog_one2one"
+ONE2MANY = "ortholog_one2many"
+
+#: Ensembl release -> archive host serving that release's BioMart.
+#: Ensembl archive sites are named ``<three-letter month><year>.archive.ensembl.org`` after the
+#: month of the release (see https://www.ensembl.org/info/website/archives/ and biomaRt's
+#: ``listEnsemblArchives()``). Archives are kept for several years, not forever; for a release not
+#: listed here pass ``host=`` explicitly.
+ENSEMBL_ARCHIVE_HOSTS: dict[int, str] = {
+    100: "apr2020.archive.ensembl.org",
+    101: "aug2020.archive.ensembl.org",
+    102: "nov2020.archive.ensembl.org",
+    103: "feb2021.archive.ensembl.org",
+    104: "may2021.archive.ensembl.org",
+    105: "dec2021.archive.ensembl.org",
+    106: "apr2022.archive.ensembl.org",
+    107: "jul2022.archive.ensembl.org",
+    108: "oct2022.archive.ensembl.org",
+    109: "feb2023.archive.ensembl.org",
+    110: "jul2023.archive.ensembl.org",
+    111: "jan2024.archive.ensembl.org",
+    112: "may2024.archive.ensembl.org",
+    113: "oct2024.archive.ensembl.org",
+    114: "may2025.archive.ensembl.org",
+    115: "sep2025.archive.ensembl.org",
+}
+
+#: common name -> (Ensembl dataset prefix, BioMart display name used in column headers)
+_SPECIES = {
+    "human": ("hsapiens", "Human"),
+    "mouse": ("mmusculus", "Mouse"),
+    "rat": ("rnorvegicus", "Rat"),
+    "zebrafish": ("drerio", "Zebrafish"),
+    "macaque": ("mmulatta", "Macaque"),
+    "marmoset": ("cjacchus", "White-tufted-ear marmoset"),
+    "mouse_lemur": ("mmurinus", "Mouse Lemur"),
+    "pig": ("sscrofa", "Pig"),
+    "chicken": ("ggallus", "Chicken"),
+    "xenopus": ("xtropicalis", "Tropical clawed frog"),
+    "fly": ("dmelanogaster", "Drosophila melanogaster"),
+    "worm": ("celegans", "Caenorhabditis elegans"),
+}
+
+
+def _ensembl_name(species: str) -> str:
+    """``human`` / ``Homo sapiens`` / ``hsapiens`` -> ``hsapiens``."""
+    s = str(species).strip()
+    key = s.lower().replace(" ", "_")
+    if key in _SPECIES:
+        return _SPECIES[key][0]
+    parts = s.lower().split()
+    if len(parts) == 2 and all(p.isalpha() for p in parts):
+        return parts[0][0] + parts[1]
+    if re.fullmatch(r"[a-z]+", s):
+        return s
+    raise SclinbenchError(
+        f"species {species!r} is not a known name ({', '.join(sorted(_SPECIES))}), a binomial like "
+        "'Homo sapiens' or an Ensembl dataset prefix like 'hsapiens'; use one of those"
+    )
+
+
+def _open_text(path: str | os.PathLike) -> str:
+    path = Path(path)
+    if not path.exists():
+        raise SclinbenchError(f"ortholog table {path} does not exist; fetch it first")
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _tidy(df: pd.DataFrame, reference_species: str, other_species: str) -> pd.DataFrame:
+    """Canonical pair table from columns reference_gene, other_gene, homology_type (+ optional extras)."""
+    df = df.copy()
+    for col in ("reference_gene", "other_gene", "homology_type"):
+        df[col] = df[col].astype("string").str.strip()
+    df = df[df["other_gene"].notna() & (df["other_gene"] != "") & df["reference_gene"].notna()]
+    df = df[df["homology_type"].fillna("").str.startswith("ortholog_")]
+    out = pd.DataFrame(
+        {
+            "reference_species": str(reference_species),
+            "reference_gene": df["reference_gene"].astype(str).to_numpy(),
+            "other_species": str(other_species),
+            "other_gene": df["other_gene"].astype(str).to_numpy(),
+            "homology_type": df["homology_type"].astype(str).to_numpy(),
+        }
+    )
+    for col in ("reference_symbol", "other_symbol"):
+        if col in df:
+            out[col] = df[col].astype("string").fillna("").str.strip().to_numpy(dtype=object)
+    if "orthology_confidence" in df:
+        out["orthology_confidence"] = pd.to_numeric(df["orthology_confidence"], errors="coerce").to_numpy()
+    return out.drop_duplicates(["reference_gene", "other_gene"]).reset_index(drop=True)
+
+
+def read_biomart(path: str | os.PathLike, reference_species: str, other_species: str) -> pd.DataFrame:
+    """Read an Ensembl BioMart homology export (web interface, CSV or TSV, optionally gzipped).
+
+    Expected columns (BioMart display names): ``Gene stable ID``, ``<Other> gene stable ID``,
+    ``<Other> homology type`` and optionally ``Gene name``, ``<Other> gene name``,
+    ``<Other> orthology confidence [0 low, 1 high]``, where ``<Other>`` is e.g. ``Mouse``.
+    Rows without an ortholog and non-ortholog homology types are dropped.
+
+    Parameters
+    ----------
+    path
+        The export, e.g. ``ensembl_biomart_human_to_mouse.csv.gz``.
+    reference_species, other_species
+        Labels written into the table; they must match the keys of the AnnData dict given to
+        :func:`map_to_reference` (e.g. ``"human"``, ``"mouse"``). ``other_species`` also picks the
+        ``<Other>`` columns when the export holds several species.
+
+    Returns
+    -------
+    Ortholog table (``ORTHOLOG_COLUMNS`` + ``reference_symbol``, ``other_symbol``,
+    ``orthology_confidence`` when present).
+    """
+    text = _open_text(path)
+    first = text.split("\n", 1)[0]
+    sep = "\t" if first.count("\t") > first.count(",") else ","
+    df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str)
+    if "Gene stable ID" not in df.columns:
+        raise SclinbenchError(
+            f"{path}: no column 'Gene stable ID' (found {list(df.columns)[:4]}...); export it from BioMart "
+            "with the attribute 'Gene stable ID' and header row"
+        )
+    prefixes = sorted(
+        {m.group(1) for c in df.columns if (m := re.fullmatch(r"(.+) gene stable ID", c)) and c != "Gene stable ID"}
+    )
+    if not prefixes:
+        raise SclinbenchError(f"{path}: no '<Species> gene stable ID' column; export the homologue attributes")
+    if len(prefixes) == 1:
+        prefix = prefixes[0]
+    else:
+        wanted = {str(other_species).lower()}
+        key = str(other_species).lower().replace(" ", "_")
+        if key in _SPECIES:
+            wanted.add(_SPECIES[key][1].lower())
+        matches = [p for p in prefixes if p.lower() in wanted]
+        if len(matches) != 1:
+            raise SclinbenchError(
+                f"{path}: holds homologues of several species ({', '.join(prefixes)}); "
+                f"other_species={other_species!r} must name one of them"
+            )
+        prefix = matches[0]
+    homology = f"{prefix} homology type"
+    if homology not in df.columns:
+        raise SclinbenchError(f"{path}: no column {homology!r}; export the homology type attribute")
+    renamed = {
+        "Gene stable ID": "reference_gene",
+        f"{prefix} gene stable ID": "other_gene",
+        homology: "homology_type",
+        "Gene name": "reference_symbol",
+        f"{prefix} gene name": "other_symbol",
+    }
+    conf = [c for c in df.columns if c.startswith(f"{prefix} orthology confidence")]
+    if conf:
+        renamed[conf[0]] = "orthology_confidence"
+    df = df[list(c for c in renamed if c in df.columns)].rename(columns=renamed)
+    return _tidy(df, reference_species, other_species)
+
+
+def _biomart_attributes(reference_species: str, other_species: str) -> tuple[str, list[str]]:
+    ref = _ensembl_name(reference_species)
+    other = _ensembl_name(other_species)
+    if ref == other:
+        raise SclinbenchError(f"reference_species and other_species are both {ref!r}; give two different species")
+    attributes = [
+        "ensembl_gene_id",
+        "external_gene_name",
+        f"{other}_homolog_ensembl_gene",
+        f"{other}_homolog_associated_gene_name",
+        f"{other}_homolog_orthology_type",
+        f"{other}_homolog_orthology_confidence",
+    ]
+    return f"{ref}_gene_ensembl", attributes
+
+
+_BIOMART_CANONICAL = [
+    "reference_gene", "reference_symbol", "other_gene", "other_symbol", "homology_type", "orthology_confidence",
+]
+
+
+def ensembl_biomart_query_url(
+    reference_species: str, other_species: str, release: int, host: str | None = None
+) -> str:
+    """URL of a BioMart query for the homologues of ``reference_species`` genes in ``other_species``.
+
+    The query runs on the Ensembl archive site of the pinned ``release`` (see
+    :data:`ENSEMBL_ARCHIVE_HOSTS`), so the answer does not change when Ensembl releases again. It
+    returns TSV with a header and a completion stamp (``[success]`` as the last line); parse it with
+    :func:`parse_biomart_tsv`. Columns, in order: gene stable ID, gene name, other gene stable ID,
+    other gene name, homology type, orthology confidence.
+
+    Parameters
+    ----------
+    reference_species, other_species
+        Common names (``human``, ``mouse``...), binomials (``Homo sapiens``) or Ensembl dataset
+        prefixes (``hsapiens``).
+    release
+        Ensembl release, e.g. ``110``.
+    host
+        Override the archive host (e.g. ``"jul2023.archive.ensembl.org"``) for releases not in
+        :data:`ENSEMBL_ARCHIVE_HOSTS`.
+
+    Returns
+    -------
+    ``https://<host>/biomart/martservice?query=<url-encoded XML>``
+    """
+    dataset, attributes = _biomart_attributes(reference_species, other_species)
+    if host is None:
+        try:
+            host = ENSEMBL_ARCHIVE_HOSTS[int(release)]
+        except (KeyError, ValueError, TypeError):
+            known = f"{min(ENSEMBL_ARCHIVE_HOSTS)}-{max(ENSEMBL_ARCHIVE_HOSTS)}"
+            raise SclinbenchError(
+                f"Ensembl release {release!r} has no known archive host (known: {known}); pass host= "
+                "(e.g. 'jul2023.archive.ensembl.org', see https://www.ensembl.org/info/website/archives/)"
+            ) from None
+    host = re.sub(r"^https?://", "", str(host)).rstrip("/")
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE Query>'
+        '<Query virtualSchemaName="default" formatter="TSV" header="1" uniqueRows="1" count="" '
+        'datasetConfigVersion="0.6" completionStamp="1">'
+        f'<Dataset name="{dataset}" interface="default">'
+        + "".join(f'<Attribute name="{a}"/>' for a in attributes)
+        + "</Dataset></Query>"
+    )
+    return f"https://{host}/biomart/martservice?query=" + urllib.parse.quote(xml, safe="")
+
+
+def parse_biomart_tsv(
+    path: str | os.PathLike, reference_species: str, other_species: str, require_complete: bool = True
+) -> pd.DataFrame:
+    """Parse the answer of :func:`ensembl_biomart_query_url` into an ortholog table.
+
+    Parameters
+    ----------
+    path
+        The downloaded answer (optionally gzipped).
+    reference_species, other_species
+        Labels written into the table (keys of the AnnData dict of :func:`map_to_reference`).
+    require_complete
+        Require BioMart's completion stamp (``[success]`` as last line); BioMart can end a
+        transfer early without an HTTP error, so a missing stamp means a truncated table.
+
+    Returns
+    -------
+    Ortholog table with ``reference_symbol``, ``other_symbol`` and ``orthology_confidence``.
+    """
+    text = _open_text(path)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise SclinbenchError(f"{path}: empty BioMart answer; delete it and fetch again")
+    if "ERROR" in lines[0] and "\t" not in lines[0]:
+        raise SclinbenchError(f"{path}: BioMart returned an error ({lines[0][:160]}); check species and release")
+    complete = lines[-1].strip() == "[success]"
+    if complete:
+        lines = lines[:-1]
+    elif require_complete:
+        raise SclinbenchError(
+            f"{path}: BioMart answer lacks the '[success]' completion stamp (truncated transfer); delete it and fetch again"
+        )
+    header = lines[0].split("\t")
+    if len(header) != len(_BIOMART_CANONICAL):
+        raise SclinbenchError(
+            f"{path}: expected {len(_BIOMART_CANONICAL)} tab-separated columns from the sclinbench BioMart query, "
+            f"found {len(header)} ({header[:3]}...); build the URL with ensembl_biomart_query_url"
+        )
+    df = pd.read_csv(io.StringIO("\n".join(lines[1:])), sep="\t", header=None, names=_BIOMART_CANONICAL, dtype=str)
+    return _tidy(df, reference_species, other_species)
+
+
+def _check_table(table: pd.DataFrame) -> None:
+    missing = [c for c in ORTHOLOG_COLUMNS if c not in table.columns]
+    if missing:
+        raise SclinbenchError(
+            f"ortholog table lacks column(s) {missing}; it needs {ORTHOLOG_COLUMNS} (see sclinbench.orthologs.read_biomart)"
+        )
+
+
+def one_to_one(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``table`` that are one-to-one orthologs.
+
+    Keeps ``homology_type == "ortholog_one2one"`` and, defensively, drops any gene that still occurs
+    in more than one such row of the same species pair.
+
+    Parameters
+    ----------
+    table
+        Ortholog table (see module docstring).
+
+    Returns
+    -------
+    The one-to-one rows (a copy, index reset).
+    """
+    _check_table(table)
+    sub = table[table["homology_type"] == ONE2ONE]
+    pair = ["reference_species", "other_species"]
+    dup_ref = sub.duplicated(pair + ["reference_gene"], keep=False)
+    dup_other = sub.duplicated(pair + ["other_gene"], keep=False)
+    return sub[~(dup_ref | dup_other)].reset_index(drop=True)
+
+
+def _pairs_for(table: pd.DataFrame, reference: str, species: str) -> pd.DataFrame:
+    """Pairs reference gene -> species gene for one species, whichever way round the table is."""
+    fwd = table[(table["reference_species"] == reference) & (table["other_species"] == species)]
+    rev = table[(table["reference_species"] == species) & (table["other_species"] == reference)]
+    rev = rev.rename(columns={"reference_gene": "other_gene", "other_gene": "reference_gene"})
+    pairs = pd.concat([fwd, rev], ignore_index=True)[["reference_gene", "other_gene", "homology_type"]]
+    if pairs.empty:
+        available = sorted(set(zip(table["reference_species"].astype(str), table["other_species"].astype(str))))
+        shown = ", ".join(f"{a}->{b}" for a, b in available[:6]) or "none"
+        raise SclinbenchError(
+            f"ortholog table has no rows for reference {reference!r} and species {species!r} "
+            f"(it has: {shown}); add that species' table (e.g. read_biomart) or rename the species key"
+        )
+    return pairs.astype({"reference_gene": str, "other_gene": str}).drop_duplicates(["reference_gene", "other_gene"])
+
+
+def _species_mapping(pairs: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Pairs usable in ``mode``: one2one -> unique on both sides; sum -> every other gene has one target."""
+    if mode == "one2one":
+        sub = pairs[pairs["homology_type"] == ONE2ONE]
+        bad = sub.duplicated("reference_gene", keep=False) | sub.duplicated("other_gene", keep=False)
+    else:
+        sub = pairs[pairs["homology_type"].isin([ONE2ONE, ONE2MANY])]
+        # an other-species gene orthologous to several reference genes cannot be summed into one of them
+        bad = sub.duplicated("other_gene", keep=False)
+    return sub[~bad]
+
+
+def map_to_reference(
+    adatas: dict[str, ad.AnnData], table: pd.DataFrame, reference: str, mode: str = "one2one"
+) -> ad.AnnData:
+    """Re-index every species' counts to reference gene ids and concatenate all species.
+
+    Parameters
+    ----------
+    adatas
+        ``{species: AnnData}`` with raw counts in ``X`` and gene ids as ``var_names``; the keys must
+        match the species labels of ``table``.
+    table
+        Ortholog table (``reference_species, reference_gene, other_species, other_gene,
+        homology_type``); rows may be oriented either way round (reference -> species or back).
+    reference
+        Key of the reference species; its gene ids become the output ``var_names``.
+    mode
+        ``"one2one"``: keep reference genes with a one-to-one ortholog in every species.
+        ``"sum"``: also use one-to-many orthologs, summing the counts of the several species genes
+        onto their reference gene; species genes orthologous to several reference genes (the
+        other direction of one-to-many) and many-to-many pairs are not used. In both modes only
+        reference genes present (and mapped) in every species are kept, in the reference's order.
+
+    Returns
+    -------
+    AnnData with ``X`` sparse CSR (input dtype, i.e. integer counts stay integer), ``obs`` =
+    concatenated obs of all species (``organism`` filled with the species key where missing; if
+    cell names collide across species, every name gets the suffix ``-<species>``), ``var`` = the
+    reference's var for the kept genes plus ``<species>_genes`` (``;``-joined species gene ids),
+    ``obsm`` keys present in every species, and ``uns["orthologs"]`` with ``mode``, ``reference``,
+    ``n_genes`` and per species ``n_genes_input``, ``n_genes_mapped`` (reference genes with an
+    ortholog in that species) and ``n_genes_used`` (species genes contributing counts).
+    """
+    if mode not in ("one2one", "sum"):
+        raise SclinbenchError(f"orthologs mode {mode!r} is not 'one2one' or 'sum'; choose one of those")
+    if reference not in adatas:
+        raise SclinbenchError(f"reference species {reference!r} is not among the datasets {list(adatas)}; fix 'reference'")
+    _check_table(table)
+    for name, adata in adatas.items():
+        if not adata.var_names.is_unique:
+            raise SclinbenchError(f"dataset {name!r}: var_names (gene ids) are not unique; make them unique before mapping")
+
+    ref_var = adatas[reference].var_names
+    ref_pos = pd.Series(np.arange(ref_var.size), index=ref_var)
+    per_species: dict[str, pd.DataFrame] = {}
+    mapped_sets = []
+    for name, adata in adatas.items():
+        if name == reference:
+            continue
+        pairs = _species_mapping(_pairs_for(table, reference, name), mode)
+        present = pairs["reference_gene"].isin(ref_var) & pairs["other_gene"].isin(adata.var_names)
+        if not pairs["other_gene"].isin(adata.var_names).any():
+            example_data = adata.var_names[0] if adata.n_vars else "none"
+            example_table = pairs["other_gene"].iloc[0] if len(pairs) else "none"
+            raise SclinbenchError(
+                f"dataset {name!r}: no gene id (var_names, e.g. {example_data!r}) matches the ortholog table's "
+                f"other_gene (e.g. {example_table!r}); set var_names to the same gene ids (e.g. Ensembl)"
+            )
+        pairs = pairs[present]
+        if pairs.empty:
+            raise SclinbenchError(
+                f"dataset {name!r}: no {mode} ortholog pair has both genes measured in {reference!r} and {name!r}; "
+                f"check that {reference!r} var_names are the table's reference_gene ids"
+            )
+        per_species[name] = pairs
+        mapped_sets.append(set(pairs["reference_gene"]))
+
+    keep_mask = np.ones(ref_var.size, dtype=bool)
+    for mapped in mapped_sets:
+        keep_mask &= ref_var.isin(list(mapped))
+    kept = ref_var[keep_mask]
+    if kept.size == 0:
+        raise SclinbenchError(
+            f"no reference gene of {reference!r} has a {mode} ortholog in every species ({', '.join(per_species)}); "
+            "drop the species with the fewest shared genes or use mode='sum'"
+        )
+    kept_pos = pd.Series(np.arange(kept.size), index=kept)
+
+    blocks, obs_list, stats = [], [], {}
+    for name, adata in adatas.items():
+        X = adata.X if sp.issparse(adata.X) else sp.csr_matrix(adata.X)
+        X = sp.csr_matrix(X)
+        if name == reference:
+            rows = ref_pos[kept].to_numpy()
+            cols = np.arange(kept.size)
+            gene_lists = None
+            n_used = kept.size
+        else:
+            pairs = per_species[name]
+            pairs = pairs[pairs["reference_gene"].isin(kept)]
+            rows = adata.var_names.get_indexer(pairs["other_gene"])
+            cols = kept_pos[pairs["reference_gene"]].to_numpy()
+            gene_lists = pairs.groupby("reference_gene")["other_gene"].agg(lambda s: ";".join(sorted(s)))
+            n_used = int(pairs["other_gene"].nunique())
+        M = sp.csr_matrix((np.ones(rows.size, dtype=X.dtype), (rows, cols)), shape=(adata.n_vars, kept.size))
+        Y = sp.csr_matrix(X @ M)
+        Y.sum_duplicates()
+        Y.sort_indices()
+        blocks.append(Y)
+        obs = adata.obs.copy()
+        if "organism" not in obs.columns:
+            obs["organism"] = name
+        obs_list.append((name, obs))
+        stats[name] = {
+            "n_genes_input": int(adata.n_vars),
+            "n_genes_mapped": int(kept.size if name == reference else per_species[name]["reference_gene"].nunique()),
+            "n_genes_used": int(n_used),
+        }
+        if gene_lists is not None:
+            stats[name]["_genes"] = gene_lists
+
+    obs = pd.concat([o for _, o in obs_list], axis=0)
+    for col in obs.columns:  # concatenating categoricals with different categories gives object
+        if any(col in o and isinstance(o[col].dtype, pd.CategoricalDtype) for _, o in obs_list):
+            obs[col] = obs[col].astype("category")
+    names = np.concatenate([o.index.astype(str).to_numpy() for _, o in obs_list])
+    if pd.Index(names).has_duplicates:
+        names = np.concatenate([(o.index.astype(str) + f"-{n}").to_numpy() for n, o in obs_list])
+    obs.index = pd.Index(names)
+
+    var = adatas[reference].var.loc[kept].copy()
+    for name in per_species:
+        var[f"{name}_genes"] = stats[name].pop("_genes").reindex(kept).fillna("").to_numpy(dtype=object)
+
+    dtype = np.result_type(*[b.dtype for b in blocks])
+    X = sp.vstack([b.astype(dtype) for b in blocks], format="csr")
+    out = ad.AnnData(X=X, obs=obs, var=var)
+    shared_obsm = set.intersection(*[set(a.obsm.keys()) for a in adatas.values()])
+    for key in sorted(shared_obsm):
+        parts = [np.asarray(adatas[n].obsm[key]) for n in adatas]
+        if len({p.shape[1] for p in parts}) == 1:
+            out.obsm[key] = np.vstack(parts)
+    out.uns["orthologs"] = {
+        "mode": mode,
+        "reference": reference,
+        "n_genes": int(kept.size),
+        "species": stats,
+    }
+    return out
