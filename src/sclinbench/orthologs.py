@@ -404,8 +404,9 @@ def map_to_reference(
     cell names collide across species, every name gets the suffix ``-<species>``), ``var`` = the
     reference's var for the kept genes plus ``<species>_genes`` (``;``-joined species gene ids),
     ``obsm`` keys present in every species, and ``uns["orthologs"]`` with ``mode``, ``reference``,
-    ``n_genes`` and per species ``n_genes_input``, ``n_genes_mapped`` (reference genes with an
-    ortholog in that species) and ``n_genes_used`` (species genes contributing counts).
+    ``n_genes`` and per species ``n_genes_input``, ``n_genes_mapped`` (reference genes with a usable
+    ortholog measured in that species, before intersecting species; for the reference: ``n_genes``)
+    and ``n_genes_used`` (species genes contributing counts to the kept genes).
     """
     if mode not in ("one2one", "sum"):
         raise SclinbenchError(f"orthologs mode {mode!r} is not 'one2one' or 'sum'; choose one of those")

@@ -57,6 +57,7 @@ ONE2MANY = "ortholog_one2many"
 
 # component ids for independent random streams
 _PROGRAMS, _ORTHOLOGY, _DISEASE, _CELLS, _SPECIES_NOISE = 1, 2, 3, 4, 5
+_CHUNK_ENTRIES = 4_000_000  # cells x genes drawn densely at a time
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -280,16 +281,16 @@ def make_atlas(
     extra_type = type_names[-1]
     params = {
         "seed": int(seed), "species": species, "divergence": divergence, "n_genes": int(n_genes),
-        "n_cell_types": int(n_cell_types), "cells_per_species": int(cells_per_species), "n_donors": int(n_donors),
-        "species_only_in": species_only_in, "species_only_fraction": float(species_only_fraction),
-        "rare_ratio": float(rare_ratio), "lost_fraction": float(lost_fraction),
-        "one2many_fraction": float(one2many_fraction), "specific_fraction": float(specific_fraction),
-        "baseline_sd": float(baseline_sd), "n_markers": int(n_markers),
-        "marker_log2fc": float(marker_log2fc), "type_effect_sd": float(type_effect_sd), "gene_noise": float(gene_noise),
-"n_disease_genes": int(n_disease_genes),
-        "n_affected_types": int(n_affected_types), "disease_log2fc": float(disease_log2fc),
-        "donor_sd": float(donor_sd), "library_median": float(library_median), "library_sd": float(library_sd),
-        "nb_theta": float(nb_theta),
+        "n_cell_types": int(n_cell_types), "cells_per_species": int(cells_per_species),
+        "n_donors": int(n_donors), "species_only_in": species_only_in,
+        "species_only_fraction": float(species_only_fraction), "rare_ratio": float(rare_ratio),
+        "lost_fraction": float(lost_fraction), "one2many_fraction": float(one2many_fraction),
+        "specific_fraction": float(specific_fraction), "baseline_sd": float(baseline_sd),
+        "n_markers": int(n_markers), "marker_log2fc": float(marker_log2fc),
+        "type_effect_sd": float(type_effect_sd), "gene_noise": float(gene_noise),
+        "n_disease_genes": int(n_disease_genes), "n_affected_types": int(n_affected_types),
+        "disease_log2fc": float(disease_log2fc), "donor_sd": float(donor_sd),
+        "library_median": float(library_median), "library_sd": float(library_sd), "nb_theta": float(nb_theta),
     }
 
     # 1. shared programs and type abundances
@@ -382,9 +383,12 @@ def make_atlas(
                     logp = logp + disease_shift * is_disease_gene
                 prop = np.exp(logp - logp.max())
                 prop /= prop.sum()
-                counts = _sample_counts(r_cells, lib[cells, None] * prop[None, :], nb_theta)
-                X_blocks.append(sp.csr_matrix(counts))
-                cell_index.append(cells)
+                step = max(1, _CHUNK_ENTRIES // ids.size)  # bound the dense block in memory
+                for lo in range(0, cells.size, step):
+                    chunk = cells[lo:lo + step]
+                    counts = _sample_counts(r_cells, lib[chunk, None] * prop[None, :], nb_theta)
+                    X_blocks.append(sp.csr_matrix(counts))
+                    cell_index.append(chunk)
         perm = np.concatenate(cell_index)
         X = sp.vstack(X_blocks, format="csr")
         inverse = np.empty_like(perm)
