@@ -71,9 +71,15 @@ def cluster_down_reason() -> str | None:
 
 @pytest.fixture(scope="module")
 def slurm_cluster() -> None:
-    """Skip the test unless a SLURM cluster with a usable node answers."""
+    """Skip the test unless a SLURM cluster with a usable node answers.
+
+    With ``SCLINBENCH_REQUIRE_CLUSTER=1`` (CI) a missing cluster fails the test
+    instead, so CI cannot pass by skipping.
+    """
     reason = cluster_down_reason()
     if reason is not None:
+        if os.environ.get("SCLINBENCH_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"SCLINBENCH_REQUIRE_CLUSTER=1 but {reason}")
         pytest.skip(reason)
 
 
