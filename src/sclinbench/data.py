@@ -1,0 +1,754 @@
+"""Read, check and standardize single-cell datasets into one AnnData contract.
+
+The standardized AnnData (docs/DESIGN.md) has raw integer counts in ``X`` (CSR, float32),
+``obs`` columns ``cell_type`` (when labelled), ``donor_id``, ``condition`` (when known) and
+``organism`` next to the source's own columns, ``var`` indexed by a stable gene id with
+``gene_id`` and ``gene_symbol`` columns, and provenance in ``uns["sclinbench"]``.
+
+- :func:`load_bundled` — datasets shipped with an installed package (scanpy's pbmc68k_reduced).
+- :func:`read_raw` — h5ad, Cell Ranger HDF5 or Matrix Market files; several files are
+  concatenated, each with its own constant obs columns (e.g. the donor of a 10x run).
+- :func:`check_integer_counts` — refuses normalized or log-transformed matrices.
+- :func:`recover_counts_from_lognorm` — undoes ``log1p(counts / total * scale)`` exactly.
+- :func:`standardize` — one registry entry (config/datasets.yaml) applied to an AnnData.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from sclinbench.errors import SclinbenchError
+
+log = logging.getLogger(__name__)
+
+BUNDLED = ("pbmc68k_reduced",)
+FORMATS = ("h5ad", "10x_h5", "mtx")
+STANDARD_OBS = ("cell_type", "donor_id", "condition", "organism")
+QC_KEYS = ("min_genes", "min_counts", "min_cells", "min_cells_per_label")
+UNKNOWN = "unknown"
+
+_ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*G\d+)\.\d+(?:_PAR_Y)?$")
+_CHUNK = 10_000_000  # values checked at a time (bounds temporary memory)
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------
+
+
+def _stored_values(X) -> np.ndarray:
+    """The explicitly stored values of a sparse or dense matrix (a view where possible)."""
+    if sp.issparse(X):
+        return X.data
+    return np.asarray(X).reshape(-1)
+
+
+def check_integer_counts(X, where: str) -> None:
+    """Refuse anything but non-negative integer counts.
+
+    Parameters
+    ----------
+    X
+        Sparse or dense cells x genes matrix.
+    where
+        Names the file and matrix in the error, e.g. ``"data/x.h5ad (raw.X)"``.
+
+    Raises
+    ------
+    SclinbenchError
+        When a value is negative, not finite or not an integer (normalized or log data).
+    """
+    values = _stored_values(X)
+    if np.issubdtype(values.dtype, np.integer):
+        if values.size and values.min() < 0:
+            raise SclinbenchError(
+                f"{where} holds negative values, so it is not raw counts; point `counts:` in the "
+                f"registry entry at the raw counts (e.g. raw.X or layers/counts)."
+            )
+        return
+    if not np.issubdtype(values.dtype, np.floating):
+        raise SclinbenchError(f"{where} has non-numeric dtype {values.dtype}; expected raw counts.")
+    for start in range(0, values.size, _CHUNK):
+        block = values[start:start + _CHUNK]
+        if not np.all(np.isfinite(block)):
+            raise SclinbenchError(
+                f"{where} holds NaN or infinite values, so it is not raw counts; point `counts:` "
+                f"in the registry entry at the raw counts (e.g. raw.X or layers/counts)."
+            )
+        if block.size and block.min() < 0:
+            raise SclinbenchError(
+                f"{where} holds negative values (e.g. {block.min():.3g}): it looks scaled or "
+                f"centred, not raw counts; point `counts:` in the registry entry at the raw "
+                f"counts (e.g. raw.X or layers/counts)."
+            )
+        fractional = block != np.round(block)
+        if fractional.any():
+            example = float(block[np.argmax(fractional)])
+            raise SclinbenchError(
+                f"{where} holds non-integer values (e.g. {example:.4g}): it looks normalized or "
+                f"log-transformed; point `counts:` in the registry entry at the raw counts "
+                f"(e.g. raw.X or layers/counts)."
+            )
+
+
+def recover_counts_from_lognorm(
+    X,
+    total_counts: Sequence[float] | np.ndarray,
+    scale: float = 1e4,
+    tol: float = 0.1,
+    where: str = "matrix",
+) -> sp.csr_matrix:
+    """Undo ``log1p(counts / total_counts * scale)`` and return integer counts.
+
+    Parameters
+    ----------
+    X
+        Log-normalized cells x genes matrix (sparse stays sparse: ``expm1(0) = 0``).
+    total_counts
+        Per-cell library sizes used by the normalization (e.g. ``obs["n_counts"]``).
+    scale
+        The normalization's target sum.
+    tol
+        Largest accepted distance of a recovered value from the nearest integer.
+    where
+        Names the matrix in the error.
+
+    Returns
+    -------
+    CSR matrix of dtype int32.
+
+    Raises
+    ------
+    SclinbenchError
+        When a recovered value is farther than ``tol`` from an integer (wrong totals or scale).
+    """
+    totals = np.asarray(total_counts, dtype=np.float64).reshape(-1)
+    X = sp.csr_matrix(X, dtype=np.float64, copy=True)
+    if totals.shape[0] != X.shape[0]:
+        raise SclinbenchError(f"{where}: {totals.shape[0]} library sizes for {X.shape[0]} cells.")
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    values = np.expm1(X.data) * totals[rows] / scale
+    rounded = np.round(values)
+    deviation = float(np.abs(values - rounded).max()) if values.size else 0.0
+    if deviation > tol:
+        raise SclinbenchError(
+            f"{where}: undoing log1p(x / total * {scale:g}) leaves values {deviation:.3f} away from "
+            f"an integer (tolerance {tol}); the library sizes or scale do not match, so integer "
+            f"counts cannot be recovered; use a file with the raw counts."
+        )
+    out = sp.csr_matrix((rounded.astype(np.int32), X.indices, X.indptr), shape=X.shape)
+    out.eliminate_zeros()
+    log.info("%s: recovered integer counts (largest distance to an integer %.3f)", where, deviation)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    if path.is_dir():  # Matrix Market directory: hash the files in name order
+        for child in sorted(p for p in path.iterdir() if p.is_file()):
+            digest.update(child.name.encode())
+            digest.update(_sha256(child).encode())
+        return digest.hexdigest()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# bundled data
+# --------------------------------------------------------------------------------------------
+
+
+def load_bundled(name: str) -> ad.AnnData:
+    """A dataset shipped with an installed package, with integer counts in ``X``.
+
+    Parameters
+    ----------
+    name
+        ``"pbmc68k_reduced"``: scanpy's 700 PBMCs x 765 genes. Its ``raw.X`` is
+        ``log1p(counts / n_counts * 1e4)``; the counts are recovered as
+        ``expm1(raw.X) * n_counts / 1e4`` (every value must be within 0.1 of an integer).
+
+    Returns
+    -------
+    AnnData with CSR int32 counts in ``X``, the source ``obs`` (``bulk_labels``, ``n_counts``,
+    ...), gene symbols as ``var_names`` and the source embeddings in ``obsm``.
+    """
+    if name not in BUNDLED:
+        raise SclinbenchError(
+            f"unknown bundled dataset '{name}' (key bundled: in the registry); available: "
+            f"{', '.join(BUNDLED)}."
+        )
+    import scanpy as sc
+
+    src = sc.datasets.pbmc68k_reduced()
+    counts = recover_counts_from_lognorm(
+        src.raw.X, src.obs["n_counts"].to_numpy(), scale=1e4, tol=0.1,
+        where="scanpy pbmc68k_reduced raw.X",
+    )
+    adata = ad.AnnData(
+        X=counts,
+        obs=src.obs.copy(),
+        var=pd.DataFrame(index=src.raw.var_names.astype(str)),
+        obsm={k: np.asarray(v) for k, v in src.obsm.items()},
+    )
+    path = Path(sc.datasets.__file__).parent / "10x_pbmc68k_reduced.h5ad"
+    adata.uns["sclinbench_raw"] = {
+        "files": str(path),
+        "sha256": _sha256(path) if path.exists() else "",
+        "format": "bundled",
+        "counts": "expm1(raw.X) * obs.n_counts / 1e4",
+    }
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+# reading files
+# --------------------------------------------------------------------------------------------
+
+
+def _as_csr(X) -> sp.csr_matrix:
+    if sp.issparse(X):
+        return X.tocsr() if not isinstance(X, sp.csr_matrix) else X
+    return sp.csr_matrix(np.asarray(X))
+
+
+def _canonical(X: sp.csr_matrix) -> sp.csr_matrix:
+    """Sorted indices, no duplicate entries, no stored zeros (copies only when needed)."""
+    if X.has_canonical_format and not (X.data == 0).any():
+        return X
+    X = X.copy()
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    return X
+
+
+def _h5ad_matrices(f) -> list[str]:
+    found = ["X"] if "X" in f else []
+    if "raw" in f and "X" in f["raw"]:
+        found.append("raw.X")
+    if "layers" in f:
+        found += [f"layers/{k}" for k in f["layers"]]
+    return found
+
+
+def _read_h5ad(path: Path, counts: str) -> ad.AnnData:
+    """Read only what is needed: the counts matrix, obs, the matching var and obsm."""
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("encoding-type") != "anndata":  # legacy file: let anndata convert it
+            return _pick_matrix(ad.read_h5ad(path), counts, path)
+        available = _h5ad_matrices(f)
+        if counts not in available:
+            raise SclinbenchError(
+                f"{path} has no '{counts}' matrix (counts: in the registry entry); it has: "
+                f"{', '.join(available) or 'none'}."
+            )
+        var = read_elem(f["var"])
+        if counts == "X":
+            X = read_elem(f["X"])
+        elif counts == "raw.X":
+            X = read_elem(f["raw/X"])
+            raw_var = read_elem(f["raw/var"])
+            extra = [c for c in var.columns if c not in raw_var.columns]
+            if extra and raw_var.index.isin(var.index).all():
+                raw_var = raw_var.join(var[extra])
+            var = raw_var
+        else:
+            X = read_elem(f["layers"][counts.split("/", 1)[1]])
+        obs = read_elem(f["obs"])
+        obsm = {}
+        if "obsm" in f:
+            for key in f["obsm"]:
+                value = read_elem(f["obsm"][key])
+                if isinstance(value, np.ndarray) and value.shape[0] == obs.shape[0]:
+                    obsm[key] = value
+    return ad.AnnData(X=_as_csr(X), obs=obs, var=var, obsm=obsm)
+
+
+def _pick_matrix(adata: ad.AnnData, counts: str, path: Path) -> ad.AnnData:
+    if counts == "X":
+        X, var = adata.X, adata.var
+    elif counts == "raw.X" and adata.raw is not None:
+        X, var = adata.raw.X, adata.raw.var
+    elif counts.startswith("layers/") and counts.split("/", 1)[1] in adata.layers:
+        X, var = adata.layers[counts.split("/", 1)[1]], adata.var
+    else:
+        have = ["X"] + (["raw.X"] if adata.raw is not None else []) + [f"layers/{k}" for k in adata.layers]
+        raise SclinbenchError(
+            f"{path} has no '{counts}' matrix (counts: in the registry entry); it has: {', '.join(have)}."
+        )
+    return ad.AnnData(X=_as_csr(X), obs=adata.obs.copy(), var=var.copy(),
+                      obsm={k: v for k, v in adata.obsm.items() if isinstance(v, np.ndarray)})
+
+
+def _read_10x_h5(path: Path, counts: str) -> ad.AnnData:
+    import scanpy as sc
+
+    adata = sc.read_10x_h5(path, gex_only=True)
+    adata.var["gene_symbols"] = adata.var_names.astype(str)
+    adata.var_names = pd.Index(adata.var["gene_ids"].astype(str).to_numpy())
+    return adata
+
+
+def _read_mtx(path: Path, counts: str) -> ad.AnnData:
+    import scanpy as sc
+
+    if not path.is_dir():
+        raise SclinbenchError(
+            f"{path} is not a directory; format mtx expects a Cell Ranger Matrix Market directory "
+            f"(matrix.mtx.gz, features.tsv.gz, barcodes.tsv.gz)."
+        )
+    return sc.read_10x_mtx(path, var_names="gene_ids", gex_only=True)
+
+
+_READERS = {"h5ad": _read_h5ad, "10x_h5": _read_10x_h5, "mtx": _read_mtx}
+
+
+def _file_keys(paths: list[Path], file_obs: list[dict]) -> list[str]:
+    keys = ["_".join(str(v) for v in extra.values()) or p.stem for p, extra in zip(paths, file_obs)]
+    if len(set(keys)) < len(keys):
+        keys = [f"{i}" for i in range(len(keys))]
+    return keys
+
+
+def read_raw(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    fmt: str,
+    counts: str = "X",
+    file_obs: Sequence[dict] | None = None,
+) -> ad.AnnData:
+    """Read raw count file(s) into one AnnData with CSR counts in ``X``.
+
+    Parameters
+    ----------
+    paths
+        One path or several; several files are concatenated along cells (genes: outer join,
+        missing genes count 0) and cell names are prefixed with a per-file key.
+    fmt
+        ``h5ad`` (AnnData), ``10x_h5`` (Cell Ranger HDF5, v2 or v3 layout) or ``mtx``
+        (Cell Ranger Matrix Market directory). 10x inputs get ``var_names`` = feature ids and
+        ``var["gene_symbols"]``; only Gene Expression features are kept.
+    counts
+        Where the counts are in an h5ad: ``X``, ``raw.X`` or ``layers/<name>`` (only the
+        matrix asked for is read, with ``raw.var`` for ``raw.X``).
+    file_obs
+        One dict per file of constant obs columns, e.g. ``[{"donor_id": "C144"}, ...]``.
+
+    Returns
+    -------
+    AnnData; ``uns["sclinbench_raw"]`` records the files, their sha256, format and counts key.
+
+    Raises
+    ------
+    SclinbenchError
+        Missing, truncated or corrupt file (naming it), missing counts matrix, non-integer
+        counts.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise SclinbenchError("read_raw: no input files given; list them under files: in the registry entry.")
+    if fmt not in _READERS:
+        raise SclinbenchError(f"unknown format '{fmt}' (format: in the registry entry); use one of {', '.join(FORMATS)}.")
+    if fmt != "h5ad" and counts != "X":
+        raise SclinbenchError(f"counts: {counts} applies to h5ad files only; {fmt} files hold their counts in X.")
+    file_obs = [dict(d or {}) for d in (file_obs or [{}] * len(paths))]
+    if len(file_obs) != len(paths):
+        raise SclinbenchError(f"read_raw: {len(file_obs)} obs dicts for {len(paths)} files.")
+
+    parts = []
+    for path, extra in zip(paths, file_obs):
+        if not path.exists():
+            raise SclinbenchError(f"{path} does not exist; download it (or fix its path in the registry entry) and re-run.")
+        try:
+            adata = _READERS[fmt](path, counts)
+        except SclinbenchError:
+            raise
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as exc:
+            detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise SclinbenchError(
+                f"Cannot read {path} as {fmt} ({detail}); it is probably truncated or corrupt: "
+                f"delete it and re-run to download it again (or check format: in the registry entry)."
+            ) from exc
+        adata.X = _as_csr(adata.X)
+        check_integer_counts(adata.X, where=f"{path} ({counts})")
+        for key, value in extra.items():
+            adata.obs[key] = pd.Categorical([str(value)] * adata.n_obs)
+        log.info("read %s: %d cells x %d genes (%s, %s)", path, adata.n_obs, adata.n_vars, fmt, counts)
+        parts.append(adata)
+
+    if len(parts) == 1:
+        adata = parts[0]
+    else:
+        for part, path in zip(parts, paths):
+            if not part.var_names.is_unique:
+                raise SclinbenchError(f"{path}: gene names are not unique, so files cannot be aligned for concatenation.")
+        for part, key in zip(parts, _file_keys(paths, file_obs)):
+            part.obs_names = [f"{key}_{name}" for name in part.obs_names]
+        adata = ad.concat(parts, join="outer", merge="same", fill_value=0)
+        adata.X = _as_csr(adata.X)
+    if not adata.obs_names.is_unique:
+        log.warning("cell names are not unique; making them unique")
+        adata.obs_names_make_unique()
+    adata.uns["sclinbench_raw"] = {
+        "files": ", ".join(str(p) for p in paths),
+        "sha256": ", ".join(_sha256(p) for p in paths),
+        "format": fmt,
+        "counts": counts,
+    }
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+# standardization
+# --------------------------------------------------------------------------------------------
+
+
+def _as_label(values: pd.Series, where: str, column: str) -> pd.Categorical:
+    """Strings; missing values become "unknown" (and are counted in the log)."""
+    missing = values.isna().to_numpy()
+    labels = values.astype(object).where(~missing, UNKNOWN).astype(str)
+    if missing.any():
+        log.warning("%s: %d cells have no %s; set to '%s'", where, int(missing.sum()), column, UNKNOWN)
+    return pd.Categorical(labels.to_numpy())
+
+
+def _map_obs(adata: ad.AnnData, entry: dict, where: str) -> None:
+    columns = entry.get("columns") or {}
+    obs = adata.obs
+    existing = list(obs.columns)
+    for target in STANDARD_OBS:
+        source = columns.get(target)
+        if source is None:
+            continue
+        if source not in obs.columns:
+            raise SclinbenchError(
+                f"{where}: obs column '{source}' (columns.{target} in the registry entry) does not "
+                f"exist; obs columns are: {', '.join(map(str, existing)) or 'none'}."
+            )
+        if source != target and target in obs.columns:
+            log.warning("%s: obs column '%s' is replaced by '%s' (columns.%s)", where, target, source, target)
+        obs[target] = _as_label(obs[source], where, target)
+    if columns.get("organism") is None:
+        if entry.get("organism"):
+            obs["organism"] = pd.Categorical([entry["organism"]] * adata.n_obs)
+        elif "organism" in obs.columns:
+            obs["organism"] = _as_label(obs["organism"], where, "organism")
+        else:
+            raise SclinbenchError(
+                f"{where}: the organism is unknown; set organism: (e.g. Homo sapiens) or "
+                f"columns.organism in the registry entry."
+            )
+    if columns.get("donor_id") is None:
+        if "donor_id" in obs.columns:
+            log.info("%s: using the source's obs column donor_id", where)
+            obs["donor_id"] = _as_label(obs["donor_id"], where, "donor_id")
+        else:
+            log.warning("%s: no donor column; donor_id set to '%s' (donor-held-out splits are refused)", where, UNKNOWN)
+            obs["donor_id"] = pd.Categorical([UNKNOWN] * adata.n_obs)
+    for target in ("cell_type", "condition"):
+        if columns.get(target) is None and target in obs.columns:
+            obs[target] = _as_label(obs[target], where, target)
+
+
+def _gene_values(var: pd.DataFrame, column: str | None, key: str, where: str) -> np.ndarray:
+    if column is None:
+        return var.index.astype(str).to_numpy()
+    if column not in var.columns:
+        raise SclinbenchError(
+            f"{where}: var column '{column}' (var_columns.{key} in the registry entry) does not "
+            f"exist; var columns are: {', '.join(map(str, var.columns)) or 'none'} (null = the var index)."
+        )
+    values = var[column].astype(object)
+    return values.where(values.notna(), "").astype(str).to_numpy()
+
+
+def _standardize_var(adata: ad.AnnData, entry: dict, where: str) -> ad.AnnData:
+    """Index genes by Ensembl id (version removed) or symbol; sum duplicated genes."""
+    kind = entry.get("gene_id", "ensembl")
+    var_columns = entry.get("var_columns") or {}
+    ids = _gene_values(adata.var, var_columns.get("gene_id"), "gene_id", where)
+    symbols = _gene_values(adata.var, var_columns.get("gene_symbol"), "gene_symbol", where)
+    if kind == "ensembl":
+        ids = np.array([_ENSEMBL_VERSION.sub(r"\1", g) for g in ids], dtype=object)
+    symbols = np.where(symbols == "", ids, symbols)
+    index = pd.Index(ids if kind == "ensembl" else symbols, dtype=str)
+    if (index == "").any():
+        raise SclinbenchError(f"{where}: some genes have an empty {kind} id; check var_columns in the registry entry.")
+    var = adata.var.copy()
+    var["gene_id"], var["gene_symbol"] = ids.astype(str), symbols.astype(str)
+    var.index = index
+    X = adata.X
+    if not index.is_unique:
+        codes, uniques = pd.factorize(index)
+        n_genes = len(codes)
+        merge = sp.csr_matrix(
+            (np.ones(n_genes, dtype=X.dtype), (np.arange(n_genes), codes)), shape=(n_genes, len(uniques))
+        )
+        X = _as_csr(X @ merge)
+        first = pd.Series(np.arange(n_genes)).groupby(codes).first().to_numpy()
+        var = var.iloc[first]
+        log.info("%s: %d duplicated gene ids summed (%d -> %d genes)", where, n_genes - len(uniques), n_genes, len(uniques))
+    var.index.name = None
+    return ad.AnnData(X=X, obs=adata.obs, var=var, obsm=dict(adata.obsm), uns=dict(adata.uns))
+
+
+def _condition_from_feature(adata: ad.AnnData, spec: dict, where: str) -> ad.AnnData:
+    feature = spec["feature"]
+    var = adata.var
+    hit = (var.index == feature) | (var["gene_id"] == feature) | (var["gene_symbol"] == feature)
+    hit = np.asarray(hit)
+    if not hit.any():
+        raise SclinbenchError(
+            f"{where}: feature '{feature}' (condition_from_feature.feature in the registry entry) is "
+            f"not among the genes (index, gene_id or gene_symbol)."
+        )
+    min_count = int(spec.get("min_count", 1))
+    feature_counts = np.asarray(adata.X[:, np.flatnonzero(hit)].sum(axis=1)).reshape(-1)
+    positive = feature_counts >= min_count
+    obs = adata.obs
+    if "condition" in obs.columns:
+        log.warning("%s: obs condition is replaced by condition_from_feature", where)
+    obs[f"{feature}_counts"] = feature_counts.astype(np.int64)
+    obs["condition"] = pd.Categorical(
+        np.where(positive, spec.get("positive", "positive"), spec.get("negative", "negative"))
+    )
+    log.info("%s: condition from %s >= %d: %d of %d cells positive", where, feature, min_count,
+             int(positive.sum()), adata.n_obs)
+    if spec.get("drop_feature", True):
+        adata = adata[:, ~hit].copy()
+    return adata
+
+
+def _select_cells(adata: ad.AnnData, keep: np.ndarray) -> ad.AnnData:
+    return adata if keep.all() else adata[keep].copy()
+
+
+def _obs_filter(adata: ad.AnnData, filters: dict, where: str) -> ad.AnnData:
+    for column, values in (filters or {}).items():
+        if column not in adata.obs.columns:
+            raise SclinbenchError(
+                f"{where}: obs column '{column}' (obs_filter in the registry entry) does not exist; "
+                f"obs columns are: {', '.join(map(str, adata.obs.columns))}."
+            )
+        keep = adata.obs[column].astype(str).isin([str(v) for v in values]).to_numpy()
+        log.info("%s: obs_filter %s in %s keeps %d of %d cells", where, column, values, int(keep.sum()), adata.n_obs)
+        if not keep.any():
+            present = sorted(map(str, adata.obs[column].unique()))[:10]
+            raise SclinbenchError(
+                f"{where}: obs_filter {column}: {values} keeps no cell; values present include: {', '.join(present)}."
+            )
+        adata = _select_cells(adata, keep)
+    return adata
+
+
+def _flag_ood(adata: ad.AnnData, patterns: Sequence[str], only: bool, where: str) -> ad.AnnData:
+    if not patterns:
+        if only:
+            raise SclinbenchError(f"{where}: ood_only is set but ood_donors is empty; list the held-out donors.")
+        return adata
+    regex = re.compile("|".join(f"(?:{p})" for p in patterns))
+    donors = adata.obs["donor_id"].astype(str)
+    ood = donors.map(lambda d: bool(regex.fullmatch(d))).to_numpy(dtype=bool)
+    adata.obs["ood_donor"] = ood
+    log.info("%s: %d of %d cells from out-of-distribution donors %s", where, int(ood.sum()), adata.n_obs,
+             sorted(set(donors[ood])))
+    if only:
+        if not ood.any():
+            raise SclinbenchError(
+                f"{where}: no donor matches ood_donors {list(patterns)}; donors are: "
+                f"{', '.join(sorted(set(donors))[:20])}."
+            )
+        adata = _select_cells(adata, ood)
+    return adata
+
+
+def _quality_control(adata: ad.AnnData, thresholds: dict, name: str) -> tuple[ad.AnnData, list[str]]:
+    """Cell filters (empty, min_counts, min_genes), rare labels, then gene filters."""
+    steps: list[str] = []
+    shown = ", ".join(f"{k}={thresholds[k]}" for k in QC_KEYS)
+
+    def nothing_left(what: str) -> SclinbenchError:
+        return SclinbenchError(
+            f"Dataset '{name}': no {what} left after quality control ({shown}); lower these "
+            f"thresholds (qc: in the config or in the registry entry)."
+        )
+
+    def note(message: str) -> None:
+        steps.append(message)
+        log.info("%s: %s", name, message)
+
+    X = adata.X
+    totals = np.asarray(X.sum(axis=1)).reshape(-1)
+    n_genes = np.diff(X.indptr)
+    checks = [
+        ("empty cells", totals > 0),
+        (f"cells with < {thresholds['min_counts']} counts", totals >= thresholds["min_counts"]),
+        (f"cells with < {thresholds['min_genes']} genes", n_genes >= thresholds["min_genes"]),
+    ]
+    keep = np.ones(adata.n_obs, dtype=bool)
+    for label, ok in checks:
+        dropped = int((keep & ~ok).sum())
+        if dropped:
+            note(f"removed {dropped} {label}")
+        keep &= ok
+    if not keep.any():
+        raise nothing_left("cells")
+    adata = _select_cells(adata, keep)
+
+    min_per_label = thresholds["min_cells_per_label"]
+    if min_per_label > 0:
+        if "cell_type" not in adata.obs.columns:
+            note("min_cells_per_label skipped: no cell_type column")
+        else:
+            sizes = adata.obs["cell_type"].astype(str).value_counts()
+            rare = sizes.index[sizes < min_per_label]
+            if len(rare):
+                keep = ~adata.obs["cell_type"].astype(str).isin(rare).to_numpy()
+                note(f"removed {int((~keep).sum())} cells of {len(rare)} cell types with < {min_per_label} cells "
+                     f"({', '.join(map(str, rare))})")
+                if not keep.any():
+                    raise nothing_left("cells")
+                adata = _select_cells(adata, keep)
+                if isinstance(adata.obs["cell_type"].dtype, pd.CategoricalDtype):
+                    adata.obs["cell_type"] = adata.obs["cell_type"].cat.remove_unused_categories()
+
+    X = adata.X
+    n_cells = np.bincount(X.indices, minlength=adata.n_vars)
+    keep_genes = np.ones(adata.n_vars, dtype=bool)
+    for label, ok in [("empty genes", n_cells > 0),
+                      (f"genes in < {thresholds['min_cells']} cells", n_cells >= thresholds["min_cells"])]:
+        dropped = int((keep_genes & ~ok).sum())
+        if dropped:
+            note(f"removed {dropped} {label}")
+        keep_genes &= ok
+    if not keep_genes.any():
+        raise nothing_left("genes")
+    if not keep_genes.all():
+        adata = adata[:, keep_genes].copy()
+        totals = np.asarray(adata.X.sum(axis=1)).reshape(-1)
+        if not (totals > 0).all():
+            note(f"removed {int((totals == 0).sum())} cells left empty by the gene filters")
+            if not (totals > 0).any():
+                raise nothing_left("cells")
+            adata = _select_cells(adata, totals > 0)
+    note(f"kept {adata.n_obs} cells x {adata.n_vars} genes")
+    return adata, steps
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def standardize(
+    adata: ad.AnnData,
+    entry: dict,
+    qc: dict | None = None,
+    source: str = "",
+    name: str | None = None,
+) -> ad.AnnData:
+    """Apply one registry entry to raw data: the standardized AnnData of docs/DESIGN.md.
+
+    Steps: integer check -> var (gene id index, symbols, duplicated genes summed) -> obs
+    (``columns`` mapped onto ``cell_type``, ``donor_id``, ``condition``, ``organism``) ->
+    ``condition_from_feature`` -> ``obs_filter`` -> ``ood_donors``/``ood_only`` -> quality
+    control -> CSR float32 counts and provenance.
+
+    Parameters
+    ----------
+    adata
+        Raw data with integer counts in ``X`` (from :func:`read_raw` or :func:`load_bundled`).
+        Not modified.
+    entry
+        One registry entry (config/datasets.yaml); missing keys take the schema defaults. Used
+        keys: ``columns``, ``organism``, ``gene_id``, ``var_columns``, ``obs_filter``,
+        ``condition_from_feature``, ``ood_donors``, ``ood_only``, ``qc``.
+    qc
+        Thresholds ``min_genes``, ``min_counts`` (cells), ``min_cells`` (genes),
+        ``min_cells_per_label`` (cell types); missing or null = 0 (off). Non-null values of
+        ``entry["qc"]`` override them.
+    source
+        URL(s) or path(s) of the raw data, recorded in ``uns["sclinbench"]["source"]``.
+    name
+        Dataset name used in messages and provenance.
+
+    Returns
+    -------
+    AnnData: ``X`` CSR float32 integer-valued counts; ``obs`` standard columns next to the
+    source's (``<feature>_counts`` and ``ood_donor`` when used); ``var`` index = gene id,
+    ``gene_id``, ``gene_symbol``; ``uns["sclinbench"]`` = dataset, source, files, sha256,
+    format, counts, parameters (JSON), qc (JSON), qc_log (JSON).
+
+    Raises
+    ------
+    SclinbenchError
+        Non-integer counts, a mapped column or feature that does not exist (listing the
+        existing ones), a filter keeping nothing, or no cell left after quality control.
+    """
+    name = name or entry.get("name") or "dataset"
+    where = f"dataset '{name}'" + (f" ({source})" if source else "")
+    raw_info = dict(adata.uns.get("sclinbench_raw", {}))
+    counts_key = raw_info.get("counts", entry.get("counts", "X"))
+    X = _canonical(_as_csr(adata.X))
+    check_integer_counts(X, where=f"{where} [{counts_key}]")
+    n_cells_in, n_genes_in = adata.shape
+
+    work = ad.AnnData(X=X, obs=adata.obs.copy(), var=adata.var.copy(), obsm=dict(adata.obsm))
+    work.obs.index = work.obs.index.astype(str)
+    if not work.obs_names.is_unique:
+        work.obs_names_make_unique()
+    work = _standardize_var(work, entry, where)
+    _map_obs(work, entry, where)
+    spec = entry.get("condition_from_feature")
+    if spec:
+        if (entry.get("columns") or {}).get("condition") is not None:
+            raise SclinbenchError(
+                f"{where}: set either columns.condition or condition_from_feature in the registry entry, not both."
+            )
+        work = _condition_from_feature(work, spec, where)
+    work = _obs_filter(work, entry.get("obs_filter") or {}, where)
+    work = _flag_ood(work, entry.get("ood_donors") or [], bool(entry.get("ood_only", False)), where)
+
+    thresholds = {k: int((qc or {}).get(k) or 0) for k in QC_KEYS}
+    thresholds.update({k: int(v) for k, v in (entry.get("qc") or {}).items() if v is not None})
+    work, qc_log = _quality_control(work, thresholds, name)
+
+    work.X = _canonical(_as_csr(work.X)).astype(np.float32)
+    for column in STANDARD_OBS:
+        if column in work.obs.columns and not isinstance(work.obs[column].dtype, pd.CategoricalDtype):
+            work.obs[column] = pd.Categorical(work.obs[column].astype(str))
+    parameters = {k: v for k, v in entry.items() if k != "description"}
+    work.uns = {
+        "sclinbench": {
+            "dataset": name,
+            "source": source or raw_info.get("files", ""),
+            "files": raw_info.get("files", ""),
+            "sha256": raw_info.get("sha256", ""),
+            "format": raw_info.get("format", entry.get("format", "")),
+            "counts": counts_key,
+            "n_cells_raw": int(n_cells_in),
+            "n_genes_raw": int(n_genes_in),
+            "parameters": _json(parameters),
+            "qc": _json(thresholds),
+            "qc_log": _json(qc_log),
+        }
+    }
+    log.info("%s: standardized %d cells x %d genes (from %d x %d)", where, work.n_obs, work.n_vars,
+             n_cells_in, n_genes_in)
+    return work
