@@ -485,8 +485,7 @@ def _standardize_var(adata: ad.AnnData, entry: dict, where: str) -> ad.AnnData:
     var_columns = entry.get("var_columns") or {}
     ids = _gene_values(adata.var, var_columns.get("gene_id"), "gene_id", where)
     symbols = _gene_values(adata.var, var_columns.get("gene_symbol"), "gene_symbol", where)
-    if kind == "ensembl":
-        ids = np.array([_ENSEMBL_VERSION.sub(r"\1", g) for g in ids], dtype=object)
+    ids = np.array([_ENSEMBL_VERSION.sub(r"\1", g) for g in ids], dtype=object)  # only Ensembl ids match
     symbols = np.where(symbols == "", ids, symbols)
     index = pd.Index(ids if kind == "ensembl" else symbols, dtype=str)
     if (index == "").any():
