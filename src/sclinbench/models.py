@@ -1,0 +1,481 @@
+"""Classifiers: the training-free centroid classifier, sklearn linear models, controls.
+
+- :class:`CentroidClassifier`  class-mean profiles + least-squares decomposition of each cell
+- :func:`build_model`          config name + params -> estimator (see :data:`MODELS`)
+- :class:`InputAdapter`        lets any sklearn classifier take :class:`~sclinbench.represent.OffsetCSR`
+                               input (dense copy below a size limit) and logs non-convergence
+- :class:`ShuffledLabels`      control: fit the wrapped estimator on permuted training labels
+- :func:`novelty_score`        predictions plus a "known-ness" score per cell
+
+All estimators follow the scikit-learn contract (state set in ``fit``, fitted attributes end in ``_``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import numbers
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+from sclinbench.errors import SclinbenchError
+from sclinbench.represent import MAX_DENSE_ELEMENTS, OffsetCSR, to_dense
+
+log = logging.getLogger("sclinbench.models")
+
+#: Model names understood by :func:`build_model` and their parameters (defaults).
+MODELS: dict[str, dict] = {
+    "logreg": {"C": 1.0, "max_iter": 1000, "tol": 1e-4, "Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "cv_folds": 3},
+    "linear_svm": {"C": 1.0, "max_iter": 5000},
+    "ridge": {"alpha": 1.0},
+    "lda": {"shrinkage": "auto"},
+    "centroid": {"min_class_size": 1},
+    "knn": {"n_neighbors": 5, "weights": "uniform", "metric": "euclidean"},
+    "majority": {},
+}
+_COMMON_PARAMS = {"max_dense_elements": MAX_DENSE_ELEMENTS}
+
+
+# --------------------------------------------------------------------------------------------------
+# centroid classifier
+# --------------------------------------------------------------------------------------------------
+def _class_means(X, codes: np.ndarray, k: int) -> np.ndarray:
+    """k x n_features matrix of per-class means of the rows of X (CSR / OffsetCSR / dense)."""
+    n = X.shape[0]
+    counts = np.bincount(codes, minlength=k).astype(np.float64)
+    A = sp.csr_matrix((1.0 / counts[codes], (codes, np.arange(n))), shape=(k, n))
+    if isinstance(X, OffsetCSR):
+        return X.rdot(A)
+    if sp.issparse(X):
+        return np.asarray((A @ sp.csr_matrix(X)).toarray(), dtype=np.float64)
+    return np.asarray(A @ np.asarray(X, dtype=np.float64))
+
+
+def _linear_scores(X, W: np.ndarray) -> np.ndarray:
+    """``X @ W`` for CSR / OffsetCSR / dense X and dense W."""
+    if isinstance(X, OffsetCSR):
+        return X.dot(W)
+    if sp.issparse(X):
+        return np.asarray(sp.csr_matrix(X) @ W)
+    return np.asarray(X, dtype=np.float64) @ W
+
+
+class CentroidClassifier(ClassifierMixin, BaseEstimator):
+    """Training-free centroid classifier (Souza & Mehta 2026).
+
+    Class profiles ``P`` (k x G) are the means of the training cells of each class. A cell ``x`` is
+    decomposed on the profiles by least squares, ``beta = argmin ||x - P^T beta||_2``, and assigned
+    to the class with the largest coefficient. ``decision_function`` returns ``beta``.
+
+    The least-squares solution is ``beta = pinv(P^T) x``, computed once in ``fit`` from the thin SVD
+    of ``P^T`` (the same solution as solving with the k x k Gram matrix ``P P^T``, but with the
+    condition number of ``P`` rather than its square); singular values below
+    ``rcond * s_max`` are dropped (minimum-norm solution, no ridge). Prediction is then one
+    product ``X @ coef_.T``, which for :class:`~sclinbench.represent.OffsetCSR` input is
+    ``S coef_.T + offset (1^T coef_.T)`` -- no densifying.
+
+    Parameters
+    ----------
+    min_class_size
+        Classes with fewer training cells are excluded (never predicted) and listed in
+        ``excluded_classes_``.
+    rcond
+        Relative cutoff for small singular values of ``P``; default ``max(G, k) * eps``.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Classes kept (columns of ``decision_function``).
+    excluded_classes_ : ndarray
+        Classes with fewer than ``min_class_size`` training cells.
+    profiles_ : ndarray (k, G)
+        Class mean profiles.
+    coef_ : ndarray (k, G)
+        ``pinv(P^T)``: ``beta = X @ coef_.T``.
+    rank_ : int
+        Numerical rank of ``P``.
+    class_counts_ : ndarray
+        Training cells per kept class.
+    """
+
+    def __init__(self, min_class_size: int = 1, rcond: float | None = None):
+        self.min_class_size = min_class_size
+        self.rcond = rcond
+
+    def fit(self, X, y):
+        if not (isinstance(self.min_class_size, numbers.Integral) and self.min_class_size >= 1):
+            raise SclinbenchError(
+                f"model 'centroid': min_class_size must be an integer >= 1, got {self.min_class_size!r}"
+            )
+        y = np.asarray(y)
+        n, g = X.shape
+        if y.shape[0] != n:
+            raise ValueError(f"X has {n} rows but y has {y.shape[0]} labels")
+        self.n_features_in_ = g
+        labels, counts = np.unique(y, return_counts=True)
+        keep = counts >= self.min_class_size
+        self.excluded_classes_ = labels[~keep]
+        if not keep.any():
+            raise SclinbenchError(
+                f"model 'centroid': no class has >= min_class_size={self.min_class_size} training cells; "
+                "lower min_class_size"
+            )
+        if self.excluded_classes_.size:
+            log.info("centroid: excluded %d classes below %d cells: %s", self.excluded_classes_.size,
+                     self.min_class_size, ", ".join(map(str, self.excluded_classes_)))
+        self.classes_ = labels[keep]
+        self.class_counts_ = counts[keep]
+        rows = np.flatnonzero(np.isin(y, self.classes_))
+        Xk = X if rows.size == n else X[rows]
+        codes = np.searchsorted(self.classes_, y[rows])
+        P = _class_means(Xk, codes, self.classes_.size)
+        self.profiles_ = P
+        U, s, Vt = np.linalg.svd(P.T, full_matrices=False)  # P^T = U diag(s) Vt
+        rcond = self.rcond if self.rcond is not None else max(P.shape) * np.finfo(np.float64).eps
+        good = s > rcond * (s[0] if s.size else 0.0)
+        self.rank_ = int(good.sum())
+        if self.rank_ < P.shape[0]:
+            log.warning(
+                "centroid: class profiles are linearly dependent (rank %d < %d classes); "
+                "using the minimum-norm least-squares solution", self.rank_, P.shape[0],
+            )
+        # pinv(P^T) = Vt^T diag(1/s) U^T  (k x G)
+        self.coef_ = (Vt[good].T / s[good]) @ U[:, good].T
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """Least-squares coefficients ``beta`` (n_cells x n_classes)."""
+        check_is_fitted(self, "coef_")
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, fitted on {self.n_features_in_}")
+        return _linear_scores(X, self.coef_.T)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+
+# --------------------------------------------------------------------------------------------------
+# wrappers
+# --------------------------------------------------------------------------------------------------
+def _estimator_has(attr):
+    def check(self):
+        est = getattr(self, "estimator_", self.estimator)
+        return hasattr(est, attr)
+
+    return check
+
+
+class InputAdapter(ClassifierMixin, BaseEstimator):
+    """Give a scikit-learn classifier the input it can take, and log non-convergence.
+
+    Parameters
+    ----------
+    estimator
+        An unfitted scikit-learn classifier.
+    input_kind
+        ``"sparse"``: CSR and dense pass through, :class:`~sclinbench.represent.OffsetCSR` is
+        densified; ``"dense"``: CSR and OffsetCSR are densified (e.g. LDA); ``"none"``: the
+        estimator ignores features (majority baseline), it gets one zero column.
+        Densifying is refused above ``max_dense_elements`` with a :class:`SclinbenchError` that
+        tells the user to add a reduction or feature selection.
+    max_dense_elements
+        Largest ``n_cells * n_features`` densified.
+
+    Attributes
+    ----------
+    estimator_
+        The fitted clone of ``estimator``.
+    converged_ : bool
+        False if the estimator raised a ``ConvergenceWarning`` (also logged as a warning).
+    classes_ : ndarray
+    """
+
+    def __init__(self, estimator, input_kind: str = "sparse", max_dense_elements: int = MAX_DENSE_ELEMENTS):
+        self.estimator = estimator
+        self.input_kind = input_kind
+        self.max_dense_elements = max_dense_elements
+
+    def _input(self, X):
+        name = type(self.estimator).__name__
+        if self.input_kind == "none":
+            return np.zeros((X.shape[0], 1))
+        if self.input_kind == "dense":
+            return to_dense(X, f"model {name}", self.max_dense_elements)
+        if isinstance(X, OffsetCSR):
+            return to_dense(X, f"model {name}", self.max_dense_elements)
+        return X
+
+    def fit(self, X, y):
+        if self.input_kind not in ("sparse", "dense", "none"):
+            raise ValueError(f"input_kind must be sparse, dense or none, got {self.input_kind!r}")
+        self.n_features_in_ = X.shape[1]
+        Xi = self._input(X)
+        est = clone(self.estimator)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est.fit(Xi, y)
+        self.converged_ = True
+        for w in caught:
+            if issubclass(w.category, ConvergenceWarning):
+                self.converged_ = False
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not self.converged_:
+            log.warning(
+                "model %s did not converge in max_iter=%s iterations on %d x %d inputs; raise max_iter "
+                "or standardize the features (scale: {max_value: 10})",
+                type(est).__name__, getattr(est, "max_iter", "?"), X.shape[0], X.shape[1],
+            )
+        self.estimator_ = est
+        return self
+
+    @property
+    def classes_(self):
+        return self.estimator_.classes_
+
+    def predict(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(self._input(X))
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(self._input(X))
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.decision_function(self._input(X))
+
+
+class ShuffledLabels(ClassifierMixin, BaseEstimator):
+    """Control: fit ``estimator`` on a seeded permutation of the training labels.
+
+    Any score it reaches above chance comes from class frequencies, not from the features; a
+    pipeline should beat it by a wide margin.
+
+    Parameters
+    ----------
+    estimator
+        Unfitted classifier (any of :func:`build_model`).
+    random_state
+        Seed of the permutation.
+
+    Attributes
+    ----------
+    estimator_
+        Fitted clone of ``estimator``.
+    permutation_ : ndarray
+        The permutation applied to ``y``.
+    """
+
+    def __init__(self, estimator, random_state: int | None = 0):
+        self.estimator = estimator
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        self.n_features_in_ = X.shape[1]
+        self.permutation_ = np.random.default_rng(self.random_state).permutation(y.shape[0])
+        self.estimator_ = clone(self.estimator).fit(X, y[self.permutation_])
+        return self
+
+    @property
+    def classes_(self):
+        return self.estimator_.classes_
+
+    def predict(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.decision_function(X)
+
+
+# --------------------------------------------------------------------------------------------------
+# factory
+# --------------------------------------------------------------------------------------------------
+def _resolve_params(name: str, params: dict | None) -> dict:
+    if name not in MODELS:
+        raise SclinbenchError(f"model name '{name}' is unknown; valid: {', '.join(MODELS)}")
+    given = dict(params or {})
+    valid = {**MODELS[name], **_COMMON_PARAMS}
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise SclinbenchError(
+            f"model '{name}': unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+    return {**valid, **given}
+
+
+def _positive(name: str, key: str, value, integer: bool = False):
+    ok = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
+    if isinstance(value, bool) or not ok or not value > 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise SclinbenchError(f"model '{name}': {key} must be {kind}, got {value!r}")
+    return value
+
+
+def _logreg_cv(p: dict, seed: int):
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    Cs = p["Cs"]
+    if not (isinstance(Cs, (list, tuple)) and Cs and all(isinstance(c, numbers.Real) and c > 0 for c in Cs)):
+        raise SclinbenchError(f"model 'logreg': Cs must be a list of positive numbers, got {Cs!r}")
+    kwargs = dict(
+        Cs=[float(c) for c in Cs],
+        cv=StratifiedKFold(_positive("logreg", "cv_folds", p["cv_folds"], integer=True), shuffle=True,
+                           random_state=seed),
+        scoring="f1_macro",
+        class_weight="balanced",
+        max_iter=int(p["max_iter"]),
+        tol=float(p["tol"]),
+        random_state=seed,
+    )
+    sig = inspect.signature(LogisticRegressionCV).parameters
+    if "l1_ratios" in sig:
+        kwargs["l1_ratios"] = (0.0,)
+    if "use_legacy_attributes" in sig:
+        kwargs["use_legacy_attributes"] = False
+    return LogisticRegressionCV(**kwargs)
+
+
+def build_model(name: str, params: dict | None = None, seed: int = 0):
+    """Classifier for a config ``model:`` entry.
+
+    Parameters
+    ----------
+    name
+        One of :data:`MODELS`:
+
+        - ``logreg``: multinomial L2 logistic regression (lbfgs), ``class_weight="balanced"``;
+          ``C`` a number, or ``C: "cv"`` to choose C from ``Cs`` by ``cv_folds``-fold stratified
+          inner CV (macro F1) on the training cells only (``LogisticRegressionCV``);
+          ``max_iter`` (1000) -- non-convergence is logged as a warning.
+        - ``linear_svm``: ``LinearSVC`` (``C``, balanced).
+        - ``ridge``: ``RidgeClassifier`` (``alpha``, balanced).
+        - ``lda``: ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")`` (dense input:
+          use after PCA or feature selection).
+        - ``centroid``: :class:`CentroidClassifier` (``min_class_size``).
+        - ``knn``: ``KNeighborsClassifier`` (``n_neighbors`` 5, ``weights``, ``metric``).
+        - ``majority``: ``DummyClassifier(strategy="most_frequent")``.
+
+        Every model except ``centroid`` is wrapped in :class:`InputAdapter` (``max_dense_elements``
+        sets its densifying limit).
+    params
+        Model parameters (the ``model:`` entry without ``name``).
+    seed
+        Seed for estimators with randomness (inner CV folds, LinearSVC).
+
+    Returns
+    -------
+    An unfitted scikit-learn classifier.
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import LinearSVC
+
+    p = _resolve_params(name, params)
+    cap = _positive(name, "max_dense_elements", p["max_dense_elements"], integer=True)
+    if name == "centroid":
+        return CentroidClassifier(min_class_size=p["min_class_size"])
+    if name == "logreg":
+        _positive(name, "max_iter", p["max_iter"], integer=True)
+        _positive(name, "tol", p["tol"])
+        if p["C"] == "cv":
+            est = _logreg_cv(p, seed)
+        else:
+            est = LogisticRegression(
+                C=float(_positive(name, "C", p["C"])),
+                class_weight="balanced",
+                max_iter=int(p["max_iter"]),
+                tol=float(p["tol"]),
+                random_state=seed,
+            )
+        return InputAdapter(est, "sparse", cap)
+    if name == "linear_svm":
+        est = LinearSVC(
+            C=float(_positive(name, "C", p["C"])),
+            class_weight="balanced",
+            max_iter=int(_positive(name, "max_iter", p["max_iter"], integer=True)),
+            random_state=seed,
+        )
+        return InputAdapter(est, "sparse", cap)
+    if name == "ridge":
+        return InputAdapter(
+            RidgeClassifier(alpha=float(_positive(name, "alpha", p["alpha"])), class_weight="balanced"),
+            "sparse", cap,
+        )
+    if name == "lda":
+        shrink = p["shrinkage"]
+        if not (shrink == "auto" or shrink is None or (isinstance(shrink, numbers.Real) and 0 <= shrink <= 1)):
+            raise SclinbenchError(f"model 'lda': shrinkage must be 'auto', null or in [0, 1], got {shrink!r}")
+        return InputAdapter(LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrink), "dense", cap)
+    if name == "knn":
+        est = KNeighborsClassifier(
+            n_neighbors=int(_positive(name, "n_neighbors", p["n_neighbors"], integer=True)),
+            weights=p["weights"],
+            metric=p["metric"],
+        )
+        return InputAdapter(est, "sparse", cap)
+    # majority
+    return InputAdapter(DummyClassifier(strategy="most_frequent"), "none", cap)
+
+
+# --------------------------------------------------------------------------------------------------
+# novelty score
+# --------------------------------------------------------------------------------------------------
+def novelty_score(fitted_estimator, X) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted labels and a per-cell confidence score (higher = more confidently a known class).
+
+    The score is the maximum class probability when the estimator has ``predict_proba``,
+    otherwise the maximum decision score (the centroid classifier's largest ``beta``; for a binary
+    ``decision_function`` its absolute value). A fitted :class:`sklearn.pipeline.Pipeline` is
+    accepted: its preprocessing is applied once.
+
+    Parameters
+    ----------
+    fitted_estimator
+        A fitted classifier or Pipeline ending in one.
+    X
+        Input of the estimator (counts for a Pipeline).
+
+    Returns
+    -------
+    ``(y_pred, score)``, both of length ``n_cells``.
+    """
+    from sklearn.pipeline import Pipeline
+
+    est = fitted_estimator
+    if isinstance(est, Pipeline):
+        if len(est.steps) > 1:
+            X = est[:-1].transform(X)
+        est = est.steps[-1][1]
+    y_pred = np.asarray(est.predict(X))
+    if hasattr(est, "predict_proba"):
+        score = np.asarray(est.predict_proba(X)).max(axis=1)
+    elif hasattr(est, "decision_function"):
+        d = np.asarray(est.decision_function(X))
+        score = d.max(axis=1) if d.ndim == 2 else np.abs(d)
+    else:
+        raise SclinbenchError(
+            f"model {type(est).__name__} has neither predict_proba nor decision_function; "
+            "it cannot score novelty"
+        )
+    return y_pred, score.astype(np.float64)

@@ -1,0 +1,247 @@
+"""Config pipeline entries -> scikit-learn ``Pipeline``.
+
+One ``pipelines:`` entry of the config::
+
+    representation: {name: rankz}       # or {name: log1p, target_sum: 10000, pseudocount: 1},
+                                        #    {name: embedding, obsm_key: X_uce}
+    features: {method: none}            # none | hvg (n_top, flavor) | anova (k)
+    scale: false                        # or true / {max_value: 10}
+    reduction: {method: none}           # none | pca (n_components, whiten)
+    model: {name: centroid}             # + params, e.g. {name: logreg, C: 1.0}
+    control: none                       # none | shuffled (wrap the model in ShuffledLabels)
+
+becomes ``Pipeline([("represent", ...), ("select", ...), ("scale", ...), ("reduce", ...),
+("model", ...)])``; unused steps are ``"passthrough"``. Every stateful step is fitted on the
+training cells only. For ``embedding`` the pipeline's input is ``adata.obsm[obsm_key]`` instead of
+the counts (see :func:`embedding_key`); HVG selection is count-based and happens inside the
+representation step.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+
+from sklearn.pipeline import Pipeline
+
+from sclinbench.errors import SclinbenchError
+from sclinbench.models import MODELS, ShuffledLabels, build_model
+from sclinbench.represent import (
+    HVG_FLAVORS,
+    REPRESENTATIONS,
+    AnovaSelector,
+    PCATransformer,
+    RepresentationTransformer,
+    ScaleClip,
+)
+
+SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "description")
+FEATURE_METHODS = ("none", "hvg", "anova")
+REDUCTION_METHODS = ("none", "pca")
+CONTROLS = ("none", "shuffled")
+STEP_NAMES = ("represent", "select", "scale", "reduce", "model")
+
+
+def _section(spec: dict, key: str, default: dict, name_key: str) -> dict:
+    """A spec section as a dict; a bare string means ``{name_key: string}``."""
+    value = spec.get(key, default)
+    if value is None:
+        value = default
+    if isinstance(value, str):
+        value = {name_key: value}
+    if not isinstance(value, dict):
+        raise SclinbenchError(
+            f"pipeline key '{key}' must be a mapping like {{{name_key}: ...}}, got {value!r}"
+        )
+    if name_key not in value:
+        raise SclinbenchError(f"pipeline key '{key}' needs '{name_key}'")
+    return dict(value)
+
+
+def _check_keys(where: str, given: dict, valid) -> None:
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise SclinbenchError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(valid) if valid else 'none'}"
+        )
+
+
+def _numbers_as_float(d: dict) -> dict:
+    """Copy of ``d`` with int values turned into float (so 10000 and 1e4 are the same setting)."""
+    return {
+        k: float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else v for k, v in d.items()
+    }
+
+
+def _int_param(where: str, key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise SclinbenchError(f"{where}: '{key}' must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def normalize_spec(spec: dict) -> dict:
+    """Validate a pipeline spec and return it in canonical form (every section a dict).
+
+    Raises :class:`SclinbenchError` naming the offending key and listing valid values.
+    """
+    if not isinstance(spec, dict):
+        raise SclinbenchError(f"a pipeline entry must be a mapping, got {type(spec).__name__}")
+    _check_keys("pipeline", spec, SPEC_KEYS)
+    if "representation" not in spec:
+        raise SclinbenchError("pipeline: key 'representation' is required (e.g. {name: rankz})")
+    if "model" not in spec:
+        raise SclinbenchError("pipeline: key 'model' is required (e.g. {name: centroid})")
+
+    rep = _section(spec, "representation", {}, "name")
+    rep_names = [*REPRESENTATIONS, "embedding"]
+    if rep["name"] not in rep_names:
+        raise SclinbenchError(
+            f"pipeline key 'representation.name': '{rep['name']}' is unknown; valid: {', '.join(rep_names)}"
+        )
+    if rep["name"] == "embedding":
+        _check_keys("representation 'embedding'", rep, ("name", "obsm_key"))
+        if not isinstance(rep.get("obsm_key"), str) or not rep["obsm_key"]:
+            raise SclinbenchError(
+                "representation 'embedding' needs 'obsm_key' (the adata.obsm key, e.g. X_uce)"
+            )
+    else:
+        _check_keys(f"representation '{rep['name']}'", rep, ("name", *REPRESENTATIONS[rep["name"]]))
+        rep = {"name": rep["name"], **REPRESENTATIONS[rep["name"]], **_numbers_as_float(rep)}
+
+    feat = _section(spec, "features", {"method": "none"}, "method")
+    if feat["method"] not in FEATURE_METHODS:
+        raise SclinbenchError(
+            f"pipeline key 'features.method': '{feat['method']}' is unknown; valid: {', '.join(FEATURE_METHODS)}"
+        )
+    if feat["method"] == "hvg":
+        _check_keys("features 'hvg'", feat, ("method", "n_top", "flavor"))
+        feat["n_top"] = _int_param("features 'hvg'", "n_top", feat.get("n_top", 2000))
+        feat.setdefault("flavor", HVG_FLAVORS[0])
+        if feat["flavor"] not in HVG_FLAVORS:
+            raise SclinbenchError(
+                f"pipeline key 'features.flavor': '{feat['flavor']}' is unknown; valid: {', '.join(HVG_FLAVORS)}"
+            )
+        if rep["name"] == "embedding":
+            raise SclinbenchError(
+                "features 'hvg' selects genes from counts and cannot follow representation 'embedding'; "
+                "use features: {method: none} or {method: anova, k: ...}"
+            )
+    elif feat["method"] == "anova":
+        _check_keys("features 'anova'", feat, ("method", "k"))
+        if "k" not in feat:
+            raise SclinbenchError("features 'anova' needs 'k' (number of features to keep)")
+        feat["k"] = _int_param("features 'anova'", "k", feat["k"])
+    else:
+        _check_keys("features 'none'", feat, ("method",))
+
+    scale = spec.get("scale", False)
+    if scale is None or scale is False:
+        scale = None
+    elif scale is True:
+        scale = {"max_value": 10.0}
+    elif isinstance(scale, dict):
+        _check_keys("scale", scale, ("max_value",))
+        scale = _numbers_as_float({"max_value": scale.get("max_value", 10.0)})
+    else:
+        raise SclinbenchError(f"pipeline key 'scale' must be false, true or {{max_value: 10}}, got {scale!r}")
+
+    red = _section(spec, "reduction", {"method": "none"}, "method")
+    if red["method"] not in REDUCTION_METHODS:
+        raise SclinbenchError(
+            f"pipeline key 'reduction.method': '{red['method']}' is unknown; valid: {', '.join(REDUCTION_METHODS)}"
+        )
+    if red["method"] == "pca":
+        _check_keys("reduction 'pca'", red, ("method", "n_components", "whiten"))
+        red["n_components"] = _int_param("reduction 'pca'", "n_components", red.get("n_components", 50))
+        red["whiten"] = bool(red.get("whiten", False))
+    else:
+        _check_keys("reduction 'none'", red, ("method",))
+
+    model = _section(spec, "model", {}, "name")
+    if model["name"] not in MODELS:
+        raise SclinbenchError(
+            f"pipeline key 'model.name': '{model['name']}' is unknown; valid: {', '.join(MODELS)}"
+        )
+
+    control = spec.get("control", "none")
+    control = "none" if control in (None, False) else control
+    if control not in CONTROLS:
+        raise SclinbenchError(
+            f"pipeline key 'control': '{control}' is unknown; valid: {', '.join(CONTROLS)}"
+        )
+    return {
+        "representation": rep,
+        "features": feat,
+        "scale": scale,
+        "reduction": red,
+        "model": model,
+        "control": control,
+    }
+
+
+def embedding_key(spec: dict) -> str | None:
+    """The ``adata.obsm`` key the pipeline reads, or ``None`` when it reads the counts ``adata.X``."""
+    rep = normalize_spec(spec)["representation"]
+    return rep["obsm_key"] if rep["name"] == "embedding" else None
+
+
+def build_pipeline(spec: dict, seed: int = 0) -> Pipeline:
+    """scikit-learn ``Pipeline`` for one config pipeline entry.
+
+    Parameters
+    ----------
+    spec
+        The pipeline entry (see the module docstring).
+    seed
+        Seed for PCA, the model (inner CV, LinearSVC) and the shuffled-labels control.
+
+    Returns
+    -------
+    Unfitted ``Pipeline`` with steps ``represent, select, scale, reduce, model``. Its input is the
+    raw counts (CSR, cells x genes) or, for ``embedding``, ``adata.obsm[obsm_key]``.
+    """
+    s = normalize_spec(spec)
+    rep, feat = s["representation"], s["features"]
+    if rep["name"] == "embedding":
+        represent = "passthrough"
+    else:
+        params = {k: v for k, v in rep.items() if k != "name"}
+        represent = RepresentationTransformer(
+            rep["name"],
+            params=params or None,
+            hvg=feat["n_top"] if feat["method"] == "hvg" else None,
+            hvg_flavor=feat.get("flavor", HVG_FLAVORS[0]),
+        )
+        represent.resolved_params()  # fail at build time on bad parameters
+    select = AnovaSelector(k=feat["k"]) if feat["method"] == "anova" else "passthrough"
+    scale = ScaleClip(max_value=s["scale"]["max_value"]) if s["scale"] else "passthrough"
+    red = s["reduction"]
+    reduce = (
+        PCATransformer(n_components=red["n_components"], whiten=red["whiten"], random_state=seed)
+        if red["method"] == "pca"
+        else "passthrough"
+    )
+    model_params = {k: v for k, v in s["model"].items() if k != "name"}
+    model = build_model(s["model"]["name"], model_params, seed)
+    if s["control"] == "shuffled":
+        model = ShuffledLabels(model, random_state=seed)
+    return Pipeline(
+        [("represent", represent), ("select", select), ("scale", scale), ("reduce", reduce), ("model", model)]
+    )
+
+
+def preprocessing_signature(spec: dict) -> str:
+    """Hashable key of everything in ``spec`` except the model and the control.
+
+    Two specs with the same signature have identical preprocessing (given the same seed and
+    training cells), so a caller may fit the preprocessing once per fold and reuse it for several
+    models (see :func:`split_pipeline`).
+    """
+    s = normalize_spec(spec)
+    pre = {k: s[k] for k in ("representation", "features", "scale", "reduction")}
+    return json.dumps(pre, sort_keys=True, default=str)
+
+
+def split_pipeline(pipe: Pipeline) -> tuple[Pipeline, object]:
+    """``(preprocessing Pipeline, model)``: all steps but the last, and the last estimator."""
+    return Pipeline(pipe.steps[:-1]), pipe.steps[-1][1]

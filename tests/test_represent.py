@@ -1,0 +1,462 @@
+"""Normalizations, OffsetCSR, HVG/ANOVA/scale/PCA transformers: hand-computed and reference checks."""
+
+import logging
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose
+from scipy.special import ndtri
+from scipy.stats import rankdata
+
+from sclinbench.errors import SclinbenchError
+from sclinbench.represent import (
+    AnovaSelector,
+    OffsetCSR,
+    PCATransformer,
+    RepresentationTransformer,
+    ScaleClip,
+    column_mean_var,
+    f_classif_any,
+    fit_gene_fractions,
+    library_size,
+    normalize_total,
+    pearson_residuals,
+    rankz,
+    select_hvg,
+    shifted_log,
+    sqrt_norm,
+    to_dense,
+)
+
+# 3 cells x 4 genes; library sizes 3, 6, 10
+X34 = np.array([[0, 2, 0, 1], [3, 3, 0, 0], [1, 2, 3, 4]], dtype=np.float32)
+
+
+def nb_counts(n_cells=120, n_genes=60, n_types=3, seed=0, markers_per_type=4):
+    """Seeded negative-binomial counts with cell types; the first genes are type markers."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_types, n_cells)
+    base = rng.gamma(0.6, 1.0, n_genes) * 0.5
+    mean = np.tile(base, (n_cells, 1))
+    for t in range(n_types):
+        genes = np.arange(t * markers_per_type, (t + 1) * markers_per_type)
+        mean[np.ix_(y == t, genes)] += 6.0
+    size = rng.uniform(0.5, 2.0, n_cells)[:, None]
+    counts = rng.negative_binomial(5, 5 / (5 + mean * size))
+    return sp.csr_matrix(counts.astype(np.float32)), y.astype(str)
+
+
+# ------------------------------------------------------------------------------------------------
+# stateless normalizations on the 3 x 4 example
+# ------------------------------------------------------------------------------------------------
+def test_library_size_and_normalize_total_hand_example():
+    X = sp.csr_matrix(X34)
+    assert_allclose(library_size(X), [3, 6, 10])
+    N = normalize_total(X, target_sum=10)
+    assert sp.isspmatrix_csr(N)
+    expected = [[0, 20 / 3, 0, 10 / 3], [5, 5, 0, 0], [1, 2, 3, 4]]
+    assert_allclose(N.toarray(), expected, rtol=1e-6)
+    assert N.nnz == X.nnz
+
+
+def test_normalize_total_uses_given_library_for_column_subsets():
+    X = sp.csr_matrix(X34)
+    sub = normalize_total(X[:, [1, 3]], target_sum=10, library=library_size(X))
+    assert_allclose(sub.toarray(), [[20 / 3, 10 / 3], [5, 0], [2, 4]], rtol=1e-6)
+
+
+def test_shifted_log_hand_example_pseudocount_one_is_log1p():
+    out = shifted_log(sp.csr_matrix(X34), target_sum=10, pseudocount=1.0)
+    assert sp.isspmatrix_csr(out)
+    expected = np.log1p([[0, 20 / 3, 0, 10 / 3], [5, 5, 0, 0], [1, 2, 3, 4]])
+    assert_allclose(out.toarray(), expected, rtol=1e-6)
+
+
+def test_shifted_log_hand_example_pseudocount_half():
+    # log(y + 0.5) - log(0.5) = log(2 y + 1)
+    out = shifted_log(sp.csr_matrix(X34), target_sum=10, pseudocount=0.5).toarray()
+    expected = [
+        [0, np.log(43 / 3), 0, np.log(23 / 3)],
+        [np.log(11), np.log(11), 0, 0],
+        [np.log(3), np.log(5), np.log(7), np.log(9)],
+    ]
+    assert_allclose(out, expected, rtol=1e-6)
+    assert (out[X34 == 0] == 0).all()
+
+
+def test_sqrt_norm_hand_example():
+    out = sqrt_norm(sp.csr_matrix(X34), target_sum=10)
+    assert sp.isspmatrix_csr(out)
+    expected = [[0, np.sqrt(20 / 3), 0, np.sqrt(10 / 3)], [np.sqrt(5), np.sqrt(5), 0, 0], [1, np.sqrt(2), np.sqrt(3), 2]]
+    assert_allclose(out.toarray(), expected, rtol=1e-6)
+
+
+def test_zero_library_cell_stays_zero():
+    X = sp.csr_matrix(np.array([[0, 0, 0], [1, 0, 1]], dtype=np.float32))
+    assert_allclose(shifted_log(X, 10).toarray()[0], 0)
+    assert_allclose(sqrt_norm(X, 10).toarray()[0], 0)
+    assert_allclose(rankz(X).toarray()[0], 0)
+
+
+def test_negative_counts_are_refused():
+    X = sp.csr_matrix(np.array([[1.0, -1.0]]))
+    with pytest.raises(SclinbenchError, match="negative"):
+        shifted_log(X)
+
+
+# ------------------------------------------------------------------------------------------------
+# rankz
+# ------------------------------------------------------------------------------------------------
+def test_rankz_hand_example_with_ties():
+    Z = rankz(sp.csr_matrix(X34))
+    assert isinstance(Z, OffsetCSR)
+    # ranks over all 4 genes, ties averaged (the two zeros of cells 0 and 1 share rank 1.5)
+    ranks = np.array([[1.5, 4, 1.5, 3], [3.5, 3.5, 1.5, 1.5], [1, 2, 3, 4]])
+    z = ndtri(ranks / 5)
+    expected = z / np.linalg.norm(z, axis=1, keepdims=True)
+    dense = Z.toarray()
+    assert_allclose(dense, expected, atol=1e-7)
+    # cell 1: z = (c, c, -c, -c) with c = Phi^-1(0.7)  ->  unit norm gives exactly +-1/2
+    assert_allclose(dense[1], [0.5, 0.5, -0.5, -0.5], atol=1e-7)
+    assert_allclose(np.linalg.norm(dense, axis=1), 1.0, atol=1e-7)
+
+
+def test_rankz_offset_form_has_count_sparsity_and_zero_value_offset():
+    X = sp.csr_matrix(X34)
+    Z = rankz(X)
+    assert Z.S.shape == X.shape
+    assert np.array_equal(Z.S.indptr, X.indptr) and np.array_equal(Z.S.indices, X.indices)
+    dense = Z.toarray()
+    # every zero count of a cell takes the cell's offset value
+    for i in range(3):
+        assert_allclose(dense[i][X34[i] == 0], Z.offset[i], atol=1e-7)
+    assert Z.offset[2] == 0.0  # cell without zeros
+    assert_allclose(Z.offset[1], -0.5, atol=1e-7)
+    assert_allclose(Z.row_norms(), 1.0, atol=1e-6)
+
+
+def test_rankz_matches_dense_rankdata_reference():
+    X, _ = nb_counts(n_cells=80, n_genes=45, seed=3)
+    D = X.toarray()
+    z = ndtri(rankdata(D, axis=1) / (D.shape[1] + 1))
+    expected = z / np.linalg.norm(z, axis=1, keepdims=True)
+    Z = rankz(X)
+    assert_allclose(Z.toarray(), expected, atol=1e-6)
+    assert_allclose(Z.row_norms(), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1000.0, 0.37])
+def test_rankz_large_and_non_integer_values(scale):
+    # values >= 65535 and non-integers take the global-sort path; result must be the same ranks
+    X, _ = nb_counts(n_cells=30, n_genes=20, seed=4)
+    Xs = X.copy()
+    Xs.data = Xs.data * scale * (100.0 if scale > 1 else 1.0)
+    assert_allclose(rankz(Xs).toarray(), rankz(X).toarray(), atol=1e-6)
+
+
+def test_rankz_ignores_explicit_zeros_and_unsorted_indices():
+    X = sp.csr_matrix((np.array([0.0, 2.0, 1.0], dtype=np.float32), np.array([0, 3, 1]), np.array([0, 3])), shape=(1, 4))
+    ref = rankz(sp.csr_matrix(np.array([[0, 1, 0, 2]], dtype=np.float32)))
+    assert_allclose(rankz(X).toarray(), ref.toarray(), atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# OffsetCSR operations
+# ------------------------------------------------------------------------------------------------
+def _offset_example(seed=0):
+    rng = np.random.default_rng(seed)
+    S = sp.random(12, 7, density=0.3, random_state=seed, format="csr")
+    off = rng.normal(size=12)
+    return OffsetCSR(S, off), S.toarray() + off[:, None]
+
+
+def test_offsetcsr_products_and_indexing_match_dense():
+    Z, D = _offset_example()
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(7, 3))
+    V = rng.normal(size=(4, 12))
+    assert_allclose(Z.dot(W), D @ W)
+    assert_allclose(Z @ W, D @ W)
+    assert_allclose(Z.dot(W[:, 0]), D @ W[:, 0])
+    assert_allclose(V @ Z, V @ D)
+    assert_allclose(Z.rdot(sp.csr_matrix(V)), V @ D)
+    assert_allclose(Z.rdot(V[0]), V[0] @ D)
+    rows = np.array([3, 0, 7])
+    assert_allclose(Z[rows].toarray(), D[rows])
+    assert_allclose(Z[2:5].toarray(), D[2:5])
+    assert_allclose(Z[np.arange(12) % 2 == 0].toarray(), D[::2])
+    assert_allclose(Z.select_columns([6, 1]).toarray(), D[:, [6, 1]])
+    assert_allclose(Z[rows, [0, 2]].toarray(), D[np.ix_(rows, [0, 2])])
+    assert_allclose(OffsetCSR.vstack([Z[:5], Z[5:]]).toarray(), D)
+    assert_allclose(Z.mean(axis=0), D.mean(axis=0))
+    assert_allclose(Z.sum(axis=1), D.sum(axis=1))
+    assert_allclose(Z.row_norms(), np.linalg.norm(D, axis=1))
+
+
+@pytest.mark.parametrize("kind", ["csr", "offset", "dense"])
+def test_column_mean_var_matches_numpy(kind):
+    Z, D = _offset_example(2)
+    X = {"csr": sp.csr_matrix(Z.S), "offset": Z, "dense": D}[kind]
+    ref = Z.S.toarray() if kind == "csr" else D
+    mean, var = column_mean_var(X, ddof=1)
+    assert_allclose(mean, ref.mean(axis=0))
+    assert_allclose(var, ref.var(axis=0, ddof=1))
+
+
+def test_to_dense_refuses_above_cap_and_names_the_fix():
+    Z, D = _offset_example()
+    assert_allclose(to_dense(Z), D)
+    with pytest.raises(SclinbenchError, match="reduction"):
+        to_dense(Z, "model X", max_elements=10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pearson residuals
+# ------------------------------------------------------------------------------------------------
+def test_pearson_residuals_match_direct_formula_with_train_fractions():
+    X, _ = nb_counts(seed=5)
+    train, test = X[:80], X[80:]
+    p = fit_gene_fractions(train)
+    D = train.toarray().astype(np.float64)
+    assert_allclose(p, D.sum(0) / D.sum())
+    x = test.toarray().astype(np.float64)
+    n = x.sum(1, keepdims=True)
+    mu = n * p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(mu > 0, (x - mu) / np.sqrt(mu + mu**2 / 50.0), 0.0)
+    z = np.clip(z, -3.0, 3.0)
+    out = pearson_residuals(test, p, theta=50.0, clip=3.0, chunk_size=7)
+    assert_allclose(out, z, rtol=1e-10, atol=1e-12)
+
+
+def test_pearson_transformer_equals_scanpy_when_fitted_and_applied_on_the_same_cells():
+    import anndata as ad
+    import scanpy as sc
+
+    X, _ = nb_counts(n_cells=90, seed=6)
+    X = X[:, np.asarray(X.sum(0)).ravel() > 0]
+    adata = ad.AnnData(X.copy())
+    sc.experimental.pp.normalize_pearson_residuals(adata, theta=100)  # clip defaults to sqrt(n_cells)
+    rt = RepresentationTransformer("pearson").fit(X)
+    assert rt.clip_ == pytest.approx(np.sqrt(90))
+    assert_allclose(rt.transform(X), adata.X, rtol=1e-5, atol=1e-6)
+
+
+def test_pearson_transformer_fits_on_train_and_uses_test_cell_library():
+    X, _ = nb_counts(seed=7)
+    rt = RepresentationTransformer("pearson", params={"theta": 100, "clip": None}).fit(X[:60])
+    p = fit_gene_fractions(X[:60])
+    assert_allclose(rt.gene_fractions_, p)
+    assert rt.clip_ is None
+    assert_allclose(rt.transform(X[60:]), pearson_residuals(X[60:], p, theta=100, clip=None))
+
+
+# ------------------------------------------------------------------------------------------------
+# RepresentationTransformer
+# ------------------------------------------------------------------------------------------------
+def test_median_target_sum_is_fitted_on_train():
+    X, _ = nb_counts(seed=8)
+    rt = RepresentationTransformer("log1p", params={"target_sum": "median"}).fit(X[:50])
+    assert rt.target_sum_ == np.median(library_size(X[:50]))
+    assert_allclose(rt.transform(X[50:]).toarray(), shifted_log(X[50:], rt.target_sum_).toarray(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["log1p", "sqrt", "counts", "rankz"])
+def test_hvg_subsets_columns_without_changing_library_size(name):
+    X, _ = nb_counts(seed=9)
+    full = RepresentationTransformer(name).fit(X)
+    sub = RepresentationTransformer(name, hvg=10).fit(X)
+    assert sub.genes_.shape == (10,)
+    a = sub.transform(X)
+    b = full.transform(X)
+    a = a.toarray() if hasattr(a, "toarray") else a
+    b = b.toarray() if hasattr(b, "toarray") else b
+    assert_allclose(a, b[:, sub.genes_], rtol=1e-6, atol=1e-7)
+
+
+def test_hvg_finds_marker_genes_from_train_counts_only():
+    # 3 types x 4 markers: the 12 marker genes are the variable ones
+    X, _ = nb_counts(n_cells=300, n_genes=80, seed=10)
+    genes = select_hvg(X, 12)
+    assert set(genes) == set(range(12))
+    rt = RepresentationTransformer("log1p", hvg=12).fit(X[:200])
+    assert set(rt.genes_) == set(select_hvg(X[:200], 12))
+
+
+def test_hvg_never_selects_genes_without_training_counts(caplog):
+    X, _ = nb_counts(n_cells=40, n_genes=20, seed=11)
+    X = X.tolil()
+    X[:, 5] = 0
+    X = X.tocsr()
+    with caplog.at_level(logging.WARNING, logger="sclinbench.represent"):
+        genes = select_hvg(X, 50)
+    expressed = np.flatnonzero(np.asarray(X.sum(0)).ravel() > 0)
+    assert 5 not in expressed and np.array_equal(genes, expressed)
+    assert "keeping all" in caplog.text
+    assert 5 not in select_hvg(X, expressed.size - 1)
+
+
+def test_seurat_v3_flavor_without_scikit_misc_gives_clear_error():
+    pytest.importorskip("anndata")
+    try:
+        import skmisc  # noqa: F401
+
+        pytest.skip("scikit-misc installed")
+    except ImportError:
+        pass
+    X, _ = nb_counts(seed=12)
+    with pytest.raises(SclinbenchError, match="scikit-misc"):
+        RepresentationTransformer("log1p", hvg=5, hvg_flavor="seurat_v3").fit(X)
+
+
+def test_representation_errors_name_the_key():
+    X, _ = nb_counts(seed=13)
+    with pytest.raises(SclinbenchError, match="valid: counts, log1p, sqrt, pearson, rankz, embedding"):
+        RepresentationTransformer("tfidf").fit(X)
+    with pytest.raises(SclinbenchError, match="target_sums.*valid: target_sum, pseudocount"):
+        RepresentationTransformer("log1p", params={"target_sums": 1}).fit(X)
+    with pytest.raises(SclinbenchError, match="target_sum"):
+        RepresentationTransformer("log1p", params={"target_sum": "mean"}).fit(X)
+    rt = RepresentationTransformer("log1p").fit(X)
+    with pytest.raises(SclinbenchError, match="same gene space"):
+        rt.transform(X[:, :10])
+
+
+# ------------------------------------------------------------------------------------------------
+# ANOVA, scaling, PCA
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Features .* are constant:UserWarning", "ignore::RuntimeWarning")
+def test_anova_on_offsetcsr_equals_sklearn_on_dense():
+    from sklearn.feature_selection import SelectKBest, f_classif
+
+    X, y = nb_counts(seed=14)
+    Z = rankz(X)
+    D = Z.toarray()
+    F, p = f_classif_any(Z, y)
+    F_ref, p_ref = f_classif(D, y)
+    assert_allclose(F, F_ref, rtol=1e-6)
+    assert_allclose(p, p_ref, rtol=1e-5, atol=1e-300)
+    sel = AnovaSelector(k=8).fit(Z, y)
+    ref = np.flatnonzero(SelectKBest(f_classif, k=8).fit(D, y).get_support())
+    assert np.array_equal(sel.genes_, ref)
+    assert set(sel.genes_) <= set(range(12))  # the top genes are markers
+    assert_allclose(sel.transform(Z).toarray(), D[:, ref])
+    assert np.array_equal(AnovaSelector(k=8).fit(X, y).genes_,
+                          np.flatnonzero(SelectKBest(f_classif, k=8).fit(X, y).get_support()))
+
+
+@pytest.mark.parametrize("kind", ["csr", "offset", "dense"])
+def test_scaleclip_matches_numpy(kind):
+    X, _ = nb_counts(seed=15)
+    Z = rankz(X)
+    inp = {"csr": X, "offset": Z, "dense": Z.toarray()}[kind]
+    D = X.toarray().astype(np.float64) if kind == "csr" else Z.toarray()
+    sc_ = ScaleClip(max_value=1.5).fit(inp[:70])
+    mu, sd = D[:70].mean(0), D[:70].std(0, ddof=1)
+    sd[sd == 0] = 1
+    assert_allclose(sc_.transform(inp[70:]), np.clip((D[70:] - mu) / sd, -1.5, 1.5), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["csr", "offset"])
+@pytest.mark.parametrize("whiten", [False, True])
+def test_pca_on_sparse_equals_sklearn_on_densified(kind, whiten):
+    from sklearn.decomposition import PCA
+
+    X, _ = nb_counts(n_cells=100, n_genes=40, seed=16)
+    X = shifted_log(X, 1e3, dtype=np.float64)
+    inp = X if kind == "csr" else rankz(X.astype(np.float32))
+    D = inp.toarray()
+    pt = PCATransformer(n_components=6, whiten=whiten, random_state=0).fit(inp[:70])
+    sk = PCA(n_components=6, whiten=whiten, svd_solver="full").fit(D[:70])
+    signs = np.sign((pt.components_ * sk.components_).sum(1))
+    assert_allclose(np.abs(signs), 1)
+    assert_allclose(pt.components_ * signs[:, None], sk.components_, atol=1e-8)
+    assert_allclose(pt.transform(inp[70:]) * signs, sk.transform(D[70:]), atol=1e-8)
+    assert_allclose(pt.explained_variance_, sk.explained_variance_, rtol=1e-8)
+    assert_allclose(pt.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-8)
+    assert_allclose(pt.mean_, sk.mean_, atol=1e-12)
+
+
+def test_pca_is_deterministic_and_caps_components(caplog):
+    X, _ = nb_counts(n_cells=10, n_genes=30, seed=17)
+    with caplog.at_level(logging.WARNING, logger="sclinbench.represent"):
+        pt = PCATransformer(n_components=50).fit(X)
+    assert pt.n_components_ == 9 and pt.transform(X).shape == (10, 9)
+    assert "capped at 9" in caplog.text
+    a = PCATransformer(5, random_state=3).fit(X).components_
+    b = PCATransformer(5, random_state=3).fit(X).components_
+    assert np.array_equal(a, b)
+
+
+def test_pca_dense_input_uses_sklearn():
+    from sklearn.decomposition import PCA
+
+    X, _ = nb_counts(n_cells=50, n_genes=20, seed=18)
+    D = X.toarray().astype(np.float64)
+    pt = PCATransformer(4).fit(D)
+    assert_allclose(np.abs(pt.transform(D)), np.abs(PCA(4).fit(D).transform(D)), atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------------
+# leakage: fitted state depends on training cells only; transforms are per cell
+# ------------------------------------------------------------------------------------------------
+def _fitted_attributes(est):
+    return {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def _assert_bit_identical(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        va, vb = a[k], b[k]
+        if isinstance(va, np.ndarray):
+            assert va.dtype == vb.dtype and np.array_equal(va, vb, equal_nan=True), k
+        else:
+            assert va == vb, k
+
+
+LEAKAGE_STEPS = {
+    "hvg": lambda: RepresentationTransformer("log1p", hvg=10),
+    "median_target_sum": lambda: RepresentationTransformer("sqrt", params={"target_sum": "median"}),
+    "pearson": lambda: RepresentationTransformer("pearson", hvg=15),
+    "rankz_hvg": lambda: RepresentationTransformer("rankz", hvg=15),
+}
+
+
+@pytest.mark.parametrize("step", list(LEAKAGE_STEPS))
+def test_representation_fit_does_not_see_test_cells(step):
+    X, y = nb_counts(seed=19)
+    train, test = np.arange(0, 80), np.arange(80, 120)
+    Xp = X.tolil()
+    Xp[test] = X[test].toarray()[::-1] * 7 + 3  # perturb the test cells only
+    Xp = Xp.tocsr()
+    a = LEAKAGE_STEPS[step]().fit(X[train])
+    b = LEAKAGE_STEPS[step]().fit(Xp[train])
+    _assert_bit_identical(_fitted_attributes(a), _fitted_attributes(b))
+    # the transform is per cell: a cell's representation does not depend on the other cells
+    full = a.transform(Xp)
+    full = full.toarray() if hasattr(full, "toarray") else full
+    alone = a.transform(X[train])
+    alone = alone.toarray() if hasattr(alone, "toarray") else alone
+    assert np.array_equal(full[train], alone)
+    assert not np.allclose(full[test], (lambda t: t.toarray() if hasattr(t, "toarray") else t)(a.transform(X[test])))
+
+
+@pytest.mark.parametrize("make", [lambda: ScaleClip(5), lambda: PCATransformer(5), lambda: AnovaSelector(7)])
+def test_scale_pca_anova_fit_does_not_see_test_cells(make):
+    X, y = nb_counts(seed=20)
+    Z = rankz(X)
+    train, test = np.arange(0, 80), np.arange(80, 120)
+    D = Z.toarray()
+    Dp = D.copy()
+    Dp[test] = Dp[test] * 3 + 1
+    Zp = OffsetCSR(sp.vstack([Z.S[train], sp.csr_matrix(Dp[test].astype(Z.S.dtype))]).tocsr(),
+                   np.concatenate([Z.offset[train], np.zeros(40)]))
+    a = make().fit(Z[train], y[train])
+    b = make().fit(Zp[train], y[train])
+    _assert_bit_identical(_fitted_attributes(a), _fitted_attributes(b))
+    ta = a.transform(Zp)
+    ta = ta.toarray() if hasattr(ta, "toarray") else ta
+    tb = a.transform(Z[train])
+    tb = tb.toarray() if hasattr(tb, "toarray") else tb
+    assert_allclose(ta[train], tb, rtol=1e-12, atol=1e-12)
