@@ -265,7 +265,7 @@ def _read_h5ad(path: Path, counts: str) -> ad.AnnData:
             X = read_elem(f["raw/X"])
             raw_var = read_elem(f["raw/var"])
             extra = [c for c in var.columns if c not in raw_var.columns]
-            if extra and raw_var.index.isin(var.index).all():
+            if extra and var.index.is_unique and raw_var.index.isin(var.index).all():
                 raw_var = raw_var.join(var[extra])
             var = raw_var
         else:
@@ -297,9 +297,13 @@ def _pick_matrix(adata: ad.AnnData, counts: str, path: Path) -> ad.AnnData:
 
 
 def _read_10x_h5(path: Path, counts: str) -> ad.AnnData:
+    import warnings
+
     import scanpy as sc
 
-    adata = sc.read_10x_h5(path, gex_only=True)
+    with warnings.catch_warnings():  # duplicated symbols: irrelevant, genes are re-indexed by id
+        warnings.filterwarnings("ignore", message="Variable names are not unique")
+        adata = sc.read_10x_h5(path, gex_only=True)
     adata.var["gene_symbols"] = adata.var_names.astype(str)
     adata.var_names = pd.Index(adata.var["gene_ids"].astype(str).to_numpy())
     return adata
@@ -320,7 +324,7 @@ _READERS = {"h5ad": _read_h5ad, "10x_h5": _read_10x_h5, "mtx": _read_mtx}
 
 
 def _file_keys(paths: list[Path], file_obs: list[dict]) -> list[str]:
-    keys = ["_".join(str(v) for v in extra.values()) or p.stem for p, extra in zip(paths, file_obs)]
+    keys = [str(next(iter(extra.values()))) if extra else p.stem for p, extra in zip(paths, file_obs)]
     if len(set(keys)) < len(keys):
         keys = [f"{i}" for i in range(len(keys))]
     return keys
@@ -331,6 +335,7 @@ def read_raw(
     fmt: str,
     counts: str = "X",
     file_obs: Sequence[dict] | None = None,
+    checksum: bool = True,
 ) -> ad.AnnData:
     """Read raw count file(s) into one AnnData with CSR counts in ``X``.
 
@@ -347,7 +352,10 @@ def read_raw(
         Where the counts are in an h5ad: ``X``, ``raw.X`` or ``layers/<name>`` (only the
         matrix asked for is read, with ``raw.var`` for ``raw.X``).
     file_obs
-        One dict per file of constant obs columns, e.g. ``[{"donor_id": "C144"}, ...]``.
+        One dict per file of constant obs columns, e.g. ``[{"donor_id": "C144"}, ...]``; the
+        first value also prefixes the cell names when there are several files.
+    checksum
+        Record each file's sha256 (one more pass over the file) for provenance.
 
     Returns
     -------
@@ -408,7 +416,7 @@ def read_raw(
         adata.obs_names_make_unique()
     adata.uns["sclinbench_raw"] = {
         "files": ", ".join(str(p) for p in paths),
-        "sha256": ", ".join(_sha256(p) for p in paths),
+        "sha256": ", ".join(_sha256(p) for p in paths) if checksum else "",
         "format": fmt,
         "counts": counts,
     }
@@ -487,6 +495,11 @@ def _standardize_var(adata: ad.AnnData, entry: dict, where: str) -> ad.AnnData:
     symbols = _gene_values(adata.var, var_columns.get("gene_symbol"), "gene_symbol", where)
     ids = np.array([_ENSEMBL_VERSION.sub(r"\1", g) for g in ids], dtype=object)  # only Ensembl ids match
     symbols = np.where(symbols == "", ids, symbols)
+    if kind == "ensembl" and len(ids):
+        looks_ensembl = np.mean([g.startswith("ENS") for g in ids])
+        if looks_ensembl < 0.5:
+            log.warning("%s: gene_id: ensembl but only %.0f%% of the gene ids look like Ensembl ids "
+                        "(e.g. %s); check var_columns.gene_id", where, 100 * looks_ensembl, ids[0])
     index = pd.Index(ids if kind == "ensembl" else symbols, dtype=str)
     if (index == "").any():
         raise SclinbenchError(f"{where}: some genes have an empty {kind} id; check var_columns in the registry entry.")
