@@ -228,7 +228,8 @@ def summarize(metrics: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, se
         return pd.DataFrame(columns=columns)
     m = m.assign(_grouped=m["group"] != "")
     m["_unit"] = np.where(m["_grouped"], m["group"], m["fold"].astype(str))
-    units = (m.groupby(SUMMARY_KEYS + ["_unit"], sort=False)
+    # sorted units: the bootstrap draws must not depend on the order of the input rows
+    units = (m.groupby(SUMMARY_KEYS + ["_unit"], sort=True)
              .agg(value=("value", "mean"), n_folds=("fold", "nunique"), grouped=("_grouped", "any"))
              .reset_index())
     rows = []
@@ -378,6 +379,7 @@ def cross_species_average(metrics: pd.DataFrame, include_diagonal: bool = False,
     keys = ["dataset", "task", "pipeline", "role", "representation", "model", "training_species"]
     rows = []
     for key, df in pairs.groupby(keys, sort=False):
+        df = df.sort_values("target_species")  # draws independent of input row order
         mean, lo, hi, n = bootstrap_mean(df["mean"].to_numpy(), n_boot=n_boot, level=level,
                                          rng=_key_seed(seed, (*key, include_diagonal)))
         row = dict(zip(keys, key))
@@ -512,7 +514,8 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
     ref = reference.copy()
     if only_matching:
         keys = set(zip(mine["dataset"], mine["task"], mine["metric"]))
-        ref = ref[[k in keys for k in zip(ref["dataset"], ref["task"], ref["metric"])]]
+        mask = np.array([k in keys for k in zip(ref["dataset"], ref["task"], ref["metric"])], dtype=bool)
+        ref = ref[mask]
     pub = pd.DataFrame({
         "source": PUBLISHED, "dataset": ref["dataset"].to_numpy(), "task": ref["task"].to_numpy(),
         "metric": ref["metric"].to_numpy(),
@@ -916,3 +919,57 @@ def write_provenance(prov: Mapping, json_path: str | os.PathLike,
              to_markdown(pd.DataFrame(sorted(prov.get("datasets_sha256", {}).items()),
                                       columns=["dataset", "sha256"]))]
     _write_text("\n".join(lines), md_path)
+
+
+# --------------------------------------------------------------------------- standalone HTML
+
+def write_html_gallery(figures: Mapping[str, str | os.PathLike], path: str | os.PathLike,
+                       title: str = "sclinbench figures",
+                       captions: Mapping[str, str] | None = None,
+                       tables: Mapping[str, str | os.PathLike] | None = None) -> Path:
+    """A single self-contained HTML page with every figure embedded (PNG as base64 data URIs).
+
+    Opens offline in any browser (no Snakemake needed), e.g. to look at a run on a cluster.
+
+    Parameters
+    ----------
+    figures
+        Name -> PNG path, shown in this order.
+    path
+        Output ``.html``.
+    title
+        Page title and heading.
+    captions
+        Name -> caption text (plain text).
+    tables
+        Name -> Markdown/TSV file shown verbatim (preformatted) below the figures.
+    """
+    import base64
+    import html
+
+    captions = dict(captions or {})
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             f"<title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}"
+             "img{max-width:100%;height:auto}figcaption{font-size:0.9em;color:#444}"
+             "pre{font-size:0.75em;overflow-x:auto;background:#f6f6f6;padding:0.5em}</style>",
+             "</head><body>", f"<h1>{html.escape(title)}</h1>"]
+    for name, png in figures.items():
+        png = Path(png)
+        if not png.exists():
+            raise SclinbenchError(f"{png}: figure not found; run the figures step first")
+        raw = png.read_bytes()
+        data = base64.b64encode(raw).decode("ascii")
+        # show figures at their print proportions: a 7.2-in (double-column) figure fills the page
+        px = int.from_bytes(raw[16:20], "big") if raw[12:16] == b"IHDR" else 2160
+        pct = max(20, min(100, round(100 * px / 2160)))
+        parts.append(f"<figure id='{html.escape(name)}'><h2>{html.escape(name)}</h2>"
+                     f"<img alt='{html.escape(name)}' style='width:{pct}%' "
+                     f"src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{html.escape(captions.get(name, ''))}</figcaption></figure>")
+    for name, table in (tables or {}).items():
+        parts.append(f"<section><h2>{html.escape(name)}</h2><pre>"
+                     f"{html.escape(Path(table).read_text())}</pre></section>")
+    parts.append("</body></html>")
+    return _write_text("\n".join(parts) + "\n", path)

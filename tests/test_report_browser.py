@@ -1,0 +1,121 @@
+"""The figures render in a real browser: every <img> of the HTML page loads (naturalWidth > 0).
+
+Builds the figures from tests/data/metrics_small.tsv, embeds them in one standalone HTML page
+(:func:`sclinbench.report.write_html_gallery`) and opens it in headless Debian ``chromium``
+(``apt-get install -y chromium``). A small script injected into the page writes the result of the
+image check into ``document.title``, read back with ``--dump-dom``; a screenshot is taken too
+(set ``SCLINBENCH_SCREENSHOT_DIR`` to keep it). If ``results/report.html`` exists from a real
+run, it is checked the same way. Skipped, with the reason, when no chromium is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sclinbench import plotting, report
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ROOT / "tests" / "data" / "metrics_small.tsv"
+REFERENCE = ROOT / "config" / "reference_results.tsv"
+
+CHECK_SCRIPT = """
+<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var bad = imgs.filter(function (im) { return !(im.complete && im.naturalWidth > 0); });
+  document.title = (bad.length ? 'IMAGES_BROKEN ' + bad.map(function (im) {
+      return im.alt || 'unnamed'; }).join(',') : 'IMAGES_OK') + ' count=' + imgs.length;
+});
+</script>
+"""
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+CHROMIUM = _chromium()
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH: install it with `apt-get install -y chromium` "
+                             "to check that the figures load in a browser")
+
+
+def _run_chromium(url: str, profile: Path, *extra: str) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+           *extra, url]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, f"chromium failed ({res.returncode}): {res.stderr[-2000:]}"
+    return res.stdout
+
+
+def _with_check(html_path: Path, out: Path) -> Path:
+    text = html_path.read_text(errors="replace")
+    if "</body>" in text:
+        text = text.replace("</body>", CHECK_SCRIPT + "</body>", 1)
+    else:
+        text += CHECK_SCRIPT
+    out.write_text(text)
+    return out
+
+
+def _title(dom: str) -> str:
+    match = re.search(r"<title>(.*?)</title>", dom, flags=re.S)
+    assert match, "no <title> in the dumped DOM"
+    return match.group(1).strip()
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    out = tmp_path_factory.mktemp("browser")
+    metrics = report.read_metrics(METRICS)
+    figures = plotting.make_figures(metrics, out / "figures", reference=report.read_reference(REFERENCE),
+                                    dataset_aliases={"atlas": "spermatogenesis"}, n_boot=100)
+    page = report.write_html_gallery({k: png for k, (png, _) in figures.items()}, out / "gallery.html",
+                                     title="sclinbench test figures")
+    return page, len(figures)
+
+
+def test_every_figure_loads_in_chromium(gallery, tmp_path):
+    page, n = gallery
+    checked = _with_check(page, tmp_path / "checked.html")
+    dom = _run_chromium(checked.as_uri(), tmp_path / "profile", "--dump-dom")
+    assert _title(dom) == f"IMAGES_OK count={n}"
+
+    shot = tmp_path / "screenshot.png"
+    _run_chromium(checked.as_uri(), tmp_path / "profile2", f"--screenshot={shot}",
+                  "--window-size=1200,1800", "--hide-scrollbars")
+    assert shot.exists() and shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    keep = os.environ.get("SCLINBENCH_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "gallery_screenshot.png")
+
+
+def test_the_check_detects_a_broken_image(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><head><title>x</title></head><body>"
+                    "<img alt='fine' src='data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7'>"
+                    "<img alt='broken' src='data:image/png;base64,AAAA'></body></html>")
+    checked = _with_check(page, tmp_path / "checked.html")
+    dom = _run_chromium(checked.as_uri(), tmp_path / "profile", "--dump-dom")
+    assert _title(dom) == "IMAGES_BROKEN broken count=2"
+
+
+@pytest.mark.skipif(not (ROOT / "results" / "report.html").exists(),
+                    reason="no results/report.html: run the workflow and `snakemake --report` first")
+def test_snakemake_report_loads(tmp_path):
+    checked = _with_check(ROOT / "results" / "report.html", tmp_path / "report.html")
+    dom = _run_chromium(checked.as_uri(), tmp_path / "profile", "--dump-dom")
+    assert _title(dom).startswith("IMAGES_OK")
