@@ -31,7 +31,7 @@ def standardize_inputs(wildcards):
     if source == "bundled":
         return []
     if source == "synthetic":
-        return [f"resources/raw/{wildcards.dataset}/synthetic"]
+        return [f"resources/synthetic/{wildcards.dataset}"]
     if source == "url":
         return [f"resources/raw/{wildcards.dataset}/{_file_name(f)}" for f in entry["files"]]
     if source == "local":
@@ -76,7 +76,7 @@ rule fetch:
 rule synthesize:
     """The seeded synthetic multi-species atlas: per-species raw counts + orthology table."""
     output:
-        directory("resources/raw/{dataset}/synthetic"),
+        directory("resources/synthetic/{dataset}"),
     params:
         synthetic=lambda wc: REGISTRY[wc.dataset].get("synthetic", {}),
     log:

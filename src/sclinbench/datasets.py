@@ -25,7 +25,7 @@ def _standardize_species(adatas: dict, entry: dict, qc: dict, source: str) -> di
     for species, adata in adatas.items():
         member = {"columns": {"cell_type": "cell_type", "donor_id": "donor_id", "condition": "condition",
                               "organism": "organism"}, "gene_id": "symbol"}
-        out[species] = data.standardize(adata, member, qc, source=f"{source}:{species}")
+        out[species] = data.standardize(adata, member, qc, source=f"{source}:{species}", name=f"{source}:{species}")
     return out
 
 
@@ -48,12 +48,13 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
     source = entry["source"]
     if source == "bundled":
         adata = data.load_bundled(entry["bundled"])
-        return data.standardize(adata, entry, qc, source=f"bundled:{entry['bundled']}")
+        return data.standardize(adata, entry, qc, source=f"bundled:{entry['bundled']}", name=name)
     if source in ("url", "local"):
         files = entry["files"]
         adata = data.read_raw(inputs, entry.get("format", "h5ad"), counts=entry.get("counts", "X"),
                               file_obs=[f.get("obs", {}) for f in files])
-        return data.standardize(adata, entry, qc, source=", ".join(f.get("url") or f.get("path") for f in files))
+        return data.standardize(adata, entry, qc, source=", ".join(f.get("url") or f.get("path") for f in files),
+                                name=name)
     if source == "synthetic":
         folder = Path(inputs[0])
         table = pd.read_csv(folder / "orthologs.tsv", sep="\t")
