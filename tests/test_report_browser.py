@@ -62,8 +62,9 @@ def _run_chromium(url: str, profile: Path, *extra: str) -> str:
 
 def _with_check(html_path: Path, out: Path) -> Path:
     text = html_path.read_text(errors="replace")
-    if "</body>" in text:
-        text = text.replace("</body>", CHECK_SCRIPT + "</body>", 1)
+    if "</body>" in text:  # the last one: embedded documents may contain their own
+        head, _, tail = text.rpartition("</body>")
+        text = head + CHECK_SCRIPT + "</body>" + tail
     else:
         text += CHECK_SCRIPT
     out.write_text(text)
@@ -119,3 +120,4 @@ def test_snakemake_report_loads(tmp_path):
     checked = _with_check(ROOT / "results" / "report.html", tmp_path / "report.html")
     dom = _run_chromium(checked.as_uri(), tmp_path / "profile", "--dump-dom")
     assert _title(dom).startswith("IMAGES_OK")
+    assert "Snakemake" in dom  # the report's app rendered, not an empty page

@@ -157,12 +157,23 @@ def _luminance(rgba) -> float:
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
-def _annotate_cell(ax, x, y, value, cmap, norm, fontsize=6.5, fmt="{:.2f}") -> None:
+def _annotate_cell(ax, x, y, value, cmap, norm, fontsize=6.5, strip_zero: bool = False) -> None:
     if value is None or not np.isfinite(value):
         ax.text(x, y, "–", ha="center", va="center", fontsize=fontsize, color="#666666")
         return
     color = "black" if _luminance(cmap(norm(value))) > 0.45 else "white"
-    ax.text(x, y, fmt.format(value), ha="center", va="center", fontsize=fontsize, color=color)
+    text = f"{value:.2f}"
+    if strip_zero and text.startswith("0."):
+        text = text[1:]  # ".78": dense heatmaps
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, color=color)
+
+
+def species_label(name: str) -> str:
+    """Short axis label for a species: binomials abbreviated (``Homo sapiens`` -> ``H. sapiens``)."""
+    words = str(name).split()
+    if len(words) == 2 and words[0][:1].isupper() and words[1].islower():
+        return f"{words[0][0]}. {words[1]}"
+    return str(name)
 
 
 def _pipeline_label(name: str, representation: str) -> str:
@@ -235,15 +246,16 @@ def cross_species_heatmap(metrics: pd.DataFrame, pipeline: str | None = None, me
             for i, row in enumerate(mat.index):
                 for j, col in enumerate(mat.columns):
                     _annotate_cell(ax, j, i, values[i, j], cmap, norm,
-                                   fontsize=6.5 if n_species <= 6 else 5.5)
+                                   fontsize=6.5 if n_species <= 5 else 5.5,
+                                   strip_zero=n_species > 6)
                     if row == col:
                         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="////",
                                                edgecolor="white", linewidth=0, alpha=0.55))
                         ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
                                                edgecolor="black", linewidth=1.0))
-            ax.set_xticks(range(mat.shape[1]), mat.columns, rotation=45, ha="right",
-                          rotation_mode="anchor")
-            ax.set_yticks(range(mat.shape[0]), mat.index)
+            ax.set_xticks(range(mat.shape[1]), [species_label(c) for c in mat.columns], rotation=45,
+                          ha="right", rotation_mode="anchor")
+            ax.set_yticks(range(mat.shape[0]), [species_label(r) for r in mat.index])
             ax.set_xlabel("target species")
             ax.set_ylabel("training species")
             ax.tick_params(length=0)
@@ -360,7 +372,9 @@ def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | 
                               linestyles=[st["linestyle"]], linewidth=1.0, zorder=4)
                 ax.plot([], [], color=st["color"], linestyle=st["linestyle"], label=st["label"])
         ax.plot([], [], "o", color="black", markersize=2, label="one target species")
-        ax.set_xticks(x0, species)
+        many = len(species) > 4
+        ax.set_xticks(x0, [species_label(x) for x in species], rotation=25 if many else 0,
+                      ha="right" if many else "center", rotation_mode="anchor" if many else "default")
         ax.set_xlim(-0.5, len(species) - 0.5)
         ax.set_ylim(0, 1)
         ax.set_xlabel("training species")
