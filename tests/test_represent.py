@@ -245,11 +245,16 @@ def test_pearson_transformer_equals_scanpy_when_fitted_and_applied_on_the_same_c
 
 def test_pearson_transformer_fits_on_train_and_uses_test_cell_library():
     X, _ = nb_counts(seed=7)
-    rt = RepresentationTransformer("pearson", params={"theta": 100, "clip": None}).fit(X[:60])
+    rt = RepresentationTransformer("pearson", params={"theta": 100, "clip": False}).fit(X[:60])
     p = fit_gene_fractions(X[:60])
     assert_allclose(rt.gene_fractions_, p)
     assert rt.clip_ is None
     assert_allclose(rt.transform(X[60:]), pearson_residuals(X[60:], p, theta=100, clip=None))
+    # clip null (the config default) = sqrt(number of TRAINING cells), also applied to test cells
+    rt = RepresentationTransformer("pearson", params={"clip": None}).fit(X[:60])
+    assert rt.clip_ == np.sqrt(60)
+    assert_allclose(rt.transform(X[60:]), pearson_residuals(X[60:], p, theta=100, clip=np.sqrt(60)))
+    assert RepresentationTransformer("pearson", params={"clip": 2.5}).fit(X[:60]).clip_ == 2.5
 
 
 # ------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ log = logging.getLogger("sclinbench.models")
 #: Model names understood by :func:`build_model` and their parameters (defaults).
 MODELS: dict[str, dict] = {
     "logreg": {"C": 1.0, "max_iter": 1000, "tol": 1e-4, "Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "cv_folds": 3},
-    "linear_svm": {"C": 1.0, "max_iter": 5000},
+    "linear_svm": {"C": 1.0, "max_iter": 5000, "Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "cv_folds": 3},
     "ridge": {"alpha": 1.0},
     "lda": {"shrinkage": "auto"},
     "centroid": {"min_class_size": 1},
@@ -142,8 +142,10 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
         self.rank_ = int(good.sum())
         if self.rank_ < P.shape[0]:
             log.warning(
-                "centroid: class profiles are linearly dependent (rank %d < %d classes); "
-                "using the minimum-norm least-squares solution", self.rank_, P.shape[0],
+                "centroid: class profiles are linearly dependent (rank %d < %d classes); using the "
+                "minimum-norm least-squares solution. This is expected after mean-centering steps "
+                "(scale, pca): the size-weighted class means then sum to zero",
+                self.rank_, P.shape[0],
             )
         # pinv(P^T) = Vt^T diag(1/s) U^T  (k x G)
         self.coef_ = (Vt[good].T / s[good]) @ U[:, good].T
@@ -309,16 +311,22 @@ class ShuffledLabels(ClassifierMixin, BaseEstimator):
 # factory
 # --------------------------------------------------------------------------------------------------
 def _resolve_params(name: str, params: dict | None) -> dict:
+    """Defaults of ``name`` updated with the applicable ``params``.
+
+    A parameter of another model is ignored (a schema-validated config carries every model
+    parameter's default); a parameter of no model is an error.
+    """
     if name not in MODELS:
         raise SclinbenchError(f"model name '{name}' is unknown; valid: {', '.join(MODELS)}")
     given = dict(params or {})
+    known = {k for d in MODELS.values() for k in d} | set(_COMMON_PARAMS)
+    unknown = sorted(set(given) - known)
     valid = {**MODELS[name], **_COMMON_PARAMS}
-    unknown = sorted(set(given) - set(valid))
     if unknown:
         raise SclinbenchError(
             f"model '{name}': unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
         )
-    return {**valid, **given}
+    return {**valid, **{k: v for k, v in given.items() if k in valid}}
 
 
 def _positive(name: str, key: str, value, integer: bool = False):
@@ -329,15 +337,20 @@ def _positive(name: str, key: str, value, integer: bool = False):
     return value
 
 
+def _check_Cs(name: str, Cs) -> list[float]:
+    if not (isinstance(Cs, (list, tuple)) and Cs and all(
+        isinstance(c, numbers.Real) and not isinstance(c, bool) and c > 0 for c in Cs
+    )):
+        raise SclinbenchError(f"model '{name}': Cs must be a list of positive numbers, got {Cs!r}")
+    return [float(c) for c in Cs]
+
+
 def _logreg_cv(p: dict, seed: int):
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
-    Cs = p["Cs"]
-    if not (isinstance(Cs, (list, tuple)) and Cs and all(isinstance(c, numbers.Real) and c > 0 for c in Cs)):
-        raise SclinbenchError(f"model 'logreg': Cs must be a list of positive numbers, got {Cs!r}")
     kwargs = dict(
-        Cs=[float(c) for c in Cs],
+        Cs=_check_Cs("logreg", p["Cs"]),
         cv=StratifiedKFold(_positive("logreg", "cv_folds", p["cv_folds"], integer=True), shuffle=True,
                            random_state=seed),
         scoring="f1_macro",
@@ -366,7 +379,8 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
           ``C`` a number, or ``C: "cv"`` to choose C from ``Cs`` by ``cv_folds``-fold stratified
           inner CV (macro F1) on the training cells only (``LogisticRegressionCV``);
           ``max_iter`` (1000) -- non-convergence is logged as a warning.
-        - ``linear_svm``: ``LinearSVC`` (``C``, balanced).
+        - ``linear_svm``: ``LinearSVC`` (``C``, balanced; ``C: "cv"`` picks C from ``Cs`` by
+          inner stratified CV on the training cells, ``GridSearchCV``).
         - ``ridge``: ``RidgeClassifier`` (``alpha``, balanced).
         - ``lda``: ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")`` (dense input:
           use after PCA or feature selection).
@@ -377,7 +391,9 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
         Every model except ``centroid`` is wrapped in :class:`InputAdapter` (``max_dense_elements``
         sets its densifying limit).
     params
-        Model parameters (the ``model:`` entry without ``name``).
+        Model parameters (the ``model:`` entry without ``name``). Parameters that belong to
+        another model are ignored, because a schema-validated config fills in every model
+        parameter's default; names no model knows raise :class:`SclinbenchError`.
     seed
         Seed for estimators with randomness (inner CV folds, LinearSVC).
 
@@ -410,13 +426,20 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
             )
         return InputAdapter(est, "sparse", cap)
     if name == "linear_svm":
-        est = LinearSVC(
-            C=float(_positive(name, "C", p["C"])),
+        svc = LinearSVC(
+            C=1.0 if p["C"] == "cv" else float(_positive(name, "C", p["C"])),
             class_weight="balanced",
             max_iter=int(_positive(name, "max_iter", p["max_iter"], integer=True)),
             random_state=seed,
         )
-        return InputAdapter(est, "sparse", cap)
+        if p["C"] == "cv":
+            from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+            Cs = _check_Cs(name, p["Cs"])
+            folds = _positive(name, "cv_folds", p["cv_folds"], integer=True)
+            svc = GridSearchCV(svc, {"C": Cs}, scoring="f1_macro",
+                               cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+        return InputAdapter(svc, "sparse", cap)
     if name == "ridge":
         return InputAdapter(
             RidgeClassifier(alpha=float(_positive(name, "alpha", p["alpha"])), class_weight="balanced"),

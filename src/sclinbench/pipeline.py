@@ -35,7 +35,10 @@ from sclinbench.represent import (
     ScaleClip,
 )
 
-SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "description")
+SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "description", "role")
+REPRESENTATION_KEYS = ("name", *dict.fromkeys(k for d in REPRESENTATIONS.values() for k in d), "obsm_key")
+FEATURE_KEYS = ("method", "n_top", "flavor", "k")
+REDUCTION_KEYS = ("method", "n_components", "whiten")
 FEATURE_METHODS = ("none", "hvg", "anova")
 REDUCTION_METHODS = ("none", "pca")
 CONTROLS = ("none", "shuffled")
@@ -82,7 +85,10 @@ def _int_param(where: str, key: str, value) -> int:
 def normalize_spec(spec: dict) -> dict:
     """Validate a pipeline spec and return it in canonical form (every section a dict).
 
-    Raises :class:`SclinbenchError` naming the offending key and listing valid values.
+    Keys that belong to another choice of the same section (e.g. ``target_sum`` under
+    ``rankz``, ``k`` under ``hvg``) are dropped: a config validated against ``config/schema.yaml``
+    carries every default. Keys no choice knows raise :class:`SclinbenchError` naming the key and
+    listing valid values. ``description`` and ``role`` are accepted and not used here.
     """
     if not isinstance(spec, dict):
         raise SclinbenchError(f"a pipeline entry must be a mapping, got {type(spec).__name__}")
@@ -98,25 +104,30 @@ def normalize_spec(spec: dict) -> dict:
         raise SclinbenchError(
             f"pipeline key 'representation.name': '{rep['name']}' is unknown; valid: {', '.join(rep_names)}"
         )
+    _check_keys(f"representation '{rep['name']}'", rep, REPRESENTATION_KEYS)
     if rep["name"] == "embedding":
-        _check_keys("representation 'embedding'", rep, ("name", "obsm_key"))
         if not isinstance(rep.get("obsm_key"), str) or not rep["obsm_key"]:
             raise SclinbenchError(
                 "representation 'embedding' needs 'obsm_key' (the adata.obsm key, e.g. X_uce)"
             )
+        rep = {"name": "embedding", "obsm_key": rep["obsm_key"]}
     else:
-        _check_keys(f"representation '{rep['name']}'", rep, ("name", *REPRESENTATIONS[rep["name"]]))
-        rep = {"name": rep["name"], **REPRESENTATIONS[rep["name"]], **_numbers_as_float(rep)}
+        defaults = REPRESENTATIONS[rep["name"]]
+        applicable = {k: v for k, v in rep.items() if k in defaults}
+        rep = {"name": rep["name"], **defaults, **_numbers_as_float(applicable)}
 
     feat = _section(spec, "features", {"method": "none"}, "method")
     if feat["method"] not in FEATURE_METHODS:
         raise SclinbenchError(
             f"pipeline key 'features.method': '{feat['method']}' is unknown; valid: {', '.join(FEATURE_METHODS)}"
         )
+    _check_keys(f"features '{feat['method']}'", feat, FEATURE_KEYS)
     if feat["method"] == "hvg":
-        _check_keys("features 'hvg'", feat, ("method", "n_top", "flavor"))
-        feat["n_top"] = _int_param("features 'hvg'", "n_top", feat.get("n_top", 2000))
-        feat.setdefault("flavor", HVG_FLAVORS[0])
+        feat = {
+            "method": "hvg",
+            "n_top": _int_param("features 'hvg'", "n_top", feat.get("n_top", 2000)),
+            "flavor": feat.get("flavor", HVG_FLAVORS[0]),
+        }
         if feat["flavor"] not in HVG_FLAVORS:
             raise SclinbenchError(
                 f"pipeline key 'features.flavor': '{feat['flavor']}' is unknown; valid: {', '.join(HVG_FLAVORS)}"
@@ -127,12 +138,11 @@ def normalize_spec(spec: dict) -> dict:
                 "use features: {method: none} or {method: anova, k: ...}"
             )
     elif feat["method"] == "anova":
-        _check_keys("features 'anova'", feat, ("method", "k"))
         if "k" not in feat:
             raise SclinbenchError("features 'anova' needs 'k' (number of features to keep)")
-        feat["k"] = _int_param("features 'anova'", "k", feat["k"])
+        feat = {"method": "anova", "k": _int_param("features 'anova'", "k", feat["k"])}
     else:
-        _check_keys("features 'none'", feat, ("method",))
+        feat = {"method": "none"}
 
     scale = spec.get("scale", False)
     if scale is None or scale is False:
@@ -150,12 +160,15 @@ def normalize_spec(spec: dict) -> dict:
         raise SclinbenchError(
             f"pipeline key 'reduction.method': '{red['method']}' is unknown; valid: {', '.join(REDUCTION_METHODS)}"
         )
+    _check_keys(f"reduction '{red['method']}'", red, REDUCTION_KEYS)
     if red["method"] == "pca":
-        _check_keys("reduction 'pca'", red, ("method", "n_components", "whiten"))
-        red["n_components"] = _int_param("reduction 'pca'", "n_components", red.get("n_components", 50))
-        red["whiten"] = bool(red.get("whiten", False))
+        red = {
+            "method": "pca",
+            "n_components": _int_param("reduction 'pca'", "n_components", red.get("n_components", 50)),
+            "whiten": bool(red.get("whiten", False)),
+        }
     else:
-        _check_keys("reduction 'none'", red, ("method",))
+        red = {"method": "none"}
 
     model = _section(spec, "model", {}, "name")
     if model["name"] not in MODELS:

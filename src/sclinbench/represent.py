@@ -42,7 +42,7 @@ REPRESENTATIONS: dict[str, dict] = {
     "counts": {},
     "log1p": {"target_sum": 1e4, "pseudocount": 1.0},
     "sqrt": {"target_sum": 1e4},
-    "pearson": {"theta": 100.0, "clip": "auto"},
+    "pearson": {"theta": 100.0, "clip": None},
     "rankz": {},
 }
 
@@ -726,8 +726,9 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
     params
         Representation parameters: ``log1p``: ``target_sum`` (number or ``"median"``: the median
         library size of the TRAINING cells), ``pseudocount``; ``sqrt``: ``target_sum``; ``pearson``:
-        ``theta`` (default 100), ``clip`` (``"auto"`` = ``sqrt(n_training_cells)``, a number, or
-        ``None`` for none). Defaults in :data:`REPRESENTATIONS`.
+        ``theta`` (default 100), ``clip`` (``None`` or ``"auto"`` = ``sqrt(n_training_cells)``, as in
+        the config schema; a positive number; ``False`` for no clipping). Defaults in
+        :data:`REPRESENTATIONS`.
     hvg
         Keep only this many highly variable genes, selected from the TRAINING counts (see
         :func:`select_hvg`). ``None`` keeps all genes.
@@ -802,12 +803,13 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
             )
         if "theta" in out and not (_is_number(out["theta"]) and out["theta"] > 0):
             raise SclinbenchError(f"representation 'pearson': theta must be > 0, got {out['theta']!r}")
-        clip = out.get("clip", "auto")
+        clip = out.get("clip")
         if "clip" in out and not (
-            clip in ("auto", None, False) or (_is_number(clip) and clip > 0)
+            clip is None or clip is False or clip == "auto" or (_is_number(clip) and clip > 0)
         ):
             raise SclinbenchError(
-                f"representation 'pearson': clip must be 'auto', a positive number or null, got {clip!r}"
+                f"representation 'pearson': clip must be null (sqrt of the number of training cells), "
+                f"a positive number or false, got {clip!r}"
             )
         if self.hvg is not None and not (isinstance(self.hvg, numbers.Integral) and self.hvg > 0):
             raise SclinbenchError(f"features: hvg 'n_top' must be a positive integer, got {self.hvg!r}")
@@ -849,7 +851,12 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
                     n_unseen,
                 )
             clip = params["clip"]
-            self.clip_ = float(np.sqrt(n)) if clip == "auto" else (None if clip in (None, False) else float(clip))
+            if clip is None or clip == "auto":
+                self.clip_ = float(np.sqrt(n))
+            elif clip is False:
+                self.clip_ = None
+            else:
+                self.clip_ = float(clip)
             self.theta_ = float(params["theta"])
         return self
 

@@ -1,0 +1,256 @@
+"""Centroid classifier (hand examples, OffsetCSR == dense), model factory, controls, novelty score."""
+
+import logging
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose
+
+from sclinbench.errors import SclinbenchError
+from sclinbench.models import (
+    MODELS,
+    CentroidClassifier,
+    InputAdapter,
+    ShuffledLabels,
+    build_model,
+    novelty_score,
+)
+from sclinbench.represent import ScaleClip, rankz, shifted_log
+
+P_TRUE = np.array(
+    [
+        [4.0, 0, 0, 1, 0],  # class a
+        [0, 3, 0, 1, 1],  # class b
+        [0, 0, 5, 0, 2],  # class c
+    ]
+)
+X_TRAIN = np.array(
+    [
+        [3.0, 0, 0, 1, 0],
+        [5, 0, 0, 1, 0],
+        [0, 2, 0, 1, 1],
+        [0, 4, 0, 1, 1],
+        [0, 0, 4, 0, 2],
+        [0, 0, 6, 0, 2],
+    ]
+)
+Y_TRAIN = np.array(["a", "a", "b", "b", "c", "c"])
+
+
+def nb_counts(n_cells=150, n_genes=50, n_types=3, seed=0):
+    """Seeded negative-binomial counts with cell types; genes 4t..4t+3 mark type t."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_types, n_cells)
+    mean = np.tile(rng.gamma(0.6, 1.0, n_genes) * 0.5, (n_cells, 1))
+    for t in range(n_types):
+        mean[np.ix_(y == t, np.arange(4 * t, 4 * t + 4))] += 4.0
+    size = rng.uniform(0.5, 2.0, n_cells)[:, None]
+    counts = rng.negative_binomial(5, 5 / (5 + mean * size))
+    return sp.csr_matrix(counts.astype(np.float32)), np.array(["t0", "t1", "t2", "t3"])[y]
+
+
+# ------------------------------------------------------------------------------------------------
+# centroid classifier
+# ------------------------------------------------------------------------------------------------
+def test_centroid_profiles_are_class_means_and_beta_recovers_mixture():
+    clf = CentroidClassifier().fit(X_TRAIN, Y_TRAIN)
+    assert list(clf.classes_) == ["a", "b", "c"]
+    assert_allclose(clf.profiles_, P_TRUE)
+    x = 0.7 * P_TRUE[0] + 0.3 * P_TRUE[2]
+    assert_allclose(clf.decision_function(x[None, :]), [[0.7, 0.0, 0.3]], atol=1e-12)
+    assert clf.predict(x[None, :])[0] == "a"
+    assert clf.predict((0.2 * P_TRUE[0] + 0.5 * P_TRUE[1])[None, :])[0] == "b"
+
+
+def test_centroid_beta_is_least_squares_for_points_off_the_span():
+    clf = CentroidClassifier().fit(X_TRAIN, Y_TRAIN)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 5, size=(4, 5))
+    beta_ref = np.linalg.lstsq(P_TRUE.T, x.T, rcond=None)[0].T
+    # the same solution through the k x k Gram matrix
+    beta_gram = np.linalg.solve(P_TRUE @ P_TRUE.T, P_TRUE @ x.T).T
+    assert_allclose(clf.decision_function(x), beta_ref, atol=1e-12)
+    assert_allclose(beta_ref, beta_gram, atol=1e-10)
+    assert_allclose(clf.decision_function(sp.csr_matrix(x)), beta_ref, atol=1e-12)
+
+
+def test_centroid_collinear_profiles_give_minimum_norm_solution(caplog):
+    X = np.vstack([X_TRAIN, [[4.0, 3, 0, 2, 1]]])  # class d = a + b exactly
+    y = np.append(Y_TRAIN, "d")
+    with caplog.at_level(logging.WARNING, logger="sclinbench.models"):
+        clf = CentroidClassifier().fit(X, y)
+    assert clf.rank_ == 3 and "linearly dependent" in caplog.text
+    x = np.array([[1.0, 2, 3, 4, 5]])
+    assert_allclose(clf.decision_function(x), (np.linalg.pinv(clf.profiles_.T) @ x.T).T, atol=1e-10)
+
+
+def test_centroid_min_class_size_excludes_small_classes():
+    X = np.vstack([X_TRAIN, [[0.0, 0, 0, 0, 9]]])
+    y = np.append(Y_TRAIN, "rare")
+    clf = CentroidClassifier(min_class_size=2).fit(X, y)
+    assert list(clf.excluded_classes_) == ["rare"]
+    assert list(clf.classes_) == ["a", "b", "c"]
+    assert_allclose(clf.profiles_, P_TRUE)  # the excluded cell does not enter any profile
+    assert "rare" not in set(clf.predict(X))
+    with pytest.raises(SclinbenchError, match="min_class_size"):
+        CentroidClassifier(min_class_size=10).fit(X, y)
+
+
+def test_centroid_on_offsetcsr_equals_dense():
+    X, y = nb_counts(seed=1)
+    Z = rankz(X)
+    D = Z.toarray()
+    a = CentroidClassifier().fit(Z[:100], y[:100])
+    b = CentroidClassifier().fit(D[:100], y[:100])
+    assert_allclose(a.profiles_, b.profiles_, atol=1e-12)
+    assert_allclose(a.decision_function(Z[100:]), b.decision_function(D[100:]), atol=1e-10)
+    assert np.array_equal(a.predict(Z[100:]), b.predict(D[100:]))
+    # on these well-separated types the centroid classifier is nearly perfect
+    assert (a.predict(Z[100:]) == y[100:]).mean() > 0.9
+
+
+# ------------------------------------------------------------------------------------------------
+# build_model
+# ------------------------------------------------------------------------------------------------
+def _scaled_data(seed=2):
+    X, y = nb_counts(seed=seed)
+    L = shifted_log(X, 1e3)
+    S = ScaleClip(10).fit(L[:100]).transform(L)
+    return S[:100], y[:100], S[100:], y[100:]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_fits_and_predicts_known_classes(name):
+    Xtr, ytr, Xte, yte = _scaled_data()
+    model = build_model(name, {}, seed=0).fit(Xtr, ytr)
+    pred = model.predict(Xte)
+    assert pred.shape == (50,) and set(pred) <= set(ytr)
+    acc = (pred == yte).mean()
+    if name == "majority":
+        assert set(pred) == {max(set(ytr), key=list(ytr).count)}
+    else:
+        assert acc > 0.8, (name, acc)
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear_svm", "ridge"])
+def test_linear_models_are_class_balanced(name):
+    m = build_model(name, {}, seed=0)
+    assert m.estimator.class_weight == "balanced"
+
+
+def test_logreg_with_inner_cv_chooses_C_from_grid_on_train_only():
+    Xtr, ytr, _, _ = _scaled_data()
+    m = build_model("logreg", {"C": "cv", "Cs": [0.01, 1.0], "cv_folds": 3}, seed=0).fit(Xtr, ytr)
+    C = np.atleast_1d(m.estimator_.C_)[0]
+    assert C in (0.01, 1.0)
+    assert m.estimator_.scoring == "f1_macro"
+
+
+def test_logreg_nonconvergence_is_logged(caplog):
+    Xtr, ytr, _, _ = _scaled_data()
+    with caplog.at_level(logging.WARNING, logger="sclinbench.models"):
+        m = build_model("logreg", {"max_iter": 1}, seed=0).fit(Xtr, ytr)
+    assert m.converged_ is False
+    assert "did not converge" in caplog.text and "max_iter=1" in caplog.text
+    m2 = build_model("logreg", {}, seed=0).fit(Xtr, ytr)
+    assert m2.converged_ is True
+
+
+def test_build_model_errors_name_the_key():
+    with pytest.raises(SclinbenchError, match="model name 'xgboost' is unknown; valid: logreg"):
+        build_model("xgboost", {}, 0)
+    with pytest.raises(SclinbenchError, match="unknown parameter.*gamma.*valid: C"):
+        build_model("logreg", {"gamma": 1}, 0)
+    with pytest.raises(SclinbenchError, match="C must be a positive number"):
+        build_model("logreg", {"C": -1}, 0)
+    with pytest.raises(SclinbenchError, match="n_neighbors"):
+        build_model("knn", {"n_neighbors": 0}, 0)
+
+
+def test_offsetcsr_is_densified_below_cap_and_refused_above():
+    X, y = nb_counts(seed=3)
+    Z = rankz(X)
+    a = build_model("logreg", {}, 0).fit(Z[:100], y[:100])
+    b = build_model("logreg", {}, 0).fit(Z[:100].toarray(), y[:100])
+    assert_allclose(a.estimator_.coef_, b.estimator_.coef_)
+    assert np.array_equal(a.predict(Z[100:]), b.predict(Z[100:].toarray()))
+    with pytest.raises(SclinbenchError, match="reduction: {method: pca}"):
+        build_model("logreg", {"max_dense_elements": 1000}, 0).fit(Z[:100], y[:100])
+    # LDA needs dense input: CSR is densified too, and refused above the cap
+    build_model("lda", {}, 0).fit(X[:100], y[:100])
+    with pytest.raises(SclinbenchError, match="LinearDiscriminantAnalysis"):
+        build_model("lda", {"max_dense_elements": 1000}, 0).fit(X[:100], y[:100])
+    # the majority baseline never looks at the features, so never densifies
+    m = build_model("majority", {"max_dense_elements": 1}, 0).fit(Z[:100], y[:100])
+    assert m.predict(Z[100:]).shape == (50,)
+
+
+def test_input_adapter_exposes_only_what_the_estimator_has():
+    from sklearn.svm import LinearSVC
+
+    ad = InputAdapter(LinearSVC())
+    assert not hasattr(ad, "predict_proba") and hasattr(ad, "decision_function")
+
+
+# ------------------------------------------------------------------------------------------------
+# shuffled-labels control
+# ------------------------------------------------------------------------------------------------
+def test_shuffled_labels_fits_on_a_seeded_permutation():
+    X, y = nb_counts(seed=4)
+    Z = rankz(X)
+    ctrl = ShuffledLabels(CentroidClassifier(), random_state=7).fit(Z, y)
+    perm = ctrl.permutation_
+    assert sorted(perm) == list(range(len(y))) and not np.array_equal(perm, np.arange(len(y)))
+    ref = CentroidClassifier().fit(Z, y[perm])
+    assert_allclose(ctrl.estimator_.profiles_, ref.profiles_)
+    assert np.array_equal(ShuffledLabels(CentroidClassifier(), random_state=7).fit(Z, y).permutation_, perm)
+    assert not np.array_equal(ShuffledLabels(CentroidClassifier(), random_state=8).fit(Z, y).permutation_, perm)
+    # the control carries no signal: accuracy near chance, far below the real classifier
+    real = (CentroidClassifier().fit(Z[:100], y[:100]).predict(Z[100:]) == y[100:]).mean()
+    shuf = (ShuffledLabels(CentroidClassifier(), 0).fit(Z[:100], y[:100]).predict(Z[100:]) == y[100:]).mean()
+    assert real - shuf > 0.4
+
+
+# ------------------------------------------------------------------------------------------------
+# novelty score
+# ------------------------------------------------------------------------------------------------
+def test_novelty_score_uses_max_proba_or_max_beta():
+    Xtr, ytr, Xte, _ = _scaled_data()
+    lr = build_model("logreg", {}, 0).fit(Xtr, ytr)
+    pred, score = novelty_score(lr, Xte)
+    assert np.array_equal(pred, lr.predict(Xte))
+    assert_allclose(score, lr.predict_proba(Xte).max(axis=1))
+    cc = CentroidClassifier().fit(Xtr, ytr)
+    pred, score = novelty_score(cc, Xte)
+    assert_allclose(score, cc.decision_function(Xte).max(axis=1))
+    assert np.array_equal(pred, cc.predict(Xte))
+    # binary decision_function: confidence is its absolute value
+    two = np.isin(ytr, ["t0", "t1"])
+    rc = build_model("ridge", {}, 0).fit(Xtr[two], ytr[two])
+    _, score = novelty_score(rc, Xte)
+    assert_allclose(score, np.abs(rc.decision_function(Xte)))
+
+
+def test_novelty_score_on_pipeline_applies_preprocessing():
+    from sklearn.pipeline import Pipeline
+
+    from sclinbench.represent import RepresentationTransformer
+
+    X, y = nb_counts(seed=5)
+    pipe = Pipeline([("represent", RepresentationTransformer("rankz")), ("model", CentroidClassifier())])
+    pipe.fit(X[:100], y[:100])
+    pred, score = novelty_score(pipe, X[100:])
+    Z = rankz(X[100:])
+    assert np.array_equal(pred, pipe.predict(X[100:]))
+    assert_allclose(score, pipe.named_steps["model"].decision_function(Z).max(axis=1))
+
+
+def test_linear_svm_with_inner_cv_and_ignored_parameters_of_other_models():
+    Xtr, ytr, Xte, yte = _scaled_data()
+    # a schema-validated config carries every model parameter; those of other models are ignored
+    m = build_model("linear_svm", {"C": "cv", "Cs": [0.01, 1.0], "alpha": 1.0, "n_neighbors": 5}, seed=0)
+    m.fit(Xtr, ytr)
+    assert m.estimator_.best_params_["C"] in (0.01, 1.0)
+    assert m.estimator_.scoring == "f1_macro"
+    assert (m.predict(Xte) == yte).mean() > 0.8
