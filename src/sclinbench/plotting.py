@@ -246,7 +246,7 @@ def cross_species_heatmap(metrics: pd.DataFrame, pipeline: str | None = None, me
             for i, row in enumerate(mat.index):
                 for j, col in enumerate(mat.columns):
                     _annotate_cell(ax, j, i, values[i, j], cmap, norm,
-                                   fontsize=6.5 if n_species <= 5 else 5.5,
+                                   fontsize=6.5 if n_species <= 5 else 6,
                                    strip_zero=n_species > 6)
                     if row == col:
                         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="////",
@@ -400,7 +400,7 @@ def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | 
         if (avg["representation"] == "embedding").any():
             notes.append(EMBEDDING_NOTE)
         if notes:
-            fig.supxlabel("\n".join(notes), fontsize=5.5, color="#333333")
+            fig.supxlabel("\n".join(notes), fontsize=6, color="#333333")
     return fig
 
 
@@ -484,7 +484,7 @@ def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
                               label="mean and 95% bootstrap CI"))
         fig.legend(handles=handles, loc="outside lower center", ncols=3)
         if (reps == "embedding").any():
-            fig.supxlabel(EMBEDDING_NOTE, fontsize=5.5)
+            fig.supxlabel(EMBEDDING_NOTE, fontsize=6)
     return fig
 
 
@@ -692,8 +692,8 @@ def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.Da
                 ax_roc.plot(c["fpr"], c["tpr"], color=cols.get(p), linestyle=st.get("linestyle", "-"),
                             linewidth=1.1, label=f"{p}  {c['auroc'].iloc[0]:.2f}")
             ax_roc.plot([0, 1], [0, 1], color="#BBBBBB", linewidth=0.6, linestyle="-", zorder=0)
-            ax_roc.legend(loc="lower right", fontsize=5.5, handlelength=1.5, title="AUROC",
-                          title_fontsize=5.5, borderaxespad=0.2, labelspacing=0.25)
+            ax_roc.legend(loc="lower right", fontsize=6, handlelength=1.5, title="AUROC",
+                          title_fontsize=6, borderaxespad=0.2, labelspacing=0.25)
         else:
             ax_roc.text(0.5, 0.5, "per-cell predictions not supplied\n(ROC needs the predictions files)",
                         ha="center", va="center", fontsize=6.5, color="#555555", transform=ax_roc.transAxes)
@@ -717,7 +717,7 @@ def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.Da
                 ax_auc.scatter(xs, q["value"], color=cols.get(p), marker=marker, s=14, zorder=3,
                                label=p, linewidths=0.9 if marker == "x" else 0)
             ax_auc.axhline(0.5, color="#999999", linewidth=0.6, linestyle="-", zorder=0)
-            ax_auc.text(-0.48, 0.505, "chance", fontsize=5.5, color="#777777", ha="left",
+            ax_auc.text(-0.48, 0.505, "chance", fontsize=6, color="#777777", ha="left",
                         va="bottom")
             ax_auc.set_xticks(range(len(cats)), cats, rotation=20 if len(cats) > 4 else 0, ha="right"
                               if len(cats) > 4 else "center")
