@@ -20,11 +20,11 @@ import sys
 sys.path.insert(0, f"{workflow.basedir}/src")  # the package, also when it is not pip-installed
 
 
-# A readable one-line message first (naming the key), then snakemake's validation (fills defaults).
+# A readable one-line message first (naming the key), then snakemake's own validation.
 from sclinbench.config import check as check_config
 
 check_config(config, f"{workflow.basedir}/config/schema.yaml", "the configuration (config/config.yaml + --config/--configfile)")
-validate(config, "config/schema.yaml")
+validate(config, "config/schema.yaml", set_default=False)  # defaults live in the package
 
 
 include: "rules/common.smk"

@@ -17,7 +17,7 @@ rule evaluate:
         "logs/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.log",
     benchmark:
         "benchmarks/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.tsv"
-    threads: 2
+    threads: 1  # small dense BLAS calls gain nothing from threads; jobs run side by side instead
     resources:
         mem_mb=mem_mb(factor=12.0),
         runtime=runtime(factor=5.0),

@@ -117,6 +117,8 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     donor_level = split_kind == "donor_pseudobulk"
     donors_all = adata.obs["donor_id"].astype(str).to_numpy() if donor_level else None
 
+    # "role" (method/control) labels results; it is not a step of the pipeline
+    pipelines = {name: {k: v for k, v in spec.items() if k != "role"} for name, spec in pipelines.items()}
     by_signature: dict[str, list[str]] = {}
     for name, spec in pipelines.items():
         by_signature.setdefault(preprocessing_signature(spec), []).append(name)
