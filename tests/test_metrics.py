@@ -88,3 +88,19 @@ def test_paired_comparison_on_matching_folds():
     out = metrics.paired_comparison(m, "A", "B")
     assert out.loc[0, "mean_difference"] == pytest.approx(0.1)
     assert out.loc[0, "n"] == 5 and out.loc[0, "a_better"] == 5
+
+
+def test_pooled_scores_for_leave_one_donor_out():
+    # 4 donors, one per fold; 3 predicted right
+    df = pd.DataFrame({"cell_id": ["d1", "d2", "d3", "d4"], "fold": [0, 1, 2, 3], "group": ["d1", "d2", "d3", "d4"],
+                       "pipeline": "p", "y_true": ["dis", "dis", "ok", "ok"], "y_pred": ["dis", "ok", "ok", "ok"],
+                       "score": 0.9, "novel": False, "s:dis": [0.9, 0.4, 0.2, 0.1], "s:ok": [0.1, 0.6, 0.8, 0.9]})
+    tidy = metrics.score(df, "disease", pooled=True)
+    per_fold = tidy[tidy.fold >= 0]
+    assert set(per_fold.metric) == {"accuracy", "n_test_cells", "n_unassigned"}
+    assert per_fold[per_fold.metric == "accuracy"].value.tolist() == [1, 0, 1, 1]
+    pooled = tidy[tidy.fold == metrics.POOLED_FOLD].set_index("metric")["value"]
+    # dis: P=1, R=1/2 -> F1 2/3; ok: P=2/3, R=1 -> F1 4/5; macro = 11/15
+    assert pooled["macro_f1"] == pytest.approx(11 / 15)
+    assert pooled["auroc_ovr"] == pytest.approx(1.0)
+    assert "accuracy" not in pooled.index

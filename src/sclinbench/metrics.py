@@ -82,12 +82,28 @@ def _score_group(df: pd.DataFrame, kind: str) -> dict[str, float]:
     return out
 
 
-def score(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
+POOLED_FOLD = -1  # fold id of scores computed over the pooled predictions of all folds
+
+
+def score(predictions: pd.DataFrame, kind: str, pooled: bool = False) -> pd.DataFrame:
     """Tidy scores (``pipeline, fold, group, metric, value``) per pipeline x fold x group.
 
     ``group`` separates the parts of a fold that must not be averaged together: each ordered
     species pair of a cross-species fold (the same-species diagonal is its own group).
+
+    ``pooled=True`` is for leave-one-out splits (one donor per fold): a fold of one sample has no
+    macro F1, so the scores are computed once over all folds' predictions (``fold = -1``), and per
+    fold only ``accuracy`` (0 or 1 per donor; its mean over folds is the pooled accuracy, and its
+    spread over donors gives the confidence interval) is kept.
     """
+    if pooled:
+        per_fold = score(predictions, kind)
+        per_fold = per_fold[per_fold["metric"].isin(["accuracy", "n_test_cells", "n_unassigned"])]
+        rows = [(p, POOLED_FOLD, "", metric, value)
+                for p, df in predictions.groupby("pipeline", sort=True)
+                for metric, value in _score_group(df, kind).items()
+                if metric not in ("accuracy", "n_test_cells", "n_unassigned")]
+        return pd.concat([per_fold, pd.DataFrame(rows, columns=METRIC_COLUMNS)], ignore_index=True)
     rows = []
     by = ["pipeline", "fold", "group"] if kind == "cross_species" else ["pipeline", "fold"]
     for key, df in predictions.groupby(by, sort=True, observed=True):
