@@ -365,14 +365,16 @@ def test_scaleclip_matches_numpy(kind):
 
 @pytest.mark.parametrize("kind", ["csr", "offset"])
 @pytest.mark.parametrize("whiten", [False, True])
-def test_pca_on_sparse_equals_sklearn_on_densified(kind, whiten):
+@pytest.mark.parametrize("solver", ["covariance", "arpack"])
+def test_pca_on_sparse_equals_sklearn_on_densified(kind, whiten, solver):
     from sklearn.decomposition import PCA
 
     X, _ = nb_counts(n_cells=100, n_genes=40, seed=16)
     X = shifted_log(X, 1e3, dtype=np.float64)
     inp = X if kind == "csr" else rankz(X.astype(np.float32))
     D = inp.toarray()
-    pt = PCATransformer(n_components=6, whiten=whiten, random_state=0).fit(inp[:70])
+    pt = PCATransformer(n_components=6, whiten=whiten, random_state=0, svd_solver=solver).fit(inp[:70])
+    assert pt.svd_solver_ == solver
     sk = PCA(n_components=6, whiten=whiten, svd_solver="full").fit(D[:70])
     signs = np.sign((pt.components_ * sk.components_).sum(1))
     assert_allclose(np.abs(signs), 1)
@@ -381,6 +383,25 @@ def test_pca_on_sparse_equals_sklearn_on_densified(kind, whiten):
     assert_allclose(pt.explained_variance_, sk.explained_variance_, rtol=1e-8)
     assert_allclose(pt.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-8)
     assert_allclose(pt.mean_, sk.mean_, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["csr", "offset"])
+def test_pca_randomized_solver_recovers_the_leading_components(kind):
+    from sklearn.decomposition import PCA
+
+    X, _ = nb_counts(n_cells=200, n_genes=60, seed=21)
+    X = shifted_log(X, 1e3, dtype=np.float64)
+    inp = X if kind == "csr" else rankz(X.astype(np.float32))
+    D = inp.toarray()
+    pt = PCATransformer(n_components=5, svd_solver="randomized", n_iter=10).fit(inp)
+    sk = PCA(n_components=5, svd_solver="full").fit(D)
+    # the 3 cell types give 2 strong components; those must match closely
+    cos = np.abs((pt.components_[:2] * sk.components_[:2]).sum(1))
+    assert (cos > 0.999).all(), cos
+    assert_allclose(pt.explained_variance_[:2], sk.explained_variance_[:2], rtol=1e-3)
+    assert PCATransformer(svd_solver="auto").fit(inp).svd_solver_ == "covariance"
+    with pytest.raises(SclinbenchError, match="svd_solver.*valid: auto, covariance, arpack, randomized"):
+        PCATransformer(svd_solver="lobpcg").fit(inp)
 
 
 def test_pca_is_deterministic_and_caps_components(caplog):
