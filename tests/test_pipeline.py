@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from numpy.testing import assert_allclose
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import CentroidClassifier, InputAdapter, ShuffledLabels
