@@ -104,3 +104,18 @@ def fetch_ensembl_orthologs(reference: str, other: str, release: int, dest: str)
     table = orthologs.parse_biomart_tsv(raw, reference, other)
     write_table(table, dest)
     log.info("%s -> %s (Ensembl %d): %d ortholog pairs", reference, other, release, len(table))
+
+
+def dataset_checksums(standardized: dict[str, str]) -> dict[str, str]:
+    """Dataset name -> sha256 of its source file(s) (as recorded at standardization), else of the
+    standardized file itself (bundled and synthetic data have no download)."""
+    from sclinbench.report import sha256_file
+
+    out = {}
+    for name, path in standardized.items():
+        info = ad.read_h5ad(path, backed="r").uns.get("sclinbench", {})
+        source = info.get("sha256") if hasattr(info, "get") else None
+        if isinstance(source, (list, tuple)) or hasattr(source, "tolist"):
+            source = ",".join(map(str, list(source)))
+        out[name] = f"source {source}" if source else f"standardized {sha256_file(path)}"
+    return out

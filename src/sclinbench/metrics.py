@@ -141,10 +141,12 @@ def confusion(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["pipeline", "group", "y_true", "y_pred", "n"])
 
 
-def bootstrap_ci(values, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(values, n_boot: int = 2000, ci: float = 0.95,
+                 seed: int | np.random.Generator = 0) -> tuple[float, float, float]:
     """Mean and percentile-bootstrap CI of the mean of ``values`` (e.g. one score per fold).
 
-    With a single value the interval collapses to it (reported with n = 1 by callers).
+    Non-finite values are dropped; with a single value the interval collapses to it (callers
+    report n beside it), with none everything is NaN.
     """
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
@@ -153,10 +155,11 @@ def bootstrap_ci(values, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) ->
     mean = float(values.mean())
     if values.size == 1:
         return mean, mean, mean
-    rng = np.random.default_rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
     alpha = (1 - ci) / 2
-    return mean, float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return mean, float(lo), float(hi)
 
 
 def paired_comparison(metrics: pd.DataFrame, a: str, b: str, metric: str = "macro_f1",

@@ -35,9 +35,9 @@ import pandas as pd
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.io import atomic_path, write_table
+from sclinbench.metrics import METRICS_TSV_COLUMNS, bootstrap_ci
 
-METRICS_COLUMNS = ("dataset", "task", "kind", "split_kind", "group", "pipeline", "role",
-                   "representation", "model", "fold", "metric", "value")
+METRICS_COLUMNS = tuple(METRICS_TSV_COLUMNS)
 #: Columns that identify one summary row (one pipeline's score on one task of one dataset).
 SUMMARY_KEYS = ["dataset", "task", "kind", "split_kind", "pipeline", "role", "representation",
                 "model", "metric"]
@@ -167,19 +167,9 @@ def bootstrap_mean(values, n_boot: int = 2000, level: float = 0.95,
     ``(mean, ci_low, ci_high, n)``; with one unit the interval collapses to the value, with none
     everything is NaN and ``n`` is 0.
     """
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    n = int(values.size)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = float(values.mean())
-    if n == 1:
-        return mean, mean, mean, 1
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    means = values[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return mean, float(lo), float(hi), n
+    n = int(np.isfinite(np.asarray(values, dtype=float)).sum())
+    mean, lo, hi = bootstrap_ci(values, n_boot=n_boot, ci=level, seed=rng)
+    return mean, lo, hi, n
 
 
 def _is_diagonal(df: pd.DataFrame) -> np.ndarray:

@@ -1,0 +1,16 @@
+"""Snakemake adapter: metrics (+ novel-type predictions, benchmark records) -> every figure."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
+from sclinbench.io import script_errors  # noqa: E402
+
+with script_errors(snakemake.log[0]):  # noqa: F821
+    from sclinbench import plotting, report
+    from sclinbench.metrics import read_predictions
+
+    sm = snakemake  # noqa: F821
+    predictions = read_predictions(sm.input.novel) if sm.input.novel else None
+    plotting.make_figures(report.read_metrics(sm.input.metrics), sm.params.outdir,
+                          reference=report.read_reference(sm.input.reference), predictions=predictions,
+                          benchmarks=plotting.read_benchmarks(sm.params.benchmarks), n_boot=sm.params.n_boot,
+                          seed=sm.params.seed, novel_type_title=sm.params.novel_title)
