@@ -1,7 +1,10 @@
 # Shared helpers: the dataset registry, the dataset x task x representation grid, resources.
 
-import yaml
+import os
 from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
 
 from sclinbench.errors import SclinbenchError
 
@@ -110,3 +113,86 @@ def runtime(factor=1.0):
 
 
 CONDA_ENV = "../envs/sclinbench.yaml"
+
+
+# --- data stage ---------------------------------------------------------------------------------
+
+def _file_name(spec):
+    return os.path.basename(urlparse(spec["url"]).path) if spec.get("url") else os.path.basename(spec["path"])
+
+
+def _url_file(dataset, filename):
+    for spec in REGISTRY[dataset].get("files", []):
+        if spec.get("url") and _file_name(spec) == filename:
+            return spec
+    raise SclinbenchError(f"no file '{filename}' with a url in registry entry '{dataset}'")
+
+
+def ensembl_name(organism):
+    """'Homo sapiens' -> 'hsapiens' (Ensembl/BioMart dataset prefix)."""
+    genus, species = organism.strip().split()[:2]
+    return (genus[0] + species).lower()
+
+
+def standardize_inputs(wildcards):
+    entry = REGISTRY[wildcards.dataset]
+    source = entry["source"]
+    if source == "bundled":
+        return []
+    if source == "synthetic":
+        return [f"resources/synthetic/{wildcards.dataset}"]
+    if source == "url":
+        return [f"resources/raw/{wildcards.dataset}/{_file_name(f)}" for f in entry["files"]]
+    if source == "local":
+        return [f["path"] for f in entry["files"]]
+    # collection: members standardized separately, then mapped to the reference's genes
+    members = entry["members"]
+    inputs = [f"resources/standardized/{m}.h5ad" for m in members.values()]
+    orth = entry.get("orthologs", {})
+    if orth.get("source", "ensembl") == "ensembl":
+        ref = ensembl_name(REGISTRY[members[entry["reference"]]]["organism"])
+        release = orth.get("release", 112)
+        inputs += [
+            f"resources/orthologs/ensembl-{release}/{ref}__{ensembl_name(REGISTRY[m]['organism'])}.tsv"
+            for org, m in members.items()
+            if org != entry["reference"]
+        ]
+    elif orth.get("source") == "file":
+        inputs.append(orth["path"])
+    return inputs
+
+
+# --- report stage -------------------------------------------------------------------------------
+
+from sclinbench.plotting import FIGURES
+
+TABLE_STEMS = ["summary", "best_linear", "cross_species_pairs", "cross_species_average",
+               "published_comparison"] + [f"task~{t}" for t in TASKS]
+
+FIGURE_REPORT = {
+    "cross_species_heatmap": ("Cross-species", "Transfer matrix"),
+    "cross_species_average": ("Cross-species", "Averages vs published"),
+    "pipeline_scores": ("Scores", "Per pipeline"),
+    "normalization_model": ("Scores", "Normalization x model"),
+    "disease": ("Disease state", "Cell and donor level"),
+    "novel_type": ("Novel cell types", "Detection"),
+    "runtime_memory": ("Compute", "Runtime and memory"),
+}
+TABLE_REPORT = {
+    "summary": ("Tables", "Summary", "tables.rst"),
+    "cross_species_average": ("Tables", "Cross-species", "cross_species_tables.rst"),
+    "cross_species_pairs": ("Tables", "Cross-species", "cross_species_tables.rst"),
+    "published_comparison": ("Tables", "Published vs computed here", "published_comparison.rst"),
+}
+
+
+def _table_output(stem, ext):
+    path = f"results/tables/{stem}.{ext}"
+    if ext == "tsv" and stem in TABLE_REPORT:
+        category, subcategory, caption = TABLE_REPORT[stem]
+        return report(path, caption=f"../report/{caption}", category=category, subcategory=subcategory)
+    return path
+
+
+# The novel-type ROC panel uses the per-cell predictions of the first dataset with a novel-type task.
+NOVEL = next(((d, t) for d, t in DATASET_TASKS if TASKS[t]["kind"] == "novel_type"), None)

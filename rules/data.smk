@@ -1,58 +1,6 @@
 # Data: fetch (url sources) / synthesize (synthetic sources) -> standardize -> one AnnData contract.
 # Bundled datasets (scanpy's pbmc68k) and local files need no fetch step.
 
-import os
-from urllib.parse import urlparse
-
-
-def _file_name(spec):
-    return os.path.basename(urlparse(spec["url"]).path) if spec.get("url") else os.path.basename(spec["path"])
-
-
-def _url_file(dataset, filename):
-    for spec in REGISTRY[dataset].get("files", []):
-        if spec.get("url") and _file_name(spec) == filename:
-            return spec
-    raise SclinbenchError(f"no file '{filename}' with a url in registry entry '{dataset}'")
-
-
-ENSEMBL_NAMES = {}
-
-
-def ensembl_name(organism):
-    """'Homo sapiens' -> 'hsapiens' (Ensembl/BioMart dataset prefix)."""
-    genus, species = organism.strip().split()[:2]
-    return (genus[0] + species).lower()
-
-
-def standardize_inputs(wildcards):
-    entry = REGISTRY[wildcards.dataset]
-    source = entry["source"]
-    if source == "bundled":
-        return []
-    if source == "synthetic":
-        return [f"resources/synthetic/{wildcards.dataset}"]
-    if source == "url":
-        return [f"resources/raw/{wildcards.dataset}/{_file_name(f)}" for f in entry["files"]]
-    if source == "local":
-        return [f["path"] for f in entry["files"]]
-    # collection: members standardized separately, then mapped to the reference's genes
-    members = entry["members"]
-    inputs = [f"resources/standardized/{m}.h5ad" for m in members.values()]
-    orth = entry.get("orthologs", {})
-    if orth.get("source", "ensembl") == "ensembl":
-        ref = ensembl_name(REGISTRY[members[entry["reference"]]]["organism"])
-        release = orth.get("release", 112)
-        inputs += [
-            f"resources/orthologs/ensembl-{release}/{ref}__{ensembl_name(REGISTRY[m]['organism'])}.tsv"
-            for org, m in members.items()
-            if org != entry["reference"]
-        ]
-    elif orth.get("source") == "file":
-        inputs.append(orth["path"])
-    return inputs
-
-
 rule fetch:
     """Download one file of a url dataset: resumable, retried, size/sha256-checked, atomic."""
     output:

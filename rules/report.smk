@@ -1,40 +1,6 @@
 # Report: summary tables with CIs, published numbers beside ours (labelled), figures, provenance,
 # and the Snakemake HTML report (snakemake --report results/report.html).
 
-from sclinbench.plotting import FIGURES
-
-TABLE_STEMS = ["summary", "best_linear", "cross_species_pairs", "cross_species_average",
-               "published_comparison"] + [f"task~{t}" for t in TASKS]
-
-FIGURE_REPORT = {
-    "cross_species_heatmap": ("Cross-species", "Transfer matrix"),
-    "cross_species_average": ("Cross-species", "Averages vs published"),
-    "pipeline_scores": ("Scores", "Per pipeline"),
-    "normalization_model": ("Scores", "Normalization x model"),
-    "disease": ("Disease state", "Cell and donor level"),
-    "novel_type": ("Novel cell types", "Detection"),
-    "runtime_memory": ("Compute", "Runtime and memory"),
-}
-TABLE_REPORT = {
-    "summary": ("Tables", "Summary", "tables.rst"),
-    "cross_species_average": ("Tables", "Cross-species", "cross_species_tables.rst"),
-    "cross_species_pairs": ("Tables", "Cross-species", "cross_species_tables.rst"),
-    "published_comparison": ("Tables", "Published vs computed here", "published_comparison.rst"),
-}
-
-
-def _table_output(stem, ext):
-    path = f"results/tables/{stem}.{ext}"
-    if ext == "tsv" and stem in TABLE_REPORT:
-        category, subcategory, caption = TABLE_REPORT[stem]
-        return report(path, caption=f"../report/{caption}", category=category, subcategory=subcategory)
-    return path
-
-
-# The novel-type ROC panel uses the per-cell predictions of the first dataset with a novel-type task.
-NOVEL = next(((d, t) for d, t in DATASET_TASKS if TASKS[t]["kind"] == "novel_type"), None)
-
-
 rule provenance:
     """Package versions, config hash, git commit and dataset checksums of this run."""
     input:
@@ -101,7 +67,7 @@ rule figures:
         ],
         [f"results/figures/{stem}.pdf" for stem in FIGURES],
     params:
-        outdir="results/figures",
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
         benchmarks="benchmarks",
         novel_title=f"{NOVEL[0]} · {NOVEL[1]}" if NOVEL else None,
         n_boot=config.get("report", {}).get("bootstrap", 2000),
