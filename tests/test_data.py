@@ -316,9 +316,11 @@ def test_obs_filter_and_out_of_distribution_donors():
         data.standardize(adata, {**entry, "obs_filter": {"disease": ["covid"]}}, {}, name="ts")
 
 
-def test_organism_must_be_known():
-    with pytest.raises(SclinbenchError, match="organism"):
-        data.standardize(small_adata([[1]]), {"gene_id": "symbol"}, {}, name="toy")
+def test_missing_organism_is_unknown_with_a_warning(caplog):
+    with caplog.at_level("WARNING"):
+        std = data.standardize(small_adata([[1]]), {"gene_id": "symbol"}, {}, name="toy")
+    assert set(std.obs["organism"]) == {"unknown"}
+    assert "no organism given" in caplog.text
 
 
 def test_standardized_file_round_trips(tmp_path):

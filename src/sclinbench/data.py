@@ -458,11 +458,10 @@ def _map_obs(adata: ad.AnnData, entry: dict, where: str) -> None:
             obs["organism"] = pd.Categorical([entry["organism"]] * adata.n_obs)
         elif "organism" in obs.columns:
             obs["organism"] = _as_label(obs["organism"], where, "organism")
-        else:
-            raise SclinbenchError(
-                f"{where}: the organism is unknown; set organism: (e.g. Homo sapiens) or "
-                f"columns.organism in the registry entry."
-            )
+        else:  # only cross-species tasks need it; they refuse a single organism with a clear message
+            log.warning("%s: no organism given; set organism: (e.g. Homo sapiens) or columns.organism in "
+                        "the registry entry. Using 'unknown'.", where)
+            obs["organism"] = pd.Categorical(["unknown"] * adata.n_obs)
     if columns.get("donor_id") is None:
         if "donor_id" in obs.columns:
             log.info("%s: using the source's obs column donor_id", where)
