@@ -26,7 +26,12 @@ def _load_registry(path):
 
 REGISTRY = _load_registry(config["registry"])
 PIPELINES = config["pipelines"]
-TASKS = config["tasks"]
+if config.get("use_tasks"):
+    _unknown = [t for t in config["use_tasks"] if t not in config["tasks"]]
+    if _unknown:
+        raise SclinbenchError(f"use_tasks names {_unknown[0]!r}, which is not under 'tasks:' "
+                              f"(known: {', '.join(sorted(config['tasks']))})")
+TASKS = {t: config["tasks"][t] for t in config.get("use_tasks") or config["tasks"]}
 SEED = config.get("seed", 0)
 
 
@@ -86,6 +91,9 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     task=r"[A-Za-z0-9_]+",
     representation=r"counts|log1p|sqrt|pearson|rankz|embedding",
+    release=r"\d+",
+    reference=r"[a-z]+",
+    other=r"[a-z]+",
 
 
 # Resources: memory grows with the input size and with the attempt, so a retry (profiles/slurm sets

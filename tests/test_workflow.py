@@ -141,3 +141,13 @@ def test_zero_cells_after_filtering(workdir):
                    extra_config="qc:\n  min_genes: 100000\n")
     proc = run_snakemake(workdir, "resources/standardized/tiny.h5ad", "--configfile", "config/config.yaml", "extra.yaml", check=False)
     _fails_with(proc, "tiny")
+
+
+def test_paper_configuration_dry_runs_offline(workdir):
+    proc = run_snakemake(workdir, "-n", "--configfile", "config/paper.yaml", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    for rule in ("fetch", "ensembl_orthologs", "standardize", "evaluate", "figures", "tables"):
+        assert f"\n{rule} " in text or f"\n{rule}\t" in text or f"rule {rule}:" in text, rule
+    assert "results/predictions/dataset~spermatogenesis/task~spermatogenesis_cross_species" in text
+    assert "resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv" in text
