@@ -114,10 +114,52 @@ def test_the_check_detects_a_broken_image(tmp_path):
     assert _title(dom) == "IMAGES_BROKEN broken count=2"
 
 
-@pytest.mark.skipif(not (ROOT / "results" / "report.html").exists(),
-                    reason="no results/report.html: run the workflow and `snakemake --report` first")
-def test_snakemake_report_loads(tmp_path):
-    checked = _with_check(ROOT / "results" / "report.html", tmp_path / "report.html")
+REPORT_IMAGES_SCRIPT = """
+<script>
+// The Snakemake report is a single-page app that shows one result at a time; decode every embedded
+// PNG in a real <img> so that a broken figure cannot hide behind a menu.
+window.addEventListener('load', function () {
+  var html = document.documentElement.innerHTML;
+  var re = /data:image\\/png;charset=utf8;filename=([^;]+);base64,([A-Za-z0-9+\\/=]+)/g, m, imgs = [];
+  while ((m = re.exec(html)) !== null) {
+    var im = new Image(); im.alt = m[1]; im.src = 'data:image/png;base64,' + m[2]; imgs.push(im);
+  }
+  Promise.all(imgs.map(function (im) { return im.decode().then(function () { return null; },
+                                                               function () { return im.alt; }); }))
+    .then(function (bad) {
+      bad = bad.filter(Boolean);
+      var names = imgs.map(function (im) { return im.alt; }).sort().join(',');
+      document.title = (bad.length ? 'IMAGES_BROKEN ' + bad.join(',') : 'IMAGES_OK') + ' count=' + imgs.length
+                       + ' names=' + names;
+    });
+});
+</script>
+"""
+
+
+def test_snakemake_report_loads(default_run, tmp_path):
+    """`snakemake --report` of the real default run: the app renders and every figure decodes."""
+    import subprocess as sp
+    import sys
+
+    workdir, _ = default_run
+    html = workdir / "results" / "report.html"
+    res = sp.run([sys.executable, "-m", "snakemake", "--cores", "1", "--report", str(html)], cwd=workdir,
+                 capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and html.exists(), res.stderr[-2000:]
+    text = html.read_text(errors="replace")
+    head, _, tail = text.rpartition("</body>")
+    checked = tmp_path / "report.html"
+    checked.write_text(head + REPORT_IMAGES_SCRIPT + "</body>" + tail)
     dom = _run_chromium(checked.as_uri(), tmp_path / "profile", "--dump-dom")
-    assert _title(dom).startswith("IMAGES_OK")
-    assert "Snakemake" in dom  # the report's app rendered, not an empty page
+    title = _title(dom)
+    assert title.startswith(f"IMAGES_OK count={len(plotting.FIGURES)}"), title
+    for stem in plotting.FIGURES:
+        assert f"{stem}.png" in title
+    shot = tmp_path / "report.png"
+    _run_chromium(checked.as_uri(), tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1400,1000")
+    assert shot.exists() and shot.stat().st_size > 10_000
+    keep = os.environ.get("SCLINBENCH_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "report_screenshot.png")
