@@ -175,7 +175,7 @@ def standardize_inputs(wildcards):
 from sclinbench.plotting import FIGURES
 
 TABLE_STEMS = ["summary", "best_linear", "cross_species_pairs", "cross_species_average",
-               "published_comparison"] + [f"task~{t}" for t in TASKS]
+               "published_comparison", "paired_comparison"] + [f"task~{t}" for t in TASKS]
 
 FIGURE_REPORT = {
     "cross_species_heatmap": ("Cross-species", "Transfer matrix"),
@@ -191,6 +191,7 @@ TABLE_REPORT = {
     "cross_species_average": ("Tables", "Cross-species", "cross_species_tables.rst"),
     "cross_species_pairs": ("Tables", "Cross-species", "cross_species_tables.rst"),
     "published_comparison": ("Tables", "Published vs computed here", "published_comparison.rst"),
+    "paired_comparison": ("Tables", "Paired comparisons", "paired_comparison.rst"),
 }
 
 

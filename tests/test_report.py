@@ -394,3 +394,15 @@ def test_html_gallery_embeds_figures(tmp_path):
     assert "data:image/png;base64," in text and "cap &lt;b&gt;" in text
     with pytest.raises(SclinbenchError, match="missing.png"):
         report.write_html_gallery({"b": tmp_path / "missing.png"}, tmp_path / "y.html")
+
+
+def test_paired_table_differences_match_the_folds(metrics):
+    table = report.paired_table(metrics, n_boot=200)
+    assert len(table) and set(table["metric"]) == {"macro_f1"}
+    assert not set(table["a"]) & {"control_majority", "control_shuffled"}
+    row = table[table["task"] != "cross_species"].iloc[0]
+    m = metrics[(metrics.dataset == row.dataset) & (metrics.task == row.task) & (metrics.metric == "macro_f1")]
+    a = m[m.pipeline == row.a].set_index(["fold", "group"])["value"]
+    b = m[m.pipeline == row.b].set_index(["fold", "group"])["value"]
+    assert row.mean_difference == pytest.approx((a - b).mean())
+    assert row.n == len(a) and row.ci_low <= row.mean_difference <= row.ci_high

@@ -750,7 +750,33 @@ def write_tables(metrics: pd.DataFrame, reference: pd.DataFrame | None, outdir: 
     else:
         pub_md.append("\nNo cross-species results in this run, so nothing to compare.\n")
     emit("published_comparison", pub, "\n".join(pub_md) + "\n")
+
+    paired = paired_table(m, metric=metric, n_boot=n_boot, seed=seed)
+    paired_md = ["# Paired comparisons on identical folds\n",
+                 f"Difference in {METRIC_LABELS.get(metric, metric)} (a - b) per dataset and task, over the "
+                 "folds (and species pairs) both pipelines share; 95% bootstrap CI over those pairs; "
+                 "'a better' counts the pairs where a scored higher. Cross-species rows leave the "
+                 "same-species pairs out.\n"]
+    paired_md.append(to_markdown(paired) if len(paired) else "\nFewer than two method pipelines in this run.\n")
+    emit("paired_comparison", paired, "\n".join(paired_md) + "\n")
     return written
+
+
+def paired_table(metrics: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 2000,
+                 seed: int = 0) -> pd.DataFrame:
+    """Every pair of method pipelines (never controls) compared on the same folds, per dataset x task."""
+    from itertools import combinations
+
+    from sclinbench.metrics import paired_comparison
+
+    m = metrics[(metrics["role"] == "method") & (metrics["fold"] >= 0)]
+    m = m[~_is_diagonal(m)] if len(m) else m
+    frames = []
+    for (dataset, task), part in m.groupby(["dataset", "task"], sort=True):
+        for a, b in combinations(sorted(pd.unique(part["pipeline"])), 2):
+            frames.append(paired_comparison(part, a, b, metric=metric, n_boot=n_boot, seed=seed))
+    cols = ["dataset", "task", "a", "b", "metric", "mean_difference", "ci_low", "ci_high", "n", "a_better"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
 # --------------------------------------------------------------------------- results README
