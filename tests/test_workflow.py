@@ -151,3 +151,25 @@ def test_paper_configuration_dry_runs_offline(workdir):
         assert f"\n{rule} " in text or f"\n{rule}\t" in text or f"rule {rule}:" in text, rule
     assert "results/predictions/dataset~spermatogenesis/task~spermatogenesis_cross_species" in text
     assert "resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv" in text
+
+
+def test_local_dataset_gets_metrics_and_figures(workdir):
+    """A user's h5ad with three lines of registry and a task gets scored, figures and tables included."""
+    adata = _counts_adata(n=150, genes=80)
+    adata.obs["sample"] = np.tile(["s1", "s2", "s3"], 50)
+    adata.write_h5ad(workdir / "mine.h5ad")
+    with open(workdir / "config/datasets.yaml", "a") as handle:
+        handle.write(f"\nmydata:\n  source: local\n  files: [{{path: {workdir / 'mine.h5ad'}}}]\n"
+                     "  columns: {cell_type: cell_type, donor_id: sample}\n")
+    (workdir / "mine.yaml").write_text(
+        "use_tasks: [mine_celltype]\ntasks:\n  mine_celltype: {kind: celltype, split: donor, n_folds: 3, "
+        "datasets: [mydata]}\n")
+    run_snakemake(workdir, "--configfile", "config/config.yaml", "mine.yaml")
+    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    assert set(m.dataset) == {"mydata"} and set(m.task) == {"mine_celltype"}
+    f1 = m[m.metric == "macro_f1"].groupby("pipeline")["value"].mean()
+    assert f1["rankz_centroid"] > f1["control_shuffled"] + 0.3
+    for stem in ("pipeline_scores", "normalization_model"):
+        png = workdir / f"results/figures/{stem}.png"
+        assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "mydata" in (workdir / "results/tables/summary.tsv").read_text()
