@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.download import sha256sum
 from sclinbench.io import atomic_path, write_table
 from sclinbench.metrics import METRICS_TSV_COLUMNS, bootstrap_ci
 
@@ -849,13 +850,7 @@ def write_results_readme(metrics: pd.DataFrame, reference: pd.DataFrame | None,
 
 # --------------------------------------------------------------------------- provenance
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = sha256sum  # hex sha256 of a file, read in chunks (one implementation, in download.py)
 
 
 def config_hash(config: Mapping) -> str:

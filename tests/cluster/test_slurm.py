@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_workflow  # tests/conftest.py: the workflow files, without results
 
 pytestmark = pytest.mark.cluster
 
@@ -40,7 +41,6 @@ SLURM_ARGS = [
     "--seconds-between-status-checks", "2",
 ]
 # Files and folders of the project's workflow copied into a scratch directory.
-WORKFLOW_ITEMS = ["Snakefile", "rules", "config", "scripts", "src", "report", "envs", "workflow"]
 USABLE_NODE_STATES = {"idle", "mixed", "allocated", "completing"}
 
 
@@ -189,18 +189,6 @@ def test_toy_workflow_runs_through_slurm_and_retries_with_more_memory(
     assert summary.loc["b", ["attempt", "mem_mb", "slurm_min_memory", "slurm_time_limit"]].tolist() == [
         "2", "400", "400M", "4:00",
     ]
-
-
-def copy_workflow(dest: Path) -> Path:
-    """Copy the project's workflow files (no results, no venv) into ``dest``."""
-    dest.mkdir(parents=True)
-    for item in WORKFLOW_ITEMS:
-        src = REPO / item
-        if src.is_dir():
-            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.is_file():
-            shutil.copy(src, dest / item)
-    return dest
 
 
 def test_project_workflow_on_slurm_matches_local_run(slurm_cluster: None, default_run, tmp_path: Path) -> None:
