@@ -70,6 +70,7 @@ rule figures:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
         benchmarks="benchmarks",
         novel_title=f"{NOVEL[0]} · {NOVEL[1]}" if NOVEL else None,
+        novel_dataset=NOVEL[0] if NOVEL else None,
         n_boot=config.get("report", {}).get("bootstrap", 2000),
         seed=SEED,
     log:

@@ -13,4 +13,5 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     plotting.make_figures(report.read_metrics(sm.input.metrics), sm.params.outdir,
                           reference=report.read_reference(sm.input.reference), predictions=predictions,
                           benchmarks=plotting.read_benchmarks(sm.params.benchmarks), n_boot=sm.params.n_boot,
-                          seed=sm.params.seed, novel_type_title=sm.params.novel_title)
+                          seed=sm.params.seed, novel_type_title=sm.params.novel_title,
+                          novel_type_dataset=sm.params.novel_dataset)

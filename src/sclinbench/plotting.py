@@ -23,6 +23,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
@@ -382,7 +383,7 @@ def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | 
         ax.yaxis.grid(True, linewidth=0.3, color="#DDDDDD", zorder=0)
         ax.set_axisbelow(True)
         diag = "same-species score included" if include_diagonal else "same-species score excluded"
-        ax.set_title(f"{ds}: cross-species transfer ({diag})", fontsize=7)
+        ax.set_title(f"{ds}: cross-species transfer\n({diag})", fontsize=7)
         handles, labels = ax.get_legend_handles_labels()
         rank = {lab: (0 if lab in pipe_labels else 1 if lab.endswith("(published)") else 2)
                 for lab in labels}
@@ -649,7 +650,8 @@ def novelty_roc(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.DataFrame | None = None,
-                         colors: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+                         colors: Mapping[str, str] | None = None, title: str | None = None,
+                         dataset: str | None = None) -> Figure:
     """Novel cell-type detection: ROC curves (left) and novelty AUROC per held-out type (right).
 
     Parameters
@@ -664,12 +666,17 @@ def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.Da
         Pipeline -> colour.
     title
         Figure title (e.g. the dataset).
+    dataset
+        Show the per-type panel of this dataset only (the one the predictions come from), so both
+        panels describe the same data.
     """
     roc = novelty_roc(predictions) if predictions is not None and len(predictions) else None
     per_type = None
     if metrics is not None and len(metrics):
         m = report.check_metrics(metrics)
         m = m[(m["kind"] == "novel_type") & (m["metric"] == "novelty_auroc")]
+        if dataset is not None:
+            m = m[m["dataset"] == dataset]
         if len(m):
             per_type = (m.groupby(["dataset", "group", "pipeline", "role"], sort=True)["value"]
                         .mean().reset_index())
@@ -681,8 +688,8 @@ def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.Da
     names += list(per_type["pipeline"]) if per_type is not None else []
     cols = _colors(colors, names)
     with style():
-        fig = _new_figure(DOUBLE_COLUMN, 2.6)
-        ax_roc, ax_auc = fig.subplots(1, 2, width_ratios=[1, 1.5])
+        fig = _new_figure(DOUBLE_COLUMN, 3.2)
+        ax_roc, ax_auc = fig.subplots(1, 2, width_ratios=[1, 1.7])
         if roc is not None and len(roc):
             auc = roc.groupby("pipeline")["auroc"].first()
             ranked = sorted(auc.index, key=lambda p: (p in CONTROL_STYLES, -auc[p], p))
@@ -692,17 +699,17 @@ def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.Da
                 ax_roc.plot(c["fpr"], c["tpr"], color=cols.get(p), linestyle=st.get("linestyle", "-"),
                             linewidth=1.1, label=f"{p}  {c['auroc'].iloc[0]:.2f}")
             ax_roc.plot([0, 1], [0, 1], color="#BBBBBB", linewidth=0.6, linestyle="-", zorder=0)
-            ax_roc.legend(loc="lower right", fontsize=6, handlelength=1.5, title="AUROC",
-                          title_fontsize=6, borderaxespad=0.2, labelspacing=0.25)
+            ax_roc.legend(loc="upper left", bbox_to_anchor=(0.0, -0.28), fontsize=6, handlelength=1.5,
+                          title="AUROC", title_fontsize=6, borderaxespad=0.2, labelspacing=0.25, ncol=2)
         else:
             ax_roc.text(0.5, 0.5, "per-cell predictions not supplied\n(ROC needs the predictions files)",
                         ha="center", va="center", fontsize=6.5, color="#555555", transform=ax_roc.transAxes)
         ax_roc.set_xlim(0, 1)
         ax_roc.set_ylim(0, 1.01)
-        ax_roc.set_aspect("equal")
-        ax_roc.set_xlabel("false positive rate (known cells called novel)")
-        ax_roc.set_ylabel("true positive rate (novel cells found)")
-        ax_roc.set_title("ROC, pooled over folds and held-out types", fontsize=7)
+        ax_roc.set_box_aspect(1)
+        ax_roc.set_xlabel("false positive rate\n(known cells called novel)")
+        ax_roc.set_ylabel("true positive rate\n(novel cells found)")
+        ax_roc.set_title("ROC, pooled over folds\nand held-out types", fontsize=7)
         if per_type is not None:
             per_type = per_type.assign(cat=[g if per_type["dataset"].nunique() == 1 else f"{d}: {g}"
                                             for d, g in zip(per_type["dataset"], per_type["group"])])
@@ -719,8 +726,8 @@ def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.Da
             ax_auc.axhline(0.5, color="#999999", linewidth=0.6, linestyle="-", zorder=0)
             ax_auc.text(-0.48, 0.505, "chance", fontsize=6, color="#777777", ha="left",
                         va="bottom")
-            ax_auc.set_xticks(range(len(cats)), cats, rotation=20 if len(cats) > 4 else 0, ha="right"
-                              if len(cats) > 4 else "center")
+            ax_auc.set_xticks(range(len(cats)), cats, rotation=35 if len(cats) > 4 else 0, ha="right"
+                              if len(cats) > 4 else "center", rotation_mode="anchor")
             ax_auc.set_xlim(-0.5, len(cats) - 0.5)
             ax_auc.set_ylim(0, 1.0)
             ax_auc.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=6)
@@ -730,7 +737,7 @@ def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.Da
             ax_auc.text(0.5, 0.5, "no novelty_auroc in the metrics table", ha="center", va="center",
                         fontsize=6.5, color="#555555", transform=ax_auc.transAxes)
         ax_auc.set_xlabel("held-out cell type (absent from training)")
-        ax_auc.set_ylabel("novelty AUROC (mean over folds)")
+        ax_auc.set_ylabel("novelty AUROC\n(mean over folds)")
         ax_auc.set_title("Per held-out type", fontsize=7)
         if title:
             fig.suptitle(title, fontsize=8)
@@ -815,6 +822,10 @@ def runtime_memory(benchmarks: pd.DataFrame) -> Figure:
                 ax.scatter(v[ok], i + jitter[ok], s=5, color=OKABE_ITO["blue"], zorder=2, linewidths=0)
         ax_t.set_yticks(range(len(order)), [f"{r} (n={counts[r]})" for r in order])
         ax_t.set_xscale("log")
+        # plain numbers at 1-2-5 steps instead of crowded "3x10^0" minor labels
+        ax_t.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_t.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax_t.xaxis.set_minor_formatter(NullFormatter())
         ax_t.set_xlabel("wall-clock time per job (s, log scale)")
         ax_m.set_xlabel("peak memory per job (max RSS, MB)")
         has_mem = b["mem_mb"].notna().any()
@@ -836,7 +847,8 @@ def make_figures(metrics: pd.DataFrame, outdir: str | os.PathLike,
                  reference: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None,
                  benchmarks: pd.DataFrame | None = None, metric: str = "macro_f1",
                  dataset_aliases: Mapping[str, str] | None = None, n_boot: int = 2000,
-                 seed: int = 0, novel_type_title: str | None = None) -> dict[str, tuple[Path, Path]]:
+                 seed: int = 0, novel_type_title: str | None = None,
+                 novel_type_dataset: str | None = None) -> dict[str, tuple[Path, Path]]:
     """Write every figure of :data:`FIGURES` to ``outdir`` as PNG + PDF (placeholders if no data).
 
     Parameters
@@ -873,7 +885,7 @@ def make_figures(metrics: pd.DataFrame, outdir: str | os.PathLike,
         "normalization_model": lambda: normalization_model_heatmap(summary, metric),
         "disease": lambda: disease_levels(summary, metric, colors=colors),
         "novel_type": lambda: novel_type_detection(predictions, metrics, colors=colors,
-                                                 title=novel_type_title),
+                                                 title=novel_type_title, dataset=novel_type_dataset),
         "runtime_memory": lambda: runtime_memory(benchmarks if benchmarks is not None
                                                  else pd.DataFrame(columns=["rule", "job", "s", "max_rss"])),
     }
