@@ -104,3 +104,11 @@ def test_pooled_scores_for_leave_one_donor_out():
     assert pooled["macro_f1"] == pytest.approx(11 / 15)
     assert pooled["auroc_ovr"] == pytest.approx(1.0)
     assert "accuracy" not in pooled.index
+
+
+def test_per_class_lists_labels_missing_from_training():
+    df = _preds(["a", "b", "x", "a"], ["a", "b", "a", "a"], {"a": [1, 0, 1, 1], "b": [0, 1, 0, 0]})
+    df["group"] = ["h->m"] * 4
+    table = metrics.per_class(df, "cross_species").set_index("label")
+    assert not table.loc["x", "in_training"] and table.loc["x", "f1"] == 0 and table.loc["x", "support"] == 1
+    assert table.loc["a", "in_training"] and table.loc["b", "f1"] == 1

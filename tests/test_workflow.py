@@ -56,6 +56,26 @@ def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
     paper = off[off.pipeline == "rankz_centroid"]["value"].mean()
     shuffled = off[off.pipeline == "control_shuffled"]["value"].mean()
     assert paper > shuffled + 0.3, (paper, shuffled)
+    # more divergent species are harder: alpha->beta (0.3) beats alpha->gamma (0.6)
+    by_pair = off[off.pipeline == "rankz_centroid"].groupby("group")["value"].mean()
+    assert by_pair["alpha->beta"] > by_pair["alpha->gamma"]
+
+
+def test_held_out_types_are_flagged_as_novel(default_run):
+    workdir, _ = default_run
+    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    auc = _metric(m, dataset="atlas", task="novel_type", metric="novelty_auroc").groupby("pipeline")["value"].mean()
+    assert auc["rankz_centroid"] > 0.7, auc
+    assert auc["control_majority"] == pytest.approx(0.5)
+
+
+def test_disease_program_is_found_at_cell_and_donor_level(default_run):
+    workdir, _ = default_run
+    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    cell = _metric(m, task="disease_cell", metric="macro_f1").groupby("pipeline")["value"].mean()
+    assert cell["rankz_centroid"] > cell["control_shuffled"] + 0.1, cell
+    donor = _metric(m, task="disease_donor", metric="accuracy").groupby("pipeline")["value"].mean()
+    assert donor["rankz_centroid"] >= 0.75 and donor["control_majority"] < 0.5, donor
 
 
 def test_second_run_does_no_work(default_run):

@@ -115,16 +115,23 @@ def score(predictions: pd.DataFrame, kind: str, pooled: bool = False) -> pd.Data
 
 
 def per_class(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """F1 and support per true label, pipeline and fold (and species pair)."""
+    """F1 and support per true label, pipeline and fold (and species pair).
+
+    ``in_training`` says whether the fold's model was trained on the label: for cross-species folds
+    it lists the target species' labels that the training species lacks (always wrong there, and
+    left out of ``macro_f1_shared``); for novel-type folds it marks the held-out type.
+    """
     rows = []
     by = ["pipeline", "fold", "group"] if kind == "cross_species" else ["pipeline", "fold"]
     for key, df in predictions.groupby(by, sort=True, observed=True):
         group = key[2] if kind == "cross_species" else ""
         y_true, y_pred = df["y_true"].to_numpy(str), df["y_pred"].to_numpy(str)
+        trained = {c[len(SCORE_PREFIX):] for c in df.columns if c.startswith(SCORE_PREFIX) and df[c].notna().any()}
         labels = sorted(set(y_true))
         _, _, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-        rows += [(key[0], int(key[1]), group, lab, float(fi), int(si)) for lab, fi, si in zip(labels, f, support)]
-    return pd.DataFrame(rows, columns=["pipeline", "fold", "group", "label", "f1", "support"])
+        rows += [(key[0], int(key[1]), group, lab, float(fi), int(si), lab in trained)
+                 for lab, fi, si in zip(labels, f, support)]
+    return pd.DataFrame(rows, columns=["pipeline", "fold", "group", "label", "f1", "support", "in_training"])
 
 
 def confusion(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
