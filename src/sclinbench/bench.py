@@ -632,7 +632,8 @@ def _blas_info() -> list[dict]:
     from threadpoolctl import threadpool_info
 
     keep = ("user_api", "internal_api", "prefix", "version", "architecture", "num_threads", "threading_layer")
-    return [{k: d.get(k) for k in keep} for d in threadpool_info()]
+    return [{**{k: d.get(k) for k in keep}, "library": os.path.basename(d.get("filepath") or "")}
+            for d in threadpool_info()]
 
 
 def _limit_numba(threads: int) -> None:
@@ -877,7 +878,8 @@ def format_report(results: dict) -> str:
             if b.get("user_api") == "blas" and b not in seen:
                 seen.append(b)
     for b in seen:
-        lines.append(f"BLAS: {b['internal_api']} {b['version']} ({b.get('prefix')}), kernel {b['architecture']}, "
+        lines.append(f"BLAS: {b['internal_api']} {b['version']} ({b.get('library') or b.get('prefix')}), "
+                     f"kernel {b['architecture']}, "
                      f"{b['num_threads']} threads ({b.get('threading_layer')})")
     lines.append(f"data: synthetic counts, {spec['n_genes']:,} genes, {spec['n_lineages'] * spec['n_subtypes']} "
                  f"cell types ({spec['n_lineages']} lineages x {spec['n_subtypes']} subtypes), median "
