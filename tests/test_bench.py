@@ -193,12 +193,18 @@ def test_tiny_benchmark_end_to_end_isolated(tmp_path, capsys):
 def test_two_sizes_in_process_give_slope_and_skip_scanpy_over_budget(monkeypatch):
     monkeypatch.setattr(bench, "memory_budget_bytes", lambda: 0)
     lines = []
-    results = bench.run_benchmark(cells=[1000, 2000], threads=1, isolate=False, warmup=False, n_top_genes=300,
-                                  log=lines.append, chunk_cells=1000, **TINY)
+    results = bench.run_benchmark(cells=[2000, 1000], threads=1, isolate=False, warmup=False, n_top_genes=300,
+                                  repeats=2, log=lines.append, chunk_cells=1000, **TINY)
     assert [(r["n_cells"], r["pipeline"]) for r in results["runs"]] == [(1000, "ours"), (2000, "ours")]
+    for r in results["runs"]:  # the fastest of two runs is reported
+        assert len(r["repeat_total_times_s"]) == 2
+        assert r["total_time_s"] == min(r["repeat_total_times_s"])
     assert [s["n_cells"] for s in results["skipped"]] == [1000, 2000]
     assert math.isfinite(results["summary"]["ours_time_slope"])
     text = bench.format_report(results)
     assert "scanpy: not run: needs ~" in text
     assert "linear cost, log-log slope" in text
+    assert "fastest of 2 runs" in text
+    with pytest.raises(SclinbenchError, match="repeats"):
+        bench.run_benchmark(cells=[1000], repeats=0, isolate=False)
     assert any("not run" in line for line in lines)
