@@ -102,6 +102,8 @@ def test_pooled_scores_for_leave_one_donor_out():
     pooled = tidy[tidy.fold == metrics.POOLED_FOLD].set_index("metric")["value"]
     # dis: P=1, R=1/2 -> F1 2/3; ok: P=2/3, R=1 -> F1 4/5; macro = 11/15
     assert pooled["macro_f1"] == pytest.approx(11 / 15)
+    assert pooled["macro_f1_ci_low"] <= pooled["macro_f1"] <= pooled["macro_f1_ci_high"]
+    assert pooled["macro_f1_ci_low"] < pooled["macro_f1_ci_high"]
     assert pooled["auroc_ovr"] == pytest.approx(1.0)
     assert "accuracy" not in pooled.index
 

@@ -406,3 +406,17 @@ def test_paired_table_differences_match_the_folds(metrics):
     b = m[m.pipeline == row.b].set_index(["fold", "group"])["value"]
     assert row.mean_difference == pytest.approx((a - b).mean())
     assert row.n == len(a) and row.ci_low <= row.mean_difference <= row.ci_high
+
+
+def test_pooled_leave_one_out_scores_keep_their_donor_interval():
+    base = dict(dataset="d", task="t", kind="disease", split_kind="donor_pseudobulk", group="", pipeline="p",
+                role="method", representation="rankz", model="centroid")
+    rows = [dict(base, fold=f, metric="accuracy", value=v) for f, v in enumerate([1, 0, 1, 1])]
+    rows += [dict(base, fold=-1, metric="macro_f1", value=0.73), dict(base, fold=-1, metric="macro_f1_ci_low", value=0.4),
+             dict(base, fold=-1, metric="macro_f1_ci_high", value=1.0)]
+    summary = report.summarize(pd.DataFrame(rows)).set_index("metric")
+    assert "macro_f1_ci_low" not in summary.index
+    f1 = summary.loc["macro_f1"]
+    assert (f1["mean"], f1["ci_low"], f1["ci_high"], f1["n"]) == (0.73, 0.4, 1.0, 4)
+    assert f1["unit"] == "held-out donor (pooled)"
+    assert summary.loc["accuracy", "mean"] == pytest.approx(0.75) and summary.loc["accuracy", "n"] == 4

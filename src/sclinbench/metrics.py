@@ -85,24 +85,39 @@ def _score_group(df: pd.DataFrame, kind: str) -> dict[str, float]:
 POOLED_FOLD = -1  # fold id of scores computed over the pooled predictions of all folds
 
 
-def score(predictions: pd.DataFrame, kind: str, pooled: bool = False) -> pd.DataFrame:
+CI_SUFFIXES = ("_ci_low", "_ci_high")  # pooled scores carry their bootstrap interval as sibling rows
+
+
+def score(predictions: pd.DataFrame, kind: str, pooled: bool = False, n_boot: int = 1000,
+          ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Tidy scores (``pipeline, fold, group, metric, value``) per pipeline x fold x group.
 
     ``group`` separates the parts of a fold that must not be averaged together: each ordered
     species pair of a cross-species fold (the same-species diagonal is its own group).
 
     ``pooled=True`` is for leave-one-out splits (one donor per fold): a fold of one sample has no
-    macro F1, so the scores are computed once over all folds' predictions (``fold = -1``), and per
-    fold only ``accuracy`` (0 or 1 per donor; its mean over folds is the pooled accuracy, and its
-    spread over donors gives the confidence interval) is kept.
+    macro F1, so the scores are computed once over all folds' predictions (``fold = -1``) with a
+    percentile-bootstrap interval over the held-out samples (rows ``<metric>_ci_low`` and
+    ``<metric>_ci_high``), and per fold only ``accuracy`` (0 or 1 per donor) is kept.
     """
     if pooled:
         per_fold = score(predictions, kind)
         per_fold = per_fold[per_fold["metric"].isin(["accuracy", "n_test_cells", "n_unassigned"])]
-        rows = [(p, POOLED_FOLD, "", metric, value)
-                for p, df in predictions.groupby("pipeline", sort=True)
-                for metric, value in _score_group(df, kind).items()
-                if metric not in ("accuracy", "n_test_cells", "n_unassigned")]
+        rng = np.random.default_rng(seed)
+        rows = []
+        for p, df in predictions.groupby("pipeline", sort=True):
+            point = {k: v for k, v in _score_group(df, kind).items()
+                     if k not in ("accuracy", "n_test_cells", "n_unassigned")}
+            draws = [_score_group(df.iloc[idx], kind)
+                     for idx in rng.integers(0, len(df), size=(n_boot, len(df)))]
+            for metric, value in point.items():
+                rows.append((p, POOLED_FOLD, "", metric, value))
+                values = np.array([d.get(metric, np.nan) for d in draws], dtype=float)
+                values = values[np.isfinite(values)]
+                lo, hi = (np.quantile(values, [(1 - ci) / 2, 1 - (1 - ci) / 2]) if values.size
+                          else (np.nan, np.nan))
+                rows += [(p, POOLED_FOLD, "", metric + CI_SUFFIXES[0], float(lo)),
+                         (p, POOLED_FOLD, "", metric + CI_SUFFIXES[1], float(hi))]
         return pd.concat([per_fold, pd.DataFrame(rows, columns=METRIC_COLUMNS)], ignore_index=True)
     rows = []
     by = ["pipeline", "fold", "group"] if kind == "cross_species" else ["pipeline", "fold"]

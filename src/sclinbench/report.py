@@ -36,7 +36,7 @@ import pandas as pd
 from sclinbench.errors import SclinbenchError
 from sclinbench.download import sha256sum
 from sclinbench.io import atomic_path, write_table
-from sclinbench.metrics import METRICS_TSV_COLUMNS, bootstrap_ci
+from sclinbench.metrics import CI_SUFFIXES, METRICS_TSV_COLUMNS, POOLED_FOLD, bootstrap_ci
 
 METRICS_COLUMNS = tuple(METRICS_TSV_COLUMNS)
 #: Columns that identify one summary row (one pipeline's score on one task of one dataset).
@@ -214,6 +214,10 @@ def summarize(metrics: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, se
     m = check_metrics(metrics)
     if not include_diagonal:
         m = m[~_is_diagonal(m)]
+    # scores pooled over leave-one-out folds (fold -1) bring their own interval as sibling rows
+    is_ci = m["metric"].str.endswith(CI_SUFFIXES)
+    pooled_ci = m[is_ci & (m["fold"] == POOLED_FOLD)]
+    m = m[~is_ci]
     columns = SUMMARY_KEYS + ["mean", "ci_low", "ci_high", "n", "n_folds", "unit"]
     if m.empty:
         return pd.DataFrame(columns=columns)
@@ -223,11 +227,23 @@ def summarize(metrics: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, se
     units = (m.groupby(SUMMARY_KEYS + ["_unit"], sort=True)
              .agg(value=("value", "mean"), n_folds=("fold", "nunique"), grouped=("_grouped", "any"))
              .reset_index())
+    ci_of = {(*k[:-1], k[-1]): v for k, v in
+             pooled_ci.set_index(SUMMARY_KEYS)["value"].items()} if len(pooled_ci) else {}
+    n_held_out = (m[(m["metric"] == "accuracy") & (m["fold"] >= 0)]
+                  .groupby(["dataset", "task", "pipeline"])["fold"].nunique().to_dict())
     rows = []
     for key, df in units.groupby(SUMMARY_KEYS, sort=True):
+        kind = key[SUMMARY_KEYS.index("kind")]
+        if list(df["_unit"]) == [str(POOLED_FOLD)]:
+            metric = key[-1]
+            lo = ci_of.get((*key[:-1], metric + CI_SUFFIXES[0]), float("nan"))
+            hi = ci_of.get((*key[:-1], metric + CI_SUFFIXES[1]), float("nan"))
+            d, t, p = (key[SUMMARY_KEYS.index(c)] for c in ("dataset", "task", "pipeline"))
+            rows.append((*key, float(df["value"].iloc[0]), lo, hi, n_held_out.get((d, t, p), 1),
+                         1, "held-out donor (pooled)"))
+            continue
         mean, lo, hi, n = bootstrap_mean(df["value"].to_numpy(), n_boot=n_boot, level=level,
                                          rng=_key_seed(seed, key))
-        kind = key[SUMMARY_KEYS.index("kind")]
         rows.append((*key, mean, lo, hi, n, int(df["n_folds"].max()),
                      _unit_name(kind, bool(df["grouped"].any()), include_diagonal)))
     return pd.DataFrame(rows, columns=columns)
