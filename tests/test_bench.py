@@ -80,6 +80,8 @@ def test_generated_types_differ_in_their_programs():
 def test_invalid_spec_is_a_user_error():
     with pytest.raises(SclinbenchError, match="test_fraction"):
         SyntheticSpec(n_cells=100, test_fraction=1.0)
+    with pytest.raises(SclinbenchError, match="ambient"):
+        SyntheticSpec(n_cells=100, ambient=0.7)
     with pytest.raises(SclinbenchError, match="exceed n_genes"):
         SyntheticSpec(n_cells=100, n_genes=50)
 
@@ -103,6 +105,19 @@ def test_centroid_accumulator_equals_fit_on_all_rows():
     Xt, _ = generate_block(spec, 0, "test")
     Zt = rankz(Xt)
     np.testing.assert_array_equal(streamed.predict(Zt), full.predict(Zt))
+
+
+def test_rankz_slice_size_does_not_change_predictions():
+    spec = SyntheticSpec(n_cells=900, chunk_cells=450, **TINY)
+    y_true_a, y_pred_a = bench.run_ours(spec, StepRecorder(), rankz_cells=7)
+    rec = StepRecorder()
+    y_true_b, y_pred_b = bench.run_ours(spec, rec, rankz_cells=10_000)
+    np.testing.assert_array_equal(y_true_a, y_true_b)
+    np.testing.assert_array_equal(y_pred_a, y_pred_b)
+    assert y_true_a.size == spec.n_role("test") == 180
+    assert list(rec.steps) == list(STEPS["ours"])
+    with pytest.raises(SclinbenchError, match="rankz_cells"):
+        bench.run_ours(spec, StepRecorder(), rankz_cells=0)
 
 
 def test_centroid_accumulator_hand_example_dense():
