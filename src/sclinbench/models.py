@@ -173,7 +173,32 @@ def _estimator_has(attr):
     return check
 
 
-class InputAdapter(ClassifierMixin, BaseEstimator):
+class _FittedDelegate(ClassifierMixin, BaseEstimator):
+    """Predictions of a wrapper come from its fitted ``estimator_`` on ``self._input(X)``."""
+
+    def _input(self, X):
+        return X
+
+    @property
+    def classes_(self):
+        return self.estimator_.classes_
+
+    def predict(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(self._input(X))
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(self._input(X))
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.decision_function(self._input(X))
+
+
+class InputAdapter(_FittedDelegate):
     """Give a scikit-learn classifier the input it can take, and log non-convergence.
 
     Parameters
@@ -237,26 +262,8 @@ class InputAdapter(ClassifierMixin, BaseEstimator):
         self.estimator_ = est
         return self
 
-    @property
-    def classes_(self):
-        return self.estimator_.classes_
 
-    def predict(self, X):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(self._input(X))
-
-    @available_if(_estimator_has("predict_proba"))
-    def predict_proba(self, X):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_proba(self._input(X))
-
-    @available_if(_estimator_has("decision_function"))
-    def decision_function(self, X):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.decision_function(self._input(X))
-
-
-class ShuffledLabels(ClassifierMixin, BaseEstimator):
+class ShuffledLabels(_FittedDelegate):
     """Control: fit ``estimator`` on a seeded permutation of the training labels.
 
     Any score it reaches above chance comes from class frequencies, not from the features; a
@@ -287,24 +294,6 @@ class ShuffledLabels(ClassifierMixin, BaseEstimator):
         self.permutation_ = np.random.default_rng(self.random_state).permutation(y.shape[0])
         self.estimator_ = clone(self.estimator).fit(X, y[self.permutation_])
         return self
-
-    @property
-    def classes_(self):
-        return self.estimator_.classes_
-
-    def predict(self, X):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(X)
-
-    @available_if(_estimator_has("predict_proba"))
-    def predict_proba(self, X):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_proba(X)
-
-    @available_if(_estimator_has("decision_function"))
-    def decision_function(self, X):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.decision_function(X)
 
 
 # --------------------------------------------------------------------------------------------------
