@@ -15,8 +15,9 @@ Data
     never have to be in memory at once.
 Pipelines (each in a fresh process, so peaks do not mix)
     ``ours``    :func:`~sclinbench.represent.rankz` -> :class:`~sclinbench.models.CentroidClassifier`,
-                streamed block by block: fitting needs only the per-class sums of the rankz rows
-                (:class:`CentroidAccumulator`), prediction goes block by block.
+                streamed: one block is loaded at a time and ``rankz`` runs on slices of
+                ``rankz_cells`` cells; fitting needs only the per-class sums of the rankz rows
+                (:class:`CentroidAccumulator`), prediction goes slice by slice.
     ``scanpy``  the standard scanpy recipe on the whole matrix in memory:
                 ``normalize_total(1e4)`` -> ``log1p`` -> ``highly_variable_genes(n_top_genes=2000)``
                 (fitted on the training cells) -> ``scale(max_value=10)`` (training mean / std, applied
@@ -24,7 +25,8 @@ Pipelines (each in a fresh process, so peaks do not mix)
                 training loadings and mean) -> ``build_model("logreg")`` (the package's logistic
                 regression: L2, lbfgs, ``class_weight="balanced"``, ``max_iter=1000``).
 Time
-    Wall-clock seconds per step (``time.perf_counter``). Producing the data ("load") is reported
+    Wall-clock seconds per step (``time.perf_counter``) and the CPU time of all threads
+    (``time.process_time``). Producing the data ("load") is reported
     but not part of the total: it stands in for reading the counts from disk. Each worker first runs
     its pipeline once on a small data set (not reported) so imports and numba compilation are
     not timed.
