@@ -486,3 +486,11 @@ def test_scale_pca_anova_fit_does_not_see_test_cells(make):
     tb = a.transform(Z[train])
     tb = tb.toarray() if hasattr(tb, "toarray") else tb
     assert_allclose(ta[train], tb, rtol=1e-12, atol=1e-12)
+
+
+def test_rankz_in_blocks_equals_rankz_at_once():
+    rng = np.random.default_rng(3)
+    X = sp.csr_matrix(rng.poisson(0.4, size=(257, 60)).astype(np.float32))
+    whole, blocked = rankz(X, block_cells=10_000), rankz(X, block_cells=50)
+    assert abs(whole.S - blocked.S).max() == 0
+    np.testing.assert_array_equal(whole.offset, blocked.offset)

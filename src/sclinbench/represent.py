@@ -440,7 +440,7 @@ def _within_row_ranks(X: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def rankz(X, dtype=np.float32) -> OffsetCSR:
+def rankz(X, dtype=np.float32, block_cells: int = 1000) -> OffsetCSR:
     """Parameter-free rank / inverse-normal representation of each cell (Souza & Mehta 2026).
 
     Per cell: library-size fractions -> rank over ALL genes (ties averaged, so all zeros of a cell
@@ -460,12 +460,26 @@ def rankz(X, dtype=np.float32) -> OffsetCSR:
         Raw counts, CSR (cells x genes), over all genes.
     dtype
         dtype of the stored values of ``S`` (``offset`` is float64).
+    block_cells
+        Cells ranked at a time. Every cell is independent, so the result does not depend on it;
+        blocks keep the temporaries small (whole 16k-cell blocks spent as much time in page
+        faults as in ranking, see docs/performance.md).
 
     Returns
     -------
     :class:`OffsetCSR` with unit-norm rows.
     """
-    X = _as_counts(X).copy()
+    X = _as_counts(X)
+    if X.shape[0] > block_cells:
+        parts = [_rankz_block(X[i:i + block_cells], dtype) for i in range(0, X.shape[0], block_cells)]
+        return OffsetCSR(sp.vstack([p.S for p in parts], format="csr"),
+                         np.concatenate([p.offset for p in parts]))
+    return _rankz_block(X, dtype)
+
+
+def _rankz_block(X, dtype) -> OffsetCSR:
+    """:func:`rankz` of the rows of ``X`` in one pass."""
+    X = X.copy()
     X.eliminate_zeros()
     X.sort_indices()
     n, g = X.shape
