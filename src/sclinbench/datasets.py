@@ -20,7 +20,7 @@ from sclinbench.errors import SclinbenchError
 log = logging.getLogger(__name__)
 
 
-def _standardize_species(adatas: dict, entry: dict, qc: dict, source: str) -> dict:
+def _standardize_species(adatas: dict, qc: dict, source: str) -> dict:
     out = {}
     for species, adata in adatas.items():
         member = {"columns": {"cell_type": "cell_type", "donor_id": "donor_id", "condition": "condition",
@@ -60,7 +60,7 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         table = pd.read_csv(folder / "orthologs.tsv", sep="\t")
         species = sorted(p.stem for p in folder.glob("*.h5ad"))
         adatas = {s: ad.read_h5ad(folder / f"{s}.h5ad") for s in species}
-        adatas = _standardize_species(adatas, entry, qc, source=f"synthetic:{name}")
+        adatas = _standardize_species(adatas, qc, source=f"synthetic:{name}")
         reference = entry.get("reference") or table["reference_species"].iloc[0]
         return orthologs.map_to_reference(adatas, table, reference,
                                           mode=entry.get("orthologs", {}).get("mode", "one2one"))

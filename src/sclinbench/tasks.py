@@ -123,14 +123,15 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     for name, spec in pipelines.items():
         by_signature.setdefault(preprocessing_signature(spec), []).append(name)
 
+    inputs = {sig: input_matrix(adata, pipelines[names[0]], dataset) for sig, names in by_signature.items()}
     frames = []
     n_folds = splits["fold"].nunique()
     for fold, test_groups, train_ids, test_ids in iter_folds(splits):
         t0 = time.perf_counter()
         itrain, itest = _indexer(adata, train_ids, dataset), _indexer(adata, test_ids, dataset)
-        for names in by_signature.values():
+        for sig, names in by_signature.items():
             spec0 = pipelines[names[0]]
-            X = input_matrix(adata, spec0, dataset)
+            X = inputs[sig]
             Xtr, ytr, Xte, yte = X[itrain], y_all[itrain], X[itest], y_all[itest]
             cell_ids, groups = test_ids, test_groups
             if donor_level:
