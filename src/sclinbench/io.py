@@ -72,6 +72,9 @@ def script_errors(logfile: str | os.PathLike | None = None) -> Iterator[None]:
     Unexpected exceptions keep their traceback (that is a bug to report, not a user error).
     """
     setup_logging(logfile)
+    from sclinbench.fingerprint import log_job
+
+    log_job(log)  # the code this job runs with, for results/provenance.json
     try:
         yield
     except SclinbenchError as exc:
