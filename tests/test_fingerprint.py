@@ -216,6 +216,23 @@ def test_relative_imports_and_package_reexports_are_followed(toy):
     assert "used" in fp.names["core"]
 
 
+def test_the_parse_time_cache_follows_every_edit(toy, tmp_path):
+    pkg, scripts = toy
+    cache = tmp_path / "cache.json"
+    script = scripts / "uses_core.py"
+    first = fpm.cached_code(CodeIndex("toy", pkg), script, cache)
+    assert first == str(CodeIndex("toy", pkg).script(script)) and cache.exists()
+    stored = json.loads(cache.read_text())
+    stored[str(script.resolve())][1] = "poisoned"  # a hit is read from the cache...
+    cache.write_text(json.dumps(stored))
+    assert fpm.cached_code(CodeIndex("toy", pkg), script, cache) == "poisoned"
+    _edit(pkg / "core.py", "return math.sqrt(x)", "return math.sqrt(x) + 0.0")  # ...until a file changes
+    second = fpm.cached_code(CodeIndex("toy", pkg), script, cache)
+    assert second == str(CodeIndex("toy", pkg).script(script)) != first
+    (tmp_path / "a_file").write_text("")  # a cache that cannot be written: computed all the same
+    assert fpm.cached_code(CodeIndex("toy", pkg), script, tmp_path / "a_file" / "cache.json") == second
+
+
 def test_each_workflow_script_has_a_fingerprint_and_each_rule_passes_it():
     index = CodeIndex()
     scripts = sorted((REPO / "scripts").glob("*.py"))

@@ -34,16 +34,19 @@ from __future__ import annotations
 import ast
 import builtins
 import datetime as _dt
+import gc
 import hashlib
 import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
-PACKAGE = __name__.rpartition(".")[0] or "sclinbench"
 PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE = PACKAGE_DIR.name
+_SELF = f"{PACKAGE}.{Path(__file__).stem}"  # also when run as python -m sclinbench.fingerprint
 RECORD_MARK = "job record: "
 _PREFIX = "sclinbench"
 #: Decorators of the standard library that only wrap what they decorate (no registration, no
@@ -57,17 +60,24 @@ _BUILTINS = set(dir(builtins))
 # --------------------------------------------------------------------------- reading source
 
 def _strip_docstrings(tree: ast.AST) -> None:
-    """Drop every string-only statement (docstrings and bare strings); they do not change behaviour."""
-    for node in ast.walk(tree):
-        for field in ("body", "orelse", "finalbody"):
+    """Drop every string-only statement (docstrings and bare strings); they do not change behaviour.
+
+    Statements only hold statements in their bodies, so expressions are never visited.
+    """
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
             body = getattr(node, field, None)
-            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+            if not isinstance(body, list) or not body:
                 continue
-            kept = [s for s in body
-                    if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                            and isinstance(s.value.value, str))]
-            if len(kept) != len(body):
-                setattr(node, field, kept or ([ast.Pass()] if field == "body" else []))
+            if isinstance(body[0], ast.stmt):
+                kept = [s for s in body
+                        if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
+                                and isinstance(s.value.value, str))]
+                if len(kept) != len(body):
+                    setattr(node, field, kept or ([ast.Pass()] if field == "body" else []))
+            stack.extend(body)  # statements, except handlers and match cases (which hold bodies)
 
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
@@ -96,16 +106,20 @@ def _function_locals(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) ->
     return names - declared
 
 
-def _chains(node: ast.AST) -> list[tuple[str, ...]]:
-    """Every global name the node loads, with the attribute chain after it (``report.read_metrics``).
+def _scan(node: ast.AST):
+    """One pass over a statement: the global names it loads, its imports, its ``global`` names.
 
-    Names local to a function (arguments, assignments) are not globals and are left out; names
-    bound by an import inside a function are kept (the import is followed instead).
+    Names come with the attribute chain after them (``report.read_metrics``). Names local to a
+    function (arguments, assignments) are not globals and are left out; names bound by an import
+    inside a function are kept (the import is followed instead). Imports come with whether they run
+    when the module is imported (not inside a function).
     """
-    out: list[tuple[str, ...]] = []
-    stack: list[tuple[ast.AST, frozenset]] = [(node, frozenset())]
+    chains: list[tuple[str, ...]] = []
+    imports: list[tuple[ast.Import | ast.ImportFrom, bool]] = []
+    declared: set[str] = set()
+    stack: list[tuple[ast.AST, frozenset, bool]] = [(node, frozenset(), True)]
     while stack:
-        n, local = stack.pop()
+        n, local, eager = stack.pop()
         if isinstance(n, _FUNCTIONS):
             a = n.args
             outer = [*a.defaults, *[d for d in a.kw_defaults if d is not None]]
@@ -113,18 +127,18 @@ def _chains(node: ast.AST) -> list[tuple[str, ...]]:
                 outer += [*n.decorator_list, *[x.annotation for x in [*a.posonlyargs, *a.args,
                           *a.kwonlyargs, a.vararg, a.kwarg] if x and x.annotation]]
                 outer += [n.returns] if n.returns else []
-            stack.extend((x, local) for x in outer)
+            stack.extend((x, local, eager) for x in outer)
             inner = local | _function_locals(n)
             body = n.body if isinstance(n.body, list) else [n.body]
-            stack.extend((x, inner) for x in body)
+            stack.extend((x, inner, False) for x in body)
         elif isinstance(n, _COMPREHENSIONS):
             targets = {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
             inner = local | targets
-            stack.append((n.generators[0].iter, local))
+            stack.append((n.generators[0].iter, local, eager))
             rest = [n.elt] if not isinstance(n, ast.DictComp) else [n.key, n.value]
             for i, g in enumerate(n.generators):
                 rest += ([g.iter] if i else []) + list(g.ifs)
-            stack.extend((x, inner) for x in rest)
+            stack.extend((x, inner, eager) for x in rest)
         elif isinstance(n, ast.Attribute):
             parts = []
             while isinstance(n, ast.Attribute):
@@ -132,15 +146,35 @@ def _chains(node: ast.AST) -> list[tuple[str, ...]]:
                 n = n.value
             if isinstance(n, ast.Name):
                 if n.id not in local:
-                    out.append((n.id, *reversed(parts)))
+                    chains.append((n.id, *reversed(parts)))
             else:
-                stack.append((n, local))
+                stack.append((n, local, eager))
         elif isinstance(n, ast.Name):
             if n.id not in local:
-                out.append((n.id,))
+                chains.append((n.id,))
         else:
-            stack.extend((c, local) for c in ast.iter_child_nodes(n))
-    return out
+            if isinstance(n, (ast.Import, ast.ImportFrom)):
+                imports.append((n, eager))
+            elif isinstance(n, ast.Global):
+                declared.update(n.names)
+            stack.extend((c, local, eager) for c in ast.iter_child_nodes(n))
+    return chains, imports, declared
+
+
+def _chains(node: ast.AST) -> list[tuple[str, ...]]:
+    return _scan(node)[0]
+
+
+def _top_names(stmt: ast.stmt) -> set[str]:
+    """The names a top-level statement binds in its module (without looking into bodies)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        return set().union(*(_stored_names(t) for t in targets))
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {_bound(a, stmt) for a in stmt.names if a.name != "*"}
+    return _stored_names(stmt)
 
 
 def _stored_names(node: ast.AST) -> set[str]:
@@ -166,24 +200,19 @@ def _bound(alias: ast.alias, node: ast.Import | ast.ImportFrom) -> str:
 class _Unit:
     """One top-level statement of a module."""
 
-    __slots__ = ("text", "defines", "chains", "imports", "eager", "always", "dynamic")
+    __slots__ = ("stmt", "_text", "defines", "chains", "imports", "eager", "always", "dynamic")
 
     def __init__(self, stmt: ast.stmt, module: "_Module"):
-        self.text = ast.unparse(stmt)
-        self.chains = _chains(stmt)
+        self.stmt, self._text = stmt, None
+        self.chains, imports, declared = _scan(stmt)
         self.imports: dict[str, list[tuple]] = {}  # bound name -> package targets (anywhere inside)
         self.eager: set[str] = set()  # package modules imported when the module is (not in a def)
+        for node, eager in imports:
+            for name, target in module.import_targets(node):
+                self.imports.setdefault(name, []).append(target)
+                if eager:
+                    self.eager.add(target[1])
         self.dynamic = None  # "module" | "package"
-        stack = [(stmt, True)]
-        while stack:
-            n, eager = stack.pop()
-            if isinstance(n, (ast.Import, ast.ImportFrom)):
-                for name, target in module.import_targets(n):
-                    self.imports.setdefault(name, []).append(target)
-                    if eager:
-                        self.eager.add(target[1])
-            inner = eager and not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            stack.extend((c, inner) for c in ast.iter_child_nodes(n))
         for chain in self.chains:
             if chain[0] in ("globals", "vars") and chain[0] not in module.top_names:
                 self.dynamic = self.dynamic or "module"
@@ -205,9 +234,14 @@ class _Unit:
         else:  # if/try/with/for/expression statements: run at import time, may do anything
             self.defines = _stored_names(stmt)
             self.always = True
-        for n in ast.walk(stmt):
-            if isinstance(n, ast.Global):
-                self.defines.update(n.names)  # a function rebinding a global counts for its users
+        self.defines |= declared  # a function rebinding a global counts for its users
+
+    @property
+    def text(self) -> str:
+        """The statement's normalized source (docstrings and comments gone)."""
+        if self._text is None:
+            self._text = ast.unparse(self.stmt)
+        return self._text
 
 
 def _plain_target(node: ast.AST) -> bool:
@@ -238,7 +272,7 @@ class _Module:
         self.name, self.path, self.is_package, self.index = name, path, is_package, index
         tree = ast.parse(path.read_bytes(), filename=str(path))
         _strip_docstrings(tree)
-        self.top_names = set().union(*(_stored_names(s) for s in tree.body)) if tree.body else set()
+        self.top_names = set().union(*map(_top_names, tree.body)) if tree.body else set()
         self.external_imports = {
             _bound(a, s) for s in tree.body if isinstance(s, (ast.Import, ast.ImportFrom))
             for a in s.names if a.name != "*" and not self._is_internal(s, a)}
@@ -305,7 +339,7 @@ class CodeIndex:
         self.package, self.package_dir = package, Path(package_dir)
         self._modules: dict[str, _Module | None] = {}
         self._scripts: dict[Path, Fingerprint] = {}
-        self._skip = {__name__} if Path(__file__).resolve().parent == self.package_dir.resolve() else set()
+        self._skip = {_SELF} if PACKAGE_DIR == self.package_dir.resolve() else set()
 
     def is_internal(self, name: str) -> bool:
         return name == self.package or name.startswith(self.package + ".")
@@ -336,7 +370,13 @@ class CodeIndex:
         """The fingerprint of the package code a script (a file outside the package) runs."""
         path = Path(path).resolve()
         if path not in self._scripts:
-            self._scripts[path] = _Closure(self).of_script(path)
+            collect = gc.isenabled()
+            gc.disable()  # many short-lived AST nodes; in a big process (Snakemake) gc costs 2x
+            try:
+                self._scripts[path] = _Closure(self).of_script(path)
+            finally:
+                if collect:
+                    gc.enable()
         return self._scripts[path]
 
 
@@ -462,11 +502,48 @@ _DEFAULT_INDEX: CodeIndex | None = None
 
 
 def script_code(path: str | os.PathLike) -> str:
-    """The fingerprint of the package code the script at ``path`` runs, as one line (a params value)."""
+    """The fingerprint of the package code the script at ``path`` runs, as one line (a params value).
+
+    Kept in ``__pycache__`` next to the package's bytecode, valid while no ``.py`` file of the package
+    and not the script changed (size and modification time, as Python checks its bytecode), so a
+    Snakefile parse reads the source only after an edit.
+    """
     global _DEFAULT_INDEX
     if _DEFAULT_INDEX is None:
         _DEFAULT_INDEX = CodeIndex()
-    return str(_DEFAULT_INDEX.script(path))
+    return cached_code(_DEFAULT_INDEX, path, PACKAGE_DIR / "__pycache__" / "sclinbench-fingerprints.json")
+
+
+def _state(index: CodeIndex, script: Path) -> str:
+    stats = [sys.version.split()[0]]
+    for path in [script, *sorted(index.package_dir.rglob("*.py"))]:
+        st = path.stat()
+        stats.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(stats).encode()).hexdigest()
+
+
+def cached_code(index: CodeIndex, path: str | os.PathLike, cache: str | os.PathLike) -> str:
+    """``str(index.script(path))``, read from the JSON file ``cache`` when no source changed since."""
+    path, cache = Path(path).resolve(), Path(cache)
+    state = _state(index, path)
+    try:
+        entries = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        entries = {}
+    hit = entries.get(str(path))
+    if isinstance(hit, list) and len(hit) == 2 and hit[0] == state:
+        return hit[1]
+    value = str(index.script(path))
+    entries[str(path)] = [state, value]
+    try:  # atomically; a read-only install just recomputes next time
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(entries, handle, indent=0, sort_keys=True)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return value
 
 
 def parse_code(code: str | None) -> dict[str, str]:
