@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sclinbench.download import fetch, forget, read_lock, record_lock, sha256sum, verify_present
+from sclinbench.download import fetch, read_lock, record_lock, sha256sum
 from sclinbench.errors import SclinbenchError
 
 # 300 kB of non-repeating bytes: the transfer spans several chunks.
@@ -316,6 +316,8 @@ def test_lock_mismatch_says_how_to_repin_and_that_works(server, tmp_path):
 
 
 def test_forget_removes_only_that_url(tmp_path):
+    from sclinbench.download import forget
+
     lock = tmp_path / "lock.tsv"
     record_lock(lock, "http://x/a", "a" * 64, 1)
     record_lock(lock, "http://x/ab", "b" * 64, 2)
@@ -380,6 +382,8 @@ def test_deadline_bounds_a_hanging_server(server, tmp_path):
 
 def test_hand_placed_file_is_verified_like_a_download(tmp_path, caplog):
     """A raw file put in place by hand (the fetch never runs then) is checked before use."""
+    from sclinbench.download import verify_present
+
     url = "https://example.org/GSM4339774_C146_filtered_feature_bc_matrix.h5"
     placed = tmp_path / "x.h5"
     placed.write_bytes((DATA / "liao2020" / "patients" / "C144_subset_filtered_feature_bc_matrix.h5").read_bytes())

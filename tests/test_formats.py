@@ -14,7 +14,6 @@ import scipy.sparse as sp
 
 from sclinbench import data
 from sclinbench.errors import SclinbenchError
-from sclinbench.formats import check_download, sniff
 
 ROOT = Path(__file__).resolve().parents[1]
 TENX = ROOT / "tests" / "data" / "liao2020" / "C146_subset_filtered_feature_bc_matrix.h5"
@@ -41,6 +40,8 @@ def _mtx_dir(path: Path) -> Path:
 
 
 def test_sniff_knows_the_formats(tmp_path):
+    from sclinbench.formats import sniff
+
     assert sniff(TENX).kind == "10x_h5"
     assert sniff(_h5ad(tmp_path / "a.h5ad")).kind == "h5ad"
     assert sniff(_mtx_dir(tmp_path / "mtx")).kind == "mtx"
@@ -57,6 +58,8 @@ def test_sniff_knows_the_formats(tmp_path):
 
 
 def test_check_download_refuses_error_bodies_and_the_wrong_family(tmp_path):
+    from sclinbench.formats import check_download
+
     (tmp_path / "page").write_text("<html><body>Access denied</body></html>")
     with pytest.raises(SclinbenchError, match="web page"):
         check_download(tmp_path / "page", None)

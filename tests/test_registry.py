@@ -90,3 +90,43 @@ def test_fetch_hint_from_cellxgene_keys():
     hint = fetch_hint({"collection_id": "e5f58829", "dataset_version_id": "01ef7ded"}, {"url": "u"})
     assert "https://cellxgene.cziscience.com/collections/e5f58829" in hint and "01ef7ded" in hint
     assert "CELLxGENE retires dataset versions, a newer version may replace this URL" in hint
+
+
+def test_missing_ortholog_table_is_caught_at_parse_time(tmp_path):
+    reg = {"c": {"source": "collection", "members": {"A a": "a", "B b": "b"}, "reference": "A a",
+                 "orthologs": {"source": "file", "path": "tables/ab.csv"}}, "a": {}, "b": {}}
+    with pytest.raises(SclinbenchError, match=r"ortholog table 'tables/ab.csv' \(orthologs.path\) does not exist"):
+        check_registry(reg, "reg.yaml", used=["c", "a", "b"], workdir=tmp_path)
+    reg["c"]["members"]["B b"] = "nope"
+    with pytest.raises(SclinbenchError, match="member 'nope'"):
+        check_registry(reg, "reg.yaml", used=[], workdir=tmp_path)
+
+
+def test_local_file_checked_against_a_pinned_sha256(tmp_path):
+    from sclinbench.datasets import verify_inputs
+
+    path = tmp_path / "mine.h5ad"
+    path.write_bytes(b"my cells")
+    entry = {"source": "local", "files": [{"path": str(path), "sha256": "0" * 64}]}
+    with pytest.raises(SclinbenchError) as err:
+        verify_inputs("mine", entry, [str(path)], None)
+    assert "the registry pins" in str(err.value) and "delete it" not in str(err.value)
+    assert path.exists()
+    entry["files"][0]["sha256"] = None
+    digests, how = verify_inputs("mine", entry, [str(path)], None)
+    assert how == ["local"] and len(digests[0]) == 64
+
+
+def test_schema_default_of_unlabelled_is_the_package_default():
+    from pathlib import Path
+
+    import yaml
+
+    from sclinbench.data import DEFAULT_UNLABELLED
+    from sclinbench.download import DEFAULT_DEADLINE
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "config" / "datasets.schema.yaml").read_text())
+    assert tuple(schema["properties"]["unlabelled"]["default"]) == DEFAULT_UNLABELLED
+    config_schema = yaml.safe_load((root / "config" / "schema.yaml").read_text())
+    assert config_schema["properties"]["download"]["properties"]["deadline"]["default"] == DEFAULT_DEADLINE

@@ -60,7 +60,7 @@ def verify_inputs(name: str, entry: dict, inputs: list[str], lockfile: str | Non
                 if digest != spec["sha256"].lower():
                     raise SclinbenchError(
                         f"local file {path} of registry entry '{name}' has sha256 {digest}, the registry pins "
-                        f"{spec['sha256']}: check that it is the right file (it was not changed or deleted), "
+                        f"{spec['sha256']}: check that it is the right file (your own file: nothing was changed), "
                         f"or correct sha256:"
                     )
                 checked = "local, registry sha256"
