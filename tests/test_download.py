@@ -305,10 +305,10 @@ def test_lock_mismatch_says_how_to_repin_and_that_works(server, tmp_path):
         fetch(url, tmp_path / "x.h5", lockfile=lock, expect="10x_h5", **FAST)
     message = str(err.value)
     assert f"line 2 of {lock}" in message and "-m sclinbench.download forget" in message
-    command = message.split("run: ", 1)[1].split(" (or delete", 1)[0]
+    command = message.split("re-pin it with: ", 1)[1].split(" (or delete", 1)[0]
     argv = shlex.split(command)
-    assert argv[1:4] == ["-m", "sclinbench.download", "forget"]
-    proc = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True)
+    assert argv[0] == sys.executable and argv[1:4] == ["-m", "sclinbench.download", "forget"]
+    proc = subprocess.run(argv, capture_output=True, text=True)  # the command exactly as printed
     assert proc.returncode == 0, proc.stderr
     assert url not in read_lock(lock)
     fetch(url, tmp_path / "x.h5", lockfile=lock, expect="10x_h5", **FAST)

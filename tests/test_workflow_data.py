@@ -117,11 +117,18 @@ def test_two_same_named_url_files_are_both_fetched_and_read(workdir, files_serve
 def test_404_is_requested_once_even_with_snakemake_retries(workdir, files_server):
     """Issue 12: a 404 was retried 3 times by Snakemake (profiles/slurm sets retries: 2)."""
     base, httpd = files_server
-    _add_registry(workdir, f"gone:\n  source: url\n  format: h5ad\n  files: [{{url: {base}/gone.h5ad}}]\n")
+    # the CELLxGENE keys of a registry entry (issue 14 adds them to the schema; added here for the test)
+    schema = workdir / "config" / "datasets.schema.yaml"
+    schema.write_text(schema.read_text().replace(
+        "\nproperties:\n", "\nproperties:\n  collection_id: {type: string}\n  dataset_version_id: {type: string}\n", 1))
+    _add_registry(workdir, f"gone:\n  source: url\n  format: h5ad\n  files: [{{url: {base}/gone.h5ad}}]\n"
+                           "  collection_id: 0aab20b3-c30c-4606-bd2e-d20dae739c45\n")
     proc = run_snakemake(workdir, "resources/standardized/gone.h5ad", "--retries", "2", check=False)
     assert proc.returncode != 0
     assert httpd.requests == ["/gone.h5ad"]
-    assert any("HTTP 404" in line for line in _sclinbench_lines(proc))
+    lines = _sclinbench_lines(proc)
+    assert any("HTTP 404" in line and "https://cellxgene.cziscience.com/collections/0aab20b3-c30c-4606-bd2e-d20dae739c45"
+               in line and "a newer version may replace this URL" in line for line in lines), lines
 
 
 def test_hand_placed_raw_file_is_verified_before_use(workdir):

@@ -135,8 +135,8 @@ def repin_advice(lockfile: str | os.PathLike, url: str, line: int | None = None)
     """How to drop the lock record of ``url`` so that the next download is recorded anew."""
     where = f"line {line} of {lockfile}" if line else f"the line of {url} in {lockfile}"
     return (
-        f"to accept the file now served, run: {Path(sys.executable).name} -m sclinbench.download forget "
-        f"{shlex.quote(url)} --lockfile {shlex.quote(str(lockfile))} (or delete {where}), then re-run"
+        f"re-pin it with: {shlex.quote(sys.executable)} -m sclinbench.download forget {shlex.quote(url)} "
+        f"--lockfile {shlex.quote(str(lockfile))} (or delete {where}), then re-run"
     )
 
 
@@ -371,16 +371,18 @@ def _verify(path: Path, url: str, expected: str | None, origin: str, size: int |
     if size is None and from_lock:
         size = record.get("size")
     actual_size = path.stat().st_size
-    repin = f"; if the file now served is right, {repin_advice(lockfile, url, record.get('line'))}" if from_lock else ""
+    repin = (f"; if the file now served is right (it changed upstream, or the record is wrong), "
+             f"{repin_advice(lockfile, url, record.get('line'))}") if from_lock else ""
     if size is not None and actual_size != size:
         if delete:
             path.unlink()
+        if delete:
+            tail = "; the download was deleted" + (repin or ", re-run to download again")
+        else:
+            tail = (f"; {path} is not that file: replace it with the right one, or delete {path} and re-run "
+                    f"to download it" + repin)
         raise SclinbenchError(
-            f"{url}: got {actual_size} bytes, expected {size}" + (" from " + origin if from_lock else "")
-            + ("; the partial file was deleted, re-run to download again" if delete
-               else f"; {path} is not that file: replace it with the right one, or delete {path} and re-run "
-                    f"to download it")
-            + repin + "."
+            f"{url}: got {actual_size} bytes, expected {size}" + (" from " + origin if from_lock else "") + tail + "."
         )
     digest = sha256sum(path)
     if expected is not None and digest != expected:
@@ -629,8 +631,9 @@ def _give_up_message(url: str, exc: _Retry, attempts: int, dest: Path, expected:
                      lockfile: Path | None = None, hint: str | None = None,
                      deadline: float | None = None) -> str:
     checksum = f" (sha256 {expected})" if expected else ""
-    tries = (f"after {attempts} attempts, {deadline:g} s without receiving data (the download deadline, "
-             f"download: deadline: in the config)" if deadline is not None else f"after {attempts} attempts")
+    n = f"{attempts} attempt" + ("s" if attempts != 1 else "")
+    tries = (f"after {n}, {deadline:g} s without receiving data (the download deadline, "
+             f"download: deadline: in the config)" if deadline is not None else f"after {n}")
     if exc.kind == "content":
         recorded = f"; nothing was recorded in {lockfile}" if lockfile is not None else ""
         return (

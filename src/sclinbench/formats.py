@@ -61,7 +61,9 @@ class Sniffed:
 
     def describe(self) -> str:
         text = DESCRIPTION.get(self.kind, self.kind)
-        return f"{text} ({self.detail})" if self.detail else text
+        if not self.detail:
+            return text
+        return f"{text[:-1]}, {self.detail})" if text.endswith(")") else f"{text} ({self.detail})"
 
 
 def _hdf5_signature(fh, size: int) -> bool:

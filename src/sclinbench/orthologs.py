@@ -463,7 +463,7 @@ def read_ortholog_table(
     missing = [c for c in ORTHOLOG_COLUMNS if c not in df.columns]
     raise SclinbenchError(
         f"{prefix}ortholog table {path} lacks column(s) {', '.join(missing)} and is no BioMart export (no "
-        f"'Gene stable ID'); its columns are: {have}. {_ACCEPTED_FORMS}"
+        f"'Gene stable ID'); its columns are: {have}. {_ACCEPTED_FORMS[0].upper()}{_ACCEPTED_FORMS[1:]}"
     )
 
 
