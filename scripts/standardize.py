@@ -10,5 +10,6 @@ with script_errors(snakemake.log[0]):  # noqa: F821
 
     adata = standardized_dataset(snakemake.wildcards.dataset, snakemake.params.entry,  # noqa: F821
                                  list(snakemake.input), snakemake.params.qc,  # noqa: F821
-                                 registry=snakemake.params.registry)  # noqa: F821
+                                 registry=snakemake.params.registry,  # noqa: F821
+                                 lockfile=snakemake.params.lockfile)  # noqa: F821
     write_h5ad(adata, snakemake.output[0])  # noqa: F821
