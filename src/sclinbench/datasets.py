@@ -52,7 +52,7 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
     if source in ("url", "local"):
         files = entry["files"]
         adata = data.read_raw(inputs, entry.get("format", "h5ad"), counts=entry.get("counts", "X"),
-                              file_obs=[f.get("obs", {}) for f in files])
+                              file_obs=[f.get("obs", {}) for f in files], rows=data.ood_row_filter(entry))
         return data.standardize(adata, entry, qc, source=", ".join(f.get("url") or f.get("path") for f in files),
                                 name=name)
     if source == "synthetic":
