@@ -472,3 +472,17 @@ def test_standardize_logs_the_manifest_check_and_what_the_file_holds(tmp_path):
     assert "2 of 120 var 'feature_name' values are not gene symbols" in log
     out = ad.read_h5ad(workdir / "resources/standardized/fx.h5ad")
     assert out.n_obs == 180 and out.uns["sclinbench"]["n_cells_raw"] == 240
+
+
+def test_read_benchmark_runs_small_and_keeps_the_same_cells(tmp_path, capsys):
+    from sclinbench import bench_read
+
+    out = tmp_path / "bench.json"
+    assert bench_read.main(["--cells", "3000", "--genes", "400", "--genes-per-cell", "40", "--json", str(out),
+                            "--dir", str(tmp_path)]) == 0
+    result = __import__("json").loads(out.read_text())
+    whole, rows = result["reads"]
+    assert (whole["mode"], rows["mode"]) == ("whole", "rows")
+    assert whole["cells"] == rows["cells"] == result["file"]["kept_cells"] > 0
+    assert whole["matrix_mib"] == rows["matrix_mib"] and rows["peak_mib"] > 0
+    assert "peak RSS (MiB)" in capsys.readouterr().out
