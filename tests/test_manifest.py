@@ -240,8 +240,6 @@ def test_lower_bounds_never_stop_but_are_reported(real, capsys):
 
 def test_collection_members_are_checked(tmp_path, real):
     m, registry, _ = real
-    spec = copy.deepcopy(m.datasets["spermatogenesis_mouse"])
-    spec["n_cells"] = {"value": 0, "source": "souza_mehta"}
     raw = _yaml(MANIFEST)
     raw["datasets"]["spermatogenesis_mouse"]["n_cells"] = {"value": 0, "source": "souza_mehta"}
     (tmp_path / SCHEMA.name).write_bytes(SCHEMA.read_bytes())
@@ -256,7 +254,7 @@ def test_collection_members_are_checked(tmp_path, real):
 
 
 def test_without_a_manifest_nothing_is_checked(tmp_path, real):
-    _, registry, paper = real
+    _, registry, _ = real
     manifest.check_tasks({"t": {"kind": "celltype", "split": "donor", "n_folds": 9, "datasets": ["ts_kidney"]}},
                          registry, tmp_path / "missing.yaml")
 
