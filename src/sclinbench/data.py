@@ -45,6 +45,7 @@ DEFAULT_UNLABELLED = ("unknown", "unassigned", "nan", "na", "n/a", "none")
 
 _ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*G\d+)\.\d+(?:_PAR_Y)?$")
 _CHUNK = 10_000_000  # values checked at a time (bounds temporary memory)
+_READ_BLOCK = 1 << 22  # stored values read from disk at a time when reading a row subset
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,40 +250,155 @@ def _h5ad_matrices(f) -> list[str]:
     return found
 
 
-def _read_h5ad(path: Path, counts: str) -> ad.AnnData:
-    """Read only what is needed: the counts matrix, obs, the matching var and obsm."""
+def ood_row_filter(entry: dict) -> dict | None:
+    """The donor filter of a registry entry that can be applied while reading, else ``None``.
+
+    Only ``ood_only`` entries have one: the rows whose donor (obs column ``columns.donor_id``, else
+    ``donor_id``) fully matches one of ``ood_donors`` -- the same cells :func:`standardize` keeps.
+    Passed to :func:`read_raw` as ``rows=``, it keeps a large file's other donors out of memory.
+    """
+    if not entry.get("ood_only") or not entry.get("ood_donors"):
+        return None
+    column = (entry.get("columns") or {}).get("donor_id") or "donor_id"
+    return {"column": column, "patterns": [str(p) for p in entry["ood_donors"]]}
+
+
+def _ood_mask(values: pd.Series, patterns: Sequence[str]) -> np.ndarray:
+    """Cells whose donor fully matches one of ``patterns`` (a missing donor reads "unknown")."""
+    regex = re.compile("|".join(f"(?:{p})" for p in patterns))
+    labels = values.astype(object).where(values.notna(), UNKNOWN).astype(str)
+    return labels.map(lambda d: bool(regex.fullmatch(d))).to_numpy(dtype=bool)
+
+
+def _read_csr_rows(group, keep: np.ndarray, block: int | None = None) -> sp.csr_matrix:
+    """The rows ``keep`` (boolean mask) of a CSR matrix stored in an h5ad group, read from disk.
+
+    Only the kept rows end up in memory: the stored values are read in contiguous stretches of at
+    most ``block`` values (a kept row longer than that is read alone) and the kept rows' values
+    are copied into arrays allocated once, so the peak is the kept rows plus one stretch.
+    """
+    block = int(block or _READ_BLOCK)
+    n_rows, n_cols = (int(v) for v in group.attrs["shape"])
+    indptr = group["indptr"][:].astype(np.int64)
+    rows = np.flatnonzero(keep)
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lengths = ends - starts
+    data_ds, index_ds = group["data"], group["indices"]
+    data = np.empty(int(lengths.sum()), dtype=data_ds.dtype)
+    indices = np.empty(int(lengths.sum()), dtype=index_ds.dtype)
+    pos, i = 0, 0
+    while i < len(rows):
+        lo = starts[i]
+        j = max(int(np.searchsorted(ends, lo + block, side="right")), i + 1)  # rows i..j-1 fit
+        hi = ends[j - 1]
+        if hi > lo:
+            seg_start, seg_len = starts[i:j] - lo, lengths[i:j]
+            m = int(seg_len.sum())
+            values, cols = data_ds[lo:hi], index_ds[lo:hi]
+            if m == hi - lo:  # the kept rows are contiguous on disk
+                data[pos:pos + m], indices[pos:pos + m] = values, cols
+            else:
+                take = np.repeat(seg_start - (np.cumsum(seg_len) - seg_len), seg_len) + np.arange(m)
+                data[pos:pos + m], indices[pos:pos + m] = values[take], cols[take]
+            pos += m
+        i = j
+    out_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_indptr[1:])
+    return sp.csr_matrix((data, indices, out_indptr), shape=(len(rows), n_cols))
+
+
+def _read_matrix_rows(elem, keep: np.ndarray | None, where: str):
+    """A stored matrix (dense dataset or sparse group), only the rows ``keep`` when given."""
+    import h5py
+    from anndata.io import read_elem
+
+    if keep is None:
+        return read_elem(elem)
+    if isinstance(elem, h5py.Dataset):  # dense: read the kept rows in blocks
+        rows = np.flatnonzero(keep)
+        out = np.empty((len(rows),) + tuple(elem.shape[1:]), dtype=elem.dtype)
+        step = max(1, _READ_BLOCK // max(1, int(np.prod(elem.shape[1:]))))
+        for k in range(0, len(rows), step):
+            out[k:k + step] = elem[rows[k:k + step]]
+        return out
+    if elem.attrs.get("encoding-type") == "csr_matrix":
+        return _read_csr_rows(elem, keep)
+    log.info("%s is not stored by rows (%s): reading it whole, then keeping %d of %d rows", where,
+             elem.attrs.get("encoding-type"), int(keep.sum()), keep.size)
+    return _as_csr(read_elem(elem))[np.flatnonzero(keep)]
+
+
+def _read_h5ad(path: Path, counts: str, rows: dict | None = None) -> ad.AnnData:
+    """Read only what is needed: the counts matrix, obs, the matching var and obsm.
+
+    ``rows`` (:func:`ood_row_filter`) keeps only the cells of the matching donors, selected from
+    obs before the matrix is touched: only those rows of the counts matrix are read from disk
+    (:func:`_read_csr_rows`), so a large file never sits in memory whole. Without ``rows``, or
+    when the file has no such donor column (e.g. the donor comes from the file's ``obs:`` in the
+    registry), every row is read and :func:`standardize` filters later.
+    ``uns["sclinbench_read"]["n_obs_file"]`` records the number of cells in the file.
+    """
     import h5py
     from anndata.io import read_elem
 
     with h5py.File(path, "r") as f:
         if f.attrs.get("encoding-type") != "anndata":  # legacy file: let anndata convert it
-            return _pick_matrix(ad.read_h5ad(path), counts, path)
+            adata = _pick_matrix(ad.read_h5ad(path), counts, path)
+            n_file = adata.n_obs
+            keep = _rows_to_keep(adata.obs, rows, path)
+            if keep is not None:
+                adata = adata[keep].copy()
+            adata.uns["sclinbench_read"] = {"n_obs_file": int(n_file)}
+            return adata
         available = _h5ad_matrices(f)
         if counts not in available:
             raise SclinbenchError(
                 f"{path} has no '{counts}' matrix (counts: in the registry entry); it has: "
                 f"{', '.join(available) or 'none'}."
             )
+        obs = read_elem(f["obs"])
+        n_file = obs.shape[0]
+        keep = _rows_to_keep(obs, rows, path)
         var = read_elem(f["var"])
+        where = f"{path} ({counts})"
         if counts == "X":
-            X = read_elem(f["X"])
+            X = _read_matrix_rows(f["X"], keep, where)
         elif counts == "raw.X":
-            X = read_elem(f["raw/X"])
+            X = _read_matrix_rows(f["raw/X"], keep, where)
             raw_var = read_elem(f["raw/var"])
             extra = [c for c in var.columns if c not in raw_var.columns]
             if extra and var.index.is_unique and raw_var.index.isin(var.index).all():
                 raw_var = raw_var.join(var[extra])
             var = raw_var
         else:
-            X = read_elem(f["layers"][counts.split("/", 1)[1]])
-        obs = read_elem(f["obs"])
+            X = _read_matrix_rows(f["layers"][counts.split("/", 1)[1]], keep, where)
         obsm = {}
         if "obsm" in f:
             for key in f["obsm"]:
                 value = read_elem(f["obsm"][key])
-                if isinstance(value, np.ndarray) and value.shape[0] == obs.shape[0]:
-                    obsm[key] = value
-    return ad.AnnData(X=_as_csr(X), obs=obs, var=var, obsm=obsm)
+                if isinstance(value, np.ndarray) and value.shape[0] == n_file:
+                    obsm[key] = value if keep is None else value[keep]
+        if keep is not None:
+            obs = obs.iloc[np.flatnonzero(keep)]
+            log.info("%s: kept %d of %d cells while reading (donors matching %s in obs '%s')", path,
+                     int(keep.sum()), n_file, rows["patterns"], rows["column"])
+    adata = ad.AnnData(X=_as_csr(X), obs=obs, var=var, obsm=obsm)
+    adata.uns["sclinbench_read"] = {"n_obs_file": int(n_file)}
+    return adata
+
+
+def _rows_to_keep(obs: pd.DataFrame, rows: dict | None, path: Path) -> np.ndarray | None:
+    """Boolean mask of the cells ``rows`` keeps; ``None`` = keep every cell (nothing to filter)."""
+    if not rows or rows["column"] not in obs.columns:
+        return None
+    keep = _ood_mask(obs[rows["column"]], rows["patterns"])
+    if not keep.any():
+        present = sorted(set(obs[rows["column"]].astype(str)))
+        raise SclinbenchError(
+            f"{path}: no donor in obs '{rows['column']}' matches ood_donors {list(rows['patterns'])} "
+            f"(registry entry); donors are: {', '.join(present[:20])}."
+        )
+    return None if keep.all() else keep
 
 
 def _pick_matrix(adata: ad.AnnData, counts: str, path: Path) -> ad.AnnData:
@@ -343,6 +459,7 @@ def read_raw(
     checksum: bool = True,
     local: bool = False,
     entry_name: str | None = None,
+    rows: dict | None = None,
 ) -> ad.AnnData:
     """Read raw count file(s) into one AnnData with CSR counts in ``X``.
 
@@ -370,10 +487,14 @@ def read_raw(
 
     Before a file is read, its content is sniffed (:mod:`sclinbench.formats`): a file of another
     format than ``fmt`` is refused with the format it is and what to set.
+    rows
+        h5ad only: keep only the cells of these donors while reading (:func:`ood_row_filter`),
+        so the other rows of the counts matrix are never loaded.
 
     Returns
     -------
-    AnnData; ``uns["sclinbench_raw"]`` records the files, their sha256, format and counts key.
+    AnnData; ``uns["sclinbench_raw"]`` records the files, their sha256, format, counts key and
+    ``n_obs_file`` (cells in the files, before ``rows``).
 
     Raises
     ------
@@ -398,6 +519,7 @@ def read_raw(
 
     entry_where = f" of registry entry '{entry_name}'" if entry_name else ""
     parts = []
+    n_obs_file = 0
     for path, extra in zip(paths, file_obs):
         if not path.exists():
             if local:
@@ -407,7 +529,7 @@ def read_raw(
         if problem:
             raise SclinbenchError(problem)
         try:
-            adata = _READERS[fmt](path, counts)
+            adata = _READERS[fmt](path, counts, **({"rows": rows} if fmt == "h5ad" else {}))
         except SclinbenchError:
             raise
         except (OSError, RuntimeError, ValueError, KeyError, EOFError, TypeError) as exc:
@@ -434,6 +556,7 @@ def read_raw(
         for key, value in extra.items():
             adata.obs[key] = pd.Categorical([str(value)] * adata.n_obs)
         log.info("read %s: %d cells x %d genes (%s, %s)", path, adata.n_obs, adata.n_vars, fmt, counts)
+        n_obs_file += int(adata.uns.pop("sclinbench_read", {}).get("n_obs_file", adata.n_obs))
         parts.append(adata)
 
     if len(parts) == 1:
@@ -454,6 +577,7 @@ def read_raw(
         "sha256": ", ".join(_sha256(p) for p in paths) if checksum else "",
         "format": fmt,
         "counts": counts,
+        "n_obs_file": n_obs_file,
     }
     return adata
 
@@ -812,7 +936,7 @@ def standardize(
         )
     X = _canonical(_as_csr(adata.X))
     check_integer_counts(X, where=f"{where} [{counts_key}]")
-    n_cells_in, n_genes_in = adata.shape
+    n_cells_in, n_genes_in = int(raw_info.get("n_obs_file", adata.n_obs)), adata.n_vars  # cells in the file(s)
 
     work = ad.AnnData(X=X, obs=adata.obs.copy(), var=adata.var.copy(), obsm=dict(adata.obsm))
     work.obs.index = work.obs.index.astype(str)

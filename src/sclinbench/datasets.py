@@ -96,7 +96,8 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         digests, how = verify_inputs(name, entry, inputs, lockfile)
         adata = data.read_raw(inputs, entry.get("format", "h5ad"), counts=entry.get("counts", "X"),
                               file_obs=[f.get("obs", {}) for f in files], checksum=False,
-                              local=source == "local", entry_name=name)
+                              local=source == "local", entry_name=name,
+                              rows=data.ood_row_filter(entry))
         adata.uns["sclinbench_raw"]["sha256"] = ", ".join(digests)
         adata.uns["sclinbench_raw"]["verified"] = ", ".join(how)
         return data.standardize(adata, entry, qc, source=", ".join(f.get("url") or f.get("path") for f in files),
