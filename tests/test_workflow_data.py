@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from conftest import REPO, copy_workflow, run_snakemake
+from conftest import REPO, copy_workflow, paper_configfiles, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -243,7 +243,7 @@ def test_cross_species_example_of_the_readme(workdir):
 
 
 def test_paper_dry_run_warns_once_about_unpinned_downloads(workdir):
-    proc = run_snakemake(workdir, "-n", "--configfile", "config/paper.yaml")
+    proc = run_snakemake(workdir, "-n", "--configfile", *paper_configfiles(workdir))
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("sclinbench warning:")]
     assert len(warnings) == 1 and "have no sha256 in the registry" in warnings[0], warnings
 
