@@ -1,6 +1,8 @@
 # Report: summary tables with CIs, published numbers beside ours (labelled), figures, provenance,
 # and the Snakemake HTML report (snakemake --report results/report.html).
 
+from sclinbench.manifest import entry_counts
+
 rule provenance:
     """Package versions, config hash, git commit, dataset checksums, and which code made each result."""
     input:
@@ -43,6 +45,7 @@ rule tables:
         n_boot=config.get("report", {}).get("bootstrap", 2000),
         level=config.get("report", {}).get("ci", 0.95),
         seed=SEED,
+        counts=entry_counts(REGISTRY, DATASETS),  # which counts produced each dataset's numbers
     log:
         "logs/tables.log",
     benchmark:
