@@ -68,6 +68,10 @@ TOY = {
 
         def other():
             return 0
+
+
+        if __name__ == "__main__":
+            print(other())
     ''',
     "registry.py": '''
         REGISTRY = {}
@@ -165,7 +169,7 @@ def test_only_the_definitions_a_script_reaches_count(toy):
     # the attribute chain core.shadow / core.lazy is followed, and the import inside lazy()
     mod = fp["uses_module.py"]
     assert set(mod.names["core"]) >= {"shadow", "lazy"} and "used" not in mod.names["core"]
-    assert mod.names["extra"] == ["far"]
+    assert mod.names["extra"] == ["far"]  # not other(), which only its __main__ block calls
     assert "SCALE" not in mod.names["core"]  # shadow's argument is local, not the global
 
 

@@ -231,6 +231,8 @@ class _Unit:
         elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
             self.defines = {_bound(a, stmt) for a in stmt.names if a.name != "*"}
             self.always = any(a.name == "*" for a in stmt.names)
+        elif _is_main_guard(stmt):  # runs only when the module is run as a program, never on import
+            self.defines, self.always = set(), False
         else:  # if/try/with/for/expression statements: run at import time, may do anything
             self.defines = _stored_names(stmt)
             self.always = True
@@ -242,6 +244,13 @@ class _Unit:
         if self._text is None:
             self._text = ast.unparse(self.stmt)
         return self._text
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    t = stmt.test if isinstance(stmt, ast.If) else None
+    return (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
+            and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq)
+            and isinstance(t.comparators[0], ast.Constant) and t.comparators[0].value == "__main__")
 
 
 def _plain_target(node: ast.AST) -> bool:
