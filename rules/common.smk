@@ -147,6 +147,14 @@ def runtime(factor=1.0):
 CONDA_ENV = "../envs/sclinbench.yaml"
 
 
+from sclinbench.fingerprint import script_code
+
+
+def code_fingerprint(script):
+    """params value: the package code scripts/<script>.py runs; a change to that code reruns the rule."""
+    return script_code(f"{workflow.basedir}/scripts/{script}.py")
+
+
 # --- data stage ---------------------------------------------------------------------------------
 
 def _url_file(dataset, filename):

@@ -31,6 +31,7 @@ rule synthesize:
     output:
         directory("resources/synthetic/{dataset}"),
     params:
+        code=code_fingerprint("synthesize"),
         synthetic=lambda wc: REGISTRY[wc.dataset].get("synthetic", {}),
     log:
         "logs/synthesize/{dataset}.log",
@@ -50,6 +51,8 @@ rule ensembl_orthologs:
     """One-to-one (and one-to-many) orthologs between two species, Ensembl BioMart at a pinned release."""
     output:
         "resources/orthologs/ensembl-{release}/{reference}__{other}.tsv",
+    params:
+        code=code_fingerprint("ensembl_orthologs"),
     log:
         "logs/ensembl_orthologs/{release}/{reference}__{other}.log",
     threads: 1
@@ -70,6 +73,7 @@ rule standardize:
     output:
         "resources/standardized/{dataset}.h5ad",
     params:
+        code=code_fingerprint("standardize"),
         entry=lambda wc: REGISTRY[wc.dataset],
         registry=lambda wc: {
             m: REGISTRY[m] for m in REGISTRY[wc.dataset].get("members", {}).values()

@@ -876,7 +876,7 @@ def write_results_readme(metrics: pd.DataFrame, reference: pd.DataFrame | None,
                   f"- git commit: `{provenance.get('git_commit', 'unknown')}`",
                   f"- config sha256: `{provenance.get('config_sha256', 'unknown')}`",
                   f"- sclinbench {provenance.get('packages', {}).get('sclinbench', 'unknown')}, "
-                  f"Python {provenance.get('python', 'unknown')}\n"]
+                  f"Python {provenance.get('python', 'unknown')}\n"] + code_lines(provenance)
     return _write_text("\n".join(lines), path)
 
 
@@ -902,8 +902,8 @@ def _git(repo_dir: Path, *args: str) -> str | None:
 
 def provenance(config: Mapping, datasets_checksums: Mapping[str, str],
                packages: Iterable[str] = DEFAULT_PACKAGES, repo_dir: str | os.PathLike = ".",
-               extra: Mapping | None = None) -> dict:
-    """What produced these results: versions, config hash, git commit, dataset checksums.
+               extra: Mapping | None = None, code: Mapping | None = None) -> dict:
+    """What produced these results: versions, config hash, git commit, dataset checksums, code.
 
     Parameters
     ----------
@@ -917,6 +917,9 @@ def provenance(config: Mapping, datasets_checksums: Mapping[str, str],
         Git work tree of the workflow; commit is ``"unknown"`` outside git.
     extra
         Anything else to record (merged at the top level).
+    code
+        Which code made each step's files (:func:`sclinbench.fingerprint.code_provenance`),
+        recorded under ``"code"``.
     """
     versions = {}
     for name in packages:
@@ -938,9 +941,46 @@ def provenance(config: Mapping, datasets_checksums: Mapping[str, str],
         "packages": versions,
         "datasets_sha256": {str(k): str(v) for k, v in sorted(datasets_checksums.items())},
     }
+    if code is not None:
+        prov["code"] = dict(code)
     if extra:
         prov.update(dict(extra))
     return prov
+
+
+def code_lines(prov: Mapping | None) -> list[str]:
+    """Markdown: which code made the results on disk, and any file made by other code than the installed."""
+    code = (prov or {}).get("code")
+    if not code:
+        return []
+    version = code.get("version", "unknown")
+    other = code.get("other_code", [])
+    n_recorded = sum(m["files"] for step in code.get("steps", {}).values() for m in step["made_by"])
+    lines = ["## Code that made these results\n"]
+    if other:
+        rows = {}
+        for o in other:
+            row = rows.setdefault(o["rule"], {"step": o["rule"], "files": 0, "changed modules": set(),
+                                              "made by version": set(), "e.g.": f"`{o['file']}`"})
+            row["files"] += 1
+            row["changed modules"].update(o["changed"] or ["(not fingerprinted)"])
+            row["made by version"].add(str(o["version"]))
+        table = pd.DataFrame([{**r, "changed modules": ", ".join(sorted(r["changed modules"])),
+                               "made by version": ", ".join(sorted(r["made by version"]))}
+                              for r in rows.values()])
+        lines += [f"**{len(other)} of {n_recorded} result files (and whatever was computed from them) were "
+                  f"made by other code than the installed sclinbench {version}.** Run `snakemake` with "
+                  "its default rerun triggers (not `--rerun-triggers mtime`) to remake them.\n",
+                  to_markdown(table)]
+    else:
+        lines.append(f"All {n_recorded} result files these tables and figures were computed from that have "
+                     f"a job record were made by the installed sclinbench {version} (per-step code "
+                     "fingerprints in `provenance.json`).")
+    without = code.get("without_record", [])
+    if without:
+        shown = ", ".join(f"`{f}`" for f in without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+        lines.append(f"\nWithout a job record (source files, or results whose log is gone): {shown}.")
+    return lines + [""]
 
 
 def write_provenance(prov: Mapping, json_path: str | os.PathLike,
@@ -961,6 +1001,12 @@ def write_provenance(prov: Mapping, json_path: str | os.PathLike,
              "\n## Datasets (sha256 of the raw file)\n",
              to_markdown(pd.DataFrame(sorted(prov.get("datasets_sha256", {}).items()),
                                       columns=["dataset", "sha256"]))]
+    if prov.get("code"):
+        steps = [{"step": rule, "installed code": f"`{step['installed']}`",
+                  "files made by it": sum(m["files"] for m in step["made_by"] if m["installed_code"]),
+                  "by other code": sum(m["files"] for m in step["made_by"] if not m["installed_code"])}
+                 for rule, step in prov["code"].get("steps", {}).items()]
+        lines += ["\n" + "\n".join(code_lines(prov)), to_markdown(pd.DataFrame(steps))]
     _write_text("\n".join(lines), md_path)
 
 
