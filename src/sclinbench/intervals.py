@@ -73,7 +73,7 @@ def unit_draws(n_units: int, n_boot: int, rng: np.random.Generator):
         b = min(chunk, n_boot - done)
         idx = rng.integers(0, n_units, size=(b, n_units))
         flat = (idx + (np.arange(b) * n_units)[:, None]).ravel()
-        yield np.bincount(flat, minlength=b * n_units).reshape(b, n_units).astype(np.float64)
+        yield np.bincount(flat, minlength=b * n_units).reshape(b, n_units).astype(np.float32)
         done += b
 
 
@@ -132,11 +132,16 @@ def _auc_draws(c: _AucClass, W: np.ndarray) -> np.ndarray:
         Wr = W[:, c.codes]
         Wp = np.where(c.is_pos, Wr, 0.0)
         Wn = Wr - Wp
-        Pb = np.add.reduceat(Wp, c.starts, axis=1)
-        Nb = np.add.reduceat(Wn, c.starts, axis=1)
-        below = np.cumsum(Nb, axis=1) - 0.5 * Nb
-        num = (Pb * below).sum(axis=1)
-        den = Pb.sum(axis=1) * Nb.sum(axis=1)
+        P, N = Wp.sum(axis=1), Wn.sum(axis=1)
+        den = P * N
+        if c.starts.size == 1:                     # one score for every cell: 0.5 by definition
+            num = 0.5 * den
+        elif c.starts.size == c.codes.size:        # no ties: negatives below each positive
+            num = (Wp * np.cumsum(Wn, axis=1)).sum(axis=1)
+        else:
+            Pb = np.add.reduceat(Wp, c.starts, axis=1)
+            Nb = np.add.reduceat(Wn, c.starts, axis=1)
+            num = (Pb * (np.cumsum(Nb, axis=1) - 0.5 * Nb)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
@@ -282,11 +287,15 @@ def _by_pipeline(per_member: dict, metric: str) -> dict[str, np.ndarray]:
         return {p: np.nanmean(np.vstack(v), axis=0) if len(v) > 1 else v[0] for p, v in grouped.items()}
 
 
+def plural(unit: str) -> str:
+    return unit if unit.endswith("species") else unit + "s"
+
+
 def _interval_text(scope, n_boot: int, level: float) -> str:
     if scope.n_units < MIN_UNITS:
-        return f"{TOO_FEW} ({scope.n_units} {scope.unit}{'s' if scope.n_units != 1 else ''})"
+        return f"{TOO_FEW} ({scope.n_units} {scope.unit if scope.n_units == 1 else plural(scope.unit)})"
     how = ", metric recomputed from the pooled out-of-fold predictions" if scope.pooled else ""
-    return (f"{int(round(level * 100))}% percentile bootstrap over {scope.n_units} {scope.unit}s "
+    return (f"{int(round(level * 100))}% percentile bootstrap over {scope.n_units} {plural(scope.unit)} "
             f"({n_boot} draws, seeded){how}")
 
 

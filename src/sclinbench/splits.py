@@ -36,7 +36,8 @@ SPLIT_KINDS = ("stratified", "donor", "leave_one_donor_out", "donor_pseudobulk",
 #: Splits that hold whole donors out (their folds are checked for classes absent from training).
 DONOR_SPLITS = ("donor", "leave_one_donor_out", "donor_pseudobulk")
 #: How the same-species diagonal of a cross-species task is cross-validated.
-DIAGONAL_SPLITS = ("stratified", "donor", "none")
+DIAGONAL_SPLITS = ("stratified", "donor")
+PROTOCOLS = ("strict", "paper")
 DEFAULT_DIAGONAL = {"split": "stratified", "n_folds": 5}
 DEFAULT_LABEL = {"celltype": "cell_type", "disease": "condition", "cross_species": "cell_type",
                  "novel_type": "cell_type"}
@@ -234,7 +235,7 @@ def diagonal_spec(spec: dict) -> dict:
     """The same-species diagonal of a cross-species task: ``{split, n_folds}`` (``split: none`` = off)."""
     value = spec.get("diagonal", DEFAULT_DIAGONAL)
     name = spec.get("name", spec.get("kind"))
-    if value is None or value is False or value == "none":
+    if value == "none":
         return {"split": "none"}
     if not isinstance(value, dict):
         raise SclinbenchError(f"task '{name}': diagonal must be a mapping like {{split: stratified, n_folds: 5}} "
@@ -249,7 +250,7 @@ def diagonal_spec(spec: dict) -> dict:
     n = out["n_folds"]
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise SclinbenchError(f"task '{name}': diagonal.n_folds must be an integer >= 2, got {n!r}")
-    return {"split": out["split"], "n_folds": int(n)} if out["split"] != "none" else {"split": "none"}
+    return {"split": out["split"], "n_folds": int(n)}
 
 
 def cross_species(cells: pd.DataFrame, label: str, seed: int, dataset: str,
@@ -338,6 +339,9 @@ def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "da
     if split not in SPLIT_KINDS:
         raise SclinbenchError(f"unknown split '{split}' in task '{spec.get('name')}'; use one of {', '.join(SPLIT_KINDS)}")
     name = spec.get("name", spec["kind"])
+    if spec.get("protocol", "strict") not in PROTOCOLS:
+        raise SclinbenchError(f"task '{name}': protocol '{spec.get('protocol')}' is unknown; valid: "
+                              f"{', '.join(PROTOCOLS)}")
     if split == "cross_species" and spec.get("test_fraction") is not None:
         raise SclinbenchError(
             f"task '{name}': test_fraction does not apply to cross_species tasks (transfer folds train on "
