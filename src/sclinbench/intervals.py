@@ -28,6 +28,7 @@ i.e. cells) -- never by calling scikit-learn once per draw.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -239,7 +240,8 @@ class PooledScope:
             C = np.asarray((m.counts.T @ W.T).T).reshape(W.shape[0], k, k)
             values = confusion_metrics(C, self.mode)
             if m.auc:
-                with np.errstate(all="ignore"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # draws without both outcomes: NaN
                     values["auroc_ovr"] = np.nanmean(np.vstack([_auc_draws(c, W) for c in m.auc]), axis=0)
             else:
                 values["auroc_ovr"] = np.full(W.shape[0], np.nan)
@@ -283,7 +285,8 @@ def _by_pipeline(per_member: dict, metric: str) -> dict[str, np.ndarray]:
     for (pipeline, _), values in sorted(per_member.items()):
         if metric in values:
             grouped.setdefault(pipeline, []).append(values[metric])
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         return {p: np.nanmean(np.vstack(v), axis=0) if len(v) > 1 else v[0] for p, v in grouped.items()}
 
 
