@@ -101,3 +101,60 @@ def novel_predictions(pipelines: dict, types=("T", "B", "NK", "mono"), cells=50,
                 part["label_in_training"] = ~novel
                 frames.append(part)
     return pd.concat(frames, ignore_index=True)
+
+
+PIPELINE_SPECS = {
+    "rankz_centroid": {"representation": {"name": "rankz"}, "model": {"name": "centroid"}},
+    "log1p_pca_logreg": {"representation": {"name": "log1p"}, "model": {"name": "logreg"}},
+    "pearson_logreg": {"representation": {"name": "pearson"}, "model": {"name": "logreg"}},
+    "rankz_knn": {"representation": {"name": "rankz"}, "model": {"name": "knn"}},
+    "control_majority": {"role": "control", "representation": {"name": "rankz"}, "model": {"name": "majority"}},
+    "control_shuffled": {"role": "control", "representation": {"name": "rankz"}, "model": {"name": "centroid"},
+                         "control": "shuffled"},
+}
+#: accuracy of each made-up pipeline; kNN is the most accurate (and must never be the best *linear*)
+ACCURACY = {"rankz_centroid": 0.8, "log1p_pca_logreg": 0.7, "pearson_logreg": 0.75, "rankz_knn": 0.9,
+            "control_majority": 0.3, "control_shuffled": 0.25}
+TASKS = {
+    "celltype_stratified": {"kind": "celltype", "split": "stratified", "protocol": "paper"},
+    "celltype_donor": {"kind": "celltype", "split": "donor"},
+    "cross_species": {"kind": "cross_species", "split": "cross_species"},
+    "novel_type": {"kind": "novel_type", "split": "novel_type"},
+    "disease_donor": {"kind": "disease", "split": "donor_pseudobulk"},
+}
+RUN = [("pbmc68k", "celltype_stratified"), ("pbmc68k", "novel_type"), ("atlas", "celltype_donor"),
+       ("atlas", "cross_species"), ("atlas", "disease_donor")]
+
+
+def fake_run(tmp_path, n_boot=200, weak=None):
+    """Score-stage and metrics-stage tables of a made-up run (the real code paths from predictions on).
+
+    ``weak``: a (dataset, task) whose methods are no better than the shuffled control.
+    """
+    from sclinbench import intervals, metrics
+    from sclinbench.io import write_table
+
+    files = {k: [] for k in ("scores", "summary", "paired", "unseen")}
+    for i, (dataset, task) in enumerate(RUN):
+        acc = dict(ACCURACY)
+        if (dataset, task) == weak:
+            acc = {k: (0.27 if k not in ("control_majority",) else v) for k, v in acc.items()}
+        spec = TASKS[task]
+        if spec["kind"] == "cross_species":
+            pred = cross_species_predictions(acc, species=("human", "macaque", "mouse"), seed=i, only_in="macaque")
+        elif spec["kind"] == "novel_type":
+            pred = novel_predictions(acc, seed=i)
+        elif spec["split"] == "donor_pseudobulk":
+            pred = kfold_predictions(acc, n_donors=8, cells_per_donor=1, n_folds=8, seed=i, labels=["dis", "ok"])
+        else:
+            pred = kfold_predictions(acc, seed=i, donor_ids=dataset != "pbmc68k")
+        summary, paired = intervals.summarize_predictions(pred, spec, n_boot=n_boot, key=f"{dataset}/{task}")
+        out = {"scores": metrics.score(pred, spec["kind"]), "summary": summary, "paired": paired,
+               "unseen": metrics.unseen_labels(pred)}
+        for k, table in out.items():
+            path = tmp_path / f"{dataset}~{task}.{k}.tsv"
+            write_table(table, path)
+            files[k].append(path)
+    datasets = [d for d, _ in RUN]
+    task_of = [t for _, t in RUN]
+    return {k: metrics.assemble(v, datasets, task_of, TASKS, PIPELINE_SPECS, kind=k) for k, v in files.items()}

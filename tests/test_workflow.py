@@ -22,8 +22,8 @@ def test_default_run_writes_metrics_and_beats_controls(default_run):
     workdir, _ = default_run
     m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
     assert list(m.columns) == ["dataset", "task", "kind", "split_kind", "group", "pipeline", "role",
-                               "representation", "model", "fold", "metric", "value"]
-    f1 = _metric(m, dataset="pbmc68k", task="celltype_stratified", metric="macro_f1")
+                               "representation", "model", "fold", "repeat", "metric", "value"]
+    f1 = _metric(m, dataset="pbmc68k", task="celltype_stratified", metric="macro_f1", repeat=0)
     by = f1.groupby("pipeline")["value"].mean()
     assert set(by.index) == {"rankz_centroid", "log1p_pca_logreg", "control_majority", "control_shuffled"}
     for method in ("rankz_centroid", "log1p_pca_logreg"):
@@ -39,7 +39,8 @@ def test_every_test_cell_is_predicted_once_per_fold(default_run):
     pred = pd.read_csv(workdir / "results/predictions/dataset~pbmc68k/task~celltype_stratified/"
                        "representation~rankz.tsv.gz", sep="\t")
     test = splits[splits.role == "test"]
-    for pipeline, rows in pred.groupby("pipeline"):
+    assert pred.loc[pred.pipeline == "control_shuffled", "repeat"].nunique() == 5
+    for (pipeline, repeat), rows in pred.groupby(["pipeline", "repeat"]):
         assert len(rows) == len(test)
         assert set(zip(rows.cell_id, rows.fold)) == set(zip(test.cell_id, test.fold))
     adata = ad.read_h5ad(workdir / "resources/standardized/pbmc68k.h5ad")
@@ -59,12 +60,27 @@ def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
     # more divergent species are harder: alpha->beta (0.3) beats alpha->gamma (0.6)
     by_pair = off[off.pipeline == "rankz_centroid"].groupby("group")["value"].mean()
     assert by_pair["alpha->beta"] > by_pair["alpha->gamma"]
+    # one transfer fold per pair, trained on every alpha cell; the diagonal is a 4-fold donor CV
+    assert off.groupby(["pipeline", "group", "repeat"]).fold.nunique().eq(1).all()
+    assert diag[diag.pipeline == "rankz_centroid"].groupby("group").fold.nunique().eq(4).all()
+    splits = pd.read_csv(workdir / "results/splits/dataset~atlas/task~cross_species.tsv.gz", sep="\t")
+    std = ad.read_h5ad(workdir / "resources/standardized/atlas.h5ad", backed="r").obs
+    train0 = splits[(splits.fold == 0) & (splits.role == "train")]
+    assert set(train0.cell_id) == set(std.index[std.organism == train0.group.iloc[0].split("->")[0]])
+    # beta's own type is not in alpha: counted apart, never in the headline
+    unseen = _metric(m, task="cross_species", group="alpha->beta", metric="n_cells_unseen_label")
+    assert (unseen.value > 0).all()
+    s = pd.read_csv(workdir / "results/summary.tsv", sep="\t", keep_default_na=False)
+    head = s[(s.task == "cross_species") & (s.group == "") & (s.metric == "macro_f1")].set_index("pipeline")
+    assert head.loc["rankz_centroid", "n_units"] == 6 and head.loc["rankz_centroid", "unit"] == "species pair"
+    assert float(head.loc["rankz_centroid", "value"]) == pytest.approx(by_pair.mean())
 
 
 def test_held_out_types_are_flagged_as_novel(default_run):
     workdir, _ = default_run
     m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
     auc = _metric(m, dataset="atlas", task="novel_type", metric="novelty_auroc").groupby("pipeline")["value"].mean()
+    assert (_metric(m, task="novel_type", pipeline="control_majority", metric="novelty_auroc").value == 0.5).all()
     assert auc["rankz_centroid"] > 0.7, auc
     assert auc["control_majority"] == pytest.approx(0.5)
 
@@ -76,6 +92,29 @@ def test_disease_program_is_found_at_cell_and_donor_level(default_run):
     assert cell["rankz_centroid"] > cell["control_shuffled"] + 0.1, cell
     donor = _metric(m, task="disease_donor", metric="accuracy").groupby("pipeline")["value"].mean()
     assert donor["rankz_centroid"] >= 0.75 and donor["control_majority"] < 0.5, donor
+
+
+def test_results_readme_headline_and_controls(default_run):
+    workdir, _ = default_run
+    text = (workdir / "results/README.md").read_text()
+    assert "rankz_centroid (declared)" in text and "log1p_pca_logreg (declared)" in text
+    assert "chosen on the evaluation folds: optimistic" in text
+    assert "macro F1 (transfer pairs, excl. same-species, shared labels)" in text
+    assert "novelty AUROC" in text and "signal over control" in text
+    line = next(x for x in text.splitlines() if x.startswith("| atlas | cross_species"))
+    assert "species pair" in line and "5 repeats" in line
+    s = pd.read_csv(workdir / "results/summary.tsv", sep="\t", keep_default_na=False)
+    shuffled = s[(s.pipeline == "control_shuffled") & (s.metric == "auroc_ovr") & (s.group == "")]
+    assert (shuffled.n_repeats.astype(int) == 5).all()
+    # (leave-one-donor-out pseudobulk excepted: there every control anti-learns, see the method note)
+    k_fold = shuffled[shuffled.split_kind != "donor_pseudobulk"].value.astype(float)
+    assert len(k_fold) == 7 and abs(k_fold.mean() - 0.5) < 0.05 and (abs(k_fold - 0.5) < 0.1).all(), k_fold
+    majority = s[(s.pipeline == "control_majority") & (s.metric == "auroc_ovr") & (s.group == "")]
+    assert (majority.value.astype(float) == 0.5).all()          # constant scores, also pooled over LOO folds
+    best = pd.read_csv(workdir / "results/tables/best_linear.tsv", sep="\t")
+    assert set(best.family) == {"linear"}
+    for stem in ("headline", "summary", "paired_comparison", "cross_species_unseen"):
+        assert "ntervals" in (workdir / f"results/tables/{stem}.md").read_text()
 
 
 def test_second_run_does_no_work(default_run):

@@ -716,6 +716,9 @@ _METHOD_NOTE = (
     "(`macro_f1_all_target_labels` counts every target label); the same-species cross-validation is "
     "reported apart. Controls: majority class (constant scores, AUROC 0.5 by definition) and shuffled "
     "training labels (a new permutation per fold, repeated; mean over repeats, their range and sd beside). "
+    "Under leave-one-donor-out splits both controls fall below chance (each fold's training set holds "
+    "fewer samples of the held-out donor's class, so class-frequency rules anti-learn): read them as lower "
+    "bounds there. "
     "'embedding' pipelines classify a user-supplied foundation-model embedding with a linear model "
     "fitted here (computed here, not published numbers)."
 )
