@@ -210,6 +210,9 @@ def test_paper_configuration_dry_runs_offline(workdir):
         assert f"\n{rule} " in text or f"\n{rule}\t" in text or f"rule {rule}:" in text, rule
     assert "results/predictions/dataset~spermatogenesis/task~spermatogenesis_cross_species" in text
     assert "resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv" in text
+    proc = run_snakemake(workdir, "-n", "--configfile", "config/paper.yaml", "config/paper_pipeline.yaml",
+                         check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
 
 def test_local_dataset_gets_metrics_and_figures(workdir):

@@ -753,40 +753,58 @@ def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
                    declared: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per dataset x task: the declared pipelines, the best linear pipeline of the grid
     (chosen on the evaluation folds: optimistic), every control, and whether the best beats the
-    best control beyond the interval of their paired difference."""
+    best control beyond the interval of their paired difference.
+
+    Cross-species tasks get two rows, like beside like: the strict average over transfer pairs and
+    the paper's average over every pair including the same-species one (``protocol`` column); the
+    task's own protocol comes first.
+    """
     s = check_summary(summary)
     declared = list(DEFAULT_DECLARED if declared is None else declared)
-    best = best_of_grid(s, "linear")
-    signal = signal_over_control(s, paired, "linear")
     controls = sorted(pd.unique(s.loc[s["role"] == "control", "pipeline"]))
     rows = []
     for t in tasks_of(s).itertuples(index=False):
-        here = s[(s["dataset"] == t.dataset) & (s["task"] == t.task) & (s["group"] == t.group)
-                 & (s["metric"] == t.metric)]
+        views = [(t.group, t.protocol)]
+        if t.kind == "cross_species":
+            other = ("", "strict") if t.group else ("incl. same-species", "paper")
+            views.append(other)
+        task_rows = s[(s["dataset"] == t.dataset) & (s["task"] == t.task) & (s["metric"] == t.metric)]
+        for group, protocol in views:
+            here = task_rows[task_rows["group"] == group]
+            if here.empty:
+                continue
 
-        def cell(name):
-            x = here[here["pipeline"] == name]
-            return format_row(x.iloc[0].to_dict()) if len(x) else "not run"
+            def cell(name):
+                x = here[here["pipeline"] == name]
+                return format_row(x.iloc[0].to_dict()) if len(x) else "not run"
 
-        row = {"dataset": t.dataset, "task": t.task, "protocol": t.protocol, "split": t.split_kind,
-               "score": score_label(t.metric, t.kind, t.group)}
-        for name in declared:
-            row[f"{name} (declared)"] = cell(name)
-        b = best[(best["dataset"] == t.dataset) & (best["task"] == t.task)]
-        row["best linear of the grid (" + OPTIMISTIC + ")"] = (
-            f"{b.iloc[0]['pipeline']}: {format_row(b.iloc[0].to_dict())}" if len(b) else "–")
-        for c in controls:
-            row[c] = cell(c)
-        sg = signal[(signal["dataset"] == t.dataset) & (signal["task"] == t.task)]
-        if len(sg):
-            g = sg.iloc[0]
-            diff = format_ci(g["difference"], g["ci_low"], g["ci_high"])
-            row["signal over control"] = f"{g['signal']} ({g['best']} − {g['control']}: {diff})"
-        else:
-            row["signal over control"] = "–"
-        units = here["n_units"].dropna()
-        row["n (unit)"] = f"{int(units.max())} ({here['unit'].iloc[0]})" if len(units) else "–"
-        rows.append(row)
+            row = {"dataset": t.dataset, "task": t.task, "protocol": protocol, "split": t.split_kind,
+                   "score": score_label(t.metric, t.kind, group)}
+            for name in declared:
+                row[f"{name} (declared)"] = cell(name)
+            methods = here[(here["role"] == "method") & (here["family"] == "linear")
+                           & (here["representation"] != "embedding") & here["value"].notna()]
+            best = methods.sort_values(["value", "pipeline"], ascending=[False, True]).head(1)
+            row["best linear of the grid (" + OPTIMISTIC + ")"] = (
+                f"{best.iloc[0]['pipeline']}: {format_row(best.iloc[0].to_dict())}" if len(best) else "–")
+            for c in controls:
+                row[c] = cell(c)
+            ctrl = here[(here["role"] == "control") & here["value"].notna()].sort_values(
+                ["value", "pipeline"], ascending=[False, True]).head(1)
+            verdict = "–"
+            if len(best) and len(ctrl):
+                d = paired_difference(paired, t.dataset, t.task, group, t.metric, best.iloc[0]["pipeline"],
+                                      ctrl.iloc[0]["pipeline"])
+                if d is None or not np.isfinite(d["ci_low"]):
+                    verdict = UNTESTED
+                else:
+                    flag = SIGNAL if d["ci_low"] > 0 else NO_SIGNAL
+                    verdict = (f"{flag} ({best.iloc[0]['pipeline']} − {ctrl.iloc[0]['pipeline']}: "
+                               f"{format_ci(d['difference'], d['ci_low'], d['ci_high'])})")
+            row["signal over control"] = verdict
+            units = here["n_units"].dropna()
+            row["n (unit)"] = f"{int(units.max())} ({here['unit'].iloc[0]})" if len(units) else "–"
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
