@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 
 from conftest import copy_workflow, run_snakemake
+from sclinbench import report
 
 pytestmark = pytest.mark.workflow
+
+
+def _read_metrics(workdir):
+    return pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False,
+                       na_values={"value": ["nan", "NaN", ""]})
 
 
 def _metric(m, **kw):
@@ -20,7 +26,7 @@ def _metric(m, **kw):
 
 def test_default_run_writes_metrics_and_beats_controls(default_run):
     workdir, _ = default_run
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     assert list(m.columns) == ["dataset", "task", "kind", "split_kind", "group", "pipeline", "role",
                                "representation", "model", "fold", "repeat", "metric", "value"]
     f1 = _metric(m, dataset="pbmc68k", task="celltype_stratified", metric="macro_f1", repeat=0)
@@ -49,7 +55,7 @@ def test_every_test_cell_is_predicted_once_per_fold(default_run):
 
 def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
     workdir, _ = default_run
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     cs = _metric(m, dataset="atlas", task="cross_species", metric="macro_f1")
     off = cs[cs.group.map(lambda g: g.split("->")[0] != g.split("->")[1])]
     diag = cs[cs.group.map(lambda g: g.split("->")[0] == g.split("->")[1])]
@@ -70,7 +76,7 @@ def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
     # beta's own type is not in alpha: counted apart, never in the headline
     unseen = _metric(m, task="cross_species", group="alpha->beta", metric="n_cells_unseen_label")
     assert (unseen.value > 0).all()
-    s = pd.read_csv(workdir / "results/summary.tsv", sep="\t", keep_default_na=False)
+    s = report.read_summary(workdir / "results/summary.tsv")
     head = s[(s.task == "cross_species") & (s.group == "") & (s.metric == "macro_f1")].set_index("pipeline")
     assert head.loc["rankz_centroid", "n_units"] == 6 and head.loc["rankz_centroid", "unit"] == "species pair"
     assert float(head.loc["rankz_centroid", "value"]) == pytest.approx(by_pair.mean())
@@ -78,7 +84,7 @@ def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
 
 def test_held_out_types_are_flagged_as_novel(default_run):
     workdir, _ = default_run
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     auc = _metric(m, dataset="atlas", task="novel_type", metric="novelty_auroc").groupby("pipeline")["value"].mean()
     assert (_metric(m, task="novel_type", pipeline="control_majority", metric="novelty_auroc").value == 0.5).all()
     assert auc["rankz_centroid"] > 0.7, auc
@@ -87,7 +93,7 @@ def test_held_out_types_are_flagged_as_novel(default_run):
 
 def test_disease_program_is_found_at_cell_and_donor_level(default_run):
     workdir, _ = default_run
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     cell = _metric(m, task="disease_cell", metric="macro_f1").groupby("pipeline")["value"].mean()
     assert cell["rankz_centroid"] > cell["control_shuffled"] + 0.1, cell
     donor = _metric(m, task="disease_donor", metric="accuracy").groupby("pipeline")["value"].mean()
@@ -103,7 +109,7 @@ def test_results_readme_headline_and_controls(default_run):
     assert "novelty AUROC" in text and "signal over control" in text
     line = next(x for x in text.splitlines() if x.startswith("| atlas | cross_species"))
     assert "species pair" in line and "5 repeats" in line
-    s = pd.read_csv(workdir / "results/summary.tsv", sep="\t", keep_default_na=False)
+    s = report.read_summary(workdir / "results/summary.tsv")
     shuffled = s[(s.pipeline == "control_shuffled") & (s.metric == "auroc_ovr") & (s.group == "")]
     assert (shuffled.n_repeats.astype(int) == 5).all()
     # (leave-one-donor-out pseudobulk excepted: there every control anti-learns, see the method note)
@@ -227,7 +233,7 @@ def test_local_dataset_gets_metrics_and_figures(workdir):
         "use_tasks: [mine_celltype]\ntasks:\n  mine_celltype: {kind: celltype, split: donor, n_folds: 3, "
         "datasets: [mydata]}\n")
     run_snakemake(workdir, "--configfile", "config/config.yaml", "mine.yaml")
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     assert set(m.dataset) == {"mydata"} and set(m.task) == {"mine_celltype"}
     f1 = m[m.metric == "macro_f1"].groupby("pipeline")["value"].mean()
     assert f1["rankz_centroid"] > f1["control_shuffled"] + 0.3
