@@ -35,10 +35,13 @@ def test_pooled_point_estimates_equal_the_metric_of_all_out_of_fold_predictions(
     assert r["repeat_sd"] == pytest.approx(np.std(per_rep, ddof=1))
 
 
-@pytest.mark.parametrize("units", ["donor", "cell"])
-def test_a_draw_equals_the_metric_of_the_explicitly_resampled_rows(units):
-    pred = kfold_predictions({"good": 0.8, "ok": 0.5}, seed=2, donor_ids=True)
+@pytest.mark.parametrize("units, per_donor", [("donor", 40), ("cell", 40), ("cell", 500)])
+def test_a_draw_equals_the_metric_of_the_explicitly_resampled_rows(units, per_donor):
+    """Donors; cells one by one; more than 2,000 cells: resampled in random blocks of cells."""
+    pred = kfold_predictions({"good": 0.8, "ok": 0.5}, seed=2, donor_ids=True, cells_per_donor=per_donor)
     scope = intervals.PooledScope(pred, units)
+    if per_donor == 500:
+        assert scope.n_units == intervals.CELL_BLOCKS and scope.n_reported == 3000 and "random blocks" in scope.note
     rng = np.random.default_rng(5)
     W = next(intervals.unit_draws(scope.n_units, 3, rng))
     got = scope.metrics(W)

@@ -22,8 +22,11 @@ them into the numbers the tables report (``results/scores/.../task~T.summary.tsv
 Confusion-matrix metrics are recomputed per draw from per-unit confusion counts (a draw is a
 vector of unit multiplicities ``w``; the draw's confusion matrix is ``w @ counts``), AUROC from
 per-unit pair counts (``w^T A w`` over the ``U x U`` matrix ``A`` of positive-over-negative pairs,
-for up to :data:`PAIR_MATRIX_MAX_UNITS` units) or by re-weighting the sorted scores (more units,
-i.e. cells) -- never by calling scikit-learn once per draw.
+for up to :data:`PAIR_MATRIX_MAX_UNITS` units) or by re-weighting the sorted scores (more units)
+-- never by calling scikit-learn once per draw. When the units are cells and there are more than
+:data:`DIRECT_MAX_CELLS`, the cells are resampled in :data:`CELL_BLOCKS` seeded random blocks: for
+independent cells this has the variance of the cell bootstrap (the interval text says so) and keeps
+a 100,000-cell task at seconds.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ from sclinbench.metrics import (
 )
 
 MIN_UNITS = 3                   # fewer units: no interval
-PAIR_MATRIX_MAX_UNITS = 64      # AUROC per draw via U x U pair counts up to this many units
+PAIR_MATRIX_MAX_UNITS = 256     # AUROC per draw via U x U pair counts up to this many units
+DIRECT_MAX_CELLS = 2000         # cells as units: each cell its own unit up to this many ...
+CELL_BLOCKS = 256               # ... beyond, random blocks of cells (same variance for independent cells)
 _CHUNK_ELEMENTS = 4_000_000     # draws x units generated at a time
 POOLED_METRICS = CONFUSION_METRICS + ("auroc_ovr",)
 #: Metrics compared pair-wise (paired differences), per task kind.
@@ -108,26 +113,35 @@ class _AucClass:
 
 
 def _auc_class(s: np.ndarray, positive: np.ndarray, codes: np.ndarray, n_units: int) -> _AucClass:
+    if n_units <= PAIR_MATRIX_MAX_UNITS:
+        # pair[d, e] = sum over positives i of unit d and negatives j of unit e of [s_j < s_i] + [s_j = s_i] / 2
+        sp_, up = s[positive], codes[positive]
+        by_score = np.argsort(sp_, kind="mergesort")     # sorted queries search faster
+        sp_, up = sp_[by_score], up[by_score]
+        pair = np.zeros((n_units, n_units))
+        neg_s, neg_u = s[~positive], codes[~positive]
+        order = np.argsort(neg_u, kind="mergesort")
+        neg_s, neg_u = neg_s[order], neg_u[order]
+        bounds = np.searchsorted(neg_u, np.arange(n_units + 1))
+        for e in range(n_units):
+            ne = np.sort(neg_s[bounds[e]:bounds[e + 1]])
+            if ne.size == 0:
+                continue
+            left = np.searchsorted(ne, sp_, "left")
+            below = 0.5 * (left + np.searchsorted(ne, sp_, "right"))
+            pair[:, e] = np.bincount(up, weights=below, minlength=n_units)
+        return _AucClass(pair=pair, pos=np.bincount(up, minlength=n_units).astype(float),
+                         neg=np.bincount(codes[~positive], minlength=n_units).astype(float))
     order = np.argsort(s, kind="mergesort")
     s_sorted = s[order]
     starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    c_sorted, p_sorted = codes[order], positive[order]
-    if n_units <= PAIR_MATRIX_MAX_UNITS:
-        block = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, s.size]))
-        nb = starts.size
-        P = sp.csr_matrix((p_sorted.astype(float), (block, c_sorted)), shape=(nb, n_units))
-        N = sp.csr_matrix(((~p_sorted).astype(float), (block, c_sorted)), shape=(nb, n_units)).toarray()
-        below = np.cumsum(N, axis=0) - N + 0.5 * N          # negatives strictly below + half the ties
-        pair = np.asarray(P.T @ below)                      # U x U
-        return _AucClass(pair=pair, pos=np.bincount(codes[positive], minlength=n_units).astype(float),
-                         neg=np.bincount(codes[~positive], minlength=n_units).astype(float))
-    return _AucClass(order=order, codes=c_sorted, is_pos=p_sorted, starts=starts)
+    return _AucClass(order=order, codes=codes[order], is_pos=positive[order], starts=starts)
 
 
 def _auc_draws(c: _AucClass, W: np.ndarray) -> np.ndarray:
     """AUROC of one class under unit multiplicities ``W`` (b x U); NaN without both outcomes."""
     if c.pair is not None:
-        num = np.einsum("bu,uv,bv->b", W, c.pair, W)
+        num = ((W @ c.pair) * W).sum(axis=1)
         den = (W @ c.pos) * (W @ c.neg)
     else:
         Wr = W[:, c.codes]
@@ -200,7 +214,14 @@ class PooledScope:
             raise SclinbenchError(f"{where}: no predictions to score")
         ref = members[0][1].sort_values(["fold", "cell_id"], kind="mergesort")
         self.codes, self.unit_names = _unit_codes(ref, units)
-        self.n_units = len(self.unit_names)
+        self.n_units = self.n_reported = len(self.unit_names)
+        self.note = ""
+        if units == "cell" and self.n_units > DIRECT_MAX_CELLS:
+            self.codes = np.random.default_rng(0).permutation(self.n_units) % CELL_BLOCKS
+            self.note = (f", cells resampled in {CELL_BLOCKS} seeded random blocks of about "
+                         f"{self.n_units // CELL_BLOCKS} cells")
+            self.n_units = CELL_BLOCKS
+            self.unit_names = [f"block {i}" for i in range(CELL_BLOCKS)]
         self.labels = label_index(rows["y_true"]) if mode == "truth" else label_index(rows["y_true"], rows["y_pred"])
         L = len(self.labels)
         auc_labels = set(rows["y_true"].astype(str)) & set(self.labels)
@@ -258,7 +279,8 @@ class MeanScope:
         """``values``: columns ``pipeline, repeat, unit, metric, value``."""
         self.unit = unit
         self.unit_names = sorted(pd.unique(values["unit"]))
-        self.n_units = len(self.unit_names)
+        self.n_units = self.n_reported = len(self.unit_names)
+        self.note = ""
         self.table = {}
         for (pipeline, repeat, metric), df in values.groupby(["pipeline", "repeat", "metric"], sort=True):
             v = df.set_index("unit")["value"].reindex(self.unit_names).to_numpy(float)
@@ -298,8 +320,8 @@ def _interval_text(scope, n_boot: int, level: float) -> str:
     if scope.n_units < MIN_UNITS:
         return f"{TOO_FEW} ({scope.n_units} {scope.unit if scope.n_units == 1 else plural(scope.unit)})"
     how = ", metric recomputed from the pooled out-of-fold predictions" if scope.pooled else ""
-    return (f"{int(round(level * 100))}% percentile bootstrap over {scope.n_units} {plural(scope.unit)} "
-            f"({n_boot} draws, seeded){how}")
+    return (f"{int(round(level * 100))}% percentile bootstrap over {scope.n_reported} {plural(scope.unit)} "
+            f"({n_boot} draws, seeded){how}{scope.note}")
 
 
 def resample(scope, metrics: list[str], n_boot: int, level: float, rng: np.random.Generator,
@@ -336,7 +358,7 @@ def resample(scope, metrics: list[str], n_boot: int, level: float, rng: np.rando
                 unit_values = "; ".join(f"{n}: {'–' if not np.isfinite(v) else f'{v:.3f}'}"
                                         for n, v in zip(scope.unit_names, per_unit))
             rows.append({"pipeline": p, "group": group, "metric": metric, "value": float(est[p][0]),
-                         "ci_low": lo, "ci_high": hi, "n_units": scope.n_units, "unit": scope.unit,
+                         "ci_low": lo, "ci_high": hi, "n_units": scope.n_reported, "unit": scope.unit,
                          "interval": interval, "unit_values": unit_values, "n_repeats": len(reps),
                          "repeat_sd": float(np.std(reps, ddof=1)) if len(reps) > 1 else np.nan,
                          "repeat_min": float(np.min(reps)) if len(reps) > 1 else np.nan,
@@ -354,7 +376,7 @@ def resample(scope, metrics: list[str], n_boot: int, level: float, rng: np.rando
                 lo = hi = np.nan
                 verdict = TOO_FEW
             pair_rows.append({"group": group, "a": a, "b": b, "metric": metric, "difference": diff,
-                              "ci_low": lo, "ci_high": hi, "n_units": scope.n_units, "unit": scope.unit,
+                              "ci_low": lo, "ci_high": hi, "n_units": scope.n_reported, "unit": scope.unit,
                               "interval": interval, "verdict": verdict})
     return rows, pair_rows
 
