@@ -188,6 +188,8 @@ def test_shuffled_control_mean_auroc_is_one_half(which, liao):
     summary, _ = intervals.summarize_predictions(pred, task, n_boot=100)
     auc = summary[(summary.metric == "auroc_ovr") & (summary.group == "")].iloc[0]
     assert auc["n_repeats"] == 40
+    print(f"shuffled control, {which}: mean AUROC {auc['value']:.3f} over 40 repeats "
+          f"({auc['repeat_min']:.3f}-{auc['repeat_max']:.3f})")
     assert abs(auc["value"] - 0.5) < 0.05, auc["value"]
     assert auc["repeat_max"] - auc["repeat_min"] > 0.05   # single permutations do stray: hence repeats
 
