@@ -2,19 +2,24 @@
 # Bundled datasets (scanpy's pbmc68k) and local files need no fetch step.
 
 rule fetch:
-    """Download one file of a url dataset: resumable, retried, size/sha256-checked, atomic."""
+    """Download one file of a url dataset: resumable, retried within a deadline, content-, size- and
+    sha256-checked, atomic. The fetch retries by itself (download: in the config), so Snakemake
+    never repeats it: retries 0 here wins over --retries and profiles/slurm's retries: 2."""
     output:
         "resources/raw/{dataset}/{filename}",
     params:
         spec=lambda wc: _url_file(wc.dataset, wc.filename),
-        lockfile="resources/checksums.lock.tsv",
+        format=lambda wc: REGISTRY[wc.dataset].get("format", "h5ad"),
+        hint=lambda wc: _fetch_hint(wc.dataset, wc.filename),
+        previous=lambda wc: _previous_raw_path(wc.dataset, wc.filename),
+        lockfile=LOCKFILE,
     log:
         "logs/fetch/{dataset}/{filename}.log",
     threads: 1
     resources:
         mem_mb=500,
         runtime=240,
-    retries: 2
+    retries: 0
     conda:
         CONDA_ENV
     script:
@@ -51,7 +56,7 @@ rule ensembl_orthologs:
     resources:
         mem_mb=1000,
         runtime=60,
-    retries: 2
+    retries: 0  # the download retries by itself
     conda:
         CONDA_ENV
     script:
@@ -70,6 +75,7 @@ rule standardize:
             m: REGISTRY[m] for m in REGISTRY[wc.dataset].get("members", {}).values()
         },
         qc=config.get("qc", {}),
+        lockfile=LOCKFILE,  # raw files (also those placed by hand) are verified before they are read
     log:
         "logs/standardize/{dataset}.log",
     benchmark:

@@ -1,6 +1,8 @@
 # Report: summary tables with CIs, published numbers beside ours (labelled), figures, provenance,
 # and the Snakemake HTML report (snakemake --report results/report.html).
 
+from sclinbench.manifest import entry_counts
+
 rule provenance:
     """Package versions, config hash, git commit and dataset checksums of this run."""
     input:
@@ -43,6 +45,7 @@ rule tables:
         declared=DECLARED,
         n_boot=REPORT.get("bootstrap", 2000),
         level=REPORT.get("ci", 0.95),
+        counts=entry_counts(REGISTRY, DATASETS),  # which counts produced each dataset's numbers
     log:
         "logs/tables.log",
     benchmark:

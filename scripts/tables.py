@@ -16,7 +16,8 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     paired = report.read_paired(sm.input.paired)
     unseen = report.read_unseen(sm.input.unseen)
     reference = report.read_reference(sm.input.reference)
-    kw = dict(declared=sm.params.declared, level=sm.params.level, n_boot=sm.params.n_boot)
+    kw = dict(declared=sm.params.declared, level=sm.params.level, n_boot=sm.params.n_boot,
+              counts=sm.params.counts)
     report.write_tables(metrics, summary, paired, reference, Path(sm.output.readme).parent / "tables",
                         tasks=sm.params.tasks, unseen=unseen, **kw)
     provenance = json.loads(Path(sm.input.provenance).read_text())

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import copy_workflow, run_snakemake
+from conftest import copy_workflow, paper_configfiles, run_snakemake
 from sclinbench import report
 
 pytestmark = pytest.mark.workflow
@@ -209,14 +209,14 @@ def test_zero_cells_after_filtering(workdir):
 
 
 def test_paper_configuration_dry_runs_offline(workdir):
-    proc = run_snakemake(workdir, "-n", "--configfile", "config/paper.yaml", check=False)
+    proc = run_snakemake(workdir, "-n", "--configfile", *paper_configfiles(workdir), check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
     for rule in ("fetch", "ensembl_orthologs", "standardize", "evaluate", "figures", "tables"):
         assert f"\n{rule} " in text or f"\n{rule}\t" in text or f"rule {rule}:" in text, rule
     assert "results/predictions/dataset~spermatogenesis/task~spermatogenesis_cross_species" in text
     assert "resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv" in text
-    proc = run_snakemake(workdir, "-n", "--configfile", "config/paper.yaml", "config/paper_pipeline.yaml",
+    proc = run_snakemake(workdir, "-n", "--configfile", *paper_configfiles(workdir), "config/paper_pipeline.yaml",
                          check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 

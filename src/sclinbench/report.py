@@ -63,7 +63,7 @@ CONTROL_PIPELINES = ("control_majority", "control_shuffled")
 COMPUTED = "computed here"
 PUBLISHED = "published"
 REFERENCE_COLUMNS = ("model", "dataset", "task", "metric", "training_species", "value",
-                     "includes_diagonal", "citation", "note")
+                     "includes_diagonal", "citation", "note", "counts")
 #: Binomial (lower case) -> common name, so ``Homo sapiens->Mus musculus`` groups line up with the
 #: common names used by the published tables.
 SPECIES_COMMON_NAMES = {
@@ -497,7 +497,8 @@ def read_reference(path: str | os.PathLike, schema_path: str | os.PathLike | Non
 
 def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
                     dataset_aliases: Mapping[str, str] | None = None,
-                    only_matching: bool = True) -> pd.DataFrame:
+                    only_matching: bool = True,
+                    counts: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Published numbers and ours side by side, one row per number, each with its ``source``.
 
     Parameters
@@ -511,15 +512,20 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
         Our dataset name -> the reference's dataset name (e.g. ``{"atlas": "spermatogenesis"}``).
     only_matching
         Keep only published rows whose dataset, task kind and metric appear in ``ours``.
+    counts
+        Our dataset name -> the matrix its raw counts were read from (registry ``counts``, e.g.
+        ``raw.X`` or ``layers/decontXcounts``; :func:`sclinbench.manifest.entry_counts`).
 
     Returns
     -------
-    Columns ``source, dataset, task, metric, training_species, model, includes_diagonal, value,
-    ci_low, ci_high, n, citation, note``. ``model`` is the pipeline name for our rows;
+    Columns ``source, dataset, task, metric, training_species, model, counts, includes_diagonal,
+    value, ci_low, ci_high, n, citation, note``. ``model`` is the pipeline name for our rows;
+    ``counts`` says which counts produced the number (ours: from ``counts``, "not recorded" when
+    not given; published: the reference's ``counts`` column, e.g. "not stated");
     ``includes_diagonal`` is ``true``/``false``/``unknown``; species use common names.
     """
     aliases = dict(dataset_aliases or {})
-    cols = ["source", "dataset", "task", "metric", "training_species", "model", "includes_diagonal",
+    cols = ["source", "dataset", "task", "metric", "training_species", "model", "counts", "includes_diagonal",
             "value", "ci_low", "ci_high", "n", "citation", "note"]
     mine = pd.DataFrame(columns=cols)
     if len(ours):
@@ -534,6 +540,7 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
             "metric": o["metric"].to_numpy(),
             "training_species": [common_species_name(s) for s in o["training_species"]],
             "model": o["pipeline"].to_numpy(),
+            "counts": [str((counts or {}).get(d, "not recorded")) for d in o["dataset"]],
             "includes_diagonal": np.where(o["includes_diagonal"].astype(bool), "true", "false"),
             "value": o["mean"].astype(float).to_numpy(),
             "ci_low": o["ci_low"].astype(float).to_numpy(),
@@ -553,7 +560,10 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
         "source": PUBLISHED, "dataset": ref["dataset"].to_numpy(), "task": ref["task"].to_numpy(),
         "metric": ref["metric"].to_numpy(),
         "training_species": [common_species_name(s) for s in ref["training_species"]],
-        "model": ref["model"].to_numpy(), "includes_diagonal": ref["includes_diagonal"].to_numpy(),
+        "model": ref["model"].to_numpy(),
+        "counts": (ref["counts"].replace("", "not stated").to_numpy() if "counts" in ref.columns
+                   else "not stated"),
+        "includes_diagonal": ref["includes_diagonal"].to_numpy(),
         "value": ref["value"].astype(float).to_numpy(), "ci_low": np.nan, "ci_high": np.nan,
         "n": pd.NA, "citation": ref["citation"].to_numpy(), "note": ref["note"].to_numpy(),
     })
@@ -580,12 +590,12 @@ def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
 
     Returns
     -------
-    Columns ``dataset, model, source, same-species score`` then one column per training species,
+    Columns ``dataset, model, source, counts, same-species score`` then one column per training species,
     then ``mean (species run here)`` (over the species that this run has, so ours and published
     are averaged over the same species) and ``mean (all its species)`` with ``n species``.
     Our rows come first.
     """
-    base = ["dataset", "model", "source", "same-species score"]
+    base = ["dataset", "model", "source", "counts", "same-species score"]
     if table.empty:
         return pd.DataFrame(columns=base)
     t = table.copy()
@@ -593,6 +603,7 @@ def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
         t = t[~t["model"].isin(CONTROL_PIPELINES) | (t["source"] != COMPUTED)]
     t = t[~(t["model"].isin(CONTROL_PIPELINES) & (t["includes_diagonal"] == "true"))]
     t["same-species score"] = [_diag_label(d) for d in t["includes_diagonal"]]
+    t["counts"] = t["counts"].fillna("not recorded").astype(str) if "counts" in t.columns else "not recorded"
     species = list(pd.unique(t["training_species"]))
     ours = t[t["source"] == COMPUTED]
     here = {(d, s) for d, s in zip(ours["dataset"], ours["training_species"])}
@@ -845,8 +856,12 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
                  reference: pd.DataFrame | None, outdir: str | os.PathLike, tasks: Iterable[str] | None = None,
                  unseen: pd.DataFrame | None = None, declared: Iterable[str] | None = None,
                  level: float = 0.95, n_boot: int | None = None,
-                 dataset_aliases: Mapping[str, str] | None = None) -> dict[str, Path]:
+                 dataset_aliases: Mapping[str, str] | None = None,
+                 counts: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Write the tables (TSV + Markdown) into ``outdir`` (atomically) from the score stage's tables.
+
+    ``counts``: our dataset name -> the matrix its raw counts were read from
+    (:func:`sclinbench.manifest.entry_counts`), shown in the published comparison.
 
     Files (always written, possibly with no rows, so the workflow's outputs are static):
     ``headline``, ``summary``, ``task~<task>``, ``best_linear``, ``cross_species_pairs``,
@@ -946,12 +961,15 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
     emit("cross_species_unseen", u, "\n".join(u_md))
 
     ref = reference if reference is not None else pd.DataFrame(columns=list(REFERENCE_COLUMNS))
-    pub = published_table(ref, avg, dataset_aliases=dataset_aliases)
+    pub = published_table(ref, avg, dataset_aliases=dataset_aliases, counts=counts)
     pub_md = ["# Published foundation-model numbers beside ours\n",
               "Every column says its source: `published` (copied from the paper's figure, about "
               "+-0.01) or `computed here` (this run), and whether the same-species score is inside "
               "the average. Published averages do not say whether they include it (`unknown`); which "
-              "label set they score over is not stated either (ours: the shared labels).\n", iline]
+              "label set they score over is not stated either (ours: the shared labels). "
+              "`counts` names the matrix the numbers were computed from: ours as read by this run "
+              "(registry `counts:`), published ones as their source states it (`not stated` when it "
+              "does not).\n", iline]
     if len(pub):
         pub_md.append(to_markdown(published_wide(pub)))
         cites = pub.loc[pub["source"] == PUBLISHED, ["model", "citation"]].drop_duplicates()
@@ -987,7 +1005,8 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
 def write_results_readme(summary: pd.DataFrame, paired: pd.DataFrame, reference: pd.DataFrame | None,
                          path: str | os.PathLike, declared: Iterable[str] | None = None,
                          provenance: Mapping | None = None, level: float = 0.95, n_boot: int | None = None,
-                         dataset_aliases: Mapping[str, str] | None = None) -> Path:
+                         dataset_aliases: Mapping[str, str] | None = None,
+                         counts: Mapping[str, str] | None = None) -> Path:
     """Write ``results/README.md``: the headline numbers of the run.
 
     One row per dataset x task: the declared pipelines, the best linear pipeline of the grid
@@ -1020,8 +1039,9 @@ def write_results_readme(summary: pd.DataFrame, paired: pd.DataFrame, reference:
     if len(avg):
         avg_in = cross_species_average(s, True)
         ref = reference if reference is not None else pd.DataFrame(columns=list(REFERENCE_COLUMNS))
-        pub = published_table(ref, pd.concat([avg, avg_in], ignore_index=True), dataset_aliases=dataset_aliases)
-        overall = published_wide(pub)[["dataset", "model", "source", "same-species score",
+        pub = published_table(ref, pd.concat([avg, avg_in], ignore_index=True),
+                              dataset_aliases=dataset_aliases, counts=counts)
+        overall = published_wide(pub)[["dataset", "model", "source", "counts", "same-species score",
                                        "mean (species run here)", "mean (all its species)", "n species"]]
         lines += ["\n## Cross-species: macro F1 over shared labels, averaged over target species, then over "
                   "training species\n",
