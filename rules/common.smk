@@ -209,9 +209,18 @@ def standardize_inputs(wildcards):
 # --- report stage -------------------------------------------------------------------------------
 
 from sclinbench.plotting import FIGURES
+from sclinbench.report import DEFAULT_DECLARED
 
-TABLE_STEMS = ["summary", "best_linear", "cross_species_pairs", "cross_species_average",
-               "published_comparison", "paired_comparison"] + [f"task~{t}" for t in TASKS]
+REPORT = config.get("report", {})
+# pipelines shown in the headline beside the best of the grid (declared before the run)
+DECLARED = REPORT.get("declared", [p for p in DEFAULT_DECLARED if p in PIPELINES])
+_undeclared = [p for p in DECLARED if p not in PIPELINES]
+if _undeclared:
+    raise SclinbenchError(f"report.declared names {_undeclared[0]!r}, which is not under 'pipelines:' "
+                          f"(known: {', '.join(sorted(PIPELINES))})")
+
+TABLE_STEMS = ["headline", "summary", "best_linear", "cross_species_pairs", "cross_species_average",
+               "cross_species_unseen", "published_comparison", "paired_comparison"] + [f"task~{t}" for t in TASKS]
 
 FIGURE_REPORT = {
     "cross_species_heatmap": ("Cross-species", "Transfer matrix"),
@@ -223,9 +232,11 @@ FIGURE_REPORT = {
     "runtime_memory": ("Compute", "Runtime and memory"),
 }
 TABLE_REPORT = {
+    "headline": ("Tables", "Headline", "headline.rst"),
     "summary": ("Tables", "Summary", "tables.rst"),
     "cross_species_average": ("Tables", "Cross-species", "cross_species_tables.rst"),
     "cross_species_pairs": ("Tables", "Cross-species", "cross_species_tables.rst"),
+    "cross_species_unseen": ("Tables", "Cross-species", "cross_species_tables.rst"),
     "published_comparison": ("Tables", "Published vs computed here", "published_comparison.rst"),
     "paired_comparison": ("Tables", "Paired comparisons", "paired_comparison.rst"),
 }

@@ -1,17 +1,25 @@
-# Score: metrics per pipeline x fold (x species pair) for one dataset x task; then one tidy table.
+# Score: per-fold metrics, pooled out-of-fold scores with intervals that resample what the split
+# holds out, and paired differences (same draws for every pipeline) for one dataset x task; then
+# one tidy table of each for the run.
 
 
 rule score:
-    """Macro F1, accuracy, balanced accuracy, precision, recall, AUROC (+ task-specific) per fold."""
+    """Per-fold scores; pooled scores + bootstrap intervals over held-out units; paired differences."""
     input:
         lambda wc: predictions_of(wc.dataset, wc.task),
     output:
         scores="results/scores/dataset~{dataset}/task~{task}.tsv",
+        summary="results/scores/dataset~{dataset}/task~{task}.summary.tsv",
+        paired="results/scores/dataset~{dataset}/task~{task}.paired.tsv",
         per_class="results/scores/dataset~{dataset}/task~{task}.per_class.tsv",
         confusion="results/scores/dataset~{dataset}/task~{task}.confusion.tsv",
+        unseen="results/scores/dataset~{dataset}/task~{task}.unseen.tsv",
     params:
         code=code_fingerprint("score"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},
+        n_boot=REPORT.get("bootstrap", 2000),
+        level=REPORT.get("ci", 0.95),
+        seed=SEED,
     log:
         "logs/score/dataset~{dataset}/task~{task}.log",
     benchmark:
@@ -27,11 +35,17 @@ rule score:
 
 
 rule metrics:
-    """results/metrics.tsv: every score of the run in one tidy table, labelled by its config entries."""
+    """results/metrics.tsv (per fold), summary.tsv (pooled + intervals), paired.tsv, unseen_labels.tsv."""
     input:
-        SCORE_FILES,
+        scores=SCORE_FILES,
+        summary=[f.replace(".tsv", ".summary.tsv") for f in SCORE_FILES],
+        paired=[f.replace(".tsv", ".paired.tsv") for f in SCORE_FILES],
+        unseen=[f.replace(".tsv", ".unseen.tsv") for f in SCORE_FILES],
     output:
-        "results/metrics.tsv",
+        scores="results/metrics.tsv",
+        summary="results/summary.tsv",
+        paired="results/paired.tsv",
+        unseen="results/unseen_labels.tsv",
     params:
         code=code_fingerprint("metrics"),
         datasets=[d for d, _ in DATASET_TASKS],

@@ -1,4 +1,4 @@
-"""Snakemake adapter: metrics (+ novel-type predictions, benchmark records) -> every figure."""
+"""Snakemake adapter: summary + metrics (+ novel-type predictions, benchmark records) -> every figure."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
@@ -10,8 +10,8 @@ with script_errors(snakemake.log[0]):  # noqa: F821
 
     sm = snakemake  # noqa: F821
     predictions = read_predictions(sm.input.novel) if sm.input.novel else None
-    plotting.make_figures(report.read_metrics(sm.input.metrics), sm.params.outdir,
+    plotting.make_figures(report.read_summary(sm.input.summary), sm.params.outdir,
+                          metrics=report.read_metrics(sm.input.metrics),
                           reference=report.read_reference(sm.input.reference), predictions=predictions,
-                          benchmarks=plotting.read_benchmarks(sm.params.benchmarks), n_boot=sm.params.n_boot,
-                          seed=sm.params.seed, novel_type_title=sm.params.novel_title,
-                          novel_type_dataset=sm.params.novel_dataset)
+                          benchmarks=plotting.read_benchmarks(sm.params.benchmarks),
+                          novel_type_title=sm.params.novel_title, novel_type_dataset=sm.params.novel_dataset)

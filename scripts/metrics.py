@@ -1,4 +1,5 @@
-"""Snakemake adapter: every score file -> results/metrics.tsv (one tidy table)."""
+"""Snakemake adapter: every file of the score stage -> results/metrics.tsv, summary.tsv, paired.tsv,
+unseen_labels.tsv (one tidy table each)."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
@@ -8,6 +9,7 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     from sclinbench.io import write_table
     from sclinbench.metrics import assemble
 
-    table = assemble(list(snakemake.input), snakemake.params.datasets, snakemake.params.task_of,  # noqa: F821
-                     snakemake.params.tasks, snakemake.params.pipelines)  # noqa: F821
-    write_table(table, snakemake.output[0])  # noqa: F821
+    sm = snakemake  # noqa: F821
+    args = (sm.params.datasets, sm.params.task_of, sm.params.tasks, sm.params.pipelines)
+    for name in ("scores", "summary", "paired", "unseen"):
+        write_table(assemble(list(sm.input[name]), *args, kind=name), sm.output[name])

@@ -1,4 +1,4 @@
-"""Snakemake adapter: metrics.tsv -> summary tables with CIs and results/README.md."""
+"""Snakemake adapter: the score stage's tables -> summary tables (TSV + Markdown) and results/README.md."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
@@ -12,8 +12,13 @@ with script_errors(snakemake.log[0]):  # noqa: F821
 
     sm = snakemake  # noqa: F821
     metrics = report.read_metrics(sm.input.metrics)
+    summary = report.read_summary(sm.input.summary)
+    paired = report.read_paired(sm.input.paired)
+    unseen = report.read_unseen(sm.input.unseen)
     reference = report.read_reference(sm.input.reference)
-    kw = dict(n_boot=sm.params.n_boot, level=sm.params.level, seed=sm.params.seed, counts=sm.params.counts)
-    report.write_tables(metrics, reference, Path(sm.output.readme).parent / "tables", tasks=sm.params.tasks, **kw)
+    kw = dict(declared=sm.params.declared, level=sm.params.level, n_boot=sm.params.n_boot,
+              counts=sm.params.counts)
+    report.write_tables(metrics, summary, paired, reference, Path(sm.output.readme).parent / "tables",
+                        tasks=sm.params.tasks, unseen=unseen, **kw)
     provenance = json.loads(Path(sm.input.provenance).read_text())
-    report.write_results_readme(metrics, reference, sm.output.readme, provenance=provenance, **kw)
+    report.write_results_readme(summary, paired, reference, sm.output.readme, provenance=provenance, **kw)

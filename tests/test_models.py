@@ -244,3 +244,21 @@ def test_linear_svm_with_inner_cv_and_ignored_parameters_of_other_models():
     assert m.estimator_.best_params_["C"] in (0.01, 1.0)
     assert m.estimator_.scoring == "f1_macro"
     assert (m.predict(Xte) == yte).mean() > 0.8
+
+
+def test_every_model_declares_a_family_and_knn_is_not_linear():
+    from sclinbench.models import FAMILIES, MODEL_FAMILIES, MODELS, model_family
+
+    assert set(MODEL_FAMILIES) == set(MODELS)
+    assert set(MODEL_FAMILIES.values()) <= set(FAMILIES)
+    assert model_family("knn") == "nonlinear" and model_family("majority") == "baseline"
+    assert {m for m, f in MODEL_FAMILIES.items() if f == "linear"} == {"logreg", "linear_svm", "ridge", "lda",
+                                                                      "centroid"}
+
+
+def test_control_seeds_differ_per_fold_and_repeat():
+    from sclinbench.models import control_seed
+
+    seeds = {control_seed(0, f, r) for f in range(5) for r in range(5)}
+    assert len(seeds) == 25
+    assert control_seed(3, 1, 2) == control_seed(3, 1, 2) != control_seed(4, 1, 2)

@@ -279,3 +279,15 @@ def test_pbmc68k_macro_f1_well_above_shuffled_control(pbmc, spec):
     assert f1_real > 0.5, f1_real
     assert f1_ctrl < 0.2, f1_ctrl
     assert f1_real - f1_ctrl > 0.35
+
+
+def test_repeats_belong_to_shuffled_controls_only():
+    shuffled = normalize_spec({"representation": "rankz", "model": "centroid", "control": "shuffled"})
+    assert shuffled["repeats"] == 5
+    assert normalize_spec({"representation": "rankz", "model": "centroid", "control": "shuffled",
+                           "repeats": 2})["repeats"] == 2
+    assert normalize_spec({"representation": "rankz", "model": "centroid", "repeats": None})["repeats"] == 1
+    with pytest.raises(SclinbenchError, match="'repeats' .* applies to control: shuffled only"):
+        normalize_spec({"representation": "rankz", "model": "centroid", "repeats": 3})
+    with pytest.raises(SclinbenchError, match="'repeats' must be a positive integer"):
+        normalize_spec({"representation": "rankz", "model": "centroid", "control": "shuffled", "repeats": 0})

@@ -1,4 +1,4 @@
-"""Figures (sclinbench.plotting) from tests/data/metrics_small.tsv (see tests/test_report.py)."""
+"""Figures (sclinbench.plotting) from the tables of a made-up run (fake_predictions.fake_run)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,27 @@ import pytest
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
+from fake_predictions import fake_run
 from sclinbench import plotting, report
 from sclinbench.errors import SclinbenchError
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ROOT / "tests" / "data" / "metrics_small.tsv"
 REFERENCE = ROOT / "config" / "reference_results.tsv"
 
 
 @pytest.fixture(scope="module")
-def metrics():
-    return report.read_metrics(METRICS)
+def run(tmp_path_factory):
+    return fake_run(tmp_path_factory.mktemp("fake_run"), n_boot=100)
+
+
+@pytest.fixture(scope="module")
+def metrics(run):
+    return report.check_metrics(run["scores"])
+
+
+@pytest.fixture(scope="module")
+def summary(run):
+    return report.check_summary(run["summary"])
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +77,12 @@ def _texts(fig) -> list[str]:
     return [t.get_text() for t in fig.findobj(Text)]
 
 
-def test_make_figures_writes_every_png_and_pdf(tmp_path, metrics, reference):
+def test_make_figures_writes_every_png_and_pdf(tmp_path, summary, metrics, reference):
     write_benchmarks(tmp_path / "benchmarks")
-    written = plotting.make_figures(metrics, tmp_path / "figures", reference=reference,
+    written = plotting.make_figures(summary, tmp_path / "figures", metrics=metrics, reference=reference,
                                     predictions=novel_predictions(),
                                     benchmarks=plotting.read_benchmarks(tmp_path / "benchmarks"),
-                                    dataset_aliases={"atlas": "spermatogenesis"}, n_boot=200)
+                                    dataset_aliases={"atlas": "spermatogenesis"})
     assert list(written) == list(plotting.FIGURES)
     for stem, (png, pdf) in written.items():
         w, h = png_size(png)
@@ -82,8 +92,8 @@ def test_make_figures_writes_every_png_and_pdf(tmp_path, metrics, reference):
     assert not list((tmp_path / "figures").glob("*.part"))
 
 
-def test_png_has_exact_pixel_size_of_the_figure(tmp_path, metrics):
-    fig = plotting.cross_species_heatmap(metrics)
+def test_png_has_exact_pixel_size_of_the_figure(tmp_path, summary):
+    fig = plotting.cross_species_heatmap(summary)
     png, pdf = plotting.save_figure(fig, tmp_path / "h.png", tmp_path / "h.pdf")
     w_in, h_in = fig.get_size_inches()
     assert png_size(png) == (round(w_in * 300), round(h_in * 300))
@@ -92,16 +102,17 @@ def test_png_has_exact_pixel_size_of_the_figure(tmp_path, metrics):
     assert mpimg.imread(png).shape[:2] == (round(h_in * 300), 1050)  # decodable
 
 
-def test_cross_species_heatmap_annotates_matrix_and_marks_diagonal(metrics):
-    fig = plotting.cross_species_heatmap(metrics, pipeline="log1p_pca_logreg")
-    mat = report.cross_species_matrix(metrics, "log1p_pca_logreg")
+def test_cross_species_heatmap_annotates_matrix_and_marks_diagonal(summary):
+    fig = plotting.cross_species_heatmap(summary, pipeline="log1p_pca_logreg")
+    mat = report.cross_species_matrix(summary, "log1p_pca_logreg")
     texts = _texts(fig)
     for v in mat.to_numpy().ravel():
         assert f"{v:.2f}" in texts
     outlined = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and not p.get_fill()
                 and p.get_edgecolor()[:3] == (0.0, 0.0, 0.0)]
     assert len(outlined) == 3                    # one black outline per same-species cell
-    assert any("held-out" in t for t in texts)  # the legend says what the diagonal is
+    assert any("cross-validation within" in t for t in texts)  # the legend says what the diagonal is
+    assert any("shared labels" in t for t in texts)             # and which score it shows
     # right axis: each row's mean over the *other* species
     off = mat.to_numpy().copy()
     np.fill_diagonal(off, np.nan)
@@ -109,14 +120,13 @@ def test_cross_species_heatmap_annotates_matrix_and_marks_diagonal(metrics):
         assert f"{v:.2f}" in texts
 
 
-def test_default_heatmap_shows_best_linear_pipeline(metrics):
-    fig = plotting.cross_species_heatmap(metrics)
-    assert any(t.startswith("rankz_centroid") for t in _texts(fig))
+def test_default_heatmap_shows_best_linear_pipeline(summary):
+    fig = plotting.cross_species_heatmap(summary)
+    assert any(t.startswith("rankz_centroid (best of grid: optimistic)") for t in _texts(fig))
 
 
-def test_cross_species_bars_mark_published_and_show_our_values(metrics, reference):
-    fig = plotting.cross_species_average_bars(metrics, reference, dataset_aliases={"atlas": "spermatogenesis"},
-                                              n_boot=100)
+def test_cross_species_bars_mark_published_and_show_our_values(summary, reference):
+    fig = plotting.cross_species_average_bars(summary, reference, dataset_aliases={"atlas": "spermatogenesis"})
     ax = fig.axes[0]
     labels = ax.get_legend_handles_labels()[1]
     assert "UCE (published)" in labels and "rankz_centroid" in labels
@@ -126,75 +136,73 @@ def test_cross_species_bars_mark_published_and_show_our_values(metrics, referenc
     assert len(hatched) == 3 * 4 and len(solid) == 3 * 3   # 3 species x (4 published, 3 ours)
     bars = {c.get_label(): [round(p.get_height(), 6) for p in c.patches] for c in ax.containers}
     assert bars["UCE (published)"] == [0.495, 0.45, 0.37]   # human, macaque, mouse from the reference
-    avg = report.cross_species_average(metrics)
+    avg = report.cross_species_average(summary)
     want = avg[(avg.pipeline == "rankz_centroid") & (avg.training_species == "human")]["mean"].iloc[0]
     assert any(abs(p.get_height() - want) < 1e-12 for p in solid)
     assert any("excluded" in t for t in _texts(fig))
 
 
-def test_cross_species_bars_without_published_match(metrics, reference):
-    fig = plotting.cross_species_average_bars(metrics, reference, n_boot=50)  # no alias: no match
+def test_cross_species_bars_without_published_match(summary, reference):
+    fig = plotting.cross_species_average_bars(summary, reference)  # no alias: no match
     assert not [p for p in fig.axes[0].patches if p.get_hatch()]
     assert any("No published numbers for dataset 'atlas'" in t for t in _texts(fig))
-    fig = plotting.cross_species_average_bars(metrics, None, include_diagonal=True, n_boot=50)
+    fig = plotting.cross_species_average_bars(summary, None, include_diagonal=True)
     assert any("included" in t for t in _texts(fig))
 
 
-def test_placeholders_when_a_run_has_no_such_task(tmp_path, metrics):
-    only_celltype = metrics[metrics.kind == "celltype"]
-    written = plotting.make_figures(only_celltype, tmp_path, n_boot=50)
+def test_placeholders_when_a_run_has_no_such_task(tmp_path, summary):
+    only_celltype = summary[summary.kind == "celltype"]
+    written = plotting.make_figures(only_celltype, tmp_path)
     for stem in ("cross_species_heatmap", "cross_species_average", "disease", "novel_type",
                  "runtime_memory"):
         assert written[stem][0].exists()
     fig = plotting.cross_species_heatmap(only_celltype)
     assert getattr(fig, "sclinbench_placeholder", False)
     assert any("kind: cross_species" in t for t in _texts(fig))
-    assert getattr(plotting.disease_levels(report.summarize(only_celltype, n_boot=10)),
+    assert getattr(plotting.disease_levels(report.summary_view(only_celltype)),
                    "sclinbench_placeholder", False)
     assert getattr(plotting.runtime_memory(pd.DataFrame(columns=["rule", "job", "s", "max_rss"])),
                    "sclinbench_placeholder", False)
-    assert not getattr(plotting.pipeline_scores(report.summarize(only_celltype, n_boot=10)),
+    assert not getattr(plotting.pipeline_scores(report.summary_view(only_celltype)),
                        "sclinbench_placeholder", False)
 
 
-def test_pipeline_scores_draw_controls_as_lines(metrics):
-    summary = report.summarize(metrics, n_boot=100)
-    fig = plotting.pipeline_scores(summary)
+def test_pipeline_scores_draw_controls_as_lines(summary):
+    view = report.summary_view(summary)
+    fig = plotting.pipeline_scores(view)
     panels = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(panels) == 6  # dataset x task x split kind
-    ax = panels[0]  # atlas / celltype_stratified
-    s = summary[(summary.dataset == "atlas") & (summary.task == "celltype_stratified")
-                & (summary.metric == "macro_f1")]
+    assert len(panels) == 5  # dataset x task x split kind
+    ax = panels[0]  # atlas / celltype_donor
+    s = view[(view.dataset == "atlas") & (view.task == "celltype_donor") & (view.metric == "macro_f1")]
     vlines = [line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1
               and len(line.get_xdata()) == 2]
     for ctrl in ("control_majority", "control_shuffled"):
         assert s[s.pipeline == ctrl]["mean"].iloc[0] in vlines
     ticks = [t.get_text() for t in panels[0].get_yticklabels()]
-    assert set(ticks) == {"rankz_centroid", "log1p_pca_logreg", "pearson_logreg"}  # never a control
+    assert set(ticks) == {"rankz_centroid", "log1p_pca_logreg", "pearson_logreg", "rankz_knn"}  # never a control
 
 
-def test_embedding_pipelines_are_marked_computed_here(metrics):
-    emb = metrics[metrics.pipeline == "pearson_logreg"].assign(pipeline="uce_logreg", representation="embedding")
-    summary = report.summarize(pd.concat([metrics, emb]), n_boot=10)
-    fig = plotting.pipeline_scores(summary)
+def test_embedding_pipelines_are_marked_computed_here(summary):
+    emb = summary[summary.pipeline == "pearson_logreg"].assign(pipeline="uce_logreg", representation="embedding")
+    fig = plotting.pipeline_scores(report.summary_view(pd.concat([summary, emb])))
     assert "uce_logreg *" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert any("computed here" in t for t in _texts(fig))
 
 
-def test_normalization_heatmap_values(metrics):
-    summary = report.summarize(metrics, n_boot=10)
-    fig = plotting.normalization_model_heatmap(summary)
-    s = summary[(summary.metric == "macro_f1") & (summary.role == "method")]
+def test_normalization_heatmap_values(summary):
+    view = report.summary_view(summary)
+    fig = plotting.normalization_model_heatmap(view)
+    s = view[(view.metric == "macro_f1") & (view.role == "method")]
     texts = _texts(fig)
     for v in s["mean"]:
         assert f"{v:.2f}" in texts
     assert texts.count("–") >= 3  # rankz x logreg etc. were not run
 
 
-def test_disease_levels(metrics):
-    fig = plotting.disease_levels(report.summarize(metrics, n_boot=10))
+def test_disease_levels(summary):
+    fig = plotting.disease_levels(report.summary_view(summary))
     ticks = " ".join(t.get_text() for t in fig.axes[0].get_xticklabels())
-    assert "donors held out" in ticks and "pseudobulk" in ticks
+    assert "pseudobulk" in ticks
 
 
 def test_novelty_roc_by_hand():
@@ -214,7 +222,7 @@ def test_novel_type_figure(metrics):
     fig = plotting.novel_type_detection(novel_predictions(), metrics)
     texts = _texts(fig)
     assert any(t.startswith("good  ") for t in texts)      # ROC legend entry with AUROC
-    assert "CD14+ Monocyte" in texts                       # held-out types from the metrics
+    assert "mono" in texts                                 # held-out types from the metrics
     only_metrics = plotting.novel_type_detection(None, metrics)
     assert any("predictions not supplied" in t for t in _texts(only_metrics))
 

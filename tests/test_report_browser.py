@@ -1,6 +1,6 @@
 """The figures render in a real browser: every <img> of the HTML page loads (naturalWidth > 0).
 
-Builds the figures from tests/data/metrics_small.tsv, embeds them in one standalone HTML page
+Builds the figures from the tables of a made-up run (fake_predictions.fake_run), embeds them in one standalone HTML page
 (:func:`sclinbench.report.write_html_gallery`) and opens it in headless Debian ``chromium``
 (``apt-get install -y chromium``). A small script injected into the page writes the result of the
 image check into ``document.title``, read back with ``--dump-dom``; a screenshot is taken too
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from fake_predictions import fake_run
 from sclinbench import plotting, report
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ROOT / "tests" / "data" / "metrics_small.tsv"
 REFERENCE = ROOT / "config" / "reference_results.tsv"
 
 CHECK_SCRIPT = """
@@ -80,9 +80,10 @@ def _title(dom: str) -> str:
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory):
     out = tmp_path_factory.mktemp("browser")
-    metrics = report.read_metrics(METRICS)
-    figures = plotting.make_figures(metrics, out / "figures", reference=report.read_reference(REFERENCE),
-                                    dataset_aliases={"atlas": "spermatogenesis"}, n_boot=100)
+    run = fake_run(out, n_boot=100)
+    figures = plotting.make_figures(run["summary"], out / "figures", metrics=run["scores"],
+                                    reference=report.read_reference(REFERENCE),
+                                    dataset_aliases={"atlas": "spermatogenesis"})
     page = report.write_html_gallery({k: png for k, (png, _) in figures.items()}, out / "gallery.html",
                                      title="sclinbench test figures")
     return page, len(figures)

@@ -64,22 +64,64 @@ def test_missing_label_column_names_it(obs):
         make_splits(obs.drop(columns="condition"), {"kind": "disease", "split": "donor", "n_folds": 2}, dataset="d")
 
 
-def test_cross_species_folds(obs):
-    t = make_splits(obs, {"kind": "cross_species", "split": "cross_species", "test_fraction": 0.2}, seed=0)
+def test_cross_species_transfer_folds_train_on_every_source_cell(obs):
+    """Off-diagonal pairs train on all cells of the training species (nothing held back)."""
+    t = make_splits(obs, {"kind": "cross_species", "split": "cross_species"}, seed=0)
     merged = t.merge(obs, left_on="cell_id", right_index=True)
-    assert t["fold"].nunique() == 3
-    for fold, rows in merged.groupby("fold"):
+    transfer = merged[~merged.group.str.split("->").map(lambda g: g[0] == g[1])]
+    assert sorted(transfer["fold"].unique()) == [0, 1, 2]
+    for fold, rows in transfer.groupby("fold"):
         train = rows[rows.role == "train"]
         assert train.organism.nunique() == 1
         a = train.organism.iloc[0]
-        assert (train.group == f"{a}->{a}").all()
+        assert (train.group == f"{a}->*").all()
+        assert set(train.cell_id) == set(obs.index[obs.organism == a])   # every source cell
         test = rows[rows.role == "test"]
-        diag = test[test.group == f"{a}->{a}"]
-        assert (diag.organism == a).all() and abs(len(diag) - 40) <= 1
-        assert not set(diag.cell_id) & set(train.cell_id)
+        assert not (test.organism == a).any()                              # no same-species test here
         for b in ("alpha", "beta", "gamma"):
             if b != a:
-                assert (test[test.group == f"{a}->{b}"].organism == b).sum() == 200
+                assert set(test[test.group == f"{a}->{b}"].cell_id) == set(obs.index[obs.organism == b])
+
+
+def test_cross_species_diagonal_is_its_own_cross_validation(obs):
+    t = make_splits(obs, {"kind": "cross_species", "split": "cross_species",
+                          "diagonal": {"split": "stratified", "n_folds": 4}}, seed=0)
+    merged = t.merge(obs, left_on="cell_id", right_index=True)
+    diag = merged[merged.group.str.split("->").map(lambda g: g[0] == g[1])]
+    assert diag["fold"].nunique() == 3 * 4 and diag["fold"].min() == 3   # after the 3 transfer folds
+    for a in ("alpha", "beta", "gamma"):
+        mine = diag[diag.group == f"{a}->{a}"]
+        assert (mine.organism == a).all() and mine["fold"].nunique() == 4
+        test = mine[mine.role == "test"]
+        assert test.cell_id.value_counts().eq(1).all()                     # each cell tested once
+        assert set(test.cell_id) == set(obs.index[obs.organism == a])
+        for _, rows in mine.groupby("fold"):
+            assert not set(rows[rows.role == "train"].cell_id) & set(rows[rows.role == "test"].cell_id)
+    by_donor = make_splits(obs, {"kind": "cross_species", "split": "cross_species",
+                                 "diagonal": {"split": "donor", "n_folds": 4}}, seed=0)
+    m = by_donor.merge(obs, left_on="cell_id", right_index=True)
+    m = m[m.group == "beta->beta"]
+    for _, rows in m.groupby("fold"):
+        assert not set(rows[rows.role == "train"].donor_id) & set(rows[rows.role == "test"].donor_id)
+    none = make_splits(obs, {"kind": "cross_species", "split": "cross_species", "diagonal": "none"})
+    assert none["fold"].nunique() == 3 and not none.group.isin(["alpha->alpha"]).any()
+
+
+def test_cross_species_options_are_checked(obs):
+    with pytest.raises(SclinbenchError, match="test_fraction does not apply to cross_species"):
+        make_splits(obs, {"kind": "cross_species", "split": "cross_species", "test_fraction": 0.2})
+    with pytest.raises(SclinbenchError, match="diagonal.split 'loo' is unknown"):
+        make_splits(obs, {"kind": "cross_species", "split": "cross_species", "diagonal": {"split": "loo"}})
+    with pytest.raises(SclinbenchError, match="diagonal applies to cross_species tasks only"):
+        make_splits(obs, {"kind": "celltype", "split": "stratified", "diagonal": "none"})
+    small = obs.copy()
+    small.loc[small.index[(small.organism == "beta").to_numpy()][:3], "cell_type"] = "rare"
+    with pytest.raises(SclinbenchError, match=r"class 'rare' .* \(species 'beta', same-species diagonal\) has 3"):
+        make_splits(small, {"kind": "cross_species", "split": "cross_species"})
+    # min_cells_per_class works per species: 'rare' goes from beta only
+    t = make_splits(small, {"kind": "cross_species", "split": "cross_species", "min_cells_per_class": 5})
+    assert not set(t.cell_id) & set(small.index[small.cell_type == "rare"])
+    assert len(set(t.cell_id)) == len(small) - 3
 
 
 def test_novel_type_holds_out_each_label(obs):
@@ -105,3 +147,43 @@ def test_subset_restricts_cells(obs):
     t = make_splits(obs, {"kind": "celltype", "split": "stratified", "n_folds": 3,
                           "subset": {"organism": ["beta"]}})
     assert set(obs.loc[t.cell_id, "organism"]) == {"beta"}
+
+
+def _one_donor_class(obs):
+    obs = obs.copy()
+    only = obs.index[(obs.donor_id == "alpha_d2").to_numpy()][:30]
+    obs.loc[only, "cell_type"] = "pDC"
+    return obs
+
+
+def test_donor_split_stops_on_a_class_its_training_donors_lack(obs):
+    obs = _one_donor_class(obs)
+    with pytest.raises(SclinbenchError) as info:
+        make_splits(obs, {"kind": "celltype", "split": "donor", "n_folds": 4}, dataset="pbmc")
+    msg = str(info.value)
+    assert "class 'pDC'" in msg and "alpha_d2" in msg and "min_donors_per_class: 2" in msg
+    assert "\n" not in msg
+    with pytest.raises(SclinbenchError, match="class 'pDC'.*alpha_d2"):
+        make_splits(obs, {"kind": "celltype", "split": "leave_one_donor_out"}, dataset="pbmc")
+
+
+def test_min_donors_per_class_drops_such_classes_and_logs(obs, caplog):
+    obs = _one_donor_class(obs)
+    with caplog.at_level("WARNING"):
+        t = make_splits(obs, {"kind": "celltype", "split": "donor", "n_folds": 4, "min_donors_per_class": 2},
+                        dataset="pbmc")
+    assert not set(t.cell_id) & set(obs.index[obs.cell_type == "pDC"])
+    assert "pDC (1 donor(s), 30 cells)" in caplog.text and "min_donors_per_class" in caplog.text
+    assert len(set(t.cell_id)) == len(obs) - 30
+
+
+def test_leave_one_donor_out_cell_level(obs):
+    t = make_splits(obs, {"kind": "celltype", "split": "leave_one_donor_out"}, seed=0)
+    assert (t.split_kind == "leave_one_donor_out").all()
+    assert t.fold.nunique() == obs.donor_id.nunique()
+    test = t[t.role == "test"]
+    assert test.cell_id.value_counts().eq(1).all() and set(test.cell_id) == set(obs.index)
+    merged = t.merge(obs, left_on="cell_id", right_index=True)
+    for donor, rows in merged.groupby("group"):
+        assert set(rows[rows.role == "test"].donor_id) == {donor}
+        assert merged.loc[rows.index[rows.role == "test"], "cell_type"].nunique() > 1   # cells, not one label

@@ -9,9 +9,12 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from sclinbench import data, metrics
+from sclinbench import data, intervals, metrics
 from sclinbench.errors import SclinbenchError
+from sclinbench.models import CentroidClassifier, ShuffledLabels, control_seed
+from sclinbench.represent import rankz
 from sclinbench.splits import make_splits
+from sclinbench.synthetic import make_atlas
 from sclinbench.tasks import evaluate, pseudobulk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +44,10 @@ def test_liao_disease_task_scores_every_test_cell(liao):
     pred = evaluate(liao, splits, PIPELINES, task, seed=0, dataset="liao2020")
     test = splits[splits.role == "test"]
     for name in PIPELINES:
-        rows = pred[pred.pipeline == name]
-        assert sorted(zip(rows.cell_id, rows.fold)) == sorted(zip(test.cell_id, test.fold))
+        for _, rows in pred[pred.pipeline == name].groupby("repeat"):
+            assert sorted(zip(rows.cell_id, rows.fold)) == sorted(zip(test.cell_id, test.fold))
+    assert pred.loc[pred.pipeline == "control_shuffled", "repeat"].nunique() == 5
+    assert (pred.loc[pred.pipeline != "control_shuffled", "repeat"] == 0).all()
     # each fold holds out exactly one patient
     merged = test.merge(liao.obs[["donor_id"]], left_on="cell_id", right_index=True)
     assert merged.groupby("fold").donor_id.nunique().eq(1).all()
@@ -114,3 +119,93 @@ def test_stale_split_file_is_a_clear_error():
     splits.loc[0, "cell_id"] = "ghost"
     with pytest.raises(SclinbenchError, match="cell 'ghost' of the split table is not in dataset"):
         evaluate(adata, splits, {"r": PIPELINES["rankz_centroid"]}, {"kind": "celltype", "split": "stratified"})
+
+
+def test_shuffled_control_draws_a_new_permutation_per_fold_and_repeat():
+    adata = _toy(n=120)
+    task = {"kind": "celltype", "split": "stratified", "n_folds": 3}
+    splits = make_splits(adata.obs, task, seed=0)
+    spec = {"representation": {"name": "rankz"}, "model": {"name": "centroid"}, "control": "shuffled",
+            "repeats": 3}
+    pred = evaluate(adata, splits, {"shuf": spec}, task, seed=7)
+    seeds = {(f, r): control_seed(7, f, r) for f in range(3) for r in range(3)}
+    assert len(set(seeds.values())) == 9
+    Z = rankz(adata.X)
+    y = adata.obs.cell_type.to_numpy()
+    calls = {}
+    for (fold, repeat), rows in pred.groupby(["fold", "repeat"]):
+        train = adata.obs_names.get_indexer(splits[(splits.fold == fold) & (splits.role == "train")].cell_id)
+        test = adata.obs_names.get_indexer(rows.cell_id)
+        model = ShuffledLabels(CentroidClassifier(), random_state=seeds[(fold, repeat)]).fit(Z[train], y[train])
+        np.testing.assert_array_equal(rows.y_pred.to_numpy(), model.predict(Z[test]))
+        calls[(fold, repeat)] = model.permutation_
+    # every fold and repeat permuted differently (not one seed reused)
+    assert len({tuple(p[:20]) for p in calls.values()}) == 9
+
+
+def test_majority_control_writes_constant_scores():
+    adata = _toy()
+    task = {"kind": "celltype", "split": "stratified", "n_folds": 3}
+    pred = evaluate(adata, make_splits(adata.obs, task), {"m": PIPELINES["control_majority"]}, task)
+    cols = [c for c in pred.columns if c.startswith("s:")]
+    assert (pred[cols].to_numpy() == 0).all() and (pred.score == 0).all()
+
+
+def test_cross_species_transfer_is_trained_on_every_source_cell():
+    from sclinbench.orthologs import map_to_reference
+
+    adatas, orth = make_atlas(seed=1, n_genes=300, cells_per_species=240, n_cell_types=4, n_donors=4,
+                              n_disease_genes=10, species=("alpha", "beta"), divergence=(0.0, 0.3))
+    adata = map_to_reference(adatas, orth, "alpha")
+    task = {"kind": "cross_species", "split": "cross_species", "diagonal": {"split": "stratified", "n_folds": 3}}
+    splits = make_splits(adata.obs, task, seed=0)
+    pred = evaluate(adata, splits, {"rankz_centroid": PIPELINES["rankz_centroid"]}, task)
+    alpha = (adata.obs.organism == "alpha").to_numpy()
+    Z = rankz(adata.X)
+    y = adata.obs.cell_type.astype(str).to_numpy()
+    full = CentroidClassifier().fit(Z[alpha], y[alpha])
+    ab = pred[pred.group == "alpha->beta"]
+    idx = adata.obs_names.get_indexer(ab.cell_id)
+    np.testing.assert_array_equal(ab.y_pred.to_numpy(), full.predict(Z[idx]))
+    assert ab.label_in_training.to_numpy().tolist() == np.isin(y[idx], np.unique(y[alpha])).tolist()
+    assert not ab.label_in_training.all()          # beta's own type is not in alpha
+    diag = pred[pred.group == "alpha->alpha"]
+    assert diag.cell_id.value_counts().eq(1).all() and len(diag) == alpha.sum()
+
+
+@pytest.mark.parametrize("which", ["liao", "synthetic"])
+def test_shuffled_control_mean_auroc_is_one_half(which, liao):
+    """Over many permutations (each fold its own) the shuffled control's pooled AUROC centres on 0.5."""
+    if which == "liao":
+        adata, task = liao, {"kind": "disease", "split": "donor", "n_folds": 3}
+    else:
+        adatas, orth = make_atlas(seed=2, n_genes=300, cells_per_species=400, n_cell_types=5, n_donors=4,
+                                  n_disease_genes=10, species=("alpha", "beta"), divergence=(0.0, 0.3))
+        adata = adatas["alpha"]
+        task = {"kind": "celltype", "split": "stratified", "n_folds": 3}
+    spec = {**PIPELINES["control_shuffled"], "repeats": 40}
+    pred = evaluate(adata, make_splits(adata.obs, task, seed=0), {"control_shuffled": spec}, task, seed=0)
+    summary, _ = intervals.summarize_predictions(pred, task, n_boot=100)
+    auc = summary[(summary.metric == "auroc_ovr") & (summary.group == "")].iloc[0]
+    assert auc["n_repeats"] == 40
+    print(f"shuffled control, {which}: mean AUROC {auc['value']:.3f} over 40 repeats "
+          f"({auc['repeat_min']:.3f}-{auc['repeat_max']:.3f})")
+    assert abs(auc["value"] - 0.5) < 0.05, auc["value"]
+    assert auc["repeat_max"] - auc["repeat_min"] > 0.05   # single permutations do stray: hence repeats
+
+
+def test_fold_with_one_class_is_not_averaged(liao):
+    """liao2020: patient C144 has no infected cell. Its fold has no macro F1; the pooled score of the
+    majority control is that of always calling 'uninfected', not the 1.0 of that one fold."""
+    task = {"kind": "disease", "split": "donor", "n_folds": 3}
+    splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
+    pred = evaluate(liao, splits, {"control_majority": PIPELINES["control_majority"]}, task, seed=0)
+    per_fold = metrics.score(pred, "disease")
+    f1 = per_fold[per_fold.metric == "macro_f1"].set_index("fold")["value"]
+    c144 = int(pred.loc[pred.cell_id.str.startswith("C144"), "fold"].iloc[0])
+    assert np.isnan(f1[c144])
+    summary, _ = intervals.summarize_predictions(pred, task, n_boot=200)
+    pooled = summary[(summary.metric == "macro_f1") & (summary.group == "")].iloc[0]
+    want = metrics.classification_scores(pred.y_true, pred.y_pred)["macro_f1"]
+    assert pooled["value"] == pytest.approx(want) and pooled["value"] < 0.6
+    assert pooled["unit"] == "donor" and pooled["n_units"] == 3

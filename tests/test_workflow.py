@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 
 from conftest import copy_workflow, paper_configfiles, run_snakemake
+from sclinbench import report
 
 pytestmark = pytest.mark.workflow
+
+
+def _read_metrics(workdir):
+    return pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False,
+                       na_values={"value": ["nan", "NaN", ""]})
 
 
 def _metric(m, **kw):
@@ -20,10 +26,10 @@ def _metric(m, **kw):
 
 def test_default_run_writes_metrics_and_beats_controls(default_run):
     workdir, _ = default_run
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     assert list(m.columns) == ["dataset", "task", "kind", "split_kind", "group", "pipeline", "role",
-                               "representation", "model", "fold", "metric", "value"]
-    f1 = _metric(m, dataset="pbmc68k", task="celltype_stratified", metric="macro_f1")
+                               "representation", "model", "fold", "repeat", "metric", "value"]
+    f1 = _metric(m, dataset="pbmc68k", task="celltype_stratified", metric="macro_f1", repeat=0)
     by = f1.groupby("pipeline")["value"].mean()
     assert set(by.index) == {"rankz_centroid", "log1p_pca_logreg", "control_majority", "control_shuffled"}
     for method in ("rankz_centroid", "log1p_pca_logreg"):
@@ -39,7 +45,8 @@ def test_every_test_cell_is_predicted_once_per_fold(default_run):
     pred = pd.read_csv(workdir / "results/predictions/dataset~pbmc68k/task~celltype_stratified/"
                        "representation~rankz.tsv.gz", sep="\t")
     test = splits[splits.role == "test"]
-    for pipeline, rows in pred.groupby("pipeline"):
+    assert pred.loc[pred.pipeline == "control_shuffled", "repeat"].nunique() == 5
+    for (pipeline, repeat), rows in pred.groupby(["pipeline", "repeat"]):
         assert len(rows) == len(test)
         assert set(zip(rows.cell_id, rows.fold)) == set(zip(test.cell_id, test.fold))
     adata = ad.read_h5ad(workdir / "resources/standardized/pbmc68k.h5ad")
@@ -48,7 +55,7 @@ def test_every_test_cell_is_predicted_once_per_fold(default_run):
 
 def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
     workdir, _ = default_run
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     cs = _metric(m, dataset="atlas", task="cross_species", metric="macro_f1")
     off = cs[cs.group.map(lambda g: g.split("->")[0] != g.split("->")[1])]
     diag = cs[cs.group.map(lambda g: g.split("->")[0] == g.split("->")[1])]
@@ -59,23 +66,61 @@ def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
     # more divergent species are harder: alpha->beta (0.3) beats alpha->gamma (0.6)
     by_pair = off[off.pipeline == "rankz_centroid"].groupby("group")["value"].mean()
     assert by_pair["alpha->beta"] > by_pair["alpha->gamma"]
+    # one transfer fold per pair, trained on every alpha cell; the diagonal is a 4-fold donor CV
+    assert off.groupby(["pipeline", "group", "repeat"]).fold.nunique().eq(1).all()
+    assert diag[diag.pipeline == "rankz_centroid"].groupby("group").fold.nunique().eq(4).all()
+    splits = pd.read_csv(workdir / "results/splits/dataset~atlas/task~cross_species.tsv.gz", sep="\t")
+    std = ad.read_h5ad(workdir / "resources/standardized/atlas.h5ad", backed="r").obs
+    train0 = splits[(splits.fold == 0) & (splits.role == "train")]
+    assert set(train0.cell_id) == set(std.index[std.organism == train0.group.iloc[0].split("->")[0]])
+    # beta's own type is not in alpha: counted apart, never in the headline
+    unseen = _metric(m, task="cross_species", group="alpha->beta", metric="n_cells_unseen_label")
+    assert (unseen.value > 0).all()
+    s = report.read_summary(workdir / "results/summary.tsv")
+    head = s[(s.task == "cross_species") & (s.group == "") & (s.metric == "macro_f1")].set_index("pipeline")
+    assert head.loc["rankz_centroid", "n_units"] == 6 and head.loc["rankz_centroid", "unit"] == "species pair"
+    assert float(head.loc["rankz_centroid", "value"]) == pytest.approx(by_pair.mean())
 
 
 def test_held_out_types_are_flagged_as_novel(default_run):
     workdir, _ = default_run
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     auc = _metric(m, dataset="atlas", task="novel_type", metric="novelty_auroc").groupby("pipeline")["value"].mean()
+    assert (_metric(m, task="novel_type", pipeline="control_majority", metric="novelty_auroc").value == 0.5).all()
     assert auc["rankz_centroid"] > 0.7, auc
     assert auc["control_majority"] == pytest.approx(0.5)
 
 
 def test_disease_program_is_found_at_cell_and_donor_level(default_run):
     workdir, _ = default_run
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     cell = _metric(m, task="disease_cell", metric="macro_f1").groupby("pipeline")["value"].mean()
     assert cell["rankz_centroid"] > cell["control_shuffled"] + 0.1, cell
     donor = _metric(m, task="disease_donor", metric="accuracy").groupby("pipeline")["value"].mean()
     assert donor["rankz_centroid"] >= 0.75 and donor["control_majority"] < 0.5, donor
+
+
+def test_results_readme_headline_and_controls(default_run):
+    workdir, _ = default_run
+    text = (workdir / "results/README.md").read_text()
+    assert "rankz_centroid (declared)" in text and "log1p_pca_logreg (declared)" in text
+    assert "chosen on the evaluation folds: optimistic" in text
+    assert "macro F1 (transfer pairs, excl. same-species, shared labels)" in text
+    assert "novelty AUROC" in text and "signal over control" in text
+    line = next(x for x in text.splitlines() if x.startswith("| atlas | cross_species"))
+    assert "species pair" in line and "5 repeats" in line
+    s = report.read_summary(workdir / "results/summary.tsv")
+    shuffled = s[(s.pipeline == "control_shuffled") & (s.metric == "auroc_ovr") & (s.group == "")]
+    assert (shuffled.n_repeats.astype(int) == 5).all()
+    # (leave-one-donor-out pseudobulk excepted: there every control anti-learns, see the method note)
+    k_fold = shuffled[shuffled.split_kind != "donor_pseudobulk"].value.astype(float)
+    assert len(k_fold) == 7 and abs(k_fold.mean() - 0.5) < 0.05 and (abs(k_fold - 0.5) < 0.1).all(), k_fold
+    majority = s[(s.pipeline == "control_majority") & (s.metric == "auroc_ovr") & (s.group == "")]
+    assert (majority.value.astype(float) == 0.5).all()          # constant scores, also pooled over LOO folds
+    best = pd.read_csv(workdir / "results/tables/best_linear.tsv", sep="\t")
+    assert set(best.family) == {"linear"}
+    for stem in ("headline", "summary", "paired_comparison", "cross_species_unseen"):
+        assert "ntervals" in (workdir / f"results/tables/{stem}.md").read_text()
 
 
 def test_second_run_does_no_work(default_run):
@@ -171,6 +216,9 @@ def test_paper_configuration_dry_runs_offline(workdir):
         assert f"\n{rule} " in text or f"\n{rule}\t" in text or f"rule {rule}:" in text, rule
     assert "results/predictions/dataset~spermatogenesis/task~spermatogenesis_cross_species" in text
     assert "resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv" in text
+    proc = run_snakemake(workdir, "-n", "--configfile", *paper_configfiles(workdir), "config/paper_pipeline.yaml",
+                         check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
 
 def test_local_dataset_gets_metrics_and_figures(workdir):
@@ -185,7 +233,7 @@ def test_local_dataset_gets_metrics_and_figures(workdir):
         "use_tasks: [mine_celltype]\ntasks:\n  mine_celltype: {kind: celltype, split: donor, n_folds: 3, "
         "datasets: [mydata]}\n")
     run_snakemake(workdir, "--configfile", "config/config.yaml", "mine.yaml")
-    m = pd.read_csv(workdir / "results/metrics.tsv", sep="\t", keep_default_na=False)
+    m = _read_metrics(workdir)
     assert set(m.dataset) == {"mydata"} and set(m.task) == {"mine_celltype"}
     f1 = m[m.metric == "macro_f1"].groupby("pipeline")["value"].mean()
     assert f1["rankz_centroid"] > f1["control_shuffled"] + 0.3

@@ -1,62 +1,165 @@
-"""Scores of predictions, bootstrap confidence intervals and paired comparisons.
+"""Scores of predictions: per fold, and the tables of the score stage.
 
-Macro averages follow scikit-learn's default label set (the union of true and predicted labels,
-as in the published evaluations); the explicit ``"unassigned"`` prediction is never a label of its
-own, it only counts as an error for the cell's true class.
+Label sets of the macro averages (macro F1, precision, recall):
+
+- within a dataset: scikit-learn's default, the union of true and predicted labels;
+- cross-species transfer pairs (the headline ``macro_f1``): the labels the training species and
+  the target share -- the target cells whose true label the training species has, scored with
+  scikit-learn ``labels=`` that shared set, so a prediction of any other label is an error for its
+  cell and adds no class; ``macro_f1_all_target_labels`` scores every target cell over every target
+  label (a label the training species lacks is then a class no cell can get right).
+
+The explicit ``"unassigned"`` prediction is never a label of its own, it only counts as an error
+for the cell's true class. A test set with fewer than two classes has no macro average (those
+metrics are NaN, never a 1.0 from one trivially right class); its ``accuracy`` stays.
+
+Everything here is computed from a weighted confusion matrix (:func:`confusion_metrics`), so the
+same code scores a fold, the pooled out-of-fold predictions and every bootstrap draw of
+:mod:`sclinbench.intervals`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
-
+from sklearn.metrics import roc_auc_score
 
 UNASSIGNED = "unassigned"   # the explicit prediction for a cell a model cannot score
 SCORE_PREFIX = "s:"          # prefix of the per-class score columns of a predictions table
-METRIC_COLUMNS = ["pipeline", "fold", "group", "metric", "value"]
+METRIC_COLUMNS = ["pipeline", "fold", "group", "repeat", "metric", "value"]
+#: Metrics computed from the confusion matrix, in display order.
+CONFUSION_METRICS = ("macro_f1", "accuracy", "balanced_accuracy", "macro_precision", "macro_recall")
+#: Label-set modes of :func:`confusion_metrics`.
+LABEL_MODES = ("union", "truth")
 
 
-def _labels(y_true: np.ndarray, y_pred: np.ndarray) -> list[str]:
-    return sorted((set(y_true) | set(y_pred)) - {UNASSIGNED})
+# --------------------------------------------------------------------------- confusion metrics
+
+def label_index(*label_arrays) -> list[str]:
+    """Sorted labels of the given arrays, without ``"unassigned"``."""
+    labels: set[str] = set()
+    for a in label_arrays:
+        labels |= set(np.asarray(a, dtype=str))
+    return sorted(labels - {UNASSIGNED})
 
 
-def classification_scores(y_true, y_pred) -> dict[str, float]:
-    """Macro F1/precision/recall, accuracy and balanced accuracy of one set of predictions."""
+def encode(values, labels: list[str]) -> np.ndarray:
+    """Codes of ``values`` in ``labels``; ``"unassigned"`` and unknown labels get ``len(labels)``."""
+    lookup = {lab: i for i, lab in enumerate(labels)}
+    other = len(labels)
+    return np.fromiter((lookup.get(v, other) for v in np.asarray(values, dtype=str)), dtype=np.int64,
+                       count=len(values))
+
+
+def confusion_metrics(C: np.ndarray, mode: str = "union") -> dict[str, np.ndarray]:
+    """Macro F1/precision/recall, accuracy, balanced accuracy of weighted confusion matrices.
+
+    Parameters
+    ----------
+    C
+        ``(..., L + 1, L + 1)`` counts or weights: rows true label, columns predicted label, index
+        ``L`` = ``"unassigned"`` (or any label outside the index). The leading axes are draws.
+    mode
+        ``"union"``: the macro averages run over every label that is true or predicted (scikit-learn's
+        default); ``"truth"``: over the labels that are true in ``C`` only (scikit-learn ``labels=``
+        the true labels; predictions of other labels are errors that add no class).
+
+    Returns
+    -------
+    Metric name -> array of the leading shape; macro metrics are NaN where fewer than two labels
+    are true, every metric is NaN where ``C`` is empty.
+    """
+    if mode not in LABEL_MODES:
+        raise ValueError(f"mode must be one of {LABEL_MODES}, got {mode!r}")
+    C = np.asarray(C, dtype=np.float64)
+    L = C.shape[-1] - 1
+    tp = np.diagonal(C, axis1=-2, axis2=-1)[..., :L]
+    support = C.sum(axis=-1)[..., :L]
+    predicted = C.sum(axis=-2)[..., :L]
+    total = C.sum(axis=(-2, -1))
+    true_set = support > 0
+    include = true_set if mode == "truth" else true_set | (predicted > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
+        recall = np.where(support > 0, tp / np.where(support > 0, support, 1), 0.0)
+        denom = support + predicted
+        f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
+        n_inc = include.sum(axis=-1)
+        n_true = true_set.sum(axis=-1)
+        ok = n_true >= 2
+        out = {
+            "macro_f1": np.where(ok, (f1 * include).sum(-1) / np.maximum(n_inc, 1), np.nan),
+            "accuracy": np.where(total > 0, tp.sum(-1) / np.where(total > 0, total, 1), np.nan),
+            "balanced_accuracy": np.where(ok, (recall * true_set).sum(-1) / np.maximum(n_true, 1), np.nan),
+            "macro_precision": np.where(ok, (precision * include).sum(-1) / np.maximum(n_inc, 1), np.nan),
+            "macro_recall": np.where(ok, (recall * include).sum(-1) / np.maximum(n_inc, 1), np.nan),
+        }
+    return out
+
+
+def confusion_matrix_codes(t: np.ndarray, p: np.ndarray, n_labels: int,
+                           weights: np.ndarray | None = None) -> np.ndarray:
+    """``(L + 1) x (L + 1)`` confusion counts of true codes ``t`` and predicted codes ``p``."""
+    k = n_labels + 1
+    flat = np.bincount(t * k + p, weights=weights, minlength=k * k)
+    return flat.reshape(k, k)
+
+
+def classification_scores(y_true, y_pred, mode: str = "union") -> dict[str, float]:
+    """Macro F1/precision/recall, accuracy and balanced accuracy of one set of predictions.
+
+    ``mode`` chooses the label set of the macro averages (see :func:`confusion_metrics`).
+    """
     y_true, y_pred = np.asarray(y_true, dtype=str), np.asarray(y_pred, dtype=str)
-    labels = _labels(y_true, y_pred)
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro",
-                                                 zero_division=0)
-    true_labels = sorted(set(y_true))
-    recalls = [np.mean(y_pred[y_true == c] == c) for c in true_labels]
-    return {
-        "macro_f1": float(f), "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
-        "macro_precision": float(p), "macro_recall": float(r),
-    }
+    labels = label_index(y_true) if mode == "truth" else label_index(y_true, y_pred)
+    C = confusion_matrix_codes(encode(y_true, labels), encode(y_pred, labels), len(labels))
+    return {k: float(v) for k, v in confusion_metrics(C, mode).items()}
 
 
-def auroc_ovr(y_true, scores: pd.DataFrame) -> float:
-    """Macro one-vs-rest AUROC over the true classes that have a score and both outcomes."""
+def auroc_ovr(y_true, scores: pd.DataFrame, labels=None) -> float:
+    """Macro one-vs-rest AUROC over the true classes that have a score and both outcomes.
+
+    Each class is scored over the cells with a finite score for it (a fold whose model lacks the
+    class has NaN there). ``labels`` restricts the classes (e.g. the shared labels of a
+    cross-species pair).
+    """
     y_true = np.asarray(y_true, dtype=str)
+    keep = None if labels is None else set(labels)
     values = []
     for column in scores.columns:
         label = column[len(SCORE_PREFIX):]
-        s = scores[column].to_numpy(dtype=float)
-        positive = y_true == label
-        if positive.all() or not positive.any() or not np.isfinite(s).all():
+        if keep is not None and label not in keep:
             continue
-        values.append(roc_auc_score(positive, s))
+        s = scores[column].to_numpy(dtype=float)
+        ok = np.isfinite(s)
+        positive = y_true[ok] == label
+        if positive.all() or not positive.any():
+            continue
+        values.append(roc_auc_score(positive, s[ok]))
     return float(np.mean(values)) if values else float("nan")
 
 
-def _score_group(df: pd.DataFrame, kind: str) -> dict[str, float]:
-    score_cols = [c for c in df.columns if c.startswith(SCORE_PREFIX) and df[c].notna().any()]
+# --------------------------------------------------------------------------- per-fold scores
+
+def score_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith(SCORE_PREFIX) and df[c].notna().any()]
+
+
+def _is_diagonal(group: str) -> bool:
+    a, _, b = str(group).partition("->")
+    return a == b
+
+
+def _in_training(df: pd.DataFrame) -> np.ndarray:
+    if "label_in_training" in df.columns:
+        return df["label_in_training"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+    trained = {c[len(SCORE_PREFIX):] for c in score_columns(df)}
+    return np.isin(df["y_true"].to_numpy(str), list(trained))
+
+
+def score_rows(df: pd.DataFrame, kind: str, group: str = "") -> dict[str, float]:
+    """Every score of one set of test rows (one fold, or one species pair of a fold)."""
+    cols = score_columns(df)
     y_true, y_pred = df["y_true"].to_numpy(str), df["y_pred"].to_numpy(str)
     out: dict[str, float] = {"n_test_cells": float(len(df)),
                              "n_unassigned": float((y_pred == UNASSIGNED).sum())}
@@ -64,177 +167,179 @@ def _score_group(df: pd.DataFrame, kind: str) -> dict[str, float]:
         novel = df["novel"].to_numpy(bool)
         known = ~novel
         out.update(classification_scores(y_true[known], y_pred[known]))
+        out["n_test_classes"] = float(len(set(y_true[known])))
         out["known_accuracy"] = out["accuracy"]
         conf = df["score"].to_numpy(float)
         conf = np.where(np.isfinite(conf), conf, -np.inf)  # unscored cells are the most "novel"
         out["novelty_auroc"] = float(roc_auc_score(novel, -conf)) if novel.any() and known.any() else float("nan")
-        out["auroc_ovr"] = auroc_ovr(y_true[known], df.loc[known, score_cols])
+        out["auroc_ovr"] = auroc_ovr(y_true[known], df.loc[known, cols])
+        return out
+    if kind == "cross_species" and not _is_diagonal(group):
+        shared = _in_training(df)
+        out.update(classification_scores(y_true[shared], y_pred[shared], mode="truth"))
+        out["auroc_ovr"] = auroc_ovr(y_true[shared], df.loc[shared, cols], labels=set(y_true[shared]))
+        out["macro_f1_all_target_labels"] = classification_scores(y_true, y_pred, mode="truth")["macro_f1"]
+        out["n_cells_unseen_label"] = float((~shared).sum())
+        out["n_shared_labels"] = float(len(set(y_true[shared])))
+        out["n_test_classes"] = out["n_shared_labels"]
         return out
     out.update(classification_scores(y_true, y_pred))
-    out["auroc_ovr"] = auroc_ovr(y_true, df[score_cols])
-    if kind == "cross_species":
-        trained = {c[len(SCORE_PREFIX):] for c in score_cols}
-        shared = np.isin(y_true, list(trained))
-        out["n_cells_unseen_label"] = float((~shared).sum())
-        shared_scores = classification_scores(y_true[shared], y_pred[shared]) if shared.any() else {}
-        out["macro_f1_shared"] = shared_scores.get("macro_f1", float("nan"))
+    out["n_test_classes"] = float(len(set(y_true)))
+    out["auroc_ovr"] = auroc_ovr(y_true, df[cols])
     return out
 
 
-POOLED_FOLD = -1  # fold id of scores computed over the pooled predictions of all folds
-
-
-CI_SUFFIXES = ("_ci_low", "_ci_high")  # pooled scores carry their bootstrap interval as sibling rows
-
-
-def score(predictions: pd.DataFrame, kind: str, pooled: bool = False, n_boot: int = 1000,
-          ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Tidy scores (``pipeline, fold, group, metric, value``) per pipeline x fold x group.
+def score(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Tidy per-fold scores (``pipeline, fold, group, repeat, metric, value``).
 
     ``group`` separates the parts of a fold that must not be averaged together: each ordered
-    species pair of a cross-species fold (the same-species diagonal is its own group).
-
-    ``pooled=True`` is for leave-one-out splits (one donor per fold): a fold of one sample has no
-    macro F1, so the scores are computed once over all folds' predictions (``fold = -1``) with a
-    percentile-bootstrap interval over the held-out samples (rows ``<metric>_ci_low`` and
-    ``<metric>_ci_high``), and per fold only ``accuracy`` (0 or 1 per donor) is kept.
+    species pair of a cross-species task (the same-species diagonal ``a->a`` is its own group), the
+    held-out type of a novel-type fold; ``""`` otherwise. ``repeat`` numbers the label
+    permutations of a shuffled-label control (0 for every other pipeline). A fold whose test set
+    has one class gets NaN macro metrics (see the module docstring); the pooled out-of-fold scores
+    of :mod:`sclinbench.intervals` are the numbers to report.
     """
-    if pooled:
-        per_fold = score(predictions, kind)
-        per_fold = per_fold[per_fold["metric"].isin(["accuracy", "n_test_cells", "n_unassigned"])]
-        rng = np.random.default_rng(seed)
-        rows = []
-        for p, df in predictions.groupby("pipeline", sort=True):
-            point = {k: v for k, v in _score_group(df, kind).items()
-                     if k not in ("accuracy", "n_test_cells", "n_unassigned")}
-            draws = [_score_group(df.iloc[idx], kind)
-                     for idx in rng.integers(0, len(df), size=(n_boot, len(df)))]
-            for metric, value in point.items():
-                rows.append((p, POOLED_FOLD, "", metric, value))
-                values = np.array([d.get(metric, np.nan) for d in draws], dtype=float)
-                values = values[np.isfinite(values)]
-                lo, hi = (np.quantile(values, [(1 - ci) / 2, 1 - (1 - ci) / 2]) if values.size
-                          else (np.nan, np.nan))
-                rows += [(p, POOLED_FOLD, "", metric + CI_SUFFIXES[0], float(lo)),
-                         (p, POOLED_FOLD, "", metric + CI_SUFFIXES[1], float(hi))]
-        return pd.concat([per_fold, pd.DataFrame(rows, columns=METRIC_COLUMNS)], ignore_index=True)
+    preds = _with_repeat(predictions)
     rows = []
-    by = ["pipeline", "fold", "group"] if kind == "cross_species" else ["pipeline", "fold"]
-    for key, df in predictions.groupby(by, sort=True, observed=True):
-        pipeline, fold = key[0], key[1]
-        group = key[2] if kind == "cross_species" else str(df["group"].iloc[0]) if kind == "novel_type" else ""
-        for metric, value in _score_group(df, kind).items():
-            rows.append((pipeline, int(fold), group, metric, value))
+    by = ["pipeline", "fold", "repeat", "group"] if kind in ("cross_species", "novel_type") else \
+        ["pipeline", "fold", "repeat"]
+    for key, df in preds.groupby(by, sort=True, observed=True):
+        group = str(key[3]) if len(key) > 3 else ""
+        for metric, value in score_rows(df, kind, group).items():
+            rows.append((key[0], int(key[1]), group, int(key[2]), metric, value))
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
+def _with_repeat(predictions: pd.DataFrame) -> pd.DataFrame:
+    return predictions if "repeat" in predictions.columns else predictions.assign(repeat=0)
+
+
 def per_class(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """F1 and support per true label, pipeline and fold (and species pair).
+    """F1 and support per true label, pipeline, fold and repeat (and species pair).
 
     ``in_training`` says whether the fold's model was trained on the label: for cross-species folds
-    it lists the target species' labels that the training species lacks (always wrong there, and
-    left out of ``macro_f1_shared``); for novel-type folds it marks the held-out type.
+    it marks the target species' labels that the training species lacks (left out of the headline
+    ``macro_f1``); for novel-type folds the held-out type.
     """
+    preds = _with_repeat(predictions)
     rows = []
-    by = ["pipeline", "fold", "group"] if kind == "cross_species" else ["pipeline", "fold"]
-    for key, df in predictions.groupby(by, sort=True, observed=True):
-        group = key[2] if kind == "cross_species" else ""
+    by = ["pipeline", "fold", "repeat", "group"]
+    for key, df in preds.groupby(by, sort=True, observed=True):
+        group = str(key[3]) if kind in ("cross_species", "novel_type") else ""
         y_true, y_pred = df["y_true"].to_numpy(str), df["y_pred"].to_numpy(str)
-        trained = {c[len(SCORE_PREFIX):] for c in df.columns if c.startswith(SCORE_PREFIX) and df[c].notna().any()}
+        trained = set(y_true[_in_training(df)])
         labels = sorted(set(y_true))
-        _, _, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-        rows += [(key[0], int(key[1]), group, lab, float(fi), int(si), lab in trained)
-                 for lab, fi, si in zip(labels, f, support)]
-    return pd.DataFrame(rows, columns=["pipeline", "fold", "group", "label", "f1", "support", "in_training"])
+        codes_t, codes_p = encode(y_true, labels), encode(y_pred, labels)
+        C = confusion_matrix_codes(codes_t, codes_p, len(labels))
+        tp, support, predicted = np.diag(C)[:-1], C.sum(1)[:-1], C.sum(0)[:-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(support + predicted > 0, 2 * tp / np.maximum(support + predicted, 1), 0.0)
+        rows += [(key[0], int(key[1]), group, int(key[2]), lab, float(fi), int(si), lab in trained)
+                 for lab, fi, si in zip(labels, f1, support)]
+    return pd.DataFrame(rows, columns=["pipeline", "fold", "group", "repeat", "label", "f1", "support",
+                                       "in_training"])
 
 
 def confusion(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Confusion counts summed over folds: ``pipeline, group, y_true, y_pred, n`` (non-zero cells)."""
-    rows = []
-    by = ["pipeline", "group"] if kind == "cross_species" else ["pipeline"]
-    for key, df in predictions.groupby(by, sort=True, observed=True):
-        key = key if isinstance(key, tuple) else (key,)
-        group = key[1] if kind == "cross_species" else ""
-        labels = sorted(set(df["y_true"]) | set(df["y_pred"]))
-        matrix = confusion_matrix(df["y_true"].astype(str), df["y_pred"].astype(str), labels=labels)
-        for i, j in zip(*np.nonzero(matrix)):
-            rows.append((key[0], group, labels[i], labels[j], int(matrix[i, j])))
-    return pd.DataFrame(rows, columns=["pipeline", "group", "y_true", "y_pred", "n"])
+    """Confusion counts summed over folds: ``pipeline, repeat, group, y_true, y_pred, n`` (non-zero)."""
+    preds = _with_repeat(predictions)
+    if kind not in ("cross_species", "novel_type"):
+        preds = preds.assign(group="")
+    counts = (preds.groupby(["pipeline", "repeat", "group", "y_true", "y_pred"], sort=True, observed=True)
+              .size().rename("n").reset_index())
+    return counts[["pipeline", "repeat", "group", "y_true", "y_pred", "n"]]
 
 
-def bootstrap_ci(values, n_boot: int = 2000, ci: float = 0.95,
-                 seed: int | np.random.Generator = 0) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI of the mean of ``values`` (e.g. one score per fold).
+def unseen_labels(predictions: pd.DataFrame) -> pd.DataFrame:
+    """What cells of a label their fold's training lacked were called: ``true -> predicted -> n``.
 
-    Non-finite values are dropped; with a single value the interval collapses to it (callers
-    report n beside it), with none everything is NaN.
+    Columns ``pipeline, repeat, group, y_true, y_pred, n``: cross-species cells of a label the
+    training species does not have (never part of the headline score) and the cells of a novel-type
+    fold's held-out type.
     """
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
-    if values.size == 1:
-        return mean, mean, mean
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
-    alpha = (1 - ci) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return mean, float(lo), float(hi)
-
-
-def paired_comparison(metrics: pd.DataFrame, a: str, b: str, metric: str = "macro_f1",
-                      n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Difference ``a - b`` on identical folds (and groups), per dataset x task.
-
-    Returns mean difference, its bootstrap CI over the paired folds, n pairs and how often ``a``
-    was better. Only pairs present for both pipelines enter.
-    """
-    keys = [k for k in ("dataset", "task", "fold", "group") if k in metrics.columns]
-    m = metrics[metrics["metric"] == metric]
-    left = m[m["pipeline"] == a].set_index(keys)["value"]
-    right = m[m["pipeline"] == b].set_index(keys)["value"]
-    diff = (left - right).dropna()
-    rows = []
-    outer = [k for k in ("dataset", "task") if k in keys]
-    groups = diff.groupby(level=outer) if outer else [((), diff)]
-    for key, d in groups:
-        mean, lo, hi = bootstrap_ci(d.to_numpy(), n_boot=n_boot, seed=seed)
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append(dict(zip(outer, key), a=a, b=b, metric=metric, mean_difference=mean, ci_low=lo,
-                         ci_high=hi, n=int(d.size), a_better=int((d > 0).sum())))
-    return pd.DataFrame(rows)
+    preds = _with_repeat(predictions)
+    cols = ["pipeline", "repeat", "group", "y_true", "y_pred", "n"]
+    unseen = preds[~_in_training(preds)]
+    if unseen.empty:
+        return pd.DataFrame(columns=cols)
+    return (unseen.groupby(["pipeline", "repeat", "group", "y_true", "y_pred"], sort=True, observed=True)
+            .size().rename("n").reset_index()[cols])
 
 
 def read_predictions(paths) -> pd.DataFrame:
     """Read and concatenate prediction tables (labels and ids stay strings)."""
-    frames = [pd.read_csv(p, sep="\t", dtype={"cell_id": str, "group": str, "y_true": str, "y_pred": str},
+    frames = [pd.read_csv(p, sep="\t", dtype={"cell_id": str, "group": str, "y_true": str, "y_pred": str,
+                                              "donor_id": str},
                           keep_default_na=False, na_values={"score": ["", "nan", "NaN"]}) for p in paths]
     out = pd.concat(frames, ignore_index=True)
     for column in out.columns:
         if column == "score" or column.startswith(SCORE_PREFIX):
             out[column] = pd.to_numeric(out[column], errors="coerce")
     out["novel"] = out["novel"].astype(str).str.lower().isin(["true", "1"])
+    if "label_in_training" in out.columns:
+        out["label_in_training"] = out["label_in_training"].astype(str).str.lower().isin(["true", "1"])
+    if "repeat" not in out.columns:
+        out["repeat"] = 0
     return out
 
 
+# --------------------------------------------------------------------------- results/*.tsv
+
 METRICS_TSV_COLUMNS = ["dataset", "task", "kind", "split_kind", "group", "pipeline", "role",
-                       "representation", "model", "fold", "metric", "value"]
+                       "representation", "model", "fold", "repeat", "metric", "value"]
+#: Columns that label every row of results/summary.tsv and results/paired.tsv.
+LABEL_COLUMNS = ["dataset", "task", "kind", "split_kind", "protocol"]
 
 
-def assemble(score_files, datasets, task_names, tasks: dict, pipelines: dict) -> pd.DataFrame:
-    """The tidy ``results/metrics.tsv``: every score labelled by its dataset, task and pipeline entry."""
+def pipeline_labels(pipelines: dict, name: str) -> dict:
+    """role, family, representation and model of a pipeline entry (for the tidy tables)."""
+    from sclinbench.models import model_family
+
+    spec = pipelines[name]
+    return {"role": spec.get("role", "method"), "family": model_family(spec["model"]["name"]),
+            "representation": spec["representation"]["name"], "model": spec["model"]["name"]}
+
+
+def _read_tsv(path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype={"group": str, "a": str, "b": str, "unit_values": str},
+                       keep_default_na=False,
+                       na_values={c: ["", "nan", "NaN"] for c in ("value", "ci_low", "ci_high", "repeat_sd",
+                                                                 "repeat_min", "repeat_max")})
+
+
+def assemble(score_files, datasets, task_names, tasks: dict, pipelines: dict,
+             kind: str = "scores") -> pd.DataFrame:
+    """One tidy table of the run from the per dataset x task files of the score stage.
+
+    ``kind="scores"``: ``results/metrics.tsv`` (every per-fold score, :data:`METRICS_TSV_COLUMNS`);
+    ``"summary"``/``"paired"``: ``results/summary.tsv`` / ``results/paired.tsv`` (pooled scores with
+    their intervals, paired differences), labelled by dataset, task (kind, split, protocol) and
+    pipeline entry.
+    """
     frames = []
     for path, dataset, task in zip(score_files, datasets, task_names):
-        df = pd.read_csv(path, sep="\t", dtype={"group": str}, keep_default_na=False,
-                         na_values={"value": ["", "nan", "NaN"]})
+        df = _read_tsv(path)
         spec = tasks[task]
-        df.insert(0, "dataset", dataset)
-        df.insert(1, "task", task)
-        df.insert(2, "kind", spec["kind"])
-        df.insert(3, "split_kind", spec["split"])
-        df["role"] = [pipelines[p].get("role", "method") for p in df["pipeline"]]
-        df["representation"] = [pipelines[p]["representation"]["name"] for p in df["pipeline"]]
-        df["model"] = [pipelines[p]["model"]["name"] for p in df["pipeline"]]
+        labels = {"dataset": dataset, "task": task, "kind": spec["kind"], "split_kind": spec["split"],
+                  "protocol": spec.get("protocol", "strict")}
+        if kind == "scores":
+            for i, col in enumerate(("dataset", "task", "kind", "split_kind")):
+                df.insert(i, col, labels[col])
+            info = {p: pipeline_labels(pipelines, p) for p in pd.unique(df["pipeline"])}
+            for col in ("role", "representation", "model"):
+                df[col] = [info[p][col] for p in df["pipeline"]]
+            if "repeat" not in df.columns:
+                df["repeat"] = 0
+            frames.append(df[METRICS_TSV_COLUMNS])
+            continue
+        for i, col in enumerate(LABEL_COLUMNS):
+            df.insert(i, col, labels[col])
+        if kind == "summary":
+            info = {p: pipeline_labels(pipelines, p) for p in pd.unique(df["pipeline"])}
+            pos = df.columns.get_loc("pipeline") + 1
+            for j, col in enumerate(("role", "family", "representation", "model")):
+                df.insert(pos + j, col, [info[p][col] for p in df["pipeline"]])
         frames.append(df)
-    return pd.concat(frames, ignore_index=True)[METRICS_TSV_COLUMNS]
+    if not frames:
+        return pd.DataFrame(columns=METRICS_TSV_COLUMNS)
+    return pd.concat(frames, ignore_index=True)

@@ -6,6 +6,9 @@
                                input (dense copy below a size limit) and logs non-convergence
 - :class:`ShuffledLabels`      control: fit the wrapped estimator on permuted training labels
 - :func:`novelty_score`        predictions plus a "known-ness" score per cell
+- :data:`MODEL_FAMILIES`       every model's family (linear / nonlinear / baseline): tables of
+                               "linear" pipelines only ever show the linear family
+- :func:`control_seed`         the seed of one shuffled-label draw (seed, fold, repeat)
 
 All estimators follow the scikit-learn contract (state set in ``fit``, fitted attributes end in ``_``).
 """
@@ -40,6 +43,36 @@ MODELS: dict[str, dict] = {
     "majority": {},
 }
 _COMMON_PARAMS = {"max_dense_elements": MAX_DENSE_ELEMENTS}
+
+#: The family of every model of :data:`MODELS`. ``linear``: decision boundaries linear in the
+#: (represented) features -- the centroid classifier's least-squares coefficients are a linear map
+#: of the cell; ``nonlinear``: kNN; ``baseline``: ignores the features (majority class).
+MODEL_FAMILIES: dict[str, str] = {
+    "logreg": "linear", "linear_svm": "linear", "ridge": "linear", "lda": "linear",
+    "centroid": "linear", "knn": "nonlinear", "majority": "baseline",
+}
+FAMILIES = ("linear", "nonlinear", "baseline")
+
+#: Models whose class scores carry no information about the cell: their predictions get one
+#: constant score for every class and cell (so any AUROC of them is 0.5 by definition, also when
+#: folds are pooled -- a per-fold constant would otherwise rank whole folds against each other).
+CONSTANT_SCORE_MODELS = ("majority",)
+
+
+def model_family(name: str) -> str:
+    """The family (:data:`FAMILIES`) of a model name of :data:`MODELS`."""
+    if name not in MODEL_FAMILIES:
+        raise SclinbenchError(f"model name '{name}' is unknown; valid: {', '.join(MODEL_FAMILIES)}")
+    return MODEL_FAMILIES[name]
+
+
+def control_seed(seed: int, fold: int, repeat: int) -> int:
+    """Seed of the label permutation of one fold and repeat of a shuffled-label control.
+
+    Derived from all three numbers (``numpy.random.SeedSequence``), so every fold and every repeat
+    draws its own permutation and the draws do not depend on which other folds or repeats run.
+    """
+    return int(np.random.SeedSequence([int(seed), int(fold), int(repeat)]).generate_state(1)[0])
 
 
 # --------------------------------------------------------------------------------------------------

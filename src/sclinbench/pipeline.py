@@ -9,6 +9,7 @@ One ``pipelines:`` entry of the config::
     reduction: {method: none}           # none | pca (n_components, whiten)
     model: {name: centroid}             # + params, e.g. {name: logreg, C: 1.0}
     control: none                       # none | shuffled (wrap the model in ShuffledLabels)
+    repeats: 5                          # shuffled only: permutations per fold (each its own seed)
 
 becomes ``Pipeline([("represent", ...), ("select", ...), ("scale", ...), ("reduce", ...),
 ("model", ...)])``; unused steps are ``"passthrough"``. Every stateful step is fitted on the
@@ -35,7 +36,10 @@ from sclinbench.represent import (
     ScaleClip,
 )
 
-SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "description", "role")
+SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "repeats", "description",
+             "role")
+#: Label permutations per fold of a shuffled-label control (``repeats:``), when not given.
+DEFAULT_SHUFFLED_REPEATS = 5
 REPRESENTATION_KEYS = ("name", *dict.fromkeys(k for d in REPRESENTATIONS.values() for k in d), "obsm_key")
 FEATURE_KEYS = ("method", "n_top", "flavor", "k")
 REDUCTION_KEYS = ("method", "n_components", "whiten")
@@ -182,6 +186,15 @@ def normalize_spec(spec: dict) -> dict:
         raise SclinbenchError(
             f"pipeline key 'control': '{control}' is unknown; valid: {', '.join(CONTROLS)}"
         )
+    repeats = spec.get("repeats")
+    if repeats is None:
+        repeats = DEFAULT_SHUFFLED_REPEATS if control == "shuffled" else 1
+    repeats = _int_param("pipeline", "repeats", repeats)
+    if control != "shuffled" and repeats != 1:
+        raise SclinbenchError(
+            f"pipeline key 'repeats' ({repeats}) applies to control: shuffled only (a deterministic "
+            "pipeline gives the same predictions every time); remove it"
+        )
     return {
         "representation": rep,
         "features": feat,
@@ -189,6 +202,7 @@ def normalize_spec(spec: dict) -> dict:
         "reduction": red,
         "model": model,
         "control": control,
+        "repeats": repeats,
     }
 
 

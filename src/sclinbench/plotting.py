@@ -183,57 +183,57 @@ def _pipeline_label(name: str, representation: str) -> str:
 
 # --------------------------------------------------------------------------- cross-species
 
-def _cross_panels(metrics: pd.DataFrame, pipeline: str | None, metric: str, dataset: str | None,
+def _cross_panels(summary: pd.DataFrame, pipeline: str | None, metric: str, dataset: str | None,
                   task: str | None) -> list[tuple[str, str, str]]:
-    m = metrics[metrics["kind"] == "cross_species"]
+    m = summary[summary["kind"] == "cross_species"]
     if dataset is not None:
         m = m[m["dataset"] == dataset]
     if task is not None:
         m = m[m["task"] == task]
     panels = []
+    best = report.best_of_grid(m, "linear", metric) if len(m) else m
     for (ds, tk), _ in m.groupby(["dataset", "task"], sort=True):
         if pipeline is not None:
             panels.append((ds, tk, pipeline))
             continue
-        summary = report.summarize(m[(m["dataset"] == ds) & (m["task"] == tk) & (m["metric"] == metric)],
-                                   n_boot=10)
-        best = report.best_linear(summary, metric=metric)
-        if len(best):
-            panels.append((ds, tk, best["pipeline"].iloc[0]))
+        b = best[(best["dataset"] == ds) & (best["task"] == tk)]
+        if len(b):
+            panels.append((ds, tk, b["pipeline"].iloc[0]))
     return panels
 
 
-def cross_species_heatmap(metrics: pd.DataFrame, pipeline: str | None = None, metric: str = "macro_f1",
+def cross_species_heatmap(summary: pd.DataFrame, pipeline: str | None = None, metric: str = "macro_f1",
                           dataset: str | None = None, task: str | None = None,
                           species_order: Sequence[str] | None = None) -> Figure:
     """Training x target species heatmap of one pipeline, values annotated.
 
-    The diagonal (a held-out split of the training species itself) is hatched and outlined so it
-    is not read as a cross-species transfer; the right axis gives each row's mean over the *other*
-    species. One panel per cross-species dataset x task.
+    The diagonal (the same-species cross-validation) is hatched and outlined so it is not read as
+    a cross-species transfer; off-diagonal cells are scored over the labels both species share; the
+    right axis gives each row's mean over the *other* species. One panel per cross-species dataset x
+    task.
 
     Parameters
     ----------
-    metrics
-        Tidy metrics (``report.METRICS_COLUMNS``).
+    summary
+        The score stage's summary (``results/summary.tsv``).
     pipeline
-        Pipeline to show; default the best linear pipeline (by mean over off-diagonal pairs).
+        Pipeline to show; default the best linear pipeline of the grid (optimistic, so labelled).
     metric, dataset, task, species_order
         What to show; ``species_order`` orders rows and columns.
     """
-    metrics = report.check_metrics(metrics)
-    panels = _cross_panels(metrics, pipeline, metric, dataset, task)
+    summary = report.check_summary(summary)
+    panels = _cross_panels(summary, pipeline, metric, dataset, task)
     if not panels:
         return placeholder_figure("Cross-species transfer",
                                   "No cross-species results in this run: add a task with "
                                   "kind: cross_species on a multi-species dataset.")
-    mats = [report.cross_species_matrix(metrics, p, metric, dataset=d, task=t, species_order=species_order)
+    mats = [report.cross_species_matrix(summary, p, metric, dataset=d, task=t, species_order=species_order)
             for d, t, p in panels]
     n_species = max(max(mat.shape) for mat in mats)
     width = SINGLE_COLUMN if len(panels) == 1 and n_species <= 9 else DOUBLE_COLUMN
     cell = min(0.42, (width / len(panels) - 1.3) / max(n_species, 1))
     height = 1.45 + cell * n_species
-    label = report.METRIC_LABELS.get(metric, metric)
+    label = report.METRIC_LABELS.get(metric, metric) + (" (shared labels)" if metric == "macro_f1" else "")
     with style():
         fig = _new_figure(width, height)
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -274,24 +274,24 @@ def cross_species_heatmap(metrics: pd.DataFrame, pipeline: str | None = None, me
             sec.tick_params(length=0)
             sec.spines["right"].set_visible(False)
             sec.set_ylabel("mean over other species", fontsize=6)
-            ax.set_title(f"{p}\n{d} · {label}", fontsize=7)
+            chosen = "" if pipeline is not None else " (best of grid: optimistic)"
+            ax.set_title(f"{p}{chosen}\n{d} · {label}", fontsize=7)
         cbar = fig.colorbar(image, ax=list(axes), orientation="horizontal", fraction=0.05,
                             shrink=0.7, aspect=30, pad=0.02)
         cbar.set_label(label)
         cbar.outline.set_linewidth(0.4)
         cbar.ax.tick_params(labelsize=6)
         fig.legend(handles=[Patch(facecolor="#CCCCCC", edgecolor="black", hatch="////",
-                                  label="same species: held-out cells of the training species")],
+                                  label="same species: cross-validation within the training species")],
                    loc="outside upper center", fontsize=6, handlelength=1.6)
     return fig
 
 
-def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | None = None,
+def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | None = None,
                                pipelines: Sequence[str] | None = None, metric: str = "macro_f1",
                                include_diagonal: bool = False, dataset: str | None = None,
                                dataset_aliases: Mapping[str, str] | None = None,
-                               colors: Mapping[str, str] | None = None, max_pipelines: int = 3,
-                               n_boot: int = 2000, seed: int = 0) -> Figure:
+                               colors: Mapping[str, str] | None = None, max_pipelines: int = 3) -> Figure:
     """Mean score over target species per training species: our pipelines vs published models.
 
     Our pipelines are solid bars with one dot per target species; published foundation-model
@@ -300,8 +300,8 @@ def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | 
 
     Parameters
     ----------
-    metrics
-        Tidy metrics.
+    summary
+        The score stage's summary (``results/summary.tsv``).
     reference
         Output of :func:`sclinbench.report.read_reference` (optional).
     pipelines
@@ -311,8 +311,8 @@ def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | 
     dataset, dataset_aliases
         Which cross-species dataset (default: the first), and our name -> reference name.
     """
-    metrics = report.check_metrics(metrics)
-    avg = report.cross_species_average(metrics, include_diagonal, metric, n_boot=n_boot, seed=seed)
+    summary = report.check_summary(summary)
+    avg = report.cross_species_average(summary, include_diagonal, metric)
     if avg.empty:
         return placeholder_figure("Cross-species averages",
                                   "No cross-species results in this run: add a task with "
@@ -321,7 +321,7 @@ def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | 
     avg = avg[avg["dataset"] == ds]
     task = sorted(avg["task"])[0]
     avg = avg[avg["task"] == task]
-    pairs = report.cross_species_pairs(metrics, metric)
+    pairs = report.cross_species_pairs(summary, metric)
     pairs = pairs[(pairs["dataset"] == ds) & (pairs["task"] == task)]
     if not include_diagonal:
         pairs = pairs[~pairs["same_species"]]
@@ -340,7 +340,7 @@ def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | 
     n_bars = len(pipelines) + len(pub_models)
     width = SINGLE_COLUMN if len(species) * n_bars <= 12 else DOUBLE_COLUMN
     cols = _colors(colors, avg["pipeline"])
-    label = report.METRIC_LABELS.get(metric, metric)
+    label = report.METRIC_LABELS.get(metric, metric) + (" (shared labels)" if metric == "macro_f1" else "")
     with style():
         fig = _new_figure(width, 2.6)
         ax = fig.add_subplot()
@@ -407,8 +407,10 @@ def cross_species_average_bars(metrics: pd.DataFrame, reference: pd.DataFrame | 
 
 # --------------------------------------------------------------------------- per-pipeline scores
 
-def _facet_title(dataset: str, task: str, split_kind: str, kind: str, n: int, unit: str) -> str:
-    extra = " (excl. same-species)" if kind == "cross_species" else ""
+def _facet_title(dataset: str, task: str, split_kind: str, kind: str, n: int, unit: str,
+                 group: str = "") -> str:
+    extra = ((" (incl. same-species)" if group == "incl. same-species" else " (excl. same-species)")
+             if kind == "cross_species" else "")
     unit = unit.split(" (")[0]
     return f"{dataset} · {task}{extra}\n{split_kind}; n = {n} {unit}{'s' if n != 1 else ''}"
 
@@ -430,7 +432,7 @@ def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
     Parameters
     ----------
     summary
-        Output of :func:`sclinbench.report.summarize`.
+        :func:`sclinbench.report.summary_view` of the score stage's summary.
     metric
         Metric to show (x axis, 0-1).
     colors
@@ -468,7 +470,8 @@ def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
                                linewidth=0.9, zorder=2)
             n = int(fm["n"].max()) if len(fm) else 0
             unit = fm["unit"].iloc[0] if len(fm) else "fold"
-            ax.set_title(_facet_title(d, t, sk, kind, n, unit), fontsize=6.5, fontweight="normal",
+            grp = fm["group"].iloc[0] if len(fm) and "group" in fm.columns else ""
+            ax.set_title(_facet_title(d, t, sk, kind, n, unit, grp), fontsize=6.5, fontweight="normal",
                          loc="left")
             ax.xaxis.grid(True, linewidth=0.3, color="#DDDDDD", zorder=0)
             ax.set_axisbelow(True)
@@ -482,7 +485,7 @@ def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
         handles = [Line2D([], [], color=st["color"], linestyle=st["linestyle"], label=st["label"])
                    for st in CONTROL_STYLES.values()]
         handles.append(Line2D([], [], color="#333333", marker="o", markersize=3, linestyle="-",
-                              label="mean and 95% bootstrap CI"))
+                              label="pooled score and 95% bootstrap interval over held-out units"))
         fig.legend(handles=handles, loc="outside lower center", ncols=3)
         if (reps == "embedding").any():
             fig.supxlabel(EMBEDDING_NOTE, fontsize=6)
@@ -843,28 +846,30 @@ def runtime_memory(benchmarks: pd.DataFrame) -> Figure:
 
 # --------------------------------------------------------------------------- all figures
 
-def make_figures(metrics: pd.DataFrame, outdir: str | os.PathLike,
+def make_figures(summary: pd.DataFrame, outdir: str | os.PathLike, metrics: pd.DataFrame | None = None,
                  reference: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None,
                  benchmarks: pd.DataFrame | None = None, metric: str = "macro_f1",
-                 dataset_aliases: Mapping[str, str] | None = None, n_boot: int = 2000,
-                 seed: int = 0, novel_type_title: str | None = None,
+                 dataset_aliases: Mapping[str, str] | None = None, novel_type_title: str | None = None,
                  novel_type_dataset: str | None = None) -> dict[str, tuple[Path, Path]]:
     """Write every figure of :data:`FIGURES` to ``outdir`` as PNG + PDF (placeholders if no data).
 
     Parameters
     ----------
-    metrics
-        Tidy metrics (``results/metrics.tsv``).
+    summary
+        The score stage's pooled scores with intervals (``results/summary.tsv``): every number in
+        the figures comes from it (nothing is re-summarized here).
     outdir
         e.g. ``results/figures``.
+    metrics
+        Per-fold scores (``results/metrics.tsv``), for the per-type novelty panel; optional.
     reference
         Published numbers (:func:`sclinbench.report.read_reference`), for the cross-species bars.
     predictions
         Per-cell predictions of one novel-type task (for the ROC panel); optional.
     benchmarks
         :func:`read_benchmarks` output; optional.
-    metric, dataset_aliases, n_boot, seed
-        Passed on to the figures / summaries.
+    metric, dataset_aliases
+        Passed on to the figures.
     novel_type_title
         Title of the novel-type figure (say which dataset/task the predictions come from).
 
@@ -873,17 +878,16 @@ def make_figures(metrics: pd.DataFrame, outdir: str | os.PathLike,
     Stem -> (PNG path, PDF path).
     """
     outdir = Path(outdir)
-    metrics = report.check_metrics(metrics)
-    summary = report.summarize(metrics, n_boot=n_boot, seed=seed)
-    colors = pipeline_colors(sorted(pd.unique(metrics["pipeline"])))
+    summary = report.check_summary(summary)
+    view = report.summary_view(summary)
+    colors = pipeline_colors(sorted(pd.unique(summary["pipeline"])))
     builders = {
-        "cross_species_heatmap": lambda: cross_species_heatmap(metrics, metric=metric),
+        "cross_species_heatmap": lambda: cross_species_heatmap(summary, metric=metric),
         "cross_species_average": lambda: cross_species_average_bars(
-            metrics, reference, metric=metric, dataset_aliases=dataset_aliases, colors=colors,
-            n_boot=n_boot, seed=seed),
-        "pipeline_scores": lambda: pipeline_scores(summary, metric, colors=colors),
-        "normalization_model": lambda: normalization_model_heatmap(summary, metric),
-        "disease": lambda: disease_levels(summary, metric, colors=colors),
+            summary, reference, metric=metric, dataset_aliases=dataset_aliases, colors=colors),
+        "pipeline_scores": lambda: pipeline_scores(view, metric, colors=colors),
+        "normalization_model": lambda: normalization_model_heatmap(view, metric),
+        "disease": lambda: disease_levels(view, metric, colors=colors),
         "novel_type": lambda: novel_type_detection(predictions, metrics, colors=colors,
                                                  title=novel_type_title, dataset=novel_type_dataset),
         "runtime_memory": lambda: runtime_memory(benchmarks if benchmarks is not None

@@ -1,16 +1,24 @@
-"""Tables, the results README and provenance from ``results/metrics.tsv``.
+"""Tables, the results README and provenance from the tables of the score stage.
 
-Everything here works on the tidy metrics table (one value per row, columns
-:data:`METRICS_COLUMNS`) and on the published numbers of ``config/reference_results.tsv``.
+The score stage (:mod:`sclinbench.intervals`) has every pipeline's predictions of one dataset x task
+and writes the numbers: pooled out-of-fold scores with intervals that resample what the split holds
+out (``results/summary.tsv``) and paired differences on the same draws (``results/paired.tsv``).
+This module only reads, selects and formats them (and ``results/metrics.tsv``, the per-fold scores,
+and the published numbers of ``config/reference_results.tsv``).
 
 Conventions (also stated in every written table):
 
-- **Summaries** are a mean over *units* with a seeded 95% percentile-bootstrap interval over those
-  units. The unit is the fold for tasks without groups; for grouped tasks it is the group (a
-  training->target species pair for cross-species, a held-out cell type for novel-type tasks),
-  each group first averaged over its folds, so every group weighs the same.
-- **Cross-species** averages leave out the same-species diagonal (``a->a``, a held-out split of
-  the training species) unless asked; rows that include it say so (``includes_diagonal``).
+- **Intervals**: a one-line statement in every table; units named per row; none from fewer than
+  3 units (the per-unit values and "too few units for an interval" instead).
+- **Selection**: the headline shows the pipelines declared before the run (config
+  ``report: {declared: [...]}``) beside the best linear pipeline of the grid, which is marked
+  "chosen on the evaluation folds: optimistic". kNN (family ``nonlinear``) is never in a linear
+  table; novel-type tasks rank by novelty AUROC.
+- **Controls**: every task where the best method does not beat the best control beyond the
+  interval of their paired difference is flagged "no signal over control".
+- **Cross-species** scores cover the labels both species share; averages leave out the same-species
+  cross-validation unless asked (``includes_diagonal``), except the headline of tasks with
+  ``protocol: paper``, which average every pair including it, as Souza & Mehta did.
 - **Published** numbers never mix silently with ours: every row of a comparison carries
   ``source`` = ``published`` or ``computed here``. A foundation-model embedding supplied by the user
   and classified by a linear model in this workflow is ``computed here``.
@@ -25,7 +33,6 @@ import os
 import platform
 import subprocess
 import sys
-import zlib
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -36,20 +43,20 @@ import pandas as pd
 from sclinbench.errors import SclinbenchError
 from sclinbench.download import sha256sum
 from sclinbench.io import atomic_path, write_table
-from sclinbench.metrics import CI_SUFFIXES, METRICS_TSV_COLUMNS, POOLED_FOLD, bootstrap_ci
+from sclinbench.intervals import MIN_UNITS, PAIRED_COLUMNS, SUMMARY_COLUMNS, TOO_FEW
+from sclinbench.metrics import LABEL_COLUMNS, METRICS_TSV_COLUMNS
 
+#: Columns of ``results/metrics.tsv`` (``repeat`` may be missing in older tables: read as 0).
 METRICS_COLUMNS = tuple(METRICS_TSV_COLUMNS)
-#: Columns that identify one summary row (one pipeline's score on one task of one dataset).
-SUMMARY_KEYS = ["dataset", "task", "kind", "split_kind", "pipeline", "role", "representation",
-                "model", "metric"]
 #: Classification scores in display order; other metrics (counts such as ``n_test_cells``) are
-#: summarised in the TSV tables but left out of the Markdown views.
-SCORE_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "macro_precision", "macro_recall",
-                 "auroc_ovr", "macro_f1_shared", "novelty_auroc", "known_accuracy")
+#: in the TSV tables but left out of the Markdown views.
+SCORE_METRICS = ("macro_f1", "novelty_auroc", "balanced_accuracy", "accuracy", "macro_precision",
+                 "macro_recall", "auroc_ovr", "macro_f1_all_target_labels", "known_accuracy")
 METRIC_LABELS = {
     "macro_f1": "macro F1", "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy",
     "macro_precision": "macro precision", "macro_recall": "macro recall",
-    "auroc_ovr": "AUROC (macro one-vs-rest)", "macro_f1_shared": "macro F1 (shared labels)",
+    "auroc_ovr": "AUROC (macro one-vs-rest)",
+    "macro_f1_all_target_labels": "macro F1 over all target labels",
     "novelty_auroc": "novelty AUROC", "known_accuracy": "accuracy on known types",
 }
 CONTROL_PIPELINES = ("control_majority", "control_shuffled")
@@ -86,6 +93,8 @@ def check_metrics(metrics: pd.DataFrame, where: str = "metrics table") -> pd.Dat
     -------
     Copy with ``group`` as str ("" when empty), ``fold`` as int and ``value`` as float.
     """
+    if "repeat" not in metrics.columns:
+        metrics = metrics.assign(repeat=0)
     missing = [c for c in METRICS_COLUMNS if c not in metrics.columns]
     if missing:
         raise SclinbenchError(f"{where}: missing column(s) {', '.join(missing)}; "
@@ -108,6 +117,7 @@ def check_metrics(metrics: pd.DataFrame, where: str = "metrics table") -> pd.Dat
         raise SclinbenchError(f"{where}: row {i + 1} column fold: {out['fold'].iloc[i]!r} is not an "
                               "integer fold number")
     out["fold"] = fold.astype(int)
+    out["repeat"] = pd.to_numeric(out["repeat"], errors="coerce").fillna(0).astype(int)
     roles = set(out["role"]) - {"method", "control"}
     if roles:
         raise SclinbenchError(f"{where}: column role has {sorted(roles)}; use 'method' or 'control'")
@@ -141,259 +151,274 @@ def common_species_name(name: str) -> str:
     return SPECIES_COMMON_NAMES.get(key, key)
 
 
-# --------------------------------------------------------------------------- bootstrap / summary
+# --------------------------------------------------------------------------- summaries (score stage)
 
-def _key_seed(seed: int, key: Iterable) -> np.random.Generator:
-    """A generator that depends on ``seed`` and the row key only (not on row order)."""
-    return np.random.default_rng([int(seed), zlib.crc32("|".join(map(str, key)).encode())])
+#: Columns of ``results/summary.tsv`` (one row per dataset x task x pipeline x group x metric).
+SUMMARY_TSV_COLUMNS = (LABEL_COLUMNS + ["pipeline", "role", "family", "representation", "model"]
+                       + [c for c in SUMMARY_COLUMNS if c != "pipeline"])
+PAIRED_TSV_COLUMNS = LABEL_COLUMNS + PAIRED_COLUMNS
+OPTIMISTIC = "chosen on the evaluation folds: optimistic"
+NO_SIGNAL = "no signal over control"
+SIGNAL = "beats the best control"
+UNTESTED = "not testable: too few units"
+#: Pipelines the tables show beside the best of the grid when the config declares none.
+DEFAULT_DECLARED = ("rankz_centroid", "log1p_pca_logreg")
+SCOPE_LABELS = {"": "", "same-species": "same-species cross-validation",
+                "incl. same-species": "all pairs incl. same-species"}
 
 
-def bootstrap_mean(values, n_boot: int = 2000, level: float = 0.95,
-                   rng: np.random.Generator | int = 0) -> tuple[float, float, float, int]:
-    """Mean and percentile-bootstrap interval of the mean of ``values``.
+def headline_metric(kind: str) -> str:
+    """The metric that ranks pipelines of a task kind (novel types: novelty AUROC)."""
+    return "novelty_auroc" if kind == "novel_type" else "macro_f1"
 
-    Parameters
-    ----------
-    values
-        One number per unit (fold, species pair, ...); non-finite values are dropped.
-    n_boot
-        Bootstrap resamples.
-    level
-        Coverage of the interval (0.95 = 95%).
-    rng
-        Seed or generator.
 
-    Returns
-    -------
-    ``(mean, ci_low, ci_high, n)``; with one unit the interval collapses to the value, with none
-    everything is NaN and ``n`` is 0.
+def headline_group(kind: str, protocol: str = "strict") -> str:
+    """The summary group of a task's headline: cross-species tasks of the paper's protocol average
+    every pair including the same-species one (as Souza & Mehta); everything else group ``""``."""
+    return "incl. same-species" if kind == "cross_species" and protocol == "paper" else ""
+
+
+def _strings(df: pd.DataFrame, cols) -> pd.DataFrame:
+    for c in cols:
+        if c in df.columns:
+            df[c] = df[c].fillna("").astype(str)
+    return df
+
+
+def check_summary(summary: pd.DataFrame, where: str = "summary table") -> pd.DataFrame:
+    """A cleaned copy of ``results/summary.tsv`` (numbers as float, labels as str) or a one-line error."""
+    missing = [c for c in SUMMARY_TSV_COLUMNS if c not in summary.columns]
+    if missing:
+        raise SclinbenchError(f"{where}: missing column(s) {', '.join(missing)}; rerun the score and "
+                              "metrics steps that write it")
+    out = _strings(summary.copy(), LABEL_COLUMNS + ["pipeline", "role", "family", "representation", "model",
+                                                    "group", "metric", "unit", "interval", "unit_values"])
+    for c in ("value", "ci_low", "ci_high", "n_units", "n_repeats", "repeat_sd", "repeat_min", "repeat_max"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    return out
+
+
+def read_summary(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise SclinbenchError(f"{path}: summary table not found; run the score/metrics steps first")
+    return check_summary(pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False), where=str(path))
+
+
+def read_paired(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise SclinbenchError(f"{path}: paired-comparison table not found; run the score/metrics steps first")
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    missing = [c for c in PAIRED_TSV_COLUMNS if c not in df.columns]
+    if missing:
+        raise SclinbenchError(f"{path}: missing column(s) {', '.join(missing)}; rerun the metrics step")
+    df = _strings(df, LABEL_COLUMNS + ["group", "a", "b", "metric", "unit", "interval", "verdict"])
+    for c in ("difference", "ci_low", "ci_high", "n_units"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df
+
+
+def read_unseen(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise SclinbenchError(f"{path}: unseen-label table not found; run the metrics step first")
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "n" in df.columns:
+        df["n"] = pd.to_numeric(df["n"], errors="coerce").fillna(0).astype(int)
+    return df
+
+
+def tasks_of(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset x task: kind, split, protocol, headline metric and group."""
+    t = summary[LABEL_COLUMNS].drop_duplicates().sort_values(["dataset", "task"]).reset_index(drop=True)
+    t["metric"] = [headline_metric(k) for k in t["kind"]]
+    t["group"] = [headline_group(k, p) for k, p in zip(t["kind"], t["protocol"])]
+    return t
+
+
+def headline_rows(summary: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """Each task's headline rows (its headline group; its headline metric unless ``metric``)."""
+    t = tasks_of(summary)
+    if metric is not None:
+        t["metric"] = metric
+    keys = LABEL_COLUMNS + ["group", "metric"]
+    return summary.merge(t[keys], on=keys, how="inner")
+
+
+def summary_view(summary: pd.DataFrame, group: str | None = None) -> pd.DataFrame:
+    """Summary rows at each task's headline group in the figure-friendly form
+    (``mean`` = value, ``n`` = units), every metric."""
+    s = check_summary(summary)
+    if group is None:
+        t = tasks_of(s)[LABEL_COLUMNS + ["group"]]
+        s = s.merge(t, on=LABEL_COLUMNS + ["group"], how="inner")
+    else:
+        s = s[s["group"] == group]
+    s = s[s["interval"] != "count (no interval)"]
+    return s.rename(columns={"value": "mean", "n_units": "n"}).reset_index(drop=True)
+
+
+def _pick_best(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows[rows["value"].notna()].sort_values(["dataset", "task", "value", "pipeline"],
+                                                   ascending=[True, True, False, True])
+    return rows.groupby(["dataset", "task"], sort=True).head(1).reset_index(drop=True)
+
+
+def best_of_grid(summary: pd.DataFrame, family: str | None = "linear", metric: str | None = None,
+                 exclude_representations: Iterable[str] = ("embedding",)) -> pd.DataFrame:
+    """The best method pipeline of a family per dataset x task (never a control), by the headline
+    metric of the task's headline group. It is chosen on the evaluation folds, which makes its
+    score optimistic: rows carry ``selection`` saying so.
+
+    ``family=None`` takes every family; kNN (``nonlinear``) is never the best of ``linear``.
     """
-    n = int(np.isfinite(np.asarray(values, dtype=float)).sum())
-    mean, lo, hi = bootstrap_ci(values, n_boot=n_boot, ci=level, seed=rng)
-    return mean, lo, hi, n
+    s = headline_rows(check_summary(summary), metric)
+    s = s[(s["role"] == "method") & ~s["representation"].isin(list(exclude_representations))]
+    if family is not None:
+        s = s[s["family"] == family]
+    best = _pick_best(s)
+    best["selection"] = OPTIMISTIC
+    return best
 
 
-def _is_diagonal(df: pd.DataFrame) -> np.ndarray:
-    cross = (df["kind"] == "cross_species").to_numpy()
-    diag = np.zeros(len(df), dtype=bool)
-    if cross.any():
-        pairs = [parse_species_pair(g) for g in df.loc[cross, "group"]]
-        diag[cross] = [a == b for a, b in pairs]
-    return diag
+def best_control(summary: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """The control with the highest headline score per dataset x task."""
+    s = headline_rows(check_summary(summary), metric)
+    return _pick_best(s[s["role"] == "control"])
 
 
-def _unit_name(kind: str, grouped: bool, include_diagonal: bool) -> str:
-    if kind == "cross_species":
-        return "species pair (incl. same-species)" if include_diagonal else \
-            "species pair (excl. same-species)"
-    if kind == "novel_type":
-        return "held-out type"
-    return "group" if grouped else "fold"
+def paired_difference(paired: pd.DataFrame, dataset: str, task: str, group: str, metric: str,
+                      a: str, b: str) -> dict | None:
+    """``a - b`` from the paired table (stored once per unordered pair), or None."""
+    p = paired[(paired["dataset"] == dataset) & (paired["task"] == task) & (paired["group"] == group)
+               & (paired["metric"] == metric)]
+    hit = p[(p["a"] == a) & (p["b"] == b)]
+    sign = 1.0
+    if hit.empty:
+        hit, sign = p[(p["a"] == b) & (p["b"] == a)], -1.0
+    if hit.empty:
+        return None
+    r = hit.iloc[0]
+    lo, hi = (r["ci_low"], r["ci_high"]) if sign > 0 else (-r["ci_high"], -r["ci_low"])
+    return {"difference": sign * r["difference"], "ci_low": lo, "ci_high": hi, "n_units": r["n_units"],
+            "unit": r["unit"], "interval": r["interval"]}
 
 
-def summarize(metrics: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-              include_diagonal: bool = False) -> pd.DataFrame:
-    """Mean and bootstrap CI per dataset x task x split kind x pipeline x metric.
-
-    Parameters
-    ----------
-    metrics
-        Tidy metrics (:data:`METRICS_COLUMNS`).
-    n_boot, level, seed
-        Bootstrap resamples, interval coverage and seed. Each row draws from a generator seeded by
-        ``seed`` and its own key, so adding a pipeline never changes another row's interval.
-    include_diagonal
-        Cross-species only: also average the same-species pairs (``a->a``). Off by default.
-
-    Returns
-    -------
-    DataFrame with :data:`SUMMARY_KEYS` and ``mean, ci_low, ci_high, n, n_folds, unit``:
-    ``n`` units (folds, or groups each averaged over their folds) entered the mean;
-    ``n_folds`` is the largest number of folds behind one unit.
-    """
-    m = check_metrics(metrics)
-    if not include_diagonal:
-        m = m[~_is_diagonal(m)]
-    # scores pooled over leave-one-out folds (fold -1) bring their own interval as sibling rows
-    is_ci = m["metric"].str.endswith(CI_SUFFIXES)
-    pooled_ci = m[is_ci & (m["fold"] == POOLED_FOLD)]
-    m = m[~is_ci]
-    columns = SUMMARY_KEYS + ["mean", "ci_low", "ci_high", "n", "n_folds", "unit"]
-    if m.empty:
-        return pd.DataFrame(columns=columns)
-    m = m.assign(_grouped=m["group"] != "")
-    m["_unit"] = np.where(m["_grouped"], m["group"], m["fold"].astype(str))
-    # sorted units: the bootstrap draws must not depend on the order of the input rows
-    units = (m.groupby(SUMMARY_KEYS + ["_unit"], sort=True)
-             .agg(value=("value", "mean"), n_folds=("fold", "nunique"), grouped=("_grouped", "any"))
-             .reset_index())
-    ci_of = {(*k[:-1], k[-1]): v for k, v in
-             pooled_ci.set_index(SUMMARY_KEYS)["value"].items()} if len(pooled_ci) else {}
-    n_held_out = (m[(m["metric"] == "accuracy") & (m["fold"] >= 0)]
-                  .groupby(["dataset", "task", "pipeline"])["fold"].nunique().to_dict())
+def signal_over_control(summary: pd.DataFrame, paired: pd.DataFrame, family: str | None = "linear") -> pd.DataFrame:
+    """Per dataset x task: does the best method beat the best control beyond the interval of their
+    paired (same-draw) difference? ``signal`` is :data:`SIGNAL`, :data:`NO_SIGNAL` or
+    :data:`UNTESTED` (fewer than 3 units)."""
+    best, ctrl = best_of_grid(summary, family), best_control(summary)
     rows = []
-    for key, df in units.groupby(SUMMARY_KEYS, sort=True):
-        kind = key[SUMMARY_KEYS.index("kind")]
-        if list(df["_unit"]) == [str(POOLED_FOLD)]:
-            metric = key[-1]
-            lo = ci_of.get((*key[:-1], metric + CI_SUFFIXES[0]), float("nan"))
-            hi = ci_of.get((*key[:-1], metric + CI_SUFFIXES[1]), float("nan"))
-            d, t, p = (key[SUMMARY_KEYS.index(c)] for c in ("dataset", "task", "pipeline"))
-            rows.append((*key, float(df["value"].iloc[0]), lo, hi, n_held_out.get((d, t, p), 1),
-                         1, "held-out donor (pooled)"))
+    for r in best.itertuples(index=False):
+        c = ctrl[(ctrl["dataset"] == r.dataset) & (ctrl["task"] == r.task)]
+        if c.empty:
             continue
-        mean, lo, hi, n = bootstrap_mean(df["value"].to_numpy(), n_boot=n_boot, level=level,
-                                         rng=_key_seed(seed, key))
-        rows.append((*key, mean, lo, hi, n, int(df["n_folds"].max()),
-                     _unit_name(kind, bool(df["grouped"].any()), include_diagonal)))
-    return pd.DataFrame(rows, columns=columns)
-
-
-def best_linear(summary: pd.DataFrame, metric: str = "macro_f1",
-                exclude_representations: Iterable[str] = ("embedding",)) -> pd.DataFrame:
-    """The best method pipeline per dataset x task x split kind (never a control).
-
-    Parameters
-    ----------
-    summary
-        Output of :func:`summarize`.
-    metric
-        Metric that ranks pipelines (highest mean wins; ties go to the alphabetically first name).
-    exclude_representations
-        Representations that are not "linear pipelines on expression" (by default imported
-        foundation-model embeddings, which are compared separately).
-
-    Returns
-    -------
-    One summary row per dataset x task x split kind.
-    """
-    s = summary[(summary["metric"] == metric) & (summary["role"] == "method")
-                & ~summary["representation"].isin(list(exclude_representations))
-                & summary["mean"].notna()]
-    if s.empty:
-        return summary.iloc[0:0].copy()
-    s = s.sort_values(["dataset", "task", "split_kind", "mean", "pipeline"],
-                      ascending=[True, True, True, False, True])
-    return s.groupby(["dataset", "task", "split_kind"], sort=True).head(1).reset_index(drop=True)
+        c = c.iloc[0]
+        d = paired_difference(paired, r.dataset, r.task, r.group, r.metric, r.pipeline, c["pipeline"])
+        if d is None or not np.isfinite(d["ci_low"]):
+            verdict = UNTESTED
+        else:
+            verdict = SIGNAL if d["ci_low"] > 0 else NO_SIGNAL
+        rows.append({"dataset": r.dataset, "task": r.task, "metric": r.metric, "group": r.group,
+                     "best": r.pipeline, "control": c["pipeline"],
+                     "difference": np.nan if d is None else d["difference"],
+                     "ci_low": np.nan if d is None else d["ci_low"],
+                     "ci_high": np.nan if d is None else d["ci_high"], "signal": verdict})
+    cols = ["dataset", "task", "metric", "group", "best", "control", "difference", "ci_low", "ci_high", "signal"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 # --------------------------------------------------------------------------- cross-species
 
-def cross_species_pairs(metrics: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
-    """Per pipeline and ordered species pair: the mean over folds of one metric.
+def _pair_groups(groups: pd.Series) -> np.ndarray:
+    return groups.str.fullmatch(r"[^>*]+->[^>*]+").to_numpy(bool)
+
+
+def cross_species_pairs(summary: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
+    """Per pipeline and ordered species pair: the pooled score with its interval (over the target's
+    donors or cells); the diagonal is the within-species cross-validation.
 
     Returns
     -------
-    Columns ``dataset, task, pipeline, role, representation, model, training_species,
-    target_species, same_species, metric, mean, n_folds``.
+    Columns ``dataset, task, protocol, pipeline, role, family, representation, model,
+    training_species, target_species, same_species, metric, mean, ci_low, ci_high, n, unit``.
     """
-    m = check_metrics(metrics)
-    m = m[(m["kind"] == "cross_species") & (m["metric"] == metric)]
-    cols = ["dataset", "task", "pipeline", "role", "representation", "model", "training_species",
-            "target_species", "same_species", "metric", "mean", "n_folds"]
-    if m.empty:
+    s = check_summary(summary)
+    s = s[(s["kind"] == "cross_species") & (s["metric"] == metric)]
+    s = s[_pair_groups(s["group"])]
+    cols = ["dataset", "task", "protocol", "pipeline", "role", "family", "representation", "model",
+            "training_species", "target_species", "same_species", "metric", "mean", "ci_low", "ci_high", "n",
+            "unit"]
+    if s.empty:
         return pd.DataFrame(columns=cols)
-    pairs = [parse_species_pair(g) for g in m["group"]]
-    m = m.assign(training_species=[a for a, _ in pairs], target_species=[b for _, b in pairs])
-    keys = ["dataset", "task", "pipeline", "role", "representation", "model", "training_species",
-            "target_species"]
-    out = (m.groupby(keys, sort=False)
-           .agg(mean=("value", "mean"), n_folds=("fold", "nunique")).reset_index())
-    out["same_species"] = out["training_species"] == out["target_species"]
-    out["metric"] = metric
-    return out[cols]
+    pairs = [parse_species_pair(g, where="summary table") for g in s["group"]]
+    s = s.assign(training_species=[a for a, _ in pairs], target_species=[b for _, b in pairs],
+                 same_species=[a == b for a, b in pairs])
+    return s.rename(columns={"value": "mean", "n_units": "n"})[cols].reset_index(drop=True)
 
 
 def _only(values, what: str, hint: str) -> str:
     values = list(pd.unique(pd.Series(values)))
     if len(values) != 1:
-        raise SclinbenchError(f"cross-species metrics: {len(values)} {what} ({', '.join(map(str, values))}); "
+        raise SclinbenchError(f"cross-species results: {len(values)} {what} ({', '.join(map(str, values))}); "
                               f"{hint}")
     return values[0]
 
 
-def cross_species_matrix(metrics: pd.DataFrame, pipeline: str, metric: str = "macro_f1",
+def cross_species_matrix(summary: pd.DataFrame, pipeline: str, metric: str = "macro_f1",
                          dataset: str | None = None, task: str | None = None,
                          species_order: Iterable[str] | None = None) -> pd.DataFrame:
-    """Training species (rows) x target species (columns) matrix of one pipeline's mean score.
+    """Training species (rows) x target species (columns) matrix of one pipeline's score.
 
-    The diagonal is the held-out same-species split; the off-diagonal cells are the
-    cross-species transfers. Missing pairs are NaN.
-
-    Parameters
-    ----------
-    metrics
-        Tidy metrics.
-    pipeline, metric
-        Which pipeline and metric.
-    dataset, task
-        Needed only when the table holds more than one cross-species dataset or task.
-    species_order
-        Order of rows and columns; default: order of first appearance.
+    The diagonal is the within-species cross-validation; the off-diagonal cells are transfers
+    (scored over the labels both species share). Missing pairs are NaN.
     """
-    pairs = cross_species_pairs(metrics, metric)
+    pairs = cross_species_pairs(summary, metric)
     if dataset is not None:
         pairs = pairs[pairs["dataset"] == dataset]
     if task is not None:
         pairs = pairs[pairs["task"] == task]
     pairs = pairs[pairs["pipeline"] == pipeline]
     if pairs.empty:
-        raise SclinbenchError(f"cross-species metrics: no {metric!r} rows for pipeline {pipeline!r}"
+        raise SclinbenchError(f"cross-species results: no {metric!r} rows for pipeline {pipeline!r}"
                               f"{'' if dataset is None else ' on dataset ' + repr(dataset)}; "
                               "check the pipeline name and that a cross_species task ran")
     _only(pairs["dataset"], "datasets", "pass dataset=")
     _only(pairs["task"], "tasks", "pass task=")
     if species_order is None:
-        species_order = list(pd.unique(pd.concat([pairs["training_species"], pairs["target_species"]])))
+        species_order = sorted(pd.unique(pd.concat([pairs["training_species"], pairs["target_species"]])))
     order = list(species_order)
     mat = pairs.pivot(index="training_species", columns="target_species", values="mean")
-    mat = mat.reindex(index=[s for s in order if s in mat.index],
-                      columns=[s for s in order if s in mat.columns])
+    mat = mat.reindex(index=[s for s in order if s in mat.index], columns=[s for s in order if s in mat.columns])
     mat.index.name, mat.columns.name = "training species", "target species"
     return mat
 
 
-def cross_species_average(metrics: pd.DataFrame, include_diagonal: bool = False,
-                          metric: str = "macro_f1", n_boot: int = 2000, level: float = 0.95,
-                          seed: int = 0) -> pd.DataFrame:
-    """Mean score over target species, per training species and pipeline.
-
-    Parameters
-    ----------
-    metrics
-        Tidy metrics; only ``kind == "cross_species"`` rows are used.
-    include_diagonal
-        ``False`` (default): average the *other* species only. ``True``: also the held-out
-        same-species split; such rows are labelled ``includes_diagonal=True``.
-    metric
-        Per-pair metric to average (each pair first averaged over its folds).
-    n_boot, level, seed
-        Bootstrap over target species for the interval.
+def cross_species_average(summary: pd.DataFrame, include_diagonal: bool = False,
+                          metric: str = "macro_f1") -> pd.DataFrame:
+    """Mean score over target species, per training species and pipeline (score stage rows
+    ``a->*`` and ``a->* incl. same-species``; interval over target species, none from < 3).
 
     Returns
     -------
-    Columns ``dataset, task, kind, pipeline, role, representation, model, training_species,
-    metric, includes_diagonal, mean, ci_low, ci_high, n`` where ``metric`` is
-    ``"<metric>_mean_over_targets"`` and ``n`` the number of target species averaged.
+    Columns ``dataset, task, kind, protocol, pipeline, role, family, representation, model,
+    training_species, metric, includes_diagonal, mean, ci_low, ci_high, n, interval`` where
+    ``metric`` is ``"<metric>_mean_over_targets"`` and ``n`` the number of target species.
     """
-    pairs = cross_species_pairs(metrics, metric)
+    s = check_summary(summary)
+    suffix = "->* incl. same-species" if include_diagonal else "->*"
+    s = s[(s["kind"] == "cross_species") & (s["metric"] == metric) & s["group"].str.endswith(suffix)]
     if not include_diagonal:
-        pairs = pairs[~pairs["same_species"]]
-    cols = ["dataset", "task", "kind", "pipeline", "role", "representation", "model",
-            "training_species", "metric", "includes_diagonal", "mean", "ci_low", "ci_high", "n"]
-    if pairs.empty:
+        s = s[~s["group"].str.contains("incl.")]
+    cols = ["dataset", "task", "kind", "protocol", "pipeline", "role", "family", "representation", "model",
+            "training_species", "metric", "includes_diagonal", "mean", "ci_low", "ci_high", "n", "interval"]
+    if s.empty:
         return pd.DataFrame(columns=cols)
-    keys = ["dataset", "task", "pipeline", "role", "representation", "model", "training_species"]
-    rows = []
-    for key, df in pairs.groupby(keys, sort=False):
-        df = df.sort_values("target_species")  # draws independent of input row order
-        mean, lo, hi, n = bootstrap_mean(df["mean"].to_numpy(), n_boot=n_boot, level=level,
-                                         rng=_key_seed(seed, (*key, include_diagonal)))
-        row = dict(zip(keys, key))
-        row.update(kind="cross_species", metric=f"{metric}_mean_over_targets",
-                   includes_diagonal=bool(include_diagonal), mean=mean, ci_low=lo, ci_high=hi, n=n)
-        rows.append(row)
-    return pd.DataFrame(rows)[cols]
+    s = s.assign(training_species=s["group"].str.slice(0, -len(suffix)), metric=f"{metric}_mean_over_targets",
+                 includes_diagonal=bool(include_diagonal))
+    return s.rename(columns={"value": "mean", "n_units": "n"})[cols].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- published numbers
@@ -522,8 +547,9 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
             "ci_high": o["ci_high"].astype(float).to_numpy(),
             "n": o["n"].astype(int).to_numpy(),
             "citation": "this workflow (sclinbench)",
-            "note": [f"{pre}mean over {n} target species; 95% bootstrap CI over target species"
-                     for pre, n in zip(note, o["n"])],
+            "note": [f"{pre}mean over {n} target species; {iv}" for pre, n, iv in
+                     zip(note, o["n"], o["interval"] if "interval" in o.columns else
+                         ["bootstrap interval over target species"] * len(o))],
         })
     ref = reference.copy()
     if only_matching:
@@ -599,13 +625,30 @@ def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- formatting
 
-def format_ci(mean: float, lo: float, hi: float, n: int | None = None, digits: int = 3) -> str:
-    """``"0.812 [0.801, 0.823]"``; a single unit reads ``"0.812 (n=1)"``; missing reads ``"–"``."""
+def format_ci(mean: float, lo: float, hi: float, n: int | None = None, digits: int = 3,
+              unit_values: str = "") -> str:
+    """``"0.812 [0.801, 0.823]"``; without an interval (fewer than 3 units) the value, the per-unit
+    values and ``"too few units for an interval"``; missing reads ``"–"``."""
     if mean is None or not np.isfinite(mean):
         return "–"
-    if n is not None and int(n) < 2 or not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"{mean:.{digits}f} (n={int(n) if n is not None else 1})"
+    if n is not None and np.isfinite(n) and int(n) < MIN_UNITS or not (np.isfinite(lo) and np.isfinite(hi)):
+        detail = f"{unit_values}; " if unit_values else ""
+        count = f"n={int(n)}; " if n is not None and np.isfinite(n) else ""
+        return f"{mean:.{digits}f} ({detail}{count}{TOO_FEW})"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def format_row(r, digits: int = 3) -> str:
+    """A summary row as text: value [interval], and the spread over repeats of a shuffled control."""
+    get = r.get if isinstance(r, Mapping) else (lambda k, d=None: getattr(r, k, d))
+    value = get("value", get("mean"))
+    n = get("n_units", get("n"))
+    text = format_ci(value, get("ci_low"), get("ci_high"), n, digits, get("unit_values", "") or "")
+    reps = get("n_repeats", 1)
+    if reps is not None and np.isfinite(reps) and reps > 1 and np.isfinite(get("repeat_min", np.nan)):
+        text += (f"; {int(reps)} repeats {get('repeat_min'):.{digits}f}–{get('repeat_max'):.{digits}f} "
+                 f"(sd {get('repeat_sd'):.{digits}f})")
+    return text
 
 
 def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
@@ -631,18 +674,45 @@ def _write_text(text: str, path: str | os.PathLike) -> Path:
     return path
 
 
-def _metric_wide(summary: pd.DataFrame, metrics: Iterable[str] = SCORE_METRICS) -> pd.DataFrame:
-    """Pipelines as rows, one "mean [CI]" column per score metric present."""
-    present = [m for m in metrics if m in set(summary["metric"])]
-    s = summary[summary["metric"].isin(present)]
-    base = ["pipeline", "role", "representation", "model"]
+def interval_line(level: float = 0.95, n_boot: int | None = None) -> str:
+    """The one line every table states about its intervals."""
+    draws = f", {n_boot} draws" if n_boot else ""
+    return (f"Intervals: {int(round(level * 100))}% percentile bootstrap (seeded{draws}) over the units the "
+            "split holds out, named per row (held-out donors, with the metric recomputed from their "
+            "pooled out-of-fold predictions; cells, or donors when there are >= 3, of a stratified "
+            "cross-validation; species pairs; held-out types); fewer than 3 units: the per-unit values "
+            "and 'too few units for an interval'.")
+
+
+def score_label(metric: str, kind: str, group: str = "") -> str:
+    """What a number is: the metric and, for cross-species rows, which pairs and labels it covers."""
+    label = METRIC_LABELS.get(metric, metric)
+    if kind != "cross_species":
+        return label
+    if metric == "macro_f1_all_target_labels":
+        labels = ""
+    elif metric in ("macro_f1", "macro_precision", "macro_recall", "accuracy", "balanced_accuracy", "auroc_ovr"):
+        labels = ", shared labels"
+    else:
+        labels = ""
+    scope = {"": "transfer pairs, excl. same-species", "same-species": "same-species cross-validation",
+             "incl. same-species": "all pairs incl. same-species (paper's average)"}.get(
+        group, "per species pair" if "->" in group else group)
+    return f"{label} ({scope}{labels})"
+
+
+def _metric_wide(rows: pd.DataFrame, metrics: Iterable[str] = SCORE_METRICS, kind: str = "",
+                 group: str = "") -> pd.DataFrame:
+    """Pipelines as rows, one "value [CI]" column per score metric present."""
+    present = [m for m in metrics if m in set(rows["metric"])]
+    s = rows[rows["metric"].isin(present)]
+    base = ["pipeline", "role", "family", "representation", "model"]
     if s.empty:
         return pd.DataFrame(columns=base)
-    s = s.assign(text=[format_ci(a, b, c, n) for a, b, c, n in
-                       zip(s["mean"], s["ci_low"], s["ci_high"], s["n"])])
+    s = s.assign(text=[format_row(r) for r in s.to_dict("records")])
     wide = s.pivot_table(index=base, columns="metric", values="text", aggfunc="first").reset_index()
     wide = wide[base + present].rename(columns={m: METRIC_LABELS.get(m, m) for m in present})
-    main = s[s["metric"] == present[0]].set_index("pipeline")["mean"]
+    main = s[s["metric"] == present[0]].set_index("pipeline")["value"]
     wide["_role"] = (wide["role"] == "control").astype(int)
     wide["_score"] = -wide["pipeline"].map(main).fillna(-np.inf)
     wide = wide.sort_values(["_role", "_score", "pipeline"]).drop(columns=["_role", "_score"])
@@ -651,25 +721,38 @@ def _metric_wide(summary: pd.DataFrame, metrics: Iterable[str] = SCORE_METRICS) 
 
 
 _METHOD_NOTE = (
-    "Mean over units with a 95% percentile-bootstrap interval over the same units (seeded). The unit is "
-    "the fold; for cross-species tasks it is the training->target species pair and for novel-type "
-    "tasks the held-out type, each averaged over its folds first. Cross-species rows leave out the "
-    "same-species (held-out) pairs. Controls (majority class, shuffled labels) are listed last. "
+    "Scores are computed from the pooled out-of-fold predictions (every test cell once; a fold whose "
+    "test set holds one class has no macro F1 of its own). Cross-species tasks: transfer pairs train "
+    "on every cell of the training species and are scored over the labels both species share "
+    "(`macro_f1_all_target_labels` counts every target label); the same-species cross-validation is "
+    "reported apart. Controls: majority class (constant scores, AUROC 0.5 by definition) and shuffled "
+    "training labels (a new permutation per fold, repeated; mean over repeats, their range and sd beside). "
+    "Under leave-one-donor-out splits both controls fall below chance (each fold's training set holds "
+    "fewer samples of the held-out donor's class, so class-frequency rules anti-learn): read them as lower "
+    "bounds there. "
     "'embedding' pipelines classify a user-supplied foundation-model embedding with a linear model "
     "fitted here (computed here, not published numbers)."
 )
 
 
-def _task_markdown(summary: pd.DataFrame, title: str) -> str:
-    parts = [f"# {title}\n", _METHOD_NOTE + "\n"]
-    for (dataset, task, split_kind), s in summary.groupby(["dataset", "task", "split_kind"], sort=True):
-        unit = ", ".join(pd.unique(s["unit"]))
-        n = int(s.loc[s["metric"] == "macro_f1", "n"].max()) if (s["metric"] == "macro_f1").any() \
-            else int(s["n"].max())
-        parts.append(f"\n## {dataset} — {task} ({split_kind}; unit: {unit}; n = {n})\n")
-        parts.append(to_markdown(_metric_wide(s)))
+def _task_markdown(summary: pd.DataFrame, title: str, level: float = 0.95, n_boot: int | None = None) -> str:
+    parts = [f"# {title}\n", _METHOD_NOTE + "\n", interval_line(level, n_boot) + "\n"]
     if summary.empty:
         parts.append("\nNo rows for this table in this run.\n")
+        return "\n".join(parts)
+    for r in tasks_of(summary).itertuples(index=False):
+        s = summary[(summary["dataset"] == r.dataset) & (summary["task"] == r.task)]
+        groups = [""] + (["same-species", "incl. same-species"] if r.kind == "cross_species" else [])
+        for g in groups:
+            part = s[(s["group"] == g) & (s["interval"] != "count (no interval)")]
+            if part.empty:
+                continue
+            interval = "; ".join(pd.unique(part["interval"]))
+            scope = f" — {SCOPE_LABELS.get(g, g)}" if g else (" — transfer pairs (excl. same-species)"
+                                                              if r.kind == "cross_species" else "")
+            parts.append(f"\n## {r.dataset} — {r.task} ({r.split_kind}, protocol: {r.protocol}){scope}\n")
+            parts.append(f"Interval: {interval}.\n")
+            parts.append(to_markdown(_metric_wide(part, kind=r.kind, group=g)))
     return "\n".join(parts)
 
 
@@ -677,83 +760,180 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
 
 
-def write_tables(metrics: pd.DataFrame, reference: pd.DataFrame | None, outdir: str | os.PathLike,
-                 tasks: Iterable[str] | None = None, metric: str = "macro_f1", n_boot: int = 2000,
-                 level: float = 0.95, seed: int = 0,
+def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
+                   declared: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per dataset x task: the declared pipelines, the best linear pipeline of the grid
+    (chosen on the evaluation folds: optimistic), every control, and whether the best beats the
+    best control beyond the interval of their paired difference.
+
+    Cross-species tasks get two rows, like beside like: the strict average over transfer pairs and
+    the paper's average over every pair including the same-species one (``protocol`` column); the
+    task's own protocol comes first.
+    """
+    s = check_summary(summary)
+    declared = list(DEFAULT_DECLARED if declared is None else declared)
+    controls = sorted(pd.unique(s.loc[s["role"] == "control", "pipeline"]))
+    rows = []
+    for t in tasks_of(s).itertuples(index=False):
+        views = [(t.group, t.protocol)]
+        if t.kind == "cross_species":
+            other = ("", "strict") if t.group else ("incl. same-species", "paper")
+            views.append(other)
+        task_rows = s[(s["dataset"] == t.dataset) & (s["task"] == t.task) & (s["metric"] == t.metric)]
+        for group, protocol in views:
+            here = task_rows[task_rows["group"] == group]
+            if here.empty:
+                continue
+
+            def cell(name):
+                x = here[here["pipeline"] == name]
+                return format_row(x.iloc[0].to_dict()) if len(x) else "not run"
+
+            row = {"dataset": t.dataset, "task": t.task, "protocol": protocol, "split": t.split_kind,
+                   "score": score_label(t.metric, t.kind, group)}
+            for name in declared:
+                row[f"{name} (declared)"] = cell(name)
+            methods = here[(here["role"] == "method") & (here["family"] == "linear")
+                           & (here["representation"] != "embedding") & here["value"].notna()]
+            best = methods.sort_values(["value", "pipeline"], ascending=[False, True]).head(1)
+            row["best linear of the grid (" + OPTIMISTIC + ")"] = (
+                f"{best.iloc[0]['pipeline']}: {format_row(best.iloc[0].to_dict())}" if len(best) else "–")
+            for c in controls:
+                row[c] = cell(c)
+            ctrl = here[(here["role"] == "control") & here["value"].notna()].sort_values(
+                ["value", "pipeline"], ascending=[False, True]).head(1)
+            verdict = "–"
+            if len(best) and len(ctrl):
+                d = paired_difference(paired, t.dataset, t.task, group, t.metric, best.iloc[0]["pipeline"],
+                                      ctrl.iloc[0]["pipeline"])
+                if d is None or not np.isfinite(d["ci_low"]):
+                    verdict = UNTESTED
+                else:
+                    flag = SIGNAL if d["ci_low"] > 0 else NO_SIGNAL
+                    verdict = (f"{flag} ({best.iloc[0]['pipeline']} − {ctrl.iloc[0]['pipeline']}: "
+                               f"{format_ci(d['difference'], d['ci_low'], d['ci_high'])})")
+            row["signal over control"] = verdict
+            units = here["n_units"].dropna()
+            row["n (unit)"] = f"{int(units.max())} ({here['unit'].iloc[0]})" if len(units) else "–"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_view(paired: pd.DataFrame, summary: pd.DataFrame, declared: Iterable[str] | None = None,
+                max_all_pairs: int = 8) -> pd.DataFrame:
+    """The paired differences worth reading: every pair of method pipelines when a task has at most
+    ``max_all_pairs`` of them, else every declared pipeline against every other; and every method
+    against every control. Headline metric and group of each task."""
+    declared = set(DEFAULT_DECLARED if declared is None else declared)
+    if paired.empty:
+        return paired.copy()
+    s = check_summary(summary)
+    out = []
+    for t in tasks_of(s).itertuples(index=False):
+        p = paired[(paired["dataset"] == t.dataset) & (paired["task"] == t.task) & (paired["group"] == t.group)
+                   & (paired["metric"] == t.metric)]
+        role = s[(s["dataset"] == t.dataset) & (s["task"] == t.task)].drop_duplicates("pipeline") \
+            .set_index("pipeline")["role"]
+        methods = {q for q, r in role.items() if r == "method"}
+        keep = []
+        for r in p.itertuples(index=False):
+            ra, rb = role.get(r.a, "method"), role.get(r.b, "method")
+            if ra == rb == "control":
+                continue
+            if ra == rb == "method" and len(methods) > max_all_pairs and not ({r.a, r.b} & declared):
+                continue
+            row = r._asdict()
+            # read as "method - control" and "declared - other"
+            if (ra == "control" and rb == "method") or (r.b in declared and r.a not in declared):
+                row.update(a=r.b, b=r.a, difference=-r.difference, ci_low=-r.ci_high, ci_high=-r.ci_low,
+                           verdict=r.verdict)
+            keep.append(row)
+        out.extend(keep)
+    return pd.DataFrame(out, columns=paired.columns)
+
+
+def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFrame,
+                 reference: pd.DataFrame | None, outdir: str | os.PathLike, tasks: Iterable[str] | None = None,
+                 unseen: pd.DataFrame | None = None, declared: Iterable[str] | None = None,
+                 level: float = 0.95, n_boot: int | None = None,
                  dataset_aliases: Mapping[str, str] | None = None,
                  counts: Mapping[str, str] | None = None) -> dict[str, Path]:
-    """Write the summary tables (TSV + Markdown) into ``outdir`` (atomically).
+    """Write the tables (TSV + Markdown) into ``outdir`` (atomically) from the score stage's tables.
+
+    ``counts``: our dataset name -> the matrix its raw counts were read from
+    (:func:`sclinbench.manifest.entry_counts`), shown in the published comparison.
 
     Files (always written, possibly with no rows, so the workflow's outputs are static):
-
-    - ``summary.tsv|.md`` — every dataset x task x pipeline x metric (:func:`summarize`).
-    - ``task~<task>.tsv|.md`` — the same, one file per task (``tasks``: names to write even if
-      they have no rows; default the tasks in ``metrics``).
-    - ``best_linear.tsv|.md`` — best method pipeline per dataset x task (:func:`best_linear`).
-    - ``cross_species_pairs.tsv|.md`` — per ordered species pair (diagonal flagged).
-    - ``cross_species_average.tsv|.md`` — per training species, without and with the diagonal.
-    - ``published_comparison.tsv|.md`` — ours beside ``reference`` with a ``source`` column.
-
-    Returns
-    -------
-    File stem (e.g. ``"summary"``) -> TSV path; the Markdown file sits beside it.
+    ``headline``, ``summary``, ``task~<task>``, ``best_linear``, ``cross_species_pairs``,
+    ``cross_species_average``, ``cross_species_unseen``, ``published_comparison``,
+    ``paired_comparison``. Every Markdown file states its interval method in one line.
     """
     outdir = Path(outdir)
-    m = check_metrics(metrics)
-    summary = summarize(m, n_boot=n_boot, level=level, seed=seed)
+    s = check_summary(summary)
     written: dict[str, Path] = {}
+    iline = interval_line(level, n_boot) + "\n"
 
     def emit(stem: str, table: pd.DataFrame, markdown: str) -> None:
         write_table(table, outdir / f"{stem}.tsv")
         _write_text(markdown, outdir / f"{stem}.md")
         written[stem] = outdir / f"{stem}.tsv"
 
-    emit("summary", summary, _task_markdown(summary, "All tasks: summary"))
-    task_names = list(tasks) if tasks is not None else list(pd.unique(m["task"]))
+    head = headline_table(s, paired, declared)
+    emit("headline", head, "# Headline: declared pipelines beside the best of the grid\n\n"
+         + iline + "\nThe best of the grid is " + OPTIMISTIC + " (it was picked on the folds it is "
+         "scored on). 'signal over control' uses the paired difference (same bootstrap draws) between "
+         "the best linear pipeline and the best control.\n\n"
+         + (to_markdown(head) if len(head) else "No method pipeline was scored in this run.\n"))
+
+    emit("summary", s, _task_markdown(s, "All tasks: summary", level, n_boot))
+    task_names = list(tasks) if tasks is not None else list(pd.unique(s["task"]))
     for task in task_names:
-        s = summary[summary["task"] == task]
-        emit(f"task~{_safe(task)}", s, _task_markdown(s, f"Task {task}"))
+        part = s[s["task"] == task]
+        emit(f"task~{_safe(task)}", part, _task_markdown(part, f"Task {task}", level, n_boot))
 
-    best = best_linear(summary, metric=metric)
-    best_md = best.assign(**{METRIC_LABELS.get(metric, metric): [
-        format_ci(a, b, c, n) for a, b, c, n in zip(best["mean"], best["ci_low"], best["ci_high"], best["n"])]})
+    best = best_of_grid(s, "linear")
+    best_md = best.assign(score=[score_label(m, k, g) for m, k, g in zip(best["metric"], best["kind"], best["group"])],
+                          value_ci=[format_row(r) for r in best.to_dict("records")])
     emit("best_linear", best,
-         f"# Best linear pipeline per dataset and task ({METRIC_LABELS.get(metric, metric)})\n\n"
-         "Controls and foundation-model embeddings are never chosen.\n\n"
-         + to_markdown(best_md[["dataset", "task", "split_kind", "pipeline", "representation", "model",
-                                METRIC_LABELS.get(metric, metric), "unit"]]))
+         "# Best linear pipeline of the grid per dataset and task\n\n"
+         f"Every row is {OPTIMISTIC}: the pipeline was picked on the folds it is scored on. Only the "
+         "linear family (logistic regression, linear SVM, ridge, LDA, centroid) is eligible: never kNN, a "
+         "control or a foundation-model embedding. Novel-type tasks rank by novelty AUROC.\n\n" + iline + "\n"
+         + to_markdown(best_md[["dataset", "task", "protocol", "split_kind", "pipeline", "family", "score",
+                                "value_ci", "n_units", "unit"]].rename(columns={"value_ci": "value [CI]"})))
 
-    pairs = cross_species_pairs(m, metric)
+    metric = "macro_f1"
+    pairs = cross_species_pairs(s, metric)
     pair_md = ["# Cross-species transfer: training species (rows) x target species (columns)\n",
-               f"{METRIC_LABELS.get(metric, metric)}, mean over folds. The diagonal (marked *) is a "
-               "held-out split of the training species itself, not a cross-species transfer.\n"]
+               f"{score_label(metric, 'cross_species', 'a->b')}: transfer pairs (trained on every cell of "
+               "the training species) scored over the labels both species share. The diagonal (marked *) "
+               "is the same-species cross-validation, not a transfer. The TSV also has the interval of "
+               "every pair (over the target's donors, or cells) and `macro_f1_all_target_labels`.\n", iline]
+    all_pairs = pd.concat([pairs, cross_species_pairs(s, "macro_f1_all_target_labels")], ignore_index=True)
     for (dataset, task, pipeline), p in pairs.groupby(["dataset", "task", "pipeline"], sort=True):
-        mat = cross_species_matrix(m, pipeline, metric, dataset=dataset, task=task)
-        shown = mat.apply(lambda col: [("–" if not np.isfinite(v) else
-                                        f"{v:.3f}*" if r == col.name else f"{v:.3f}")
+        mat = cross_species_matrix(s, pipeline, metric, dataset=dataset, task=task)
+        shown = mat.apply(lambda col: [("–" if not np.isfinite(v) else f"{v:.3f}*" if r == col.name else f"{v:.3f}")
                                        for r, v in zip(mat.index, col)])
         pair_md.append(f"\n## {dataset} — {task} — {pipeline}\n")
         pair_md.append(to_markdown(shown.reset_index()))
     if pairs.empty:
         pair_md.append("\nNo cross-species task in this run.\n")
-    emit("cross_species_pairs", pairs, "\n".join(pair_md))
+    emit("cross_species_pairs", all_pairs, "\n".join(pair_md))
 
-    avg = pd.concat([cross_species_average(m, False, metric, n_boot, level, seed),
-                     cross_species_average(m, True, metric, n_boot, level, seed)], ignore_index=True)
+    avg = pd.concat([cross_species_average(s, False, metric), cross_species_average(s, True, metric)],
+                    ignore_index=True)
     avg_md = ["# Cross-species: mean over target species per training species\n",
-              "Default rows leave the same-species (held-out) score out; rows that include it are "
-              "labelled. 95% bootstrap CI over target species.\n"]
+              f"{score_label(metric, 'cross_species', 'a->b')}. Default rows leave the same-species score "
+              "out; rows that include it (as the paper's averages do) are labelled. Interval over target "
+              "species (none from fewer than 3).\n", iline]
     if len(avg):
-        a = avg.assign(value=[format_ci(x, y, z, n) for x, y, z, n in
-                              zip(avg["mean"], avg["ci_low"], avg["ci_high"], avg["n"])],
+        a = avg.assign(value=[format_row(r) for r in avg.to_dict("records")],
                        column=[f"{p} ({'incl.' if d else 'excl.'} same-species)"
                                for p, d in zip(avg["pipeline"], avg["includes_diagonal"])])
         for (dataset, task), t in a.groupby(["dataset", "task"], sort=True):
-            wide = t.pivot_table(index="training_species", columns="column", values="value",
-                                 aggfunc="first")
-            order_rows = list(pd.unique(t["training_species"]))
+            wide = t.pivot_table(index="training_species", columns="column", values="value", aggfunc="first")
             order_cols = sorted(wide.columns, key=lambda c: ("incl." in c, c))
-            wide = wide.reindex(index=order_rows, columns=order_cols).reset_index()
+            wide = wide.reindex(columns=order_cols).reset_index()
             wide.columns.name = None
             avg_md.append(f"\n## {dataset} — {task}\n")
             avg_md.append(to_markdown(wide.rename(columns={"training_species": "training species"})))
@@ -761,15 +941,35 @@ def write_tables(metrics: pd.DataFrame, reference: pd.DataFrame | None, outdir: 
         avg_md.append("\nNo cross-species task in this run.\n")
     emit("cross_species_average", avg, "\n".join(avg_md))
 
+    u = unseen if unseen is not None else pd.DataFrame(columns=["dataset", "task", "pipeline", "group", "y_true",
+                                                                "y_pred", "n"])
+    if len(u) and "kind" in u.columns:
+        u = u[u["kind"] == "cross_species"]
+    if len(u) and "repeat" in u.columns:
+        u = u[u["repeat"].astype(str) == "0"]
+    u_md = ["# Cross-species: cells whose label the training species lacks\n",
+            "They are never part of the headline score (which covers the shared labels). Per pipeline "
+            "and pair: how many there are and what they were called (first repeat of a shuffled control).\n",
+            iline.replace("Intervals:", "No intervals here (counts); elsewhere: intervals:")]
+    if len(u):
+        for (dataset, task, pipeline), t in u.groupby(["dataset", "task", "pipeline"], sort=True):
+            u_md.append(f"\n## {dataset} — {task} — {pipeline}\n")
+            u_md.append(to_markdown(t[["group", "y_true", "y_pred", "n"]].rename(
+                columns={"group": "pair", "y_true": "true label", "y_pred": "called"})))
+    else:
+        u_md.append("\nNo cross-species cell had a label its training species lacks.\n")
+    emit("cross_species_unseen", u, "\n".join(u_md))
+
     ref = reference if reference is not None else pd.DataFrame(columns=list(REFERENCE_COLUMNS))
     pub = published_table(ref, avg, dataset_aliases=dataset_aliases, counts=counts)
     pub_md = ["# Published foundation-model numbers beside ours\n",
               "Every column says its source: `published` (copied from the paper's figure, about "
               "+-0.01) or `computed here` (this run), and whether the same-species score is inside "
-              "the average. Published averages do not say whether they include it (`unknown`). "
+              "the average. Published averages do not say whether they include it (`unknown`); which "
+              "label set they score over is not stated either (ours: the shared labels). "
               "`counts` names the matrix the numbers were computed from: ours as read by this run "
               "(registry `counts:`), published ones as their source states it (`not stated` when it "
-              "does not).\n"]
+              "does not).\n", iline]
     if len(pub):
         pub_md.append(to_markdown(published_wide(pub)))
         cites = pub.loc[pub["source"] == PUBLISHED, ["model", "citation"]].drop_duplicates()
@@ -783,92 +983,80 @@ def write_tables(metrics: pd.DataFrame, reference: pd.DataFrame | None, outdir: 
         pub_md.append("\nNo cross-species results in this run, so nothing to compare.\n")
     emit("published_comparison", pub, "\n".join(pub_md) + "\n")
 
-    paired = paired_table(m, metric=metric, n_boot=n_boot, seed=seed)
-    paired_md = ["# Paired comparisons on identical folds\n",
-                 f"Difference in {METRIC_LABELS.get(metric, metric)} (a - b) per dataset and task, over the "
-                 "folds (and species pairs) both pipelines share; 95% bootstrap CI over those pairs; "
-                 "'a better' counts the pairs where a scored higher. Cross-species rows leave the "
-                 "same-species pairs out.\n"]
-    paired_md.append(to_markdown(paired) if len(paired) else "\nFewer than two method pipelines in this run.\n")
-    emit("paired_comparison", paired, "\n".join(paired_md) + "\n")
+    view = paired_view(paired, s, declared)
+    paired_md = ["# Paired comparisons on identical folds and identical bootstrap draws\n",
+                 "Difference a − b of each task's headline score, with the interval of the difference "
+                 "(both pipelines resampled with the same draws of the held-out units). Every pair of "
+                 "method pipelines (or, in a large grid, every declared pipeline against the others) and "
+                 "every method against every control. All pairs and metrics: `results/paired.tsv`.\n", iline]
+    if len(view):
+        shown = view.assign(difference=[format_ci(d, lo, hi, n) for d, lo, hi, n in
+                                        zip(view["difference"], view["ci_low"], view["ci_high"], view["n_units"])])
+        paired_md.append(to_markdown(shown[["dataset", "task", "group", "metric", "a", "b", "difference", "verdict",
+                                            "n_units", "unit"]]))
+    else:
+        paired_md.append("\nNo pair of pipelines to compare in this run.\n")
+    emit("paired_comparison", view, "\n".join(paired_md) + "\n")
     return written
-
-
-def paired_table(metrics: pd.DataFrame, metric: str = "macro_f1", n_boot: int = 2000,
-                 seed: int = 0) -> pd.DataFrame:
-    """Every pair of method pipelines (never controls) compared on the same folds, per dataset x task."""
-    from itertools import combinations
-
-    from sclinbench.metrics import paired_comparison
-
-    m = metrics[(metrics["role"] == "method") & (metrics["fold"] >= 0)]
-    m = m[~_is_diagonal(m)] if len(m) else m
-    frames = []
-    for (dataset, task), part in m.groupby(["dataset", "task"], sort=True):
-        for a, b in combinations(sorted(pd.unique(part["pipeline"])), 2):
-            frames.append(paired_comparison(part, a, b, metric=metric, n_boot=n_boot, seed=seed))
-    cols = ["dataset", "task", "a", "b", "metric", "mean_difference", "ci_low", "ci_high", "n", "a_better"]
-    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
 # --------------------------------------------------------------------------- results README
 
-def write_results_readme(metrics: pd.DataFrame, reference: pd.DataFrame | None,
-                         path: str | os.PathLike, metric: str = "macro_f1",
-                         provenance: Mapping | None = None, n_boot: int = 2000,
-                         level: float = 0.95, seed: int = 0,
+def write_results_readme(summary: pd.DataFrame, paired: pd.DataFrame, reference: pd.DataFrame | None,
+                         path: str | os.PathLike, declared: Iterable[str] | None = None,
+                         provenance: Mapping | None = None, level: float = 0.95, n_boot: int | None = None,
                          dataset_aliases: Mapping[str, str] | None = None,
                          counts: Mapping[str, str] | None = None) -> Path:
-    """Write ``results/README.md``: the headline numbers of the run in one table.
+    """Write ``results/README.md``: the headline numbers of the run.
 
-    One row per dataset x task x split kind: the best linear pipeline, its mean [95% CI] and the
-    two controls beside it, then the cross-species averages (ours without and with the same-species
-    score; published foundation models, labelled) and a pointer to the detailed tables.
+    One row per dataset x task: the declared pipelines, the best linear pipeline of the grid
+    (marked optimistic), the controls, and the flag "no signal over control" where the best does
+    not beat the best control beyond the interval of their paired difference; then the
+    cross-species averages (ours without and with the same-species score; published foundation
+    models, labelled).
     """
-    m = check_metrics(metrics)
-    summary = summarize(m, n_boot=n_boot, level=level, seed=seed)
-    s = summary[summary["metric"] == metric]
-    best = best_linear(summary, metric=metric)
-    label = METRIC_LABELS.get(metric, metric)
-    rows = []
-    for r in best.itertuples(index=False):
-        here = s[(s["dataset"] == r.dataset) & (s["task"] == r.task) & (s["split_kind"] == r.split_kind)]
-        ctrl = {}
-        for c in CONTROL_PIPELINES:
-            x = here[here["pipeline"] == c]
-            ctrl[c] = format_ci(*x[["mean", "ci_low", "ci_high", "n"]].iloc[0]) if len(x) else "not run"
-        rows.append({"dataset": r.dataset, "task": r.task, "split": r.split_kind,
-                     "best linear pipeline": r.pipeline,
-                     f"{label} mean [95% CI]": format_ci(r.mean, r.ci_low, r.ci_high, r.n),
-                     "majority-class control": ctrl["control_majority"],
-                     "shuffled-label control": ctrl["control_shuffled"],
-                     "n (unit)": f"{int(r.n)} ({r.unit})"})
+    s = check_summary(summary)
+    head = headline_table(s, paired, declared)
+    signal = signal_over_control(s, paired, "linear")
+    flagged = signal[signal["signal"] != SIGNAL]
     lines = ["# sclinbench results\n",
-             "Generated by the workflow from `results/metrics.tsv`; do not edit by hand.\n",
-             f"## Headline: best linear pipeline per dataset and task ({label})\n",
-             to_markdown(pd.DataFrame(rows)) if rows else "No method pipeline was scored in this run.\n",
+             "Generated by the workflow from `results/summary.tsv` and `results/paired.tsv`; do not edit "
+             "by hand.\n",
+             "## Headline: declared pipelines beside the best of the grid\n",
+             "Each row's `score` column says which number it is (novel-type tasks: novelty AUROC; "
+             "cross-species: macro F1 over the labels both species share, on the transfer pairs, or — "
+             "protocol `paper` — over every pair including the same-species one, as Souza & Mehta "
+             f"average). The best of the grid is {OPTIMISTIC}.\n",
+             interval_line(level, n_boot) + "\n",
+             to_markdown(head) if len(head) else "No method pipeline was scored in this run.\n",
              "\n" + _METHOD_NOTE + "\n"]
-    avg = cross_species_average(m, False, metric, n_boot, level, seed)
+    if len(flagged):
+        lines.append("\n**" + NO_SIGNAL.capitalize() + " (or not testable)**: "
+                     + "; ".join(f"{r.dataset} / {r.task}: {r.signal}" for r in flagged.itertuples(index=False))
+                     + ". The best method does not beat the best control beyond the interval of their "
+                       "paired difference there: do not read those numbers as a result.\n")
+    avg = cross_species_average(s, False)
     if len(avg):
-        avg_in = cross_species_average(m, True, metric, n_boot, level, seed)
+        avg_in = cross_species_average(s, True)
         ref = reference if reference is not None else pd.DataFrame(columns=list(REFERENCE_COLUMNS))
         pub = published_table(ref, pd.concat([avg, avg_in], ignore_index=True),
                               dataset_aliases=dataset_aliases, counts=counts)
         overall = published_wide(pub)[["dataset", "model", "source", "counts", "same-species score",
-                                       "mean (species run here)", "mean (all its species)",
-                                       "n species"]]
-        lines += [f"\n## Cross-species: {label} averaged over target species, then over training species\n",
-                  "Our averages leave the same-species score out unless the row says "
-                  "'incl. same-species'. Published numbers are read off a figure (about +-0.01); "
-                  "their source does not say whether the same-species score is included. "
-                  "'mean (species run here)' averages every row over the same training species, "
-                  "those of this run.\n",
+                                       "mean (species run here)", "mean (all its species)", "n species"]]
+        lines += ["\n## Cross-species: macro F1 over shared labels, averaged over target species, then over "
+                  "training species\n",
+                  "Our averages leave the same-species score out unless the row says 'incl. same-species'. "
+                  "Published numbers are read off a figure (about +-0.01); their source does not say whether "
+                  "the same-species score is included nor which labels are scored. 'mean (species run here)' "
+                  "averages every row over the same training species, those of this run. Cells of labels "
+                  "the training species lacks: `tables/cross_species_unseen.md`.\n",
                   to_markdown(overall)]
     lines += ["\n## Files\n",
-              "- `tables/`: every summary (TSV + Markdown), per task, cross-species matrices and "
-              "averages, the published comparison.",
+              "- `tables/`: every summary (TSV + Markdown), per task, the best of the grid, cross-species "
+              "matrices, averages and unseen labels, paired comparisons, the published comparison.",
               "- `figures/`: PNG (300 dpi) and PDF of every figure.",
-              "- `metrics.tsv`: one score per dataset x task x pipeline x fold (x group) x metric.",
+              "- `summary.tsv`: every pooled score with its interval; `paired.tsv`: every paired difference; "
+              "`metrics.tsv`: one score per dataset x task x pipeline x fold (x group, repeat) x metric.",
               "- `provenance.json` / `provenance.md`: package versions, config hash, git commit, "
               "dataset checksums.\n"]
     if provenance:

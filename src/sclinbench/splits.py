@@ -7,9 +7,16 @@ fold per training species of a cross-species split).
 
 Columns: ``cell_id, fold, role (train/test), split_kind, group``.
 
-``group`` names what a fold is about: ``"<train organism>-><test organism>"`` for cross-species
-folds (the same-species diagonal ``"a->a"`` is a held-out split of species ``a``), the held-out
-label for novel-type folds, the held-out donor for leave-one-donor-out folds, ``""`` otherwise.
+``group`` names what a fold is about: ``"<train organism>-><test organism>"`` for the test cells of
+cross-species transfer folds (their training cells, every cell of the training organism, carry
+``"a->*"``), ``"a->a"`` for the folds of the same-species diagonal (a cross-validation *within*
+species ``a``, folds of their own that never shrink the transfer training sets), the held-out label
+for novel-type folds, the held-out donor for leave-one-donor-out folds, ``""`` otherwise.
+
+Donor-held-out splits (``donor``, ``leave_one_donor_out``, ``donor_pseudobulk`` and a donor
+diagonal) stop with a one-line error when a fold's test donors hold a class that none of its
+training donors has (such a class cannot be learnt, so scoring it would be meaningless); the task
+option ``min_donors_per_class`` drops classes seen in fewer donors before splitting (logged).
 """
 
 from __future__ import annotations
@@ -24,7 +31,14 @@ from sclinbench.errors import SclinbenchError
 
 log = logging.getLogger(__name__)
 
-SPLIT_KINDS = ("stratified", "donor", "donor_pseudobulk", "cross_species", "novel_type")
+SPLIT_KINDS = ("stratified", "donor", "leave_one_donor_out", "donor_pseudobulk", "cross_species",
+               "novel_type")
+#: Splits that hold whole donors out (their folds are checked for classes absent from training).
+DONOR_SPLITS = ("donor", "leave_one_donor_out", "donor_pseudobulk")
+#: How the same-species diagonal of a cross-species task is cross-validated.
+DIAGONAL_SPLITS = ("stratified", "donor")
+PROTOCOLS = ("strict", "paper")
+DEFAULT_DIAGONAL = {"split": "stratified", "n_folds": 5}
 DEFAULT_LABEL = {"celltype": "cell_type", "disease": "condition", "cross_species": "cell_type",
                  "novel_type": "cell_type"}
 COLUMNS = ["cell_id", "fold", "role", "split_kind", "group"]
@@ -66,7 +80,7 @@ def task_cells(obs: pd.DataFrame, spec: dict, dataset: str = "dataset") -> pd.Da
         log.warning("%d of %d cells of %s have no '%s' (unlabelled): set aside, neither trained on nor "
                     "scored in task '%s'", n_unlabelled, int(keep.sum()), dataset, label,
                     spec.get("name", spec["kind"]))
-    if spec.get("split") in ("donor", "donor_pseudobulk") and "donor_id" in obs.columns:
+    if spec.get("split") in ("donor", "leave_one_donor_out", "donor_pseudobulk") and "donor_id" in obs.columns:
         donors = obs["donor_id"].astype(object).where(obs["donor_id"].notna(), "").astype(str)
         unknown = donors.isin(["", "nan", "unknown"])
         if (keep & labelled & ~unknown).any():
@@ -84,30 +98,60 @@ def task_cells(obs: pd.DataFrame, spec: dict, dataset: str = "dataset") -> pd.Da
     return cells
 
 
-def _check_class_sizes(y: pd.Series, n_folds: int, label: str, dataset: str) -> None:
+def _check_class_sizes(y: pd.Series, n_folds: int, label: str, dataset: str, where: str = "") -> None:
     counts = y.value_counts()
     small = counts[counts < n_folds]
     if len(small):
         name, n = small.index[0], int(small.iloc[0])
         raise SclinbenchError(
-            f"class '{name}' of column '{label}' in dataset '{dataset}' has {n} cells, fewer than "
-            f"n_folds={n_folds}: lower the task's n_folds or set its min_cells_per_class to drop "
+            f"class '{name}' of column '{label}' in dataset '{dataset}'{where} has {n} cells, fewer "
+            f"than n_folds={n_folds}: lower the task's n_folds or set its min_cells_per_class to drop "
             f"classes this small ({len(small)} class(es) affected)"
         )
 
 
-def _drop_small_classes(cells: pd.DataFrame, label: str, min_cells: int, dataset: str) -> pd.DataFrame:
+def _drop_small_classes(cells: pd.DataFrame, label: str, min_cells: int, dataset: str,
+                        by: str | None = None) -> pd.DataFrame:
+    """Drop classes with fewer than ``min_cells`` cells (within each value of column ``by``)."""
     if not min_cells:
         return cells
-    counts = cells[label].value_counts()
+    keys = [by, label] if by else [label]
+    counts = cells.groupby(keys, observed=True).size()
     small = counts[counts < min_cells]
     if len(small):
         log.warning(
-            "dataset %s: classes of '%s' with fewer than %d cells excluded from the task "
-            "(min_cells_per_class): %s", dataset, label, min_cells,
-            ", ".join(f"{k} ({v})" for k, v in small.items()),
+            "dataset %s: classes of '%s' with fewer than %d cells%s excluded from the task "
+            "(min_cells_per_class): %s", dataset, label, min_cells, f" per {by}" if by else "",
+            ", ".join(f"{'/'.join(map(str, k)) if isinstance(k, tuple) else k} ({v})"
+                      for k, v in small.items()),
         )
-    return cells[~cells[label].isin(small.index)]
+        drop = pd.MultiIndex.from_frame(cells[keys]).isin(small.index) if by else cells[label].isin(small.index)
+        return cells[~np.asarray(drop)]
+    return cells
+
+
+def _drop_few_donor_classes(cells: pd.DataFrame, label: str, min_donors: int, dataset: str,
+                            by: str | None = None) -> pd.DataFrame:
+    """Drop classes present in fewer than ``min_donors`` donors (within each value of ``by``)."""
+    if not min_donors:
+        return cells
+    if "donor_id" not in cells.columns:
+        raise SclinbenchError(f"min_donors_per_class needs a 'donor_id' column, which dataset '{dataset}' "
+                              "does not have; map it under 'columns: donor_id:' in the registry")
+    keys = [by, label] if by else [label]
+    n_donors = cells.groupby(keys, observed=True)["donor_id"].nunique()
+    few = n_donors[n_donors < min_donors]
+    if len(few):
+        sizes = cells.groupby(keys, observed=True).size()
+        log.warning(
+            "dataset %s: classes of '%s' seen in fewer than %d donors%s excluded from the task "
+            "(min_donors_per_class): %s", dataset, label, min_donors, f" per {by}" if by else "",
+            ", ".join(f"{'/'.join(map(str, k)) if isinstance(k, tuple) else k} ({int(v)} donor(s), "
+                      f"{int(sizes[k])} cells)" for k, v in few.items()),
+        )
+        drop = pd.MultiIndex.from_frame(cells[keys]).isin(few.index) if by else cells[label].isin(few.index)
+        return cells[~np.asarray(drop)]
+    return cells
 
 
 def _frame(cell_ids, fold: int, role: str, kind: str, group: str = "") -> pd.DataFrame:
@@ -115,7 +159,7 @@ def _frame(cell_ids, fold: int, role: str, kind: str, group: str = "") -> pd.Dat
                          "split_kind": kind, "group": group})
 
 
-def _donors(cells: pd.DataFrame, dataset: str, need: int) -> pd.Series:
+def _donors(cells: pd.DataFrame, dataset: str, need: int, where: str = "") -> pd.Series:
     if "donor_id" not in cells.columns:
         raise SclinbenchError(f"dataset '{dataset}' has no 'donor_id': donor-held-out splits need one; "
                               f"map it under 'columns: donor_id:' in the registry or use split: stratified")
@@ -123,57 +167,115 @@ def _donors(cells: pd.DataFrame, dataset: str, need: int) -> pd.Series:
     n = donors.nunique()
     if (donors == "unknown").all() or n < need:
         raise SclinbenchError(
-            f"dataset '{dataset}' has {n if not (donors == 'unknown').all() else 0} known donor(s); a "
-            f"donor-held-out split needs at least {need}: use split: stratified or fewer n_folds"
+            f"dataset '{dataset}'{where} has {n if not (donors == 'unknown').all() else 0} known donor(s); "
+            f"a donor-held-out split needs at least {need}: use split: stratified or fewer n_folds"
         )
     return donors
 
 
+def check_training_classes(table: pd.DataFrame, cells: pd.DataFrame, label: str, dataset: str,
+                           where: str = "") -> None:
+    """Stop when a fold tests a class that none of its training cells has.
+
+    Used for donor-held-out splits, where a class found only in the held-out donors cannot be
+    learnt: the message names the class, the donors that hold it and the fix.
+    """
+    y = cells[label].astype(str)
+    pos = pd.Series(np.arange(len(cells)), index=cells.index)
+    yv = y.to_numpy()
+    for fold, rows in table.groupby("fold", sort=True):
+        train = rows["role"].to_numpy() == "train"
+        idx = pos.loc[rows["cell_id"].to_numpy()].to_numpy()
+        missing = sorted(set(yv[idx[~train]]) - set(yv[idx[train]]))
+        if missing:
+            name = missing[0]
+            donors = sorted(cells.loc[y == name, "donor_id"].astype(str).unique())
+            raise SclinbenchError(
+                f"dataset '{dataset}'{where}: class '{name}' of '{label}' is absent from the training "
+                f"donors of fold {int(fold)}: all its cells are in donor(s) {', '.join(donors)}, held out "
+                f"together ({len(missing)} class(es) affected); set the task's min_donors_per_class: "
+                f"{len(donors) + 1} to drop classes seen in so few donors, or use fewer n_folds"
+            )
+
+
 def kfold(cells: pd.DataFrame, label: str, n_folds: int, seed: int, dataset: str,
-          kind: str = "stratified") -> pd.DataFrame:
+          kind: str = "stratified", group: str = "", where: str = "") -> pd.DataFrame:
     """Stratified k-fold over cells (``kind="stratified"``) or over donors (``kind="donor"``)."""
     y = cells[label].astype(str)
     if kind == "stratified":
-        _check_class_sizes(y, n_folds, label, dataset)
+        _check_class_sizes(y, n_folds, label, dataset, where)
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         folds = splitter.split(np.zeros(len(y)), y)
     else:
-        donors = _donors(cells, dataset, need=n_folds)
+        donors = _donors(cells, dataset, need=n_folds, where=where)
         splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         folds = splitter.split(np.zeros(len(y)), y, groups=donors)
     parts = []
     ids = cells.index.to_numpy()
     for fold, (train, test) in enumerate(folds):
-        parts += [_frame(ids[train], fold, "train", kind), _frame(ids[test], fold, "test", kind)]
-    return pd.concat(parts, ignore_index=True)
+        parts += [_frame(ids[train], fold, "train", kind, group), _frame(ids[test], fold, "test", kind, group)]
+    table = pd.concat(parts, ignore_index=True)
+    if kind == "donor":
+        check_training_classes(table, cells, label, dataset, where)
+    return table
 
 
 def leave_one_donor_out(cells: pd.DataFrame, label: str, dataset: str,
                         kind: str = "donor_pseudobulk") -> pd.DataFrame:
-    """One fold per donor: that donor's cells test, every other donor's cells train."""
+    """One fold per donor: that donor's cells test, every other donor's cells train.
+
+    ``kind="leave_one_donor_out"`` is the cell-level split (a donor may hold several classes);
+    ``kind="donor_pseudobulk"`` needs one label per donor (one pseudobulk sample per donor).
+    """
     donors = _donors(cells, dataset, need=2)
     per_donor = cells.groupby(donors, observed=True)[label].nunique()
     mixed = per_donor[per_donor > 1]
     if kind == "donor_pseudobulk" and len(mixed):
         raise SclinbenchError(
             f"donor '{mixed.index[0]}' of dataset '{dataset}' has several values of '{label}'; donor-level "
-            f"(pseudobulk) prediction needs one {label} per donor: use split: donor for a cell-level task"
+            f"(pseudobulk) prediction needs one {label} per donor: use split: leave_one_donor_out or "
+            f"split: donor for a cell-level task"
         )
     parts = []
     for fold, donor in enumerate(sorted(donors.unique())):
         test = donors == donor
         parts += [_frame(cells.index[~test], fold, "train", kind, donor),
                   _frame(cells.index[test], fold, "test", kind, donor)]
-    return pd.concat(parts, ignore_index=True)
+    table = pd.concat(parts, ignore_index=True)
+    check_training_classes(table, cells, label, dataset)
+    return table
 
 
-def cross_species(cells: pd.DataFrame, label: str, test_fraction: float, seed: int,
-                  dataset: str, organisms: list[str] | None = None) -> pd.DataFrame:
-    """One fold per training organism.
+def diagonal_spec(spec: dict) -> dict:
+    """The same-species diagonal of a cross-species task: ``{split, n_folds}`` (``split: none`` = off)."""
+    value = spec.get("diagonal", DEFAULT_DIAGONAL)
+    name = spec.get("name", spec.get("kind"))
+    if value == "none":
+        return {"split": "none"}
+    if not isinstance(value, dict):
+        raise SclinbenchError(f"task '{name}': diagonal must be a mapping like {{split: stratified, n_folds: 5}} "
+                              f"or none, got {value!r}")
+    unknown = sorted(set(value) - {"split", "n_folds"})
+    if unknown:
+        raise SclinbenchError(f"task '{name}': unknown key(s) {', '.join(unknown)} under diagonal; valid: split, n_folds")
+    out = {**DEFAULT_DIAGONAL, **value}
+    if out["split"] not in DIAGONAL_SPLITS:
+        raise SclinbenchError(f"task '{name}': diagonal.split '{out['split']}' is unknown; valid: "
+                              f"{', '.join(DIAGONAL_SPLITS)}")
+    n = out["n_folds"]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise SclinbenchError(f"task '{name}': diagonal.n_folds must be an integer >= 2, got {n!r}")
+    return {"split": out["split"], "n_folds": int(n)}
 
-    Training cells: a stratified ``1 - test_fraction`` of the training organism. Test cells: the
-    rest of that organism (group ``"a->a"``, the same-species diagonal) and *every* cell of each
-    other organism (group ``"a->b"``).
+
+def cross_species(cells: pd.DataFrame, label: str, seed: int, dataset: str,
+                  organisms: list[str] | None = None, diagonal: dict | None = None) -> pd.DataFrame:
+    """Transfer folds (one per training organism) and the folds of the same-species diagonal.
+
+    Transfer fold ``i`` trains on **every** cell of organism ``i`` (group ``"a->*"``) and tests every
+    cell of each other organism (group ``"a->b"``). The diagonal is a cross-validation within each
+    organism (``diagonal = {split: stratified | donor, n_folds}``; group ``"a->a"``), in folds of its
+    own numbered after the transfer folds, so it never takes cells away from a transfer training set.
     """
     if "organism" not in cells.columns:
         raise SclinbenchError(f"dataset '{dataset}' has no 'organism' column: a cross-species task needs one")
@@ -186,19 +288,24 @@ def cross_species(cells: pd.DataFrame, label: str, test_fraction: float, seed: i
             f"cross-species task on '{dataset}' needs >= 2 organisms; asked for {organisms}, "
             f"the dataset has {present}"
         )
+    diagonal = diagonal or dict(DEFAULT_DIAGONAL)
     parts = []
     for fold, train_org in enumerate(organisms):
-        mine = cells[org == train_org]
-        y = mine[label].astype(str)
-        strat = y if y.value_counts().min() >= 2 else None
-        train_ids, held_ids = train_test_split(mine.index.to_numpy(), test_size=test_fraction,
-                                               random_state=seed, stratify=strat)
-        parts += [_frame(train_ids, fold, "train", "cross_species", f"{train_org}->{train_org}"),
-                  _frame(held_ids, fold, "test", "cross_species", f"{train_org}->{train_org}")]
+        parts.append(_frame(cells.index[org == train_org], fold, "train", "cross_species", f"{train_org}->*"))
         for test_org in organisms:
             if test_org != train_org:
                 parts.append(_frame(cells.index[org == test_org], fold, "test", "cross_species",
                                     f"{train_org}->{test_org}"))
+    next_fold = len(organisms)
+    if diagonal["split"] != "none":
+        for a in organisms:
+            mine = cells[org == a]
+            sub = kfold(mine, label, diagonal["n_folds"], seed, dataset, kind=diagonal["split"],
+                        group=f"{a}->{a}", where=f" (species '{a}', same-species diagonal)")
+            sub["fold"] += next_fold
+            sub["split_kind"] = "cross_species"
+            next_fold = int(sub["fold"].max()) + 1
+            parts.append(sub)
     return pd.concat(parts, ignore_index=True)
 
 
@@ -236,7 +343,8 @@ def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "da
         The standardized dataset's ``obs`` (index = cell ids).
     spec
         One ``tasks:`` entry of the config: ``kind``, ``split``, and the split's parameters
-        (``n_folds``, ``test_fraction``, ``min_cells_per_class``, ``label``, ``subset``, ``organisms``).
+        (``n_folds``, ``test_fraction``, ``min_cells_per_class``, ``min_donors_per_class``,
+        ``label``, ``subset``, ``organisms``, ``diagonal``).
     seed
         Seed of every random choice.
     dataset
@@ -245,18 +353,33 @@ def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "da
     split = spec["split"]
     if split not in SPLIT_KINDS:
         raise SclinbenchError(f"unknown split '{split}' in task '{spec.get('name')}'; use one of {', '.join(SPLIT_KINDS)}")
+    name = spec.get("name", spec["kind"])
+    if spec.get("protocol", "strict") not in PROTOCOLS:
+        raise SclinbenchError(f"task '{name}': protocol '{spec.get('protocol')}' is unknown; valid: "
+                              f"{', '.join(PROTOCOLS)}")
+    if split == "cross_species" and spec.get("test_fraction") is not None:
+        raise SclinbenchError(
+            f"task '{name}': test_fraction does not apply to cross_species tasks (transfer folds train on "
+            f"every cell of the training species); set the same-species diagonal with "
+            f"diagonal: {{split: stratified, n_folds: 5}} instead"
+        )
+    if split != "cross_species" and "diagonal" in spec:
+        raise SclinbenchError(f"task '{name}': diagonal applies to cross_species tasks only")
     label = task_label(spec)
     cells = task_cells(obs, spec, dataset)
-    cells = _drop_small_classes(cells, label, spec.get("min_cells_per_class", 0), dataset)
+    per = "organism" if split == "cross_species" and "organism" in cells.columns else None
+    cells = _drop_small_classes(cells, label, spec.get("min_cells_per_class", 0), dataset, by=per)
+    cells = _drop_few_donor_classes(cells, label, spec.get("min_donors_per_class", 0), dataset, by=per)
     if cells.empty:
-        raise SclinbenchError(f"no cells of '{dataset}' left after min_cells_per_class={spec.get('min_cells_per_class')}")
+        raise SclinbenchError(f"no cells of '{dataset}' left after min_cells_per_class="
+                              f"{spec.get('min_cells_per_class')} / min_donors_per_class="
+                              f"{spec.get('min_donors_per_class')}")
     if split in ("stratified", "donor"):
         table = kfold(cells, label, int(spec.get("n_folds", 5)), seed, dataset, kind=split)
-    elif split == "donor_pseudobulk":
-        table = leave_one_donor_out(cells, label, dataset)
+    elif split in ("donor_pseudobulk", "leave_one_donor_out"):
+        table = leave_one_donor_out(cells, label, dataset, kind=split)
     elif split == "cross_species":
-        table = cross_species(cells, label, float(spec.get("test_fraction", 0.2)), seed, dataset,
-                              spec.get("organisms"))
+        table = cross_species(cells, label, seed, dataset, spec.get("organisms"), diagonal_spec(spec))
     else:
         table = novel_type(cells, label, float(spec.get("test_fraction", 0.2)), seed, dataset,
                            int(spec.get("min_novel_cells", 10)))

@@ -6,8 +6,15 @@ the model) share one fitted preprocessing per fold, so adding a model costs only
 
 Nothing fitted sees a test cell: each fold's preprocessing and models are fitted on
 ``X[train]`` and ``y[train]`` only, then applied to ``X[test]``. Every test cell of the split
-table appears exactly once per fold and pipeline in the output; a cell a model cannot score gets
-the explicit prediction ``"unassigned"`` (which every metric counts as wrong).
+table appears exactly once per fold, pipeline and repeat in the output; a cell a model cannot score
+gets the explicit prediction ``"unassigned"`` (which every metric counts as wrong).
+
+Controls: a shuffled-label pipeline (``control: shuffled``) is fitted ``repeats`` times per fold,
+each time on its own permutation of the training labels (seed from seed, fold and repeat,
+:func:`sclinbench.models.control_seed`); label-dependent preprocessing (ANOVA feature selection)
+is then fitted on the same permuted labels, so the control never sees the real labels. Models of
+:data:`sclinbench.models.CONSTANT_SCORE_MODELS` (majority class) write one constant score for
+every class and cell.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.metrics import SCORE_PREFIX, UNASSIGNED
-from sclinbench.pipeline import build_pipeline, preprocessing_signature
+from sclinbench.models import CONSTANT_SCORE_MODELS, control_seed
+from sclinbench.pipeline import build_pipeline, normalize_spec, preprocessing_signature
 from sclinbench.splits import iter_folds, task_label
 
 log = logging.getLogger(__name__)
@@ -91,6 +99,10 @@ def _indexer(adata, ids: np.ndarray, dataset: str) -> np.ndarray:
     return idx
 
 
+PREDICTION_COLUMNS = ["cell_id", "fold", "group", "pipeline", "repeat", "donor_id", "y_true", "y_pred",
+                      "score", "novel", "label_in_training"]
+
+
 def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
              dataset: str = "dataset") -> pd.DataFrame:
     """Predictions of every pipeline for every test cell of every fold.
@@ -108,17 +120,23 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
 
     Returns
     -------
-    DataFrame with ``cell_id, fold, group, pipeline, y_true, y_pred, score, novel`` and one
-    ``s:<label>`` column of class scores per label (NaN where the fold's model lacks the label).
+    DataFrame with :data:`PREDICTION_COLUMNS` and one ``s:<label>`` column of class scores per
+    label (NaN where the fold's model lacks the label). ``repeat`` numbers the label permutations
+    of a shuffled-label control (0 for every other pipeline); ``donor_id`` is the cell's donor (the
+    sample itself for pseudobulk rows); ``label_in_training`` says whether the cell's true label
+    is among the training labels of its fold (False for cells of a label the training species
+    lacks, and for the held-out type of a novel-type fold).
     """
     label = task_label(task)
     y_all = adata.obs[label].astype(str).to_numpy()
     split_kind = str(splits["split_kind"].iloc[0])
     donor_level = split_kind == "donor_pseudobulk"
-    donors_all = adata.obs["donor_id"].astype(str).to_numpy() if donor_level else None
+    donors_all = (adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in adata.obs.columns
+                  else np.full(adata.n_obs, "unknown", dtype=object))
 
     # "role" (method/control) labels results; it is not a step of the pipeline
     pipelines = {name: {k: v for k, v in spec.items() if k != "role"} for name, spec in pipelines.items()}
+    normal = {name: normalize_spec(spec) for name, spec in pipelines.items()}
     by_signature: dict[str, list[str]] = {}
     for name, spec in pipelines.items():
         by_signature.setdefault(preprocessing_signature(spec), []).append(name)
@@ -133,29 +151,46 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
             spec0 = pipelines[names[0]]
             X = inputs[sig]
             Xtr, ytr, Xte, yte = X[itrain], y_all[itrain], X[itest], y_all[itest]
-            cell_ids, groups = test_ids, test_groups
+            cell_ids, groups, donors = test_ids, test_groups, donors_all[itest]
             if donor_level:
                 Xtr, ytr, _ = pseudobulk(Xtr, ytr, donors_all[itrain])
                 Xte, yte, cell_ids = pseudobulk(Xte, yte, donors_all[itest])
-                groups = np.asarray(cell_ids)
+                groups = donors = np.asarray(cell_ids)
+            in_training = np.isin(yte, np.unique(ytr))
             preprocess = build_pipeline(spec0, seed)[:-1]
             Ztr = preprocess.fit_transform(Xtr, ytr)
             Zte = preprocess.transform(Xte)
             for name in names:
-                model = build_pipeline(pipelines[name], seed)[-1]
-                model.fit(Ztr, ytr)
-                y_pred, conf, scores, classes = _predict(model, Zte)
-                frame = pd.DataFrame({
-                    "cell_id": np.asarray(cell_ids, dtype=object), "fold": fold, "group": groups,
-                    "pipeline": name, "y_true": yte, "y_pred": y_pred, "score": conf,
-                })
-                frame["novel"] = frame["y_true"] == frame["group"] if split_kind == "novel_type" else False
-                frame = pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])],
-                                  axis=1)
-                frames.append(frame)
+                spec = normal[name]
+                shuffled = spec["control"] == "shuffled"
+                for repeat in range(spec["repeats"] if shuffled else 1):
+                    model = build_pipeline(pipelines[name], seed)[-1]
+                    Ztr_r, Zte_r = Ztr, Zte
+                    if shuffled:
+                        draw = control_seed(seed, fold, repeat)
+                        model.set_params(random_state=draw)
+                        if spec["features"]["method"] == "anova":  # label-dependent: permuted labels too
+                            perm = np.random.default_rng(draw).permutation(len(ytr))
+                            pre = build_pipeline(spec0, seed)[:-1]
+                            Ztr_r = pre.fit_transform(Xtr, ytr[perm])
+                            Zte_r = pre.transform(Xte)
+                    model.fit(Ztr_r, ytr)
+                    y_pred, conf, scores, classes = _predict(model, Zte_r)
+                    if spec["model"]["name"] in CONSTANT_SCORE_MODELS:
+                        scores, conf = np.zeros_like(scores), np.zeros_like(conf)
+                    frame = pd.DataFrame({
+                        "cell_id": np.asarray(cell_ids, dtype=object), "fold": fold, "group": groups,
+                        "pipeline": name, "repeat": repeat, "donor_id": np.asarray(donors, dtype=object),
+                        "y_true": yte, "y_pred": y_pred, "score": conf,
+                    })
+                    frame["novel"] = (frame["y_true"] == frame["group"] if split_kind == "novel_type"
+                                      else False)
+                    frame["label_in_training"] = in_training
+                    frame = pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])],
+                                      axis=1)
+                    frames.append(frame)
         log.info("fold %d/%d: %d train, %d test cells, %d pipeline(s) in %.1f s", fold + 1, n_folds,
                  len(itrain), len(itest), len(pipelines), time.perf_counter() - t0)
     out = pd.concat(frames, ignore_index=True)
-    fixed = ["cell_id", "fold", "group", "pipeline", "y_true", "y_pred", "score", "novel"]
     score_cols = sorted(c for c in out.columns if c.startswith(SCORE_PREFIX))
-    return out[fixed + score_cols]
+    return out[PREDICTION_COLUMNS + score_cols]

@@ -1,0 +1,158 @@
+"""The score stage's pooled scores, intervals over held-out units and paired differences."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fake_predictions import cross_species_predictions, kfold_predictions, novel_predictions
+from sclinbench import intervals, metrics
+
+PIPES = {"good": 0.85, "ok": 0.6, "control_majority": 0.3, "control_shuffled": 0.25}
+
+
+def _row(summary, pipeline, metric, group=""):
+    r = summary[(summary.pipeline == pipeline) & (summary.metric == metric) & (summary.group == group)]
+    assert len(r) == 1, (pipeline, metric, group)
+    return r.iloc[0]
+
+
+def test_pooled_point_estimates_equal_the_metric_of_all_out_of_fold_predictions():
+    pred = kfold_predictions(PIPES, seed=1)
+    s, _ = intervals.summarize_predictions(pred, {"kind": "celltype", "split": "donor"}, n_boot=200)
+    good = pred[pred.pipeline == "good"]
+    want = metrics.classification_scores(good.y_true, good.y_pred)
+    for m in ("macro_f1", "accuracy", "balanced_accuracy", "macro_precision", "macro_recall"):
+        assert _row(s, "good", m)["value"] == pytest.approx(want[m])
+    cols = [c for c in good.columns if c.startswith("s:")]
+    assert _row(s, "good", "auroc_ovr")["value"] == pytest.approx(metrics.auroc_ovr(good.y_true, good[cols]))
+    # the shuffled control: mean over its repeats, spread beside it
+    sh = pred[pred.pipeline == "control_shuffled"]
+    per_rep = [metrics.classification_scores(d.y_true, d.y_pred)["macro_f1"] for _, d in sh.groupby("repeat")]
+    r = _row(s, "control_shuffled", "macro_f1")
+    assert r["value"] == pytest.approx(np.mean(per_rep)) and r["n_repeats"] == 3
+    assert (r["repeat_min"], r["repeat_max"]) == pytest.approx((min(per_rep), max(per_rep)))
+    assert r["repeat_sd"] == pytest.approx(np.std(per_rep, ddof=1))
+
+
+@pytest.mark.parametrize("units, per_donor", [("donor", 40), ("cell", 40), ("cell", 500)])
+def test_a_draw_equals_the_metric_of_the_explicitly_resampled_rows(units, per_donor):
+    """Donors; cells one by one; more than 2,000 cells: resampled in random blocks of cells."""
+    pred = kfold_predictions({"good": 0.8, "ok": 0.5}, seed=2, donor_ids=True, cells_per_donor=per_donor)
+    scope = intervals.PooledScope(pred, units)
+    if per_donor == 500:
+        assert scope.n_units == intervals.CELL_BLOCKS and scope.n_reported == 3000 and "random blocks" in scope.note
+    rng = np.random.default_rng(5)
+    W = next(intervals.unit_draws(scope.n_units, 3, rng))
+    got = scope.metrics(W)
+    ref = pred[pred.pipeline == "good"].sort_values(["fold", "cell_id"], kind="mergesort")
+    for b in range(3):
+        weight = W[b, scope.codes]
+        rows = ref.loc[ref.index.repeat(weight.astype(int))]
+        want = metrics.classification_scores(rows.y_true, rows.y_pred)
+        for m in ("macro_f1", "accuracy", "balanced_accuracy"):
+            assert got[("good", 0)][m][b] == pytest.approx(want[m], rel=1e-6)
+        aucs = []
+        for c in [c for c in ref.columns if c.startswith("s:")]:
+            pos = ref.y_true.to_numpy() == c[2:]
+            if weight[pos].sum() and weight[~pos].sum():
+                aucs.append(roc_auc_score(pos, ref[c], sample_weight=weight))
+        assert got[("good", 0)]["auroc_ovr"][b] == pytest.approx(np.mean(aucs), rel=1e-6)
+
+
+def test_units_follow_the_split():
+    pred = kfold_predictions(PIPES, n_donors=6)
+    s, _ = intervals.summarize_predictions(pred, {"kind": "celltype", "split": "stratified"}, n_boot=100)
+    assert _row(s, "good", "macro_f1")["unit"] == "donor" and _row(s, "good", "macro_f1")["n_units"] == 6
+    no_donors = kfold_predictions(PIPES, donor_ids=False)
+    s, _ = intervals.summarize_predictions(no_donors, {"kind": "celltype", "split": "stratified"}, n_boot=100)
+    r = _row(s, "good", "macro_f1")
+    assert r["unit"] == "cell" and r["n_units"] == len(no_donors[no_donors.pipeline == "good"])
+    assert "recomputed from the pooled out-of-fold predictions" in r["interval"]
+
+
+def test_no_interval_from_two_units():
+    pred = kfold_predictions(PIPES, n_donors=2, n_folds=2)
+    s, p = intervals.summarize_predictions(pred, {"kind": "celltype", "split": "leave_one_donor_out"}, n_boot=100)
+    r = _row(s, "good", "macro_f1")
+    assert r["n_units"] == 2 and np.isnan(r["ci_low"]) and np.isnan(r["ci_high"])
+    assert r["interval"].startswith("too few units for an interval")
+    assert r["unit_values"].startswith("d0: ") and "; d1: " in r["unit_values"]
+    assert (p["verdict"] == "too few units for an interval").all() and p["ci_low"].isna().all()
+    # two species: two transfer pairs, no interval either
+    cs = cross_species_predictions(PIPES, species=("alpha", "beta"))
+    s, _ = intervals.summarize_predictions(cs, {"kind": "cross_species", "split": "cross_species"}, n_boot=100)
+    r = _row(s, "good", "macro_f1")
+    assert r["n_units"] == 2 and np.isnan(r["ci_low"]) and "too few units" in r["interval"]
+    assert "alpha->beta: " in r["unit_values"]
+
+
+def test_paired_differences_use_the_same_draws():
+    pred = kfold_predictions({"good": 0.8, "ok": 0.6}, seed=3)
+    twin = pred[pred.pipeline == "good"].assign(pipeline="twin")
+    s, p = intervals.summarize_predictions(pd.concat([pred, twin]), {"kind": "celltype", "split": "donor"},
+                                           n_boot=300)
+    same = p[(p.a == "good") & (p.b == "twin") & (p.metric == "macro_f1")].iloc[0]
+    # identical predictions: with the same draws the difference is 0 in every draw
+    assert same["difference"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0
+    assert same["verdict"] == "no clear difference"
+    diff = p[(p.a == "good") & (p.b == "ok") & (p.metric == "macro_f1")].iloc[0]
+    assert diff["difference"] == pytest.approx(_row(s, "good", "macro_f1")["value"] - _row(s, "ok", "macro_f1")["value"])
+    assert diff["ci_low"] > 0 and diff["verdict"] == "good better"
+    # narrower than the two separate intervals would suggest (correlated draws)
+    g, o = _row(s, "good", "macro_f1"), _row(s, "ok", "macro_f1")
+    assert diff["ci_high"] - diff["ci_low"] < (g.ci_high - g.ci_low) + (o.ci_high - o.ci_low)
+
+
+def test_intervals_are_seeded_and_independent_of_other_pipelines():
+    pred = kfold_predictions(PIPES, seed=4)
+    task = {"kind": "celltype", "split": "donor"}
+    a, _ = intervals.summarize_predictions(pred, task, n_boot=200, seed=1, key="d/t")
+    b, _ = intervals.summarize_predictions(pred[pred.pipeline != "ok"], task, n_boot=200, seed=1, key="d/t")
+    ra, rb = _row(a, "good", "macro_f1"), _row(b, "good", "macro_f1")
+    assert (ra.ci_low, ra.ci_high) == (rb.ci_low, rb.ci_high)
+    c, _ = intervals.summarize_predictions(pred, task, n_boot=200, seed=2, key="d/t")
+    assert _row(c, "good", "macro_f1").ci_low != ra.ci_low
+
+
+def test_constant_score_control_has_auroc_one_half_also_pooled_over_leave_one_out_folds():
+    pred = kfold_predictions(PIPES, n_donors=8, n_folds=8)
+    s, _ = intervals.summarize_predictions(pred, {"kind": "disease", "split": "donor_pseudobulk"}, n_boot=100)
+    r = _row(s, "control_majority", "auroc_ovr")
+    assert r["value"] == 0.5 and r["ci_low"] == 0.5 and r["ci_high"] == 0.5
+
+
+def test_cross_species_scopes():
+    cs = cross_species_predictions(PIPES)
+    s, p = intervals.summarize_predictions(cs, {"kind": "cross_species", "split": "cross_species"}, n_boot=200)
+    pairs = [f"{a}->{b}" for a in ("alpha", "beta", "gamma") for b in ("alpha", "beta", "gamma") if a != b]
+    per_pair = [_row(s, "good", "macro_f1", g)["value"] for g in pairs]
+    # the transfer headline is the mean over the 6 off-diagonal pairs, interval over pairs
+    head = _row(s, "good", "macro_f1")
+    assert head["value"] == pytest.approx(np.mean(per_pair)) and head["n_units"] == 6
+    assert head["unit"] == "species pair"
+    # each pair: shared labels only (X is only in beta): the pair's pooled shared-label F1
+    ab = cs[(cs.group == "alpha->beta") & (cs.pipeline == "good")]
+    shared = ab[ab.label_in_training]
+    want = metrics.classification_scores(shared.y_true, shared.y_pred, mode="truth")["macro_f1"]
+    assert _row(s, "good", "macro_f1", "alpha->beta")["value"] == pytest.approx(want)
+    assert _row(s, "good", "n_cells_unseen_label", "alpha->beta")["value"] == (~ab.label_in_training).sum()
+    allt = metrics.classification_scores(ab.y_true, ab.y_pred, mode="truth")["macro_f1"]
+    assert _row(s, "good", "macro_f1_all_target_labels", "alpha->beta")["value"] == pytest.approx(allt)
+    # the diagonal is reported apart; the paper-style average includes it
+    diag = [_row(s, "good", "macro_f1", f"{a}->{a}")["value"] for a in ("alpha", "beta", "gamma")]
+    assert _row(s, "good", "macro_f1", "same-species")["value"] == pytest.approx(np.mean(diag))
+    assert _row(s, "good", "macro_f1", "incl. same-species")["value"] == pytest.approx(np.mean(per_pair + diag))
+    a_star = _row(s, "good", "macro_f1", "alpha->*")
+    assert a_star["value"] == pytest.approx(np.mean(per_pair[:2])) and np.isnan(a_star["ci_low"])
+    assert set(p.group) == {"", "same-species", "incl. same-species"}
+
+
+def test_novel_type_headline_is_mean_over_held_out_types():
+    pred = novel_predictions(PIPES)
+    s, p = intervals.summarize_predictions(pred, {"kind": "novel_type", "split": "novel_type"}, n_boot=200)
+    per_type = metrics.score(pred[pred.pipeline == "good"], "novel_type")
+    want = per_type[per_type.metric == "novelty_auroc"]["value"].mean()
+    r = _row(s, "good", "novelty_auroc")
+    assert r["value"] == pytest.approx(want) and r["n_units"] == 4 and r["unit"] == "held-out type"
+    assert "novelty_auroc" in set(p.metric)
