@@ -245,6 +245,8 @@ def test_format_ci_and_row():
     assert report.format_ci(0.5, np.nan, np.nan, 2, unit_values="a: 0.4; b: 0.6") == \
         "0.500 (a: 0.4; b: 0.6; n=2; too few units for an interval)"
     assert report.format_ci(float("nan"), float("nan"), float("nan"), 0) == "–"
+    # 8 of 8 donors right: a degenerate bootstrap is said to be one, never printed as [1.000, 1.000]
+    assert report.format_ci(1.0, 1.0, 1.0, 8) == "1.000 (every resample of the 8 units gives 1.000: no spread to show)"
     row = {"value": 0.1, "ci_low": 0.08, "ci_high": 0.12, "n_units": 6, "n_repeats": 5, "repeat_min": 0.09,
            "repeat_max": 0.13, "repeat_sd": 0.01, "unit_values": ""}
     assert report.format_row(row) == "0.100 [0.080, 0.120]; 5 repeats 0.090–0.130 (sd 0.010)"

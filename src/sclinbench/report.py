@@ -635,6 +635,9 @@ def format_ci(mean: float, lo: float, hi: float, n: int | None = None, digits: i
         detail = f"{unit_values}; " if unit_values else ""
         count = f"n={int(n)}; " if n is not None and np.isfinite(n) else ""
         return f"{mean:.{digits}f} ({detail}{count}{TOO_FEW})"
+    if hi - lo < 0.5 * 10 ** -digits:  # e.g. 8 of 8 donors right: a [1.000, 1.000] interval would read as certainty
+        count = f" of the {int(n)} units" if n is not None and np.isfinite(n) else ""
+        return f"{mean:.{digits}f} (every resample{count} gives {lo:.{digits}f}: no spread to show)"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
