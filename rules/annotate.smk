@@ -1,83 +1,32 @@
 # Annotate: label query cells with a pipeline fitted on a labelled reference -- the steps of the
-# `sclinbench annotate` command inside the DAG. One job per entry of the config's `annotate:`.
+# `sclinbench annotate` command inside the DAG. One job per entry of the config's `annotate:`
+# (config/schema.yaml); the helpers live in sclinbench.tool.annotate.
 
-from sclinbench.tool.annotate import DEFAULT_PIPELINE
+from sclinbench.tool import annotate as annotate_tool
 
 ANNOTATE = config.get("annotate") or {}
-
-
-def _annotate_species(job, role):
-    part = job[role]
-    return part.get("species") or REGISTRY.get(part.get("dataset"), {}).get("organism")
-
-
-def _check_annotate():
-    for name, job in ANNOTATE.items():
-        for role in ("reference", "query"):
-            dataset = job[role].get("dataset")
-            if dataset is not None and dataset not in REGISTRY:
-                raise SclinbenchError(
-                    f"annotate job '{name}': {role} dataset '{dataset}' is not in the registry {config['registry']} "
-                    f"(known: {', '.join(sorted(REGISTRY))})"
-                )
-        pipeline = job.get("pipeline") or DEFAULT_PIPELINE
-        if pipeline not in PIPELINES:
-            raise SclinbenchError(
-                f"annotate job '{name}' names pipeline '{pipeline}', which is not under 'pipelines:' "
-                f"(known: {', '.join(sorted(PIPELINES))})"
-            )
-        orth = job.get("orthologs")
-        if orth and orth.get("source") == "file" and not orth.get("path"):
-            raise SclinbenchError(f"annotate job '{name}': orthologs {{source: file}} needs path: TABLE")
-        if orth and orth.get("source") == "ensembl":
-            for role in ("reference", "query"):
-                if not _annotate_species(job, role):
-                    raise SclinbenchError(
-                        f"annotate job '{name}': orthologs {{source: ensembl}} needs the {role}'s species; set "
-                        f"{role}.species (e.g. Homo sapiens)"
-                    )
-
-
-_check_annotate()
-
-
-def annotate_inputs(wildcards):
-    job = ANNOTATE[wildcards.name]
-    query = job["query"]
-    inputs = {
-        "reference": f"resources/standardized/{job['reference']['dataset']}.h5ad",
-        "query": query["path"] if query.get("path") else f"resources/standardized/{query['dataset']}.h5ad",
-    }
-    orth = job.get("orthologs")
-    if orth and orth.get("source") == "file":
-        inputs["orthologs"] = orth["path"]
-    elif orth:
-        ref = ensembl_name(_annotate_species(job, "reference"))
-        other = ensembl_name(_annotate_species(job, "query"))
-        inputs["orthologs"] = f"resources/orthologs/ensembl-{orth.get('release', 112)}/{ref}__{other}.tsv"
-    return inputs
-
-
-def _annotate_report(name):
-    return report(f"results/annotate/{{name}}.{name}.tsv", caption=f"../report/annotate_{name}.rst",
-                  category="Annotate", subcategory="{name}")
+annotate_tool.check_jobs(ANNOTATE, REGISTRY, PIPELINES, f"the registry {config['registry']}")
+ANNOTATE_PIPELINE = {name: job.get("pipeline") or annotate_tool.DEFAULT_PIPELINE for name, job in ANNOTATE.items()}
 
 
 rule annotate:
     """Fit a pipeline on all cells of a reference, label every query cell (+ novelty), tables for the report."""
     input:
-        unpack(annotate_inputs),
+        unpack(lambda wc: annotate_tool.job_inputs(ANNOTATE[wc.name], REGISTRY)),
     output:
         h5ad="results/annotate/{name}.h5ad",
-        labels=_annotate_report("labels"),
-        top_genes=_annotate_report("top_genes"),
-        metrics=_annotate_report("metrics"),
+        labels=report("results/annotate/{name}.labels.tsv", caption="../report/annotate_labels.rst",
+                      category="Annotate", subcategory="{name}"),
+        top_genes=report("results/annotate/{name}.top_genes.tsv", caption="../report/annotate_top_genes.rst",
+                         category="Annotate", subcategory="{name}"),
+        metrics=report("results/annotate/{name}.metrics.tsv", caption="../report/annotate_metrics.rst",
+                       category="Annotate", subcategory="{name}"),
     params:
         job=lambda wc: ANNOTATE[wc.name],
-        pipeline=lambda wc: ANNOTATE[wc.name].get("pipeline") or DEFAULT_PIPELINE,
-        spec=lambda wc: PIPELINES[ANNOTATE[wc.name].get("pipeline") or DEFAULT_PIPELINE],
-        reference_species=lambda wc: _annotate_species(ANNOTATE[wc.name], "reference"),
-        query_species=lambda wc: _annotate_species(ANNOTATE[wc.name], "query"),
+        pipeline=lambda wc: ANNOTATE_PIPELINE[wc.name],
+        spec=lambda wc: PIPELINES[ANNOTATE_PIPELINE[wc.name]],
+        reference_species=lambda wc: annotate_tool.job_species(ANNOTATE[wc.name], "reference", REGISTRY),
+        query_species=lambda wc: annotate_tool.job_species(ANNOTATE[wc.name], "query", REGISTRY),
         seed=SEED,
     wildcard_constraints:
         name=r"[A-Za-z0-9_]+",

@@ -507,7 +507,7 @@ def label_table(pred: pd.DataFrame, label_counts: dict[str, int]) -> pd.DataFram
         rows.append({
             "label": label, "n_cells": int(sel.sum()), "fraction": float(sel.sum() / n),
             "n_novel": int(pred.loc[sel, "is_novel"].sum()),
-            "median_confidence": float(pred.loc[sel, "confidence"].median()) if sel.any() else float("nan"),
+            "median_confidence": float(conf.median()) if len(conf := pred.loc[sel, "confidence"].dropna()) else float("nan"),
             "n_reference_cells": int(label_counts.get(label, 0)),
         })
     return pd.DataFrame(rows)
@@ -803,3 +803,55 @@ def run_job(name: str, job: dict, pipeline_name: str, spec: dict, *, reference, 
     write_result(result, {k: Path(v) for k, v in outputs.items()}, compression="gzip")
     log.info("annotate job %s: %s", name, result.summary())
     return result
+
+
+def job_species(job: dict, role: str, registry: dict) -> str | None:
+    """Species of a job's reference or query: its ``species`` key, else the registry entry's ``organism``."""
+    part = job[role]
+    return part.get("species") or (registry.get(part.get("dataset"), {}) or {}).get("organism")
+
+
+def check_jobs(jobs: dict, registry: dict, pipelines: dict, registry_name: str = "the registry") -> None:
+    """One-line errors for ``annotate:`` jobs naming an unknown dataset or pipeline, or lacking a species."""
+    for name, job in jobs.items():
+        for role in ("reference", "query"):
+            dataset = job[role].get("dataset")
+            if dataset is not None and dataset not in registry:
+                raise SclinbenchError(
+                    f"annotate job '{name}': {role} dataset '{dataset}' is not in {registry_name} "
+                    f"(known: {', '.join(sorted(registry))})"
+                )
+        pipeline = job.get("pipeline") or DEFAULT_PIPELINE
+        if pipeline not in pipelines:
+            raise SclinbenchError(
+                f"annotate job '{name}' names pipeline '{pipeline}', which is not under 'pipelines:' "
+                f"(known: {', '.join(sorted(pipelines))})"
+            )
+        check_spec(pipeline, pipelines[pipeline])
+        orth = job.get("orthologs")
+        if orth and orth.get("source") == "file" and not orth.get("path"):
+            raise SclinbenchError(f"annotate job '{name}': orthologs {{source: file}} needs path: TABLE")
+        if orth and orth.get("source") == "ensembl":
+            for role in ("reference", "query"):
+                if not job_species(job, role, registry):
+                    raise SclinbenchError(
+                        f"annotate job '{name}': orthologs {{source: ensembl}} needs the {role}'s species; set "
+                        f"{role}.species (e.g. Homo sapiens)"
+                    )
+
+
+def job_inputs(job: dict, registry: dict) -> dict[str, str]:
+    """Input files of an ``annotate:`` job: reference, query and (across species) the ortholog table."""
+    query = job["query"]
+    inputs = {
+        "reference": f"resources/standardized/{job['reference']['dataset']}.h5ad",
+        "query": query["path"] if query.get("path") else f"resources/standardized/{query['dataset']}.h5ad",
+    }
+    orth = job.get("orthologs")
+    if orth and orth.get("source") == "file":
+        inputs["orthologs"] = orth["path"]
+    elif orth:
+        ref = gene_match._species_key(job_species(job, "reference", registry))
+        other = gene_match._species_key(job_species(job, "query", registry))
+        inputs["orthologs"] = f"resources/orthologs/ensembl-{orth.get('release', 112)}/{ref}__{other}.tsv"
+    return inputs

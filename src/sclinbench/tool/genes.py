@@ -137,13 +137,16 @@ def read_ortholog_table(path, reference_species: str | None = None, query_specie
     if not path.exists():
         raise SclinbenchError(f"ortholog table {path} does not exist (--orthologs); give the path of a one-to-one ortholog table")
     try:
-        head = pd.read_csv(path, sep=None, engine="python", nrows=5, dtype=str)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise SclinbenchError(f"cannot read ortholog table {path} as CSV/TSV ({str(exc).splitlines()[0][:120]})") from exc
-    columns = list(head.columns)
+        first = open_first_line(path)
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise SclinbenchError(f"cannot read ortholog table {path} as text ({str(exc).splitlines()[0][:120]})") from exc
+    sep = "\t" if first.count("\t") >= first.count(",") else ","
+    columns = [c.strip().strip('"') for c in first.rstrip("\r\n").split(sep)]
     if all(c in columns for c in orthologs.ORTHOLOG_COLUMNS):
-        sep = "\t" if "\t" in open_first_line(path) else ","
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        try:
+            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        except (ValueError, OSError, pd.errors.ParserError) as exc:
+            raise SclinbenchError(f"cannot read ortholog table {path} ({str(exc).splitlines()[0][:120]})") from exc
     elif "Gene stable ID" in columns:
         table = orthologs.read_biomart(path, reference_species or "reference", query_species or "query")
     else:

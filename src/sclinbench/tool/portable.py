@@ -239,6 +239,9 @@ def load(path) -> tuple[LinearPipeline, dict, dict[str, np.ndarray]]:
     path = Path(path)
     if not path.exists():
         raise SclinbenchError(f"model file {path} does not exist (--model); create it with `sclinbench train`")
+    if not zipfile.is_zipfile(path):
+        raise SclinbenchError(f"model file {path} is not a sclinbench model (not an .npz archive); "
+                              "create one with `sclinbench train`")
     try:
         with np.load(path, allow_pickle=False) as npz:
             store = {k: npz[k] for k in npz.files}
