@@ -141,7 +141,7 @@ def _orthologs(args):
 
     rs, qs = args.reference_species, args.query_species
     if args.orthologs is None:
-        if rs and qs and genes._species_key(rs) != genes._species_key(qs):
+        if rs and qs and genes.species_key(rs) != genes.species_key(qs):
             raise SclinbenchError(
                 f"--reference-species {rs} and --query-species {qs} differ: give --orthologs TABLE (a one-to-one "
                 "ortholog table, or 'ensembl' for the workflow's pinned Ensembl table)"
@@ -154,7 +154,7 @@ def _orthologs(args):
             raise SclinbenchError("--orthologs ensembl needs --reference-species and --query-species (e.g. human, mouse)")
         release = m.group(1) or "112"
         root, _ = catalog.find_workflow(args.workflow)
-        a, b = genes._species_key(rs), genes._species_key(qs)
+        a, b = genes.species_key(rs), genes.species_key(qs)
         rel = [f"resources/orthologs/ensembl-{release}/{x}__{y}.tsv" for x, y in ((a, b), (b, a))]
         found = [root / r for r in rel if root is not None and (root / r).is_file()]
         if not found:
@@ -218,8 +218,8 @@ def cmd_annotate(args) -> int:
 # ------------------------------------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where pipelines are defined")
-    g.add_argument("--workflow", metavar="DIR", help="the sclinbench workflow checkout (default: the checkout sclinbench "
-                   "is installed from, else $SCLINBENCH_WORKFLOW, else the current folder)")
+    g.add_argument("--workflow", metavar="DIR", help="the sclinbench workflow checkout (default: $SCLINBENCH_WORKFLOW, else "
+                   "the checkout sclinbench is installed from, else the current folder)")
     g.add_argument("--config", metavar="FILE", action="append", default=[],
                    help="extra config file(s) with pipelines:, merged over config/config.yaml (repeatable)")
 

@@ -851,7 +851,7 @@ def job_inputs(job: dict, registry: dict) -> dict[str, str]:
     if orth and orth.get("source") == "file":
         inputs["orthologs"] = orth["path"]
     elif orth:
-        ref = gene_match._species_key(job_species(job, "reference", registry))
-        other = gene_match._species_key(job_species(job, "query", registry))
+        ref = gene_match.species_key(job_species(job, "reference", registry))
+        other = gene_match.species_key(job_species(job, "query", registry))
         inputs["orthologs"] = f"resources/orthologs/ensembl-{orth.get('release', 112)}/{ref}__{other}.tsv"
     return inputs

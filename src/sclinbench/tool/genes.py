@@ -92,7 +92,8 @@ def gene_keys(var: pd.DataFrame) -> dict[str, np.ndarray]:
     return keys
 
 
-def _species_key(name: str) -> str:
+def species_key(name: str) -> str:
+    """``human`` / ``Homo sapiens`` / ``hsapiens`` -> ``hsapiens`` (the workflow's Ensembl table names)."""
     s = str(name).strip().lower().replace("-", " ")
     if s.replace(" ", "_") in _COMMON_SPECIES:
         return _COMMON_SPECIES[s.replace(" ", "_")]
@@ -166,8 +167,8 @@ def read_ortholog_table(path, reference_species: str | None = None, query_specie
                 f"ortholog table {path} holds several species pairs ({shown}); name the two with "
                 "--reference-species and --query-species"
             )
-        want = {_species_key(reference_species), _species_key(query_species)}
-        chosen = [p for p in pairs if {_species_key(p[0]), _species_key(p[1])} == want]
+        want = {species_key(reference_species), species_key(query_species)}
+        chosen = [p for p in pairs if {species_key(p[0]), species_key(p[1])} == want]
         if not chosen:
             shown = ", ".join(f"{a}->{b}" for a, b in pairs[:6])
             raise SclinbenchError(
