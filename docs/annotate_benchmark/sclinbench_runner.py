@@ -13,8 +13,13 @@ import time
 t_start = time.perf_counter()
 # what the command imports on its way (as `import celltypist` brings scanpy and scikit-learn)
 import anndata  # noqa: E402,F401
+import sklearn.discriminant_analysis  # noqa: E402,F401  (sclinbench.models.build_model imports these lazily)
+import sklearn.dummy  # noqa: E402,F401
 import sklearn.linear_model  # noqa: E402,F401
+import sklearn.metrics  # noqa: E402,F401
+import sklearn.neighbors  # noqa: E402,F401
 import sklearn.pipeline  # noqa: E402,F401
+import sklearn.svm  # noqa: E402,F401
 
 import sclinbench.tool.annotate  # noqa: E402,F401
 import sclinbench.tool.catalog  # noqa: E402,F401

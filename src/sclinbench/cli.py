@@ -99,7 +99,10 @@ def _pipeline(args) -> tuple[str, dict]:
     from sclinbench.tool.annotate import DEFAULT_PIPELINE
 
     name = args.pipeline or DEFAULT_PIPELINE
-    return catalog.load(args.workflow, args.config, datasets_too=False).pipeline(name)
+    cat = catalog.load(args.workflow, args.config, datasets_too=False, grid_too=False)
+    if name not in cat.pipelines:  # the opt-in grid only when needed (it is the larger file)
+        cat = catalog.load(args.workflow, args.config, datasets_too=False)
+    return cat.pipeline(name)
 
 
 def _reference(args):

@@ -55,20 +55,21 @@ log = logging.getLogger("sclinbench.annotate")
 DEFAULT_PIPELINE = "rankz_centroid"
 #: Where an h5ad's counts are looked for, in this order, by ``counts="auto"``.
 COUNT_MATRICES = ("X", "layers/counts", "raw.X")
-PACKAGES = ("sclinbench", "numpy", "scipy", "scikit-learn", "anndata", "pandas")
 
 
 @functools.lru_cache(maxsize=1)
 def _versions() -> tuple:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+    import scipy
+    import sklearn
+
     import sclinbench
 
-    out["sclinbench"] = sclinbench.__version__
+    out = {"sclinbench": sclinbench.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+           "scikit-learn": sklearn.__version__, "pandas": pd.__version__}
+    try:
+        out["anndata"] = metadata.version("anndata")
+    except metadata.PackageNotFoundError:
+        out["anndata"] = "not installed"
     return tuple(out.items())
 
 

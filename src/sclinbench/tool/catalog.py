@@ -172,8 +172,10 @@ class Catalog:
         return name, self.pipelines[name].spec
 
 
-def load(workflow: str | os.PathLike | None = None, configs=(), datasets_too: bool = True) -> Catalog:
-    """The pipelines, tasks and (with ``datasets_too``) datasets the command line can name."""
+def load(workflow: str | os.PathLike | None = None, configs=(), datasets_too: bool = True,
+         grid_too: bool = True) -> Catalog:
+    """The pipelines, tasks and (with ``datasets_too``) datasets the command line can name
+    (with ``grid_too`` also the pipelines of config/grid.yaml)."""
     root, found_by = find_workflow(workflow)
     pipelines: dict[str, Entry] = {}
     tasks: dict[str, Entry] = {}
@@ -186,9 +188,9 @@ def load(workflow: str | os.PathLike | None = None, configs=(), datasets_too: bo
     else:
         files.append(root / "config" / "config.yaml")
         grid = root / "config" / "grid.yaml"
-        if grid.is_file():
+        if grid_too and grid.is_file():
+            comments = _line_comments(grid)
             for name, spec in (_read_yaml(grid).get("pipelines") or {}).items():
-                comments = _line_comments(grid)
                 pipelines[name] = Entry(name, (spec or {}).get("description") or comments.get(("pipelines", name), ""),
                                         "config/grid.yaml (opt-in grid)", spec)
     files += [Path(c) for c in configs]
