@@ -250,14 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sclinbench {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="print warnings and results only")
     sub = parser.add_subparsers(dest="command", metavar="{list,train,annotate}")
+    quiet = argparse.ArgumentParser(add_help=False)  # -q also after the subcommand
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="print warnings and results only")
 
-    p = sub.add_parser("list", help="datasets, pipelines and tasks with one-line descriptions",
+    p = sub.add_parser("list", parents=[quiet], help="datasets, pipelines and tasks with one-line descriptions",
                        description="Names defined by the workflow's configuration and dataset registry.")
     p.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "pipelines", "tasks"])
     _common(p)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="fit a pipeline on a labelled reference and save it as a model file",
+    p = sub.add_parser("train", parents=[quiet], help="fit a pipeline on a labelled reference and save it as a model file",
                        description="Fit a pipeline on all cells of a labelled reference (raw counts) and save it "
                                    "(arrays + JSON, no pickle) for `sclinbench annotate --model`.")
     p.add_argument("--reference", required=True, metavar="REF.h5ad", help="labelled reference with raw counts")
@@ -267,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("annotate", help="label the cells of a query with a reference or a model",
+    p = sub.add_parser("annotate", parents=[quiet], help="label the cells of a query with a reference or a model",
                        description="Label every cell of QUERY: predicted label, confidence, novelty score and flag "
                                    "in obs, provenance in uns; per-label counts, top genes per label and metrics "
                                    "as TSV files next to OUT.")
@@ -311,6 +314,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("sclinbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `sclinbench list | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
