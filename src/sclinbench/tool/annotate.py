@@ -592,14 +592,15 @@ class Result:
     annotator: Annotator
     genes: gene_match.GeneMatch
     seconds: float
+    genes_info: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         pred = self.labels
         n = int(pred["n_cells"].sum())
         novel = int(pred["n_novel"].sum())
-        g = self.genes
+        g = self.genes_info or self.genes.summary()
         text = (f"labelled {n} cells with {self.annotator.pipeline_name} ({len(self.annotator.label_counts)} labels, "
-                f"{g.n_shared} of {g.n_target} genes shared); {novel} ({100 * novel / max(n, 1):.1f}%) flagged novel; "
+                f"{g['n_shared']} of {g['n_reference_genes']} reference genes shared); {novel} ({100 * novel / max(n, 1):.1f}%) flagged novel; "
                 f"held-out reference macro F1 {self.annotator.calibration['macro_f1']:.3f}")
         q = self.metrics[(self.metrics["set"] == "query_shared_labels") & (self.metrics["metric"] == "macro_f1")]
         if len(q):
@@ -703,7 +704,7 @@ def annotate(
         "annotated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(provenance or {}),
     })
-    return Result(query, labels, top, metrics, annotator, match, seconds)
+    return Result(query, labels, top, metrics, annotator, match, seconds, genes_info)
 
 
 # ------------------------------------------------------------------------------------------------
