@@ -156,7 +156,11 @@ def main() -> None:
     ap.add_argument("--large", action="store_true", help="add the 10x atlas cases")
     ap.add_argument("--only", nargs="+", help="case groups to run (default all)")
     ap.add_argument("--out", default=str(HERE / "results.tsv"))
+    ap.add_argument("--summarize", metavar="TSV", help="only print the table of an earlier run's TSV")
     args = ap.parse_args()
+    if args.summarize:
+        print(markdown(summarize(pd.read_csv(args.summarize, sep="\t"))))
+        return
     work = Path(args.workdir)
     env = {**os.environ, **THREADS}
     cases = pbmc_cases(work)
@@ -217,10 +221,13 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     for (group, tool, pipeline), g in df.groupby(["group", "tool", "pipeline"], sort=False):
         ct = df[(df.group == group) & (df.tool == "celltypist")].set_index("unit")
         ratio = (ct.loc[g["unit"], "total_s"].to_numpy() / g["total_s"].to_numpy())
+        diff = g["macro_f1"].to_numpy() - ct.loc[g["unit"], "macro_f1"].to_numpy()
         sd = g["macro_f1"].std(ddof=1) if len(g) >= 3 else float("nan")
         out.append({"case": group, "n units": len(g), "tool": tool if tool == "celltypist" else f"sclinbench {pipeline}",
                     "macro F1 mean": round(g["macro_f1"].mean(), 3),
                     "sd": round(sd, 3) if np.isfinite(sd) else "n<3",
+                    "F1 - CellTypist (paired)": "" if tool == "celltypist" else f"{diff.mean():+.3f}",
+                    "units >= CellTypist": "" if tool == "celltypist" else f"{int((diff >= 0).sum())}/{len(g)}",
                     "train + annotate s (median)": round(g["total_s"].median(), 2),
                     "speed-up vs CellTypist (median)": round(float(np.median(ratio)), 1),
                     "whole process s (median)": round(g["process_s"].median(), 2)})
