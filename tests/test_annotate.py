@@ -383,6 +383,21 @@ def test_builtin_pipelines_are_the_config_entries():
         "name": "rankz"}
 
 
+def test_schema_and_package_agree_on_the_annotate_defaults():
+    schema = yaml.safe_load(open(REPO / "config" / "schema.yaml"))["properties"]["annotate"]["additionalProperties"]
+    props = schema["properties"]
+    for part, defaults in ((props, tool.JOB_DEFAULTS), (props["reference"]["properties"], tool.REFERENCE_DEFAULTS),
+                           (props["query"]["properties"], tool.QUERY_DEFAULTS)):
+        for key, value in defaults.items():
+            assert part[key]["default"] == value, key
+    assert tool.DEFAULT_PIPELINE in props["pipeline"]["description"]
+    from sclinbench.cli import build_parser
+
+    args = build_parser().parse_args(["annotate", "--model", "m", "--query", "q", "--out", "o"])
+    assert (args.min_shared_genes, args.calibration_fraction, args.novelty_quantile, args.key_added, args.top_genes) == (
+        100, 0.2, 0.01, "sclinbench", 20)
+
+
 # --------------------------------------------------------------------------------------------------
 # the workflow's annotate rule on the embedded default
 # --------------------------------------------------------------------------------------------------
@@ -406,7 +421,7 @@ def test_annotate_rule_on_the_embedded_default(default_run):
     assert m.loc[("query_shared_labels", "macro_f1"), "value"] > 0.8
     cross = pd.read_csv(workdir / "results/annotate/atlas_alpha_to_beta.metrics.tsv", sep="\t").set_index(["set", "metric"])
     assert cross.loc[("query_shared_labels", "macro_f1"), "value"] > 0.7
-    assert cross.loc[("query_other_labels", "labels"), "labels"].tolist() == ["type_09"] * 2
+    assert cross.xs("query_other_labels", level="set")["labels"].tolist() == ["type_09"] * 2
     assert cross.loc[("query_other_labels", "novelty_auroc"), "value"] > 0.7
     labels = pd.read_csv(workdir / "results/annotate/atlas_alpha_to_beta.labels.tsv", sep="\t")
     assert labels["n_cells"].sum() == int(atlas.obs["organism"].astype(str).eq("beta").sum())

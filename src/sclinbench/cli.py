@@ -57,7 +57,7 @@ def _print_entries(title: str, entries: dict, extra=None) -> None:
 
 def cmd_list(args) -> int:
     from sclinbench.tool import catalog
-    from sclinbench.tool.annotate import DEFAULT_PIPELINE
+    from sclinbench.tool import DEFAULT_PIPELINE
 
     cat = catalog.load(args.workflow, args.config)
     where = f"{cat.workflow} ({cat.found_by})" if cat.workflow else (
@@ -96,7 +96,7 @@ def cmd_list(args) -> int:
 # ------------------------------------------------------------------------------------------------
 def _pipeline(args) -> tuple[str, dict]:
     from sclinbench.tool import catalog
-    from sclinbench.tool.annotate import DEFAULT_PIPELINE
+    from sclinbench.tool import DEFAULT_PIPELINE
 
     name = args.pipeline or DEFAULT_PIPELINE
     cat = catalog.load(args.workflow, args.config, datasets_too=False, grid_too=False)
@@ -228,6 +228,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _fit_options(p: argparse.ArgumentParser) -> None:
+    from sclinbench.tool import JOB_DEFAULTS as D
+
     g = p.add_argument_group("fitting")
     g.add_argument("--pipeline", metavar="NAME", help="a pipeline of the config (`sclinbench list pipelines`); "
                    "default: rankz_centroid, the paper's rank-based pipeline")
@@ -236,14 +238,16 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
                         "X, layers/counts, raw.X holding integers)")
     g.add_argument("--min-cells-per-label", type=int, default=0, metavar="N",
                    help="drop reference labels with fewer cells (default 0: keep all; a label with 1 cell is an error)")
-    g.add_argument("--calibration-fraction", type=float, default=0.2, metavar="F",
+    g.add_argument("--calibration-fraction", type=float, default=D["calibration_fraction"], metavar="F",
                    help="share of reference cells held out (stratified) to score the pipeline and calibrate novelty (0.2)")
-    g.add_argument("--novelty-quantile", type=float, default=0.01, metavar="Q",
+    g.add_argument("--novelty-quantile", type=float, default=D["novelty_quantile"], metavar="Q",
                    help="query cells less confident than this quantile of held-out reference cells are flagged novel (0.01)")
     g.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of the pipeline (0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sclinbench.tool import JOB_DEFAULTS as D
+
     parser = argparse.ArgumentParser(prog="sclinbench", description=DESCRIPTION,
                                      epilog="The benchmark itself runs with snakemake (see README.md). "
                                             "Docs: docs/annotate.md")
@@ -283,11 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled copy of the query; tables go to OUT.labels.tsv, OUT.top_genes.tsv, OUT.metrics.tsv")
     p.add_argument("--query-counts", metavar="WHERE", default="auto", help="matrix of the query's raw counts (like --reference-counts)")
     p.add_argument("--truth", metavar="COLUMN", help="obs column of the query with known labels: scores the labels the reference shares")
-    p.add_argument("--min-shared-genes", type=int, default=100, metavar="N", help="refuse a query sharing fewer genes (100)")
-    p.add_argument("--key-added", default="sclinbench", metavar="KEY", help="prefix of the obs columns and the uns key (sclinbench)")
+    p.add_argument("--min-shared-genes", type=int, default=D["min_shared_genes"], metavar="N", help="refuse a query sharing fewer genes (100)")
+    p.add_argument("--key-added", default=D["key_added"], metavar="KEY", help="prefix of the obs columns and the uns key (sclinbench)")
     p.add_argument("--compression", choices=["none", "gzip"], default="none",
                    help="h5ad compression of OUT (default none, as anndata; gzip is smaller and slower)")
-    p.add_argument("--top-genes", type=int, default=20, metavar="N", help="genes per label in OUT.top_genes.tsv (20)")
+    p.add_argument("--top-genes", type=int, default=D["top_genes"], metavar="N", help="genes per label in OUT.top_genes.tsv (20)")
     x = p.add_argument_group("across species (one-to-one orthologs)")
     x.add_argument("--reference-species", metavar="S", help="e.g. human, mouse, 'Homo sapiens'")
     x.add_argument("--query-species", metavar="S")

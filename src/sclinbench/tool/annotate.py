@@ -46,13 +46,12 @@ from sclinbench.errors import SclinbenchError
 from sclinbench.metrics import UNASSIGNED, classification_scores
 from sclinbench.pipeline import build_pipeline, normalize_spec
 from sclinbench.represent import RepresentationTransformer
+from sclinbench.tool import DEFAULT_PIPELINE, JOB_DEFAULTS, QUERY_DEFAULTS, REFERENCE_DEFAULTS  # noqa: F401 (re-exported)
 from sclinbench.tool import genes as gene_match
 from sclinbench.tool import portable
 
 log = logging.getLogger("sclinbench.annotate")
 
-#: The pipeline ``annotate`` and ``train`` use when none is named (a ``pipelines:`` entry of config/config.yaml).
-DEFAULT_PIPELINE = "rankz_centroid"
 #: Where an h5ad's counts are looked for, in this order, by ``counts="auto"``.
 COUNT_MATRICES = ("X", "layers/counts", "raw.X")
 
@@ -779,23 +778,25 @@ def run_job(name: str, job: dict, pipeline_name: str, spec: dict, *, reference, 
     The reference is a standardized registry dataset (``resources/standardized/<dataset>.h5ad``),
     optionally subset; the query a standardized dataset or an h5ad file of raw counts.
     """
-    ref_job, q_job = job["reference"], job["query"]
+    job = {**JOB_DEFAULTS, **{k: v for k, v in job.items() if v is not None}}
+    ref_job = {**REFERENCE_DEFAULTS, **job["reference"]}
+    q_job = {**QUERY_DEFAULTS, **job["query"]}
     ref_adata = select_cells(read_h5ad(reference, "reference"), ref_job.get("subset"), ref_job.get("exclude"),
                              f"annotate job '{name}' reference")
     info = ref_adata.uns.get("sclinbench", {})
-    ref = prepare_reference(ref_adata, ref_job.get("label", "cell_type"),
+    ref = prepare_reference(ref_adata, ref_job["label"],
                             source=f"dataset {ref_job['dataset']} ({reference})", sha256=sha256_file(reference),
-                            standardized=True, min_cells_per_label=ref_job.get("min_cells_per_label", 0))
+                            standardized=True, min_cells_per_label=ref_job["min_cells_per_label"])
     q_where = f"query {q_job.get('path') or 'dataset ' + q_job['dataset']}"
     q_adata = select_cells(read_h5ad(query, "query"), q_job.get("subset"), q_job.get("exclude"),
                            f"annotate job '{name}' {q_where}")
     pairs = gene_match.read_ortholog_table(orthologs, reference_species, query_species) if orthologs else None
     result = annotate(
         q_adata, reference=ref, pipeline_name=pipeline_name, spec=spec,
-        query_counts=q_job.get("counts", "auto") if q_job.get("path") else "X", pairs=pairs,
-        min_shared_genes=job.get("min_shared_genes", 100), seed=seed,
-        calibration_fraction=job.get("calibration_fraction", 0.2), novelty_quantile=job.get("novelty_quantile", 0.01),
-        truth=q_job.get("truth"), key_added=job.get("key_added", "sclinbench"), n_top_genes=job.get("top_genes", 20),
+        query_counts=q_job["counts"] if q_job.get("path") else "X", pairs=pairs,
+        min_shared_genes=job["min_shared_genes"], seed=seed,
+        calibration_fraction=job["calibration_fraction"], novelty_quantile=job["novelty_quantile"],
+        truth=q_job.get("truth"), key_added=job["key_added"], n_top_genes=job["top_genes"],
         query_name=q_where,
         provenance={"job": name, "query": str(query), "query_sha256": sha256_file(query),
                     "reference_source_sha256": str(info.get("sha256", "")) if hasattr(info, "get") else "",
