@@ -438,3 +438,28 @@ def test_annotate_job_with_an_unknown_dataset_is_one_line(tmp_path):
         "annotate:\n  mine:\n    reference: {dataset: atlas}\n    query: {dataset: atlas}\n    pipeline: control_majority\n")
     proc = run_snakemake(workdir, "-n", "--configfile", "config/config.yaml", "bad.yaml", check=False)
     assert "pipeline 'control_majority' is a control" in proc.stdout + proc.stderr
+
+
+@pytest.mark.workflow
+def test_annotate_rule_with_a_query_file_and_an_ortholog_table(tmp_path):
+    """A user's raw h5ad of another species, through a user's ortholog table, as a DAG target."""
+    workdir = copy_workflow(tmp_path / "wf")
+    entry = yaml.safe_load(open(REPO / "config" / "datasets.yaml"))["atlas"]["synthetic"]
+    adatas, table = make_atlas(**entry)  # the registry's atlas: the same genes as resources/standardized/atlas.h5ad
+    adatas["gamma"].write_h5ad(workdir / "gamma_raw.h5ad")
+    table.to_csv(workdir / "orthologs.tsv", sep="\t", index=False)
+    (workdir / "mine.yaml").write_text(
+        "annotate:\n  gamma_file:\n"
+        "    reference: {dataset: atlas, subset: {organism: [alpha]}, species: alpha}\n"
+        "    query: {path: gamma_raw.h5ad, truth: cell_type, species: gamma}\n"
+        "    orthologs: {source: file, path: orthologs.tsv}\n")
+    run_snakemake(workdir, "results/annotate/gamma_file.h5ad", "--configfile", "config/config.yaml", "mine.yaml")
+    out = ad.read_h5ad(workdir / "results/annotate/gamma_file.h5ad")
+    assert out.n_obs == adatas["gamma"].n_obs and out.n_vars == adatas["gamma"].n_vars  # the user's file, labelled
+    genes = out.uns["sclinbench"]["genes"]
+    assert "through orthologs" in genes["matched_on"] and genes["n_shared"] > 1000
+    m = pd.read_csv(workdir / "results/annotate/gamma_file.metrics.tsv", sep="\t").set_index(["set", "metric"])
+    assert m.loc[("query_shared_labels", "macro_f1"), "value"] > 0.5
+    proc = run_snakemake(workdir, "-n", "results/annotate/gamma_file.h5ad", "--configfile", "config/config.yaml",
+                         "mine.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
