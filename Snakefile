@@ -28,6 +28,14 @@ validate(config, "config/schema.yaml", set_default=False)  # defaults live in th
 
 
 include: "rules/common.smk"
+
+
+# Offline, before anything is downloaded: every task x dataset against what is known about the files.
+from sclinbench.manifest import check_tasks
+
+check_tasks(TASKS, REGISTRY, f"{workflow.basedir}/config/paper_manifest.yaml")
+
+
 include: "rules/data.smk"
 include: "rules/splits.smk"
 include: "rules/evaluate.smk"

@@ -22,6 +22,7 @@ rule annotate:
         metrics=report("results/annotate/{name}.metrics.tsv", caption="../report/annotate_metrics.rst",
                        category="Annotate", subcategory="{name}"),
     params:
+        code=code_fingerprint("annotate"),
         job=lambda wc: ANNOTATE[wc.name],
         pipeline=lambda wc: ANNOTATE_PIPELINE[wc.name],
         spec=lambda wc: PIPELINES[ANNOTATE_PIPELINE[wc.name]],

@@ -1,11 +1,10 @@
 # Shared helpers: the dataset registry, the dataset x task x representation grid, resources.
 
-import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 import yaml
 
+from sclinbench import registry as registry_checks
 from sclinbench.errors import SclinbenchError
 
 
@@ -17,6 +16,7 @@ def _load_registry(path):
         registry = yaml.safe_load(handle) or {}
     schema = Path(workflow.basedir) / "config" / "datasets.schema.yaml"
     for name, entry in registry.items():
+        registry_checks.check_name(name, "dataset", str(path))  # before the schema: names become paths
         if not isinstance(entry, dict):
             raise SclinbenchError(f"registry entry '{name}' in {path} is not a mapping")
         if schema.exists():
@@ -33,6 +33,9 @@ if config.get("use_tasks"):
                               f"(known: {', '.join(sorted(config['tasks']))})")
 TASKS = {t: config["tasks"][t] for t in config.get("use_tasks") or config["tasks"]}
 SEED = config.get("seed", 0)
+
+
+LOCKFILE = "resources/checksums.lock.tsv"
 
 
 def _check_names():
@@ -52,6 +55,27 @@ def _check_names():
 
 
 _check_names()
+# what needs no download is checked now, before any job starts: URLs, duplicate files, local files
+USED_DATASETS = registry_checks.used_datasets(REGISTRY, sorted({d for s in TASKS.values() for d in s["datasets"]}))
+registry_checks.check_registry(REGISTRY, config["registry"], used=USED_DATASETS)
+
+
+def _download_summary():
+    """One warning line per run (main process only) about unpinned and plain-HTTP downloads."""
+    if not workflow.is_main_process:
+        return
+    from sclinbench.download import read_lock
+
+    try:
+        lock = read_lock(LOCKFILE)
+    except SclinbenchError:
+        lock = {}
+    line = registry_checks.download_summary(REGISTRY, USED_DATASETS, lock)
+    if line:
+        print(line, file=sys.stderr)
+
+
+_download_summary()
 
 
 def task_pipelines(task):
@@ -123,17 +147,28 @@ def runtime(factor=1.0):
 CONDA_ENV = "../envs/sclinbench.yaml"
 
 
+from sclinbench.fingerprint import script_code
+
+
+def code_fingerprint(script):
+    """params value: the package code scripts/<script>.py runs; a change to that code reruns the rule."""
+    return script_code(f"{workflow.basedir}/scripts/{script}.py")
+
+
 # --- data stage ---------------------------------------------------------------------------------
 
-def _file_name(spec):
-    return os.path.basename(urlparse(spec["url"]).path) if spec.get("url") else os.path.basename(spec["path"])
-
-
 def _url_file(dataset, filename):
-    for spec in REGISTRY[dataset].get("files", []):
-        if spec.get("url") and _file_name(spec) == filename:
-            return spec
-    raise SclinbenchError(f"no file '{filename}' with a url in registry entry '{dataset}'")
+    return registry_checks.url_file(dataset, REGISTRY[dataset], filename)
+
+
+def _fetch_hint(dataset, filename):
+    return registry_checks.fetch_hint(REGISTRY[dataset], _url_file(dataset, filename)) or ""
+
+
+def _previous_raw_path(dataset, filename):
+    """Where sclinbench kept this download before raw files got one path each (reused if it verifies)."""
+    spec = _url_file(dataset, filename)
+    return registry_checks.legacy_raw_path(dataset, REGISTRY[dataset], spec["url"]) or ""
 
 
 def ensembl_name(organism):
@@ -149,8 +184,8 @@ def standardize_inputs(wildcards):
         return []
     if source == "synthetic":
         return [f"resources/synthetic/{wildcards.dataset}"]
-    if source == "url":
-        return [f"resources/raw/{wildcards.dataset}/{_file_name(f)}" for f in entry["files"]]
+    if source == "url":  # one path per file: two files of the same name never collapse into one
+        return [registry_checks.raw_path(wildcards.dataset, f["url"]) for f in entry["files"]]
     if source == "local":
         return [f["path"] for f in entry["files"]]
     # collection: members standardized separately, then mapped to the reference's genes
@@ -166,7 +201,8 @@ def standardize_inputs(wildcards):
             if org != entry["reference"]
         ]
     elif orth.get("source") == "file":
-        inputs.append(orth["path"])
+        paths = orth["path"]
+        inputs += list(paths.values()) if isinstance(paths, dict) else [paths]
     return inputs
 
 

@@ -10,6 +10,7 @@ rule evaluate:
     output:
         "results/predictions/dataset~{dataset}/task~{task}/representation~{representation}.tsv.gz",
     params:
+        code=code_fingerprint("evaluate"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},
         pipelines=lambda wc: representation_pipelines(wc.task, wc.representation),
         seed=SEED,

@@ -1,18 +1,23 @@
 # Report: summary tables with CIs, published numbers beside ours (labelled), figures, provenance,
 # and the Snakemake HTML report (snakemake --report results/report.html).
 
+from sclinbench.manifest import entry_counts
+
 rule provenance:
-    """Package versions, config hash, git commit and dataset checksums of this run."""
+    """Package versions, config hash, git commit, dataset checksums, and which code made each result."""
     input:
-        expand("resources/standardized/{dataset}.h5ad", dataset=DATASETS),
+        datasets=expand("resources/standardized/{dataset}.h5ad", dataset=DATASETS),
+        results=lambda wc: [*rules.metrics.output, *rules.figures.output],  # after them: what made them
     output:
         json=report("results/provenance.json", caption="../report/provenance.rst", category="Provenance",
                     subcategory="Run"),
         md="results/provenance.md",
     params:
+        code=code_fingerprint("provenance"),
+        installed_code=lambda wc: {r.name: r.params.code for r in workflow.rules if hasattr(r.params, "code")},
+        logs="logs",
         config=config,
         datasets=DATASETS,
-        repo_dir=workflow.basedir,
     log:
         "logs/provenance.log",
     threads: 1
@@ -35,10 +40,12 @@ rule tables:
         [_table_output(stem, ext) for stem in TABLE_STEMS for ext in ("tsv", "md")],
         readme="results/README.md",
     params:
+        code=code_fingerprint("tables"),
         tasks=list(TASKS),
         n_boot=config.get("report", {}).get("bootstrap", 2000),
         level=config.get("report", {}).get("ci", 0.95),
         seed=SEED,
+        counts=entry_counts(REGISTRY, DATASETS),  # which counts produced each dataset's numbers
     log:
         "logs/tables.log",
     benchmark:
@@ -67,6 +74,7 @@ rule figures:
         ],
         [f"results/figures/{stem}.pdf" for stem in FIGURES],
     params:
+        code=code_fingerprint("figures"),
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
         benchmarks="benchmarks",
         novel_title=f"{NOVEL[0]} · {NOVEL[1]}" if NOVEL else None,

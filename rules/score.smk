@@ -10,6 +10,7 @@ rule score:
         per_class="results/scores/dataset~{dataset}/task~{task}.per_class.tsv",
         confusion="results/scores/dataset~{dataset}/task~{task}.confusion.tsv",
     params:
+        code=code_fingerprint("score"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},
     log:
         "logs/score/dataset~{dataset}/task~{task}.log",
@@ -32,6 +33,7 @@ rule metrics:
     output:
         "results/metrics.tsv",
     params:
+        code=code_fingerprint("metrics"),
         datasets=[d for d, _ in DATASET_TASKS],
         tasks={t: TASKS[t] for _, t in DATASET_TASKS},
         task_of=[t for _, t in DATASET_TASKS],

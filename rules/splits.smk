@@ -8,6 +8,7 @@ rule split:
     output:
         "results/splits/dataset~{dataset}/task~{task}.tsv.gz",
     params:
+        code=code_fingerprint("split"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},
         seed=SEED,
     log:

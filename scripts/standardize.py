@@ -5,10 +5,22 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
 from sclinbench.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
+    import logging
+
+    from sclinbench import manifest
     from sclinbench.datasets import standardized_dataset
     from sclinbench.io import write_h5ad
 
-    adata = standardized_dataset(snakemake.wildcards.dataset, snakemake.params.entry,  # noqa: F821
-                                 list(snakemake.input), snakemake.params.qc,  # noqa: F821
-                                 registry=snakemake.params.registry)  # noqa: F821
-    write_h5ad(adata, snakemake.output[0])  # noqa: F821
+    sm = snakemake  # noqa: F821
+    log = logging.getLogger("sclinbench.standardize")
+    name, entry = sm.wildcards.dataset, sm.params.entry
+    facts = f"{sm.scriptdir}/../config/paper_manifest.yaml"  # what is known about the paper's files
+    for warning in manifest.check_download(name, entry, list(sm.input), facts):
+        log.warning("%s", warning)
+    adata = standardized_dataset(name, entry, list(sm.input), sm.params.qc, registry=sm.params.registry,
+                                 lockfile=sm.params.lockfile)
+    for line in manifest.describe(adata, name):  # per species: cells, cell types, donors found
+        log.info("%s", line)
+    for warning in manifest.check_standardized(name, entry, adata, facts):
+        log.warning("%s", warning)
+    write_h5ad(adata, sm.output[0])

@@ -13,7 +13,7 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     sm = snakemake  # noqa: F821
     metrics = report.read_metrics(sm.input.metrics)
     reference = report.read_reference(sm.input.reference)
-    kw = dict(n_boot=sm.params.n_boot, level=sm.params.level, seed=sm.params.seed)
+    kw = dict(n_boot=sm.params.n_boot, level=sm.params.level, seed=sm.params.seed, counts=sm.params.counts)
     report.write_tables(metrics, reference, Path(sm.output.readme).parent / "tables", tasks=sm.params.tasks, **kw)
     provenance = json.loads(Path(sm.input.provenance).read_text())
     report.write_results_readme(metrics, reference, sm.output.readme, provenance=provenance, **kw)

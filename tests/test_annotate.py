@@ -362,6 +362,14 @@ def test_across_species_with_a_real_biomart_export():
                         truth="cell_type")
     assert res.genes.n_shared == ref.adata.n_vars  # every reference gene (genes without counts are removed)
     assert ref.adata.n_vars > 150 and ref.adata.var_names[0].startswith("ENSG")
+    # the other way round: a mouse reference labels human cells with the same human->mouse export
+    mouse_ref = tool.prepare_reference(_adata(X[:200][:, order], y[:200], genes=list(one.other_gene.iloc[order])),
+                                       "cell_type")
+    back = gm.read_ortholog_table(ORTHOLOGS, "mouse", "human")
+    res = tool.annotate(_adata(X[200:], y[200:], genes=list(one.reference_gene)), reference=mouse_ref,
+                        pipeline_name="rankz_centroid", spec=SPECS["centroid"], pairs=back, truth="cell_type")
+    assert res.genes.n_shared == mouse_ref.adata.n_vars
+    assert res.metrics.set_index(["set", "metric"])["value"][("query_shared_labels", "macro_f1")] > 0.9
     assert res.metrics.set_index(["set", "metric"])["value"][("query_shared_labels", "macro_f1")] > 0.9
 
 

@@ -368,3 +368,85 @@ def test_misspelled_registry_key_is_rejected_readably():
     nested["condition_from_feature"]["min_cout"] = 2
     with pytest.raises(WorkflowError, match="'min_cout' was unexpected"):
         validate(nested, str(SCHEMA))
+
+
+# ---------------------------------------------------------------------------- unlabelled cells
+
+
+def _separable(n_per_type=60, n_genes=60, seed=0, missing=0.15):
+    """Three cell types with disjoint marker genes (a clean fixture: macro F1 1.0), some labels missing."""
+    rng = np.random.default_rng(seed)
+    types = np.repeat(["B", "NK", "T"], n_per_type)
+    means = np.full((3, n_genes), 0.3)
+    for k in range(3):
+        means[k, k * 20:(k + 1) * 20] = 8.0
+    X = rng.poisson(means[np.repeat(np.arange(3), n_per_type)]).astype(np.float32)
+    labels = types.astype(object)
+    lost = rng.random(len(types)) < missing
+    labels[lost] = np.nan
+    return small_adata(X, celltype=labels), int(lost.sum())
+
+
+def _rankz_centroid_f1(std):
+    from sclinbench import metrics
+    from sclinbench.splits import make_splits
+    from sclinbench.tasks import evaluate
+
+    task = {"kind": "celltype", "split": "stratified", "n_folds": 5}
+    pipelines = {"rankz_centroid": {"representation": {"name": "rankz"}, "model": {"name": "centroid"}}}
+    splits = make_splits(std.obs, task, seed=0, dataset="toy")
+    pred = evaluate(std, splits, pipelines, task, seed=0, dataset="toy")
+    scores = metrics.score(pred, "celltype")
+    return splits, pred, scores[scores.metric == "macro_f1"]["value"].mean()
+
+
+def test_missing_labels_are_set_aside_never_a_class(caplog):
+    """Issue 12: NaN labels became a class 'unknown' that was trained and scored (F1 1.0 -> 0.79)."""
+    adata, n_lost = _separable()
+    assert n_lost > 10
+    entry = {"organism": "Homo sapiens", "gene_id": "symbol", "columns": {"cell_type": "celltype"}}
+    with caplog.at_level("WARNING"):
+        std = data.standardize(adata, entry, {}, name="toy")
+    assert std.n_obs == adata.n_obs  # kept in the file ...
+    assert int(std.obs["cell_type"].isna().sum()) == n_lost  # ... as unlabelled, not as a class
+    assert "unknown" not in set(std.obs["cell_type"].dropna())
+    assert json_load(std.uns["sclinbench"]["unlabelled"]) == {"cell_type": n_lost}
+    assert f"{n_lost} of {adata.n_obs} cells have no cell_type" in caplog.text
+    splits, pred, f1 = _rankz_centroid_f1(std)
+    assert f1 == pytest.approx(1.0)
+    assert set(pred["y_true"]) == {"B", "NK", "T"}
+    assert splits.cell_id.nunique() == adata.n_obs - n_lost
+
+
+def test_unlabelled_tokens_are_configurable():
+    adata, n_lost = _separable(missing=0.0)
+    adata.obs["celltype"] = adata.obs["celltype"].astype(object)
+    adata.obs.iloc[:5, 0] = "Unknown"
+    adata.obs.iloc[5:8, 0] = ""
+    adata.obs.iloc[8:10, 0] = "doublet"
+    entry = {"organism": "Homo sapiens", "gene_id": "symbol", "columns": {"cell_type": "celltype"}}
+    std = data.standardize(adata, entry, {}, name="toy")  # default tokens: unknown (any case), empty
+    assert int(std.obs["cell_type"].isna().sum()) == 8 and "doublet" in set(std.obs["cell_type"].dropna())
+    std = data.standardize(adata, {**entry, "unlabelled": ["doublet", "unknown"]}, {}, name="toy")
+    assert int(std.obs["cell_type"].isna().sum()) == 10
+    std = data.standardize(adata, {**entry, "unlabelled": []}, {}, name="toy")  # only missing/empty
+    assert int(std.obs["cell_type"].isna().sum()) == 3 and "Unknown" in set(std.obs["cell_type"].dropna())
+
+
+def test_unlabelled_cells_survive_min_cells_per_label_and_round_trip(tmp_path):
+    from sclinbench.io import write_h5ad
+
+    adata, n_lost = _separable()
+    entry = {"organism": "Homo sapiens", "gene_id": "symbol", "columns": {"cell_type": "celltype"},
+             "qc": {"min_cells_per_label": n_lost + 1}}  # more than the unlabelled cells: they are no label
+    std = data.standardize(adata, entry, {}, name="toy")
+    assert std.n_obs == adata.n_obs
+    write_h5ad(std, tmp_path / "toy.h5ad")
+    back = ad.read_h5ad(tmp_path / "toy.h5ad")
+    assert int(back.obs["cell_type"].isna().sum()) == n_lost
+
+
+def json_load(text):
+    import json
+
+    return json.loads(text)

@@ -228,3 +228,75 @@ def test_sum_mapping_on_synthetic_atlas_adds_the_copies():
     np.testing.assert_array_equal(got, expected)
     assert m.n_obs == 600 and m.obs_names.is_unique
     assert m.uns["orthologs"]["species"]["beta"]["n_genes_used"] > m.n_vars
+
+
+# ---------------------------------------------------------------------------- users' own tables (issue 12)
+
+from sclinbench.orthologs import read_ortholog_table  # noqa: E402
+
+EXPORT = Path(__file__).parent / "data" / "cross_species" / "human_mouse_biomart.csv"
+
+
+def test_biomart_export_as_it_comes_csv_and_tsv(tmp_path):
+    table = read_ortholog_table(EXPORT, "Homo sapiens", "Mus musculus")
+    assert list(table.columns[:5]) == ORTHOLOG_COLUMNS
+    assert table["homology_type"].value_counts().to_dict() == {"ortholog_one2one": 200, "ortholog_one2many": 12}
+    assert set(table["other_species"]) == {"Mus musculus"}
+    tsv = tmp_path / "export.tsv.gz"
+    pd.read_csv(EXPORT, dtype=str).to_csv(tsv, sep="\t", index=False)
+    pd.testing.assert_frame_equal(read_ortholog_table(tsv, "Homo sapiens", "Mus musculus"), table)
+    with pytest.raises(SclinbenchError, match="BioMart export of Mouse homologues, but it is used for 'Danio rerio'"):
+        read_ortholog_table(EXPORT, "Homo sapiens", "Danio rerio")
+
+
+def test_pair_table_with_a_column_mapping(tmp_path):
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"human": [CD4, CD59, CD59, "ENSG1"], "mouse": [CD4_M, CD59A_M, CD59B_M, ""],
+                  "type": ["one2one", "ortholog_one2many", "ortholog_one2many", ""]}).to_csv(path, index=False)
+    columns = {"reference_gene": "human", "other_gene": "mouse", "homology_type": "type"}
+    table = read_ortholog_table(path, "human", "mouse", columns=columns)
+    assert list(table["homology_type"]) == ["ortholog_one2one", "ortholog_one2many", "ortholog_one2many"]
+    # without a homology type the pairs themselves say it
+    derived = read_ortholog_table(path, "human", "mouse", columns={"reference_gene": "human", "other_gene": "mouse"})
+    assert list(derived["homology_type"]) == ["ortholog_one2one", "ortholog_one2many", "ortholog_one2many"]
+    with pytest.raises(SclinbenchError) as err:
+        read_ortholog_table(path, "human", "mouse", columns={"reference_gene": "hs", "other_gene": "mouse"})
+    assert "no column(s) reference_gene: 'hs'" in str(err.value) and "human, mouse, type" in str(err.value)
+
+
+def test_wrong_table_names_missing_columns_and_accepted_forms(tmp_path):
+    """Issue 12: a raw KeyError: 'reference_species' and an empty log."""
+    path = tmp_path / "mine.csv"
+    path.write_text("human_id,mouse_id\nENSG00000010610,ENSMUSG00000023274\n")
+    with pytest.raises(SclinbenchError) as err:
+        read_ortholog_table(path, "human", "mouse", where="registry entry 'mine'")
+    message = str(err.value)
+    assert "registry entry 'mine'" in message and "lacks column(s) reference_species, reference_gene" in message
+    assert "its columns are: human_id, mouse_id" in message
+    assert "BioMart export" in message and "orthologs.columns" in message
+
+
+def test_collection_with_a_biomart_export_file():
+    """A collection of two species with orthologs: {source: file} and a BioMart CSV (KeyError before)."""
+    from sclinbench.datasets import standardized_dataset
+
+    rng = np.random.default_rng(0)
+    table = read_ortholog_table(EXPORT, "human", "mouse")
+    o2o = table[table["homology_type"] == "ortholog_one2one"].head(30)
+    human = _adata(rng.poisson(2, size=(6, 30)), list(o2o["reference_gene"]), [f"h{i}" for i in range(6)],
+                   "Homo sapiens", cell_type=list("ababab"))
+    mouse = _adata(rng.poisson(2, size=(4, 30)), list(o2o["other_gene"]), [f"m{i}" for i in range(4)],
+                   "Mus musculus", cell_type=list("abab"))
+    members = {"Homo sapiens": "h", "Mus musculus": "m"}
+    entry = {"source": "collection", "members": members, "reference": "Homo sapiens",
+             "orthologs": {"source": "file", "path": str(EXPORT), "mode": "one2one"}}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [f"{tmp}/h.h5ad", f"{tmp}/m.h5ad"]
+        human.write_h5ad(paths[0])
+        mouse.write_h5ad(paths[1])
+        out = standardized_dataset("c", entry, paths + [str(EXPORT)], {},
+                                   registry={"h": {"organism": "Homo sapiens"}, "m": {"organism": "Mus musculus"}})
+    assert out.shape == (10, 30) and list(out.var_names) == list(o2o["reference_gene"])
+    assert out.uns["sclinbench"]["dataset"] == "c"

@@ -255,7 +255,7 @@ def _replace_field(line: str, col: int, value: str) -> str:
     (lambda L: L[:2] + [_replace_field(L[2], 6, "maybe")] + L[3:], r"line 3 column includes_diagonal: 'maybe'"),
     (lambda L: L[:7] + [_replace_field(L[7], 2, "crossspecies")] + L[8:], r"line 8 column task"),
     (lambda L: L[:9] + [_replace_field(L[9], 7, "")] + L[10:], r"line 10 column citation"),
-    (lambda L: ["\t".join(L[0].split("\t")[:-1])] + [x.rsplit("\t", 1)[0] for x in L[1:]], r"missing column\(s\) note"),
+    (lambda L: ["\t".join(L[0].split("\t")[:-1])] + [x.rsplit("\t", 1)[0] for x in L[1:]], r"missing column\(s\) counts"),
     (lambda L: L + [L[1]], r"line 34 repeats"),
 ])
 def test_broken_reference_gives_one_line_error(tmp_path, edit, pattern):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import copy_workflow, run_snakemake
+from conftest import copy_workflow, paper_configfiles, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -164,7 +164,7 @@ def test_zero_cells_after_filtering(workdir):
 
 
 def test_paper_configuration_dry_runs_offline(workdir):
-    proc = run_snakemake(workdir, "-n", "--configfile", "config/paper.yaml", check=False)
+    proc = run_snakemake(workdir, "-n", "--configfile", *paper_configfiles(workdir), check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
     for rule in ("fetch", "ensembl_orthologs", "standardize", "evaluate", "figures", "tables"):

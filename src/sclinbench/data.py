@@ -37,9 +37,15 @@ FORMATS = ("h5ad", "10x_h5", "mtx")
 STANDARD_OBS = ("cell_type", "donor_id", "condition", "organism")
 QC_KEYS = ("min_genes", "min_counts", "min_cells", "min_cells_per_label")
 UNKNOWN = "unknown"
+#: obs columns holding labels a task predicts: a cell without one is unlabelled (NaN), never a class
+LABEL_COLUMNS = ("cell_type", "condition")
+#: label values that mean "no label" (case-insensitive; registry key ``unlabelled:`` replaces them);
+#: NaN and empty strings are always unlabelled
+DEFAULT_UNLABELLED = ("unknown", "unassigned", "nan", "na", "n/a", "none")
 
 _ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*G\d+)\.\d+(?:_PAR_Y)?$")
 _CHUNK = 10_000_000  # values checked at a time (bounds temporary memory)
+_READ_BLOCK = 1 << 22  # stored values read from disk at a time when reading a row subset
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,40 +250,155 @@ def _h5ad_matrices(f) -> list[str]:
     return found
 
 
-def _read_h5ad(path: Path, counts: str) -> ad.AnnData:
-    """Read only what is needed: the counts matrix, obs, the matching var and obsm."""
+def ood_row_filter(entry: dict) -> dict | None:
+    """The donor filter of a registry entry that can be applied while reading, else ``None``.
+
+    Only ``ood_only`` entries have one: the rows whose donor (obs column ``columns.donor_id``, else
+    ``donor_id``) fully matches one of ``ood_donors`` -- the same cells :func:`standardize` keeps.
+    Passed to :func:`read_raw` as ``rows=``, it keeps a large file's other donors out of memory.
+    """
+    if not entry.get("ood_only") or not entry.get("ood_donors"):
+        return None
+    column = (entry.get("columns") or {}).get("donor_id") or "donor_id"
+    return {"column": column, "patterns": [str(p) for p in entry["ood_donors"]]}
+
+
+def _ood_mask(values: pd.Series, patterns: Sequence[str]) -> np.ndarray:
+    """Cells whose donor fully matches one of ``patterns`` (a missing donor reads "unknown")."""
+    regex = re.compile("|".join(f"(?:{p})" for p in patterns))
+    labels = values.astype(object).where(values.notna(), UNKNOWN).astype(str)
+    return labels.map(lambda d: bool(regex.fullmatch(d))).to_numpy(dtype=bool)
+
+
+def _read_csr_rows(group, keep: np.ndarray, block: int | None = None) -> sp.csr_matrix:
+    """The rows ``keep`` (boolean mask) of a CSR matrix stored in an h5ad group, read from disk.
+
+    Only the kept rows end up in memory: the stored values are read in contiguous stretches of at
+    most ``block`` values (a kept row longer than that is read alone) and the kept rows' values
+    are copied into arrays allocated once, so the peak is the kept rows plus one stretch.
+    """
+    block = int(block or _READ_BLOCK)
+    n_rows, n_cols = (int(v) for v in group.attrs["shape"])
+    indptr = group["indptr"][:].astype(np.int64)
+    rows = np.flatnonzero(keep)
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lengths = ends - starts
+    data_ds, index_ds = group["data"], group["indices"]
+    data = np.empty(int(lengths.sum()), dtype=data_ds.dtype)
+    indices = np.empty(int(lengths.sum()), dtype=index_ds.dtype)
+    pos, i = 0, 0
+    while i < len(rows):
+        lo = starts[i]
+        j = max(int(np.searchsorted(ends, lo + block, side="right")), i + 1)  # rows i..j-1 fit
+        hi = ends[j - 1]
+        if hi > lo:
+            seg_start, seg_len = starts[i:j] - lo, lengths[i:j]
+            m = int(seg_len.sum())
+            values, cols = data_ds[lo:hi], index_ds[lo:hi]
+            if m == hi - lo:  # the kept rows are contiguous on disk
+                data[pos:pos + m], indices[pos:pos + m] = values, cols
+            else:
+                take = np.repeat(seg_start - (np.cumsum(seg_len) - seg_len), seg_len) + np.arange(m)
+                data[pos:pos + m], indices[pos:pos + m] = values[take], cols[take]
+            pos += m
+        i = j
+    out_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_indptr[1:])
+    return sp.csr_matrix((data, indices, out_indptr), shape=(len(rows), n_cols))
+
+
+def _read_matrix_rows(elem, keep: np.ndarray | None, where: str):
+    """A stored matrix (dense dataset or sparse group), only the rows ``keep`` when given."""
+    import h5py
+    from anndata.io import read_elem
+
+    if keep is None:
+        return read_elem(elem)
+    if isinstance(elem, h5py.Dataset):  # dense: read the kept rows in blocks
+        rows = np.flatnonzero(keep)
+        out = np.empty((len(rows),) + tuple(elem.shape[1:]), dtype=elem.dtype)
+        step = max(1, _READ_BLOCK // max(1, int(np.prod(elem.shape[1:]))))
+        for k in range(0, len(rows), step):
+            out[k:k + step] = elem[rows[k:k + step]]
+        return out
+    if elem.attrs.get("encoding-type") == "csr_matrix":
+        return _read_csr_rows(elem, keep)
+    log.info("%s is not stored by rows (%s): reading it whole, then keeping %d of %d rows", where,
+             elem.attrs.get("encoding-type"), int(keep.sum()), keep.size)
+    return _as_csr(read_elem(elem))[np.flatnonzero(keep)]
+
+
+def _read_h5ad(path: Path, counts: str, rows: dict | None = None) -> ad.AnnData:
+    """Read only what is needed: the counts matrix, obs, the matching var and obsm.
+
+    ``rows`` (:func:`ood_row_filter`) keeps only the cells of the matching donors, selected from
+    obs before the matrix is touched: only those rows of the counts matrix are read from disk
+    (:func:`_read_csr_rows`), so a large file never sits in memory whole. Without ``rows``, or
+    when the file has no such donor column (e.g. the donor comes from the file's ``obs:`` in the
+    registry), every row is read and :func:`standardize` filters later.
+    ``uns["sclinbench_read"]["n_obs_file"]`` records the number of cells in the file.
+    """
     import h5py
     from anndata.io import read_elem
 
     with h5py.File(path, "r") as f:
         if f.attrs.get("encoding-type") != "anndata":  # legacy file: let anndata convert it
-            return _pick_matrix(ad.read_h5ad(path), counts, path)
+            adata = _pick_matrix(ad.read_h5ad(path), counts, path)
+            n_file = adata.n_obs
+            keep = _rows_to_keep(adata.obs, rows, path)
+            if keep is not None:
+                adata = adata[keep].copy()
+            adata.uns["sclinbench_read"] = {"n_obs_file": int(n_file)}
+            return adata
         available = _h5ad_matrices(f)
         if counts not in available:
             raise SclinbenchError(
                 f"{path} has no '{counts}' matrix (counts: in the registry entry); it has: "
                 f"{', '.join(available) or 'none'}."
             )
+        obs = read_elem(f["obs"])
+        n_file = obs.shape[0]
+        keep = _rows_to_keep(obs, rows, path)
         var = read_elem(f["var"])
+        where = f"{path} ({counts})"
         if counts == "X":
-            X = read_elem(f["X"])
+            X = _read_matrix_rows(f["X"], keep, where)
         elif counts == "raw.X":
-            X = read_elem(f["raw/X"])
+            X = _read_matrix_rows(f["raw/X"], keep, where)
             raw_var = read_elem(f["raw/var"])
             extra = [c for c in var.columns if c not in raw_var.columns]
             if extra and var.index.is_unique and raw_var.index.isin(var.index).all():
                 raw_var = raw_var.join(var[extra])
             var = raw_var
         else:
-            X = read_elem(f["layers"][counts.split("/", 1)[1]])
-        obs = read_elem(f["obs"])
+            X = _read_matrix_rows(f["layers"][counts.split("/", 1)[1]], keep, where)
         obsm = {}
         if "obsm" in f:
             for key in f["obsm"]:
                 value = read_elem(f["obsm"][key])
-                if isinstance(value, np.ndarray) and value.shape[0] == obs.shape[0]:
-                    obsm[key] = value
-    return ad.AnnData(X=_as_csr(X), obs=obs, var=var, obsm=obsm)
+                if isinstance(value, np.ndarray) and value.shape[0] == n_file:
+                    obsm[key] = value if keep is None else value[keep]
+        if keep is not None:
+            obs = obs.iloc[np.flatnonzero(keep)]
+            log.info("%s: kept %d of %d cells while reading (donors matching %s in obs '%s')", path,
+                     int(keep.sum()), n_file, rows["patterns"], rows["column"])
+    adata = ad.AnnData(X=_as_csr(X), obs=obs, var=var, obsm=obsm)
+    adata.uns["sclinbench_read"] = {"n_obs_file": int(n_file)}
+    return adata
+
+
+def _rows_to_keep(obs: pd.DataFrame, rows: dict | None, path: Path) -> np.ndarray | None:
+    """Boolean mask of the cells ``rows`` keeps; ``None`` = keep every cell (nothing to filter)."""
+    if not rows or rows["column"] not in obs.columns:
+        return None
+    keep = _ood_mask(obs[rows["column"]], rows["patterns"])
+    if not keep.any():
+        present = sorted(set(obs[rows["column"]].astype(str)))
+        raise SclinbenchError(
+            f"{path}: no donor in obs '{rows['column']}' matches ood_donors {list(rows['patterns'])} "
+            f"(registry entry); donors are: {', '.join(present[:20])}."
+        )
+    return None if keep.all() else keep
 
 
 def _pick_matrix(adata: ad.AnnData, counts: str, path: Path) -> ad.AnnData:
@@ -336,6 +457,9 @@ def read_raw(
     counts: str = "X",
     file_obs: Sequence[dict] | None = None,
     checksum: bool = True,
+    local: bool = False,
+    entry_name: str | None = None,
+    rows: dict | None = None,
 ) -> ad.AnnData:
     """Read raw count file(s) into one AnnData with CSR counts in ``X``.
 
@@ -356,16 +480,27 @@ def read_raw(
         first value also prefixes the cell names when there are several files.
     checksum
         Record each file's sha256 (one more pass over the file) for provenance.
+    local
+        The files are the user's own (``source: local``): messages never advise deleting them.
+    entry_name
+        The registry entry, named in messages.
+
+    Before a file is read, its content is sniffed (:mod:`sclinbench.formats`): a file of another
+    format than ``fmt`` is refused with the format it is and what to set.
+    rows
+        h5ad only: keep only the cells of these donors while reading (:func:`ood_row_filter`),
+        so the other rows of the counts matrix are never loaded.
 
     Returns
     -------
-    AnnData; ``uns["sclinbench_raw"]`` records the files, their sha256, format and counts key.
+    AnnData; ``uns["sclinbench_raw"]`` records the files, their sha256, format, counts key and
+    ``n_obs_file`` (cells in the files, before ``rows``).
 
     Raises
     ------
     SclinbenchError
-        Missing, truncated or corrupt file (naming it), missing counts matrix, non-integer
-        counts.
+        Missing, truncated or corrupt file (naming it), a file of another format, a file with
+        no cells or no genes, missing counts matrix, non-integer counts.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -380,25 +515,48 @@ def read_raw(
     if len(file_obs) != len(paths):
         raise SclinbenchError(f"read_raw: {len(file_obs)} obs dicts for {len(paths)} files.")
 
+    from sclinbench.formats import format_problem
+
+    entry_where = f" of registry entry '{entry_name}'" if entry_name else ""
     parts = []
+    n_obs_file = 0
     for path, extra in zip(paths, file_obs):
         if not path.exists():
+            if local:
+                raise SclinbenchError(f"{path} does not exist; fix its path under files:{entry_where} and re-run.")
             raise SclinbenchError(f"{path} does not exist; download it (or fix its path in the registry entry) and re-run.")
+        problem = format_problem(path, fmt, entry_name, local=local)
+        if problem:
+            raise SclinbenchError(problem)
         try:
-            adata = _READERS[fmt](path, counts)
+            adata = _READERS[fmt](path, counts, **({"rows": rows} if fmt == "h5ad" else {}))
         except SclinbenchError:
             raise
-        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError, TypeError) as exc:
             detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            if local:
+                raise SclinbenchError(
+                    f"Cannot read {path} as {fmt} ({detail}); it looks truncated or corrupt. It is your own "
+                    f"file (source: local{entry_where}), so nothing was deleted: check it or export it again, "
+                    f"or fix format:/counts: in the registry entry."
+                ) from exc
             raise SclinbenchError(
                 f"Cannot read {path} as {fmt} ({detail}); it is probably truncated or corrupt: "
                 f"delete it and re-run to download it again (or check format: in the registry entry)."
             ) from exc
+        if adata.n_obs == 0 or adata.n_vars == 0:
+            what = "cells" if adata.n_obs == 0 else "genes"
+            raise SclinbenchError(
+                f"{path} holds 0 {what} ({adata.n_obs} cells x {adata.n_vars} genes, read as {fmt}, "
+                f"counts: {counts}){entry_where}: the file itself is empty, so no threshold can help; "
+                f"check that it is the right file (e.g. a Cell Ranger run that found no cells)."
+            )
         adata.X = _as_csr(adata.X)
         check_integer_counts(adata.X, where=f"{path} ({counts})")
         for key, value in extra.items():
             adata.obs[key] = pd.Categorical([str(value)] * adata.n_obs)
         log.info("read %s: %d cells x %d genes (%s, %s)", path, adata.n_obs, adata.n_vars, fmt, counts)
+        n_obs_file += int(adata.uns.pop("sclinbench_read", {}).get("n_obs_file", adata.n_obs))
         parts.append(adata)
 
     if len(parts) == 1:
@@ -419,6 +577,7 @@ def read_raw(
         "sha256": ", ".join(_sha256(p) for p in paths) if checksum else "",
         "format": fmt,
         "counts": counts,
+        "n_obs_file": n_obs_file,
     }
     return adata
 
@@ -429,7 +588,8 @@ def read_raw(
 
 
 def _as_label(values: pd.Series, where: str, column: str) -> pd.Categorical:
-    """Strings; missing values become "unknown" (and are counted in the log)."""
+    """Strings; missing values become "unknown" (and are counted in the log). For grouping columns
+    (donor_id, organism); label columns go through :func:`_as_class_label`."""
     missing = values.isna().to_numpy()
     labels = values.astype(object).where(~missing, UNKNOWN).astype(str)
     if missing.any():
@@ -437,8 +597,43 @@ def _as_label(values: pd.Series, where: str, column: str) -> pd.Categorical:
     return pd.Categorical(labels.to_numpy())
 
 
+def unlabelled_mask(values: pd.Series, tokens: Iterable[str] = DEFAULT_UNLABELLED) -> np.ndarray:
+    """True where a label is missing: NaN, empty/blank, or one of ``tokens`` (case-insensitive)."""
+    text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    lowered = {str(t).strip().lower() for t in tokens}
+    return (values.isna() | (text == "") | text.str.lower().isin(lowered)).to_numpy(dtype=bool)
+
+
+def _as_class_label(values: pd.Series, where: str, column: str, tokens: Sequence[str]) -> pd.Categorical:
+    """Strings, with unlabelled cells (NaN, empty, ``tokens``) left missing (NaN): never a class.
+
+    They stay in the standardized file and every task predicting ``column`` sets them aside
+    (:func:`sclinbench.splits.task_cells`); how many, and what they were, is logged.
+    """
+    missing = unlabelled_mask(values, tokens)
+    labels = values.astype(object).where(values.notna(), "").astype(str)
+    if missing.any():
+        seen = labels[missing].str.strip().replace("", "<missing>").value_counts()
+        shown = ", ".join(f"{v!r}: {n}" for v, n in seen.items())
+        log.warning(
+            "%s: %d of %d cells have no %s (%s); they are kept but unlabelled (missing), so no task "
+            "trains on or scores them (unlabelled: in the registry entry lists the values meaning "
+            "'no label'; default %s)", where, int(missing.sum()), len(values), column, shown,
+            ", ".join(DEFAULT_UNLABELLED),
+        )
+    return pd.Categorical(labels.where(~missing, None).to_numpy(dtype=object))
+
+
 def _map_obs(adata: ad.AnnData, entry: dict, where: str) -> None:
     columns = entry.get("columns") or {}
+    tokens = entry.get("unlabelled")
+    tokens = DEFAULT_UNLABELLED if tokens is None else tuple(map(str, tokens))
+
+    def label(values: pd.Series, target: str) -> pd.Categorical:
+        if target in LABEL_COLUMNS:
+            return _as_class_label(values, where, target, tokens)
+        return _as_label(values, where, target)
+
     obs = adata.obs
     existing = list(obs.columns)
     for target in STANDARD_OBS:
@@ -452,7 +647,7 @@ def _map_obs(adata: ad.AnnData, entry: dict, where: str) -> None:
             )
         if source != target and target in obs.columns:
             log.warning("%s: obs column '%s' is replaced by '%s' (columns.%s)", where, target, source, target)
-        obs[target] = _as_label(obs[source], where, target)
+        obs[target] = label(obs[source], target)
     if columns.get("organism") is None:
         if entry.get("organism"):
             obs["organism"] = pd.Categorical([entry["organism"]] * adata.n_obs)
@@ -469,9 +664,9 @@ def _map_obs(adata: ad.AnnData, entry: dict, where: str) -> None:
         else:
             log.warning("%s: no donor column; donor_id set to '%s' (donor-held-out splits are refused)", where, UNKNOWN)
             obs["donor_id"] = pd.Categorical([UNKNOWN] * adata.n_obs)
-    for target in ("cell_type", "condition"):
+    for target in LABEL_COLUMNS:
         if columns.get(target) is None and target in obs.columns:
-            obs[target] = _as_label(obs[target], where, target)
+            obs[target] = label(obs[target], target)
 
 
 def _gene_values(var: pd.DataFrame, column: str | None, key: str, where: str) -> np.ndarray:
@@ -486,6 +681,21 @@ def _gene_values(var: pd.DataFrame, column: str | None, key: str, where: str) ->
     return values.where(values.notna(), "").astype(str).to_numpy()
 
 
+def _gene_id_advice(var: pd.DataFrame, ids: np.ndarray, share: float, var_columns: dict) -> str:
+    """What to set when ``gene_id: ensembl`` meets gene ids that are not Ensembl ids."""
+    ensembl_columns = []
+    for column in var.columns:
+        if column == var_columns.get("gene_id") or pd.api.types.is_numeric_dtype(var[column]):
+            continue
+        values = var[column].astype(str)
+        if len(values) and values.str.startswith("ENS").mean() >= 0.5:
+            ensembl_columns.append(column)
+    fix = (f"set var_columns.gene_id: {ensembl_columns[0]} (that var column holds Ensembl ids)"
+           if ensembl_columns else "set gene_id: symbol in the registry entry")
+    return (f"gene_id: ensembl (the default) but {100 * share:.0f}% of the {len(ids)} gene ids look like "
+            f"Ensembl ids (e.g. {ids[0]!r}): they look like gene symbols; {fix}")
+
+
 def _standardize_var(adata: ad.AnnData, entry: dict, where: str) -> ad.AnnData:
     """Index genes by Ensembl id (version removed) or symbol; sum duplicated genes."""
     kind = entry.get("gene_id", "ensembl")
@@ -497,8 +707,7 @@ def _standardize_var(adata: ad.AnnData, entry: dict, where: str) -> ad.AnnData:
     if kind == "ensembl" and len(ids):
         looks_ensembl = np.mean([g.startswith("ENS") for g in ids])
         if looks_ensembl < 0.5:
-            log.warning("%s: gene_id: ensembl but only %.0f%% of the gene ids look like Ensembl ids "
-                        "(e.g. %s); check var_columns.gene_id", where, 100 * looks_ensembl, ids[0])
+            log.warning("%s: %s", where, _gene_id_advice(adata.var, ids, looks_ensembl, var_columns))
     index = pd.Index(ids if kind == "ensembl" else symbols, dtype=str)
     if (index == "").any():
         raise SclinbenchError(f"{where}: some genes have an empty {kind} id; check var_columns in the registry entry.")
@@ -628,10 +837,11 @@ def _quality_control(adata: ad.AnnData, thresholds: dict, name: str) -> tuple[ad
         if "cell_type" not in adata.obs.columns:
             note("min_cells_per_label skipped: no cell_type column")
         else:
-            sizes = adata.obs["cell_type"].astype(str).value_counts()
+            labels = adata.obs["cell_type"]
+            sizes = labels.dropna().astype(str).value_counts()  # unlabelled cells are no cell type
             rare = sizes.index[sizes < min_per_label]
             if len(rare):
-                keep = ~adata.obs["cell_type"].astype(str).isin(rare).to_numpy()
+                keep = ~(labels.notna() & labels.astype(str).isin(rare)).to_numpy()
                 note(f"removed {int((~keep).sum())} cells of {len(rare)} cell types with < {min_per_label} cells "
                      f"({', '.join(map(str, rare))})")
                 if not keep.any():
@@ -689,7 +899,8 @@ def standardize(
     entry
         One registry entry (config/datasets.yaml); missing keys take the schema defaults. Used
         keys: ``columns``, ``organism``, ``gene_id``, ``var_columns``, ``obs_filter``,
-        ``condition_from_feature``, ``ood_donors``, ``ood_only``, ``qc``.
+        ``condition_from_feature``, ``ood_donors``, ``ood_only``, ``qc``, ``unlabelled`` (values
+        of ``cell_type``/``condition`` meaning "no label"; default :data:`DEFAULT_UNLABELLED`).
     qc
         Thresholds ``min_genes``, ``min_counts`` (cells), ``min_cells`` (genes),
         ``min_cells_per_label`` (cell types); missing or null = 0 (off). Non-null values of
@@ -704,7 +915,9 @@ def standardize(
     AnnData: ``X`` CSR float32 integer-valued counts; ``obs`` standard columns next to the
     source's (``<feature>_counts`` and ``ood_donor`` when used); ``var`` index = gene id,
     ``gene_id``, ``gene_symbol``; ``uns["sclinbench"]`` = dataset, source, files, sha256,
-    format, counts, parameters (JSON), qc (JSON), qc_log (JSON).
+    format, counts, parameters (JSON), qc (JSON), qc_log (JSON), unlabelled (JSON: label column
+    -> cells without a label, kept as missing values), unlabelled_values (JSON), verified (how
+    each raw file was checked: registry, lock, unverified, local).
 
     Raises
     ------
@@ -716,9 +929,14 @@ def standardize(
     where = f"dataset '{name}'" + (f" ({source})" if source else "")
     raw_info = dict(adata.uns.get("sclinbench_raw", {}))
     counts_key = raw_info.get("counts", entry.get("counts", "X"))
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise SclinbenchError(
+            f"{where}: the input holds {adata.n_obs} cells x {adata.n_vars} genes, nothing to standardize; "
+            f"check the file(s) (no threshold is involved yet)."
+        )
     X = _canonical(_as_csr(adata.X))
     check_integer_counts(X, where=f"{where} [{counts_key}]")
-    n_cells_in, n_genes_in = adata.shape
+    n_cells_in, n_genes_in = int(raw_info.get("n_obs_file", adata.n_obs)), adata.n_vars  # cells in the file(s)
 
     work = ad.AnnData(X=X, obs=adata.obs.copy(), var=adata.var.copy(), obsm=dict(adata.obsm))
     work.obs.index = work.obs.index.astype(str)
@@ -745,6 +963,11 @@ def standardize(
         if column in work.obs.columns and not isinstance(work.obs[column].dtype, pd.CategoricalDtype):
             work.obs[column] = pd.Categorical(work.obs[column].astype(str))
     parameters = {k: v for k, v in entry.items() if k != "description"}
+    unlabelled = {c: int(work.obs[c].isna().sum()) for c in LABEL_COLUMNS if c in work.obs.columns}
+    for column, n in unlabelled.items():
+        if n:
+            log.info("%s: %d of %d cells in the standardized file have no %s (set aside by every task "
+                     "predicting it)", where, n, work.n_obs, column)
     work.uns = {
         "sclinbench": {
             "dataset": name,
@@ -758,6 +981,10 @@ def standardize(
             "parameters": _json(parameters),
             "qc": _json(thresholds),
             "qc_log": _json(qc_log),
+            "unlabelled": _json(unlabelled),
+            "unlabelled_values": _json(list(DEFAULT_UNLABELLED if entry.get("unlabelled") is None
+                                            else map(str, entry["unlabelled"]))),
+            "verified": raw_info.get("verified", ""),
         }
     }
     log.info("%s: standardized %d cells x %d genes (from %d x %d)", where, work.n_obs, work.n_vars,

@@ -29,8 +29,48 @@ def _standardize_species(adatas: dict, qc: dict, source: str) -> dict:
     return out
 
 
+def verify_inputs(name: str, entry: dict, inputs: list[str], lockfile: str | None) -> tuple[list[str], list[str]]:
+    """Check every raw file before it is read; return ``(sha256s, how each was checked)``.
+
+    A downloaded file may have been placed by hand (the fetch step never runs when its output
+    exists), so it is checked like a download (:func:`sclinbench.download.verify_present`): content,
+    size and sha256 against the registry or the lock file; a file nothing pins is recorded in the
+    lock file with a warning naming it. A local file is checked against the registry's sha256/size
+    when given (it is never deleted or recorded).
+    """
+    from sclinbench.download import verify_present
+
+    digests, how = [], []
+    for spec, path in zip(entry["files"], inputs):
+        if spec.get("url"):
+            digest, checked = verify_present(path, spec["url"], spec.get("sha256"), spec.get("size"),
+                                             lockfile, expect=entry.get("format", "h5ad"))
+        else:
+            p = Path(path)
+            if not p.exists():
+                raise SclinbenchError(f"local file {path} of registry entry '{name}' does not exist; fix its path: under files:")
+            digest = data._sha256(p)
+            checked = "local"
+            if spec.get("size") is not None and p.is_file() and p.stat().st_size != spec["size"]:
+                raise SclinbenchError(
+                    f"local file {path} of registry entry '{name}' is {p.stat().st_size} bytes but the registry "
+                    f"says size: {spec['size']}: check that it is the right file, or correct size:"
+                )
+            if spec.get("sha256") and p.is_file():
+                if digest != spec["sha256"].lower():
+                    raise SclinbenchError(
+                        f"local file {path} of registry entry '{name}' has sha256 {digest}, the registry pins "
+                        f"{spec['sha256']}: check that it is the right file (your own file: nothing was changed), "
+                        f"or correct sha256:"
+                    )
+                checked = "local, registry sha256"
+        digests.append(digest)
+        how.append(checked)
+    return digests, how
+
+
 def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
-                         registry: dict | None = None) -> ad.AnnData:
+                         registry: dict | None = None, lockfile: str | None = None) -> ad.AnnData:
     """The standardized AnnData of registry entry ``name``.
 
     Parameters
@@ -44,6 +84,8 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         Quality-control thresholds (config ``qc:``).
     registry
         Registry entries of a collection's members.
+    lockfile
+        The checksum lock file of downloads (url sources): raw files are verified against it.
     """
     source = entry["source"]
     if source == "bundled":
@@ -51,8 +93,13 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         return data.standardize(adata, entry, qc, source=f"bundled:{entry['bundled']}", name=name)
     if source in ("url", "local"):
         files = entry["files"]
+        digests, how = verify_inputs(name, entry, inputs, lockfile)
         adata = data.read_raw(inputs, entry.get("format", "h5ad"), counts=entry.get("counts", "X"),
-                              file_obs=[f.get("obs", {}) for f in files])
+                              file_obs=[f.get("obs", {}) for f in files], checksum=False,
+                              local=source == "local", entry_name=name,
+                              rows=data.ood_row_filter(entry))
+        adata.uns["sclinbench_raw"]["sha256"] = ", ".join(digests)
+        adata.uns["sclinbench_raw"]["verified"] = ", ".join(how)
         return data.standardize(adata, entry, qc, source=", ".join(f.get("url") or f.get("path") for f in files),
                                 name=name)
     if source == "synthetic":
@@ -68,16 +115,58 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         members = entry["members"]
         n = len(members)
         adatas = {org: ad.read_h5ad(path) for org, path in zip(members, inputs[:n])}
-        tables = [pd.read_csv(p, sep="\t") for p in inputs[n:]]
-        if not tables:
-            raise SclinbenchError(f"collection '{name}' has no ortholog table: set orthologs.source")
-        table = pd.concat(tables, ignore_index=True)
         reference = entry["reference"]
+        orth = entry.get("orthologs") or {}
+        if orth.get("source") == "file":
+            table = _user_tables(name, entry, inputs[n:])
+        else:
+            tables = [pd.read_csv(p, sep="\t") for p in inputs[n:]]
+            if not tables:
+                raise SclinbenchError(f"collection '{name}' has no ortholog table: set orthologs.source")
+            table = pd.concat(tables, ignore_index=True)
         # tables name species the Ensembl way; the collection names them by its member keys
         table = _rename_species(table, members, registry or {}, reference)
-        return orthologs.map_to_reference(adatas, table, reference,
-                                          mode=entry.get("orthologs", {}).get("mode", "one2one"))
+        mapped = orthologs.map_to_reference(adatas, table, reference, mode=orth.get("mode", "one2one"))
+        unlabelled = {c: int(mapped.obs[c].isna().sum()) for c in data.LABEL_COLUMNS if c in mapped.obs.columns}
+        mapped.uns["sclinbench"] = {
+            "dataset": name,
+            "source": ", ".join(f"{org}: {m}" for org, m in members.items()),
+            "orthologs": data._json({k: v for k, v in orth.items()}),
+            "unlabelled": data._json(unlabelled),
+        }
+        return mapped
     raise SclinbenchError(f"registry entry '{name}' has unknown source '{source}'")
+
+
+def _user_tables(name: str, entry: dict, paths: list[str]) -> pd.DataFrame:
+    """The collection's own ortholog table(s) (``orthologs: {source: file, path: ...}``), any accepted form."""
+    members = entry["members"]
+    reference = entry["reference"]
+    orth = entry["orthologs"]
+    spec = orth.get("path")
+    others = [org for org in members if org != reference]
+    where = f"registry entry '{name}'"
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(others))
+        if unknown:
+            raise SclinbenchError(f"{where}: orthologs.path names {', '.join(map(repr, unknown))}, which is not a "
+                                  f"non-reference member ({', '.join(others)})")
+        lacking = [org for org in others if org not in spec]
+        if lacking:
+            raise SclinbenchError(f"{where}: orthologs.path gives no table for {', '.join(map(repr, lacking))}; "
+                                  f"give one per non-reference member")
+        pairs = [(org, spec[org]) for org in others]
+    else:
+        pairs = [(org, spec) for org in others]
+    tables = []
+    for org, path in pairs:
+        table = orthologs.read_ortholog_table(path, reference, org, columns=orth.get("columns"), where=where)
+        log.info("%s: ortholog table %s for %s: %d pairs (%s)", name, path, org, len(table),
+                 ", ".join(f"{k} {v}" for k, v in table["homology_type"].value_counts().items()))
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True).drop_duplicates(
+        ["reference_species", "reference_gene", "other_species", "other_gene"])
+    return table
 
 
 def _rename_species(table: pd.DataFrame, members: dict, registry: dict, reference: str) -> pd.DataFrame:
@@ -100,7 +189,7 @@ def fetch_ensembl_orthologs(reference: str, other: str, release: int, dest: str)
 
     url = orthologs.ensembl_biomart_query_url(reference, other, release)
     raw = Path(dest).with_suffix(".biomart.txt")
-    fetch(url, raw)
+    fetch(url, raw, expect="text")
     table = orthologs.parse_biomart_tsv(raw, reference, other)
     write_table(table, dest)
     log.info("%s -> %s (Ensembl %d): %d ortholog pairs", reference, other, release, len(table))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -15,14 +16,43 @@ from sclinbench.errors import SclinbenchError
 log = logging.getLogger("sclinbench")
 
 
+def _temp_pattern(name: str) -> re.Pattern:
+    # tempfile.mkstemp(prefix=".<name>.", suffix=".part"): 8 characters of [a-z0-9_] in between
+    return re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.part")
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete temporaries that :func:`atomic_path` left next to ``path`` when a run was killed.
+
+    Only this output's own temporaries match (``.<name>.<8 characters>.part``); one output has one
+    writer at a time (the job that is about to write it), so none of them is in use.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = _temp_pattern(path.name)
+    removed = []
+    for child in path.parent.iterdir():
+        if pattern.fullmatch(child.name) and child.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+                removed.append(child)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run: %s", len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
-    A killed or failing step therefore never leaves a half-written output behind.
+    A killed or failing step therefore never leaves a half-written output behind; the hidden
+    temporaries a killed step leaves (SIGKILL, out of memory) are removed when the step next runs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -69,12 +99,26 @@ def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging
 def script_errors(logfile: str | os.PathLike | None = None) -> Iterator[None]:
     """Run a workflow step; turn a :class:`SclinbenchError` into one line and exit code 1.
 
-    Unexpected exceptions keep their traceback (that is a bug to report, not a user error).
+    Unexpected exceptions keep their traceback (that is a bug to report, not a user error); it
+    is written to the log file too, so the log of a failed job is never empty.
     """
     setup_logging(logfile)
+    from sclinbench.fingerprint import log_job
+
+    log_job(log)  # the code this job runs with, for results/provenance.json
     try:
         yield
     except SclinbenchError as exc:
         log.error("%s", exc)
         print(f"sclinbench error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except Exception:
+        if logfile:  # the traceback also goes to stderr when the exception propagates
+            import traceback
+
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            with open(logfile, "a") as fh:
+                fh.write("unexpected error (a bug in sclinbench, or an input it does not check yet: please "
+                         "report it with this log)\n" + traceback.format_exc())
+        raise

@@ -11,13 +11,16 @@ reference or the other species; :func:`map_to_reference` handles both.
 
 Ensembl BioMart tables come from :func:`read_biomart` (a web export) or from the pinned query
 :func:`ensembl_biomart_query_url`, downloaded by :func:`sclinbench.download.fetch` and parsed with
-:func:`parse_biomart_tsv`.
+:func:`parse_biomart_tsv`. A user's own table (``orthologs: {source: file}`` in the registry) is
+read by :func:`read_ortholog_table`, which accepts this pair table, a BioMart export as it comes,
+or any pair table with a column mapping.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import re
 import urllib.parse
@@ -30,8 +33,11 @@ import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ORTHOLOG_COLUMNS",
+    "read_ortholog_table",
     "ENSEMBL_ARCHIVE_HOSTS",
     "read_biomart",
     "ensembl_biomart_query_url",
@@ -41,6 +47,9 @@ __all__ = [
 ]
 
 ORTHOLOG_COLUMNS = ["reference_species", "reference_gene", "other_species", "other_gene", "homology_type"]
+#: keys of ``orthologs.columns`` in the registry: canonical column -> the user's column
+MAPPABLE_COLUMNS = ("reference_gene", "other_gene", "homology_type", "reference_species", "other_species",
+                    "reference_symbol", "other_symbol")
 _EXTRA_COLUMNS = ["reference_symbol", "other_symbol", "orthology_confidence"]
 ONE2ONE = "ortholog_one2one"
 ONE2MANY = "ortholog_one2many"
@@ -138,7 +147,22 @@ def _tidy(df: pd.DataFrame, reference_species: str, other_species: str) -> pd.Da
     return out.drop_duplicates(["reference_gene", "other_gene"]).reset_index(drop=True)
 
 
-def read_biomart(path: str | os.PathLike, reference_species: str, other_species: str) -> pd.DataFrame:
+def _display_names(species: str) -> set[str]:
+    """Lower-case names BioMart may use for ``species`` in its column headers."""
+    wanted = {str(species).lower()}
+    key = str(species).lower().replace(" ", "_")
+    if key in _SPECIES:
+        wanted.add(_SPECIES[key][1].lower())
+    try:
+        prefix = _ensembl_name(species)
+    except SclinbenchError:
+        return wanted
+    wanted |= {display.lower() for ensembl, display in _SPECIES.values() if ensembl == prefix}
+    return wanted
+
+
+def read_biomart(path: str | os.PathLike, reference_species: str, other_species: str,
+                 require_species: bool = False) -> pd.DataFrame:
     """Read an Ensembl BioMart homology export (web interface, CSV or TSV, optionally gzipped).
 
     Expected columns (BioMart display names): ``Gene stable ID``, ``<Other> gene stable ID``,
@@ -153,7 +177,10 @@ def read_biomart(path: str | os.PathLike, reference_species: str, other_species:
     reference_species, other_species
         Labels written into the table; they must match the keys of the AnnData dict given to
         :func:`map_to_reference` (e.g. ``"human"``, ``"mouse"``). ``other_species`` also picks the
-        ``<Other>`` columns when the export holds several species.
+        ``<Other>`` columns when the export holds several species (common names, binomials
+        like ``Mus musculus`` and Ensembl prefixes are recognised).
+    require_species
+        Refuse a single-species export whose species is recognisably not ``other_species``.
 
     Returns
     -------
@@ -174,13 +201,16 @@ def read_biomart(path: str | os.PathLike, reference_species: str, other_species:
     )
     if not prefixes:
         raise SclinbenchError(f"{path}: no '<Species> gene stable ID' column; export the homologue attributes")
+    wanted = _display_names(other_species)
     if len(prefixes) == 1:
         prefix = prefixes[0]
+        known = {d.lower() for _, d in _SPECIES.values()}
+        if require_species and prefix.lower() in known and prefix.lower() not in wanted:
+            raise SclinbenchError(
+                f"{path}: is a BioMart export of {prefix} homologues, but it is used for {other_species!r}; "
+                f"give the export for that species (orthologs.path)"
+            )
     else:
-        wanted = {str(other_species).lower()}
-        key = str(other_species).lower().replace(" ", "_")
-        if key in _SPECIES:
-            wanted.add(_SPECIES[key][1].lower())
         matches = [p for p in prefixes if p.lower() in wanted]
         if len(matches) != 1:
             raise SclinbenchError(
@@ -314,6 +344,137 @@ def parse_biomart_tsv(
         )
     df = pd.read_csv(io.StringIO("\n".join(lines[1:])), sep="\t", header=None, names=_BIOMART_CANONICAL, dtype=str)
     return _tidy(df, reference_species, other_species)
+
+
+_ACCEPTED_FORMS = (
+    "accepted forms: (1) a pair table with columns " + ", ".join(ORTHOLOG_COLUMNS) + "; (2) an Ensembl "
+    "BioMart export as it comes (CSV or TSV, optionally gzipped) with 'Gene stable ID', '<Species> gene "
+    "stable ID' and '<Species> homology type'; (3) any CSV/TSV of gene pairs with orthologs.columns: "
+    "{reference_gene: <column>, other_gene: <column>, homology_type: <column>} in the registry entry"
+)
+
+
+def _read_delimited(path: str | os.PathLike) -> pd.DataFrame:
+    text = _open_text(path)
+    first = text.split("\n", 1)[0]
+    sep = "\t" if first.count("\t") > first.count(",") else ","
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SclinbenchError(f"ortholog table {path} cannot be read as CSV or TSV ({str(exc).splitlines()[0][:120]}); "
+                              f"{_ACCEPTED_FORMS}") from None
+
+
+def _derived_homology(df: pd.DataFrame) -> pd.Series:
+    """one2one / one2many / many2many from how often each gene occurs in the pairs."""
+    ref_n = df.groupby("reference_gene")["other_gene"].transform("nunique")
+    other_n = df.groupby("other_gene")["reference_gene"].transform("nunique")
+    kind = np.where((ref_n == 1) & (other_n == 1), ONE2ONE,
+                    np.where((ref_n == 1) | (other_n == 1), ONE2MANY, "ortholog_many2many"))
+    return pd.Series(kind, index=df.index)
+
+
+def read_ortholog_table(
+    path: str | os.PathLike,
+    reference_species: str,
+    other_species: str,
+    columns: dict | None = None,
+    where: str = "",
+) -> pd.DataFrame:
+    """Read a user's ortholog table in any accepted form into the canonical pair table.
+
+    Forms, tried in this order:
+
+    1. ``columns`` given: any CSV/TSV of gene pairs; ``columns`` maps the canonical names
+       (``reference_gene``, ``other_gene``, optional ``homology_type``, ``reference_species``,
+       ``other_species``, ``reference_symbol``, ``other_symbol``) onto the table's columns.
+       Without a ``homology_type`` column the type is derived from the pairs (a gene pair is
+       one-to-one when neither gene has another partner in the table).
+    2. The canonical pair table (:data:`ORTHOLOG_COLUMNS`).
+    3. An Ensembl BioMart export as it comes (:func:`read_biomart`).
+
+    Parameters
+    ----------
+    path
+        CSV or TSV (optionally gzipped); the separator is taken from the header line.
+    reference_species, other_species
+        Species labels written into the rows when the table has no species columns.
+    columns
+        ``orthologs.columns`` of the registry entry.
+    where
+        Names the registry entry in messages.
+
+    Raises
+    ------
+    SclinbenchError
+        The table matches no form: the message names the missing columns, the columns the table
+        has and the accepted forms.
+    """
+    prefix = f"{where}: " if where else ""
+    df = _read_delimited(path)
+    have = ", ".join(map(str, df.columns[:12])) + (", ..." if len(df.columns) > 12 else "")
+    if columns:
+        unknown = sorted(set(columns) - set(MAPPABLE_COLUMNS))
+        if unknown:
+            raise SclinbenchError(f"{prefix}orthologs.columns has unknown key(s) {', '.join(unknown)}; "
+                                  f"allowed: {', '.join(MAPPABLE_COLUMNS)}")
+        needed = [k for k in ("reference_gene", "other_gene") if not columns.get(k)]
+        if needed:
+            raise SclinbenchError(f"{prefix}orthologs.columns must name {' and '.join(needed)}; {_ACCEPTED_FORMS}")
+        missing = [f"{k}: {v!r}" for k, v in columns.items() if v and v not in df.columns]
+        if missing:
+            raise SclinbenchError(
+                f"{prefix}ortholog table {path} has no column(s) {', '.join(missing)} (orthologs.columns); "
+                f"its columns are: {have}"
+            )
+        out = pd.DataFrame({k: df[v] for k, v in columns.items() if v})
+        out = out[out["reference_gene"].notna() & out["other_gene"].notna()]
+        if "homology_type" not in out:
+            out["homology_type"] = _derived_homology(out).to_numpy()
+            counts = out["homology_type"].value_counts().to_dict()
+            log.info(
+                "%s: no homology_type column; derived from the pairs: %s", path, counts)
+        else:
+            types = out["homology_type"].astype("string").str.strip()
+            plain = {"one2one": ONE2ONE, "one2many": ONE2MANY, "many2many": "ortholog_many2many",
+                     "1:1": ONE2ONE, "1:n": ONE2MANY, "n:1": ONE2MANY, "n:m": "ortholog_many2many"}
+            out["homology_type"] = types.map(lambda t: plain.get(str(t).lower(), t) if pd.notna(t) else t)
+            values = out["homology_type"].dropna().astype(str)
+            odd = sorted(set(values[~values.str.startswith("ortholog_")]))
+            if odd and len(odd) == values.nunique():
+                raise SclinbenchError(
+                    f"{prefix}ortholog table {path}: homology_type column {columns['homology_type']!r} holds "
+                    f"{', '.join(map(repr, odd[:5]))}; expected Ensembl's ortholog_one2one, ortholog_one2many, "
+                    f"ortholog_many2many (or one2one, one2many, many2many), or leave homology_type out of "
+                    f"orthologs.columns to derive it from the pairs"
+                )
+            if odd:
+                log.warning("%s: rows with homology type %s are not orthologs and are not used", path,
+                            ", ".join(odd[:10]))
+        if "reference_species" not in out:
+            out["reference_species"] = str(reference_species)
+        if "other_species" not in out:
+            out["other_species"] = str(other_species)
+        return _tidy_with_species(out)
+    if all(c in df.columns for c in ORTHOLOG_COLUMNS):
+        return _tidy_with_species(df)
+    if "Gene stable ID" in df.columns:
+        return read_biomart(path, reference_species, other_species, require_species=True)
+    missing = [c for c in ORTHOLOG_COLUMNS if c not in df.columns]
+    raise SclinbenchError(
+        f"{prefix}ortholog table {path} lacks column(s) {', '.join(missing)} and is no BioMart export (no "
+        f"'Gene stable ID'); its columns are: {have}. {_ACCEPTED_FORMS[0].upper()}{_ACCEPTED_FORMS[1:]}"
+    )
+
+
+def _tidy_with_species(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical rows from a table that names the species of every row."""
+    parts = []
+    for (ref, other), rows in df.groupby(["reference_species", "other_species"], sort=False):
+        parts.append(_tidy(rows, ref, other))
+    if not parts:
+        return pd.DataFrame(columns=ORTHOLOG_COLUMNS)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _check_table(table: pd.DataFrame) -> None:

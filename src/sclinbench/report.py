@@ -56,7 +56,7 @@ CONTROL_PIPELINES = ("control_majority", "control_shuffled")
 COMPUTED = "computed here"
 PUBLISHED = "published"
 REFERENCE_COLUMNS = ("model", "dataset", "task", "metric", "training_species", "value",
-                     "includes_diagonal", "citation", "note")
+                     "includes_diagonal", "citation", "note", "counts")
 #: Binomial (lower case) -> common name, so ``Homo sapiens->Mus musculus`` groups line up with the
 #: common names used by the published tables.
 SPECIES_COMMON_NAMES = {
@@ -472,7 +472,8 @@ def read_reference(path: str | os.PathLike, schema_path: str | os.PathLike | Non
 
 def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
                     dataset_aliases: Mapping[str, str] | None = None,
-                    only_matching: bool = True) -> pd.DataFrame:
+                    only_matching: bool = True,
+                    counts: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Published numbers and ours side by side, one row per number, each with its ``source``.
 
     Parameters
@@ -486,15 +487,20 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
         Our dataset name -> the reference's dataset name (e.g. ``{"atlas": "spermatogenesis"}``).
     only_matching
         Keep only published rows whose dataset, task kind and metric appear in ``ours``.
+    counts
+        Our dataset name -> the matrix its raw counts were read from (registry ``counts``, e.g.
+        ``raw.X`` or ``layers/decontXcounts``; :func:`sclinbench.manifest.entry_counts`).
 
     Returns
     -------
-    Columns ``source, dataset, task, metric, training_species, model, includes_diagonal, value,
-    ci_low, ci_high, n, citation, note``. ``model`` is the pipeline name for our rows;
+    Columns ``source, dataset, task, metric, training_species, model, counts, includes_diagonal,
+    value, ci_low, ci_high, n, citation, note``. ``model`` is the pipeline name for our rows;
+    ``counts`` says which counts produced the number (ours: from ``counts``, "not recorded" when
+    not given; published: the reference's ``counts`` column, e.g. "not stated");
     ``includes_diagonal`` is ``true``/``false``/``unknown``; species use common names.
     """
     aliases = dict(dataset_aliases or {})
-    cols = ["source", "dataset", "task", "metric", "training_species", "model", "includes_diagonal",
+    cols = ["source", "dataset", "task", "metric", "training_species", "model", "counts", "includes_diagonal",
             "value", "ci_low", "ci_high", "n", "citation", "note"]
     mine = pd.DataFrame(columns=cols)
     if len(ours):
@@ -509,6 +515,7 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
             "metric": o["metric"].to_numpy(),
             "training_species": [common_species_name(s) for s in o["training_species"]],
             "model": o["pipeline"].to_numpy(),
+            "counts": [str((counts or {}).get(d, "not recorded")) for d in o["dataset"]],
             "includes_diagonal": np.where(o["includes_diagonal"].astype(bool), "true", "false"),
             "value": o["mean"].astype(float).to_numpy(),
             "ci_low": o["ci_low"].astype(float).to_numpy(),
@@ -527,7 +534,10 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
         "source": PUBLISHED, "dataset": ref["dataset"].to_numpy(), "task": ref["task"].to_numpy(),
         "metric": ref["metric"].to_numpy(),
         "training_species": [common_species_name(s) for s in ref["training_species"]],
-        "model": ref["model"].to_numpy(), "includes_diagonal": ref["includes_diagonal"].to_numpy(),
+        "model": ref["model"].to_numpy(),
+        "counts": (ref["counts"].replace("", "not stated").to_numpy() if "counts" in ref.columns
+                   else "not stated"),
+        "includes_diagonal": ref["includes_diagonal"].to_numpy(),
         "value": ref["value"].astype(float).to_numpy(), "ci_low": np.nan, "ci_high": np.nan,
         "n": pd.NA, "citation": ref["citation"].to_numpy(), "note": ref["note"].to_numpy(),
     })
@@ -554,12 +564,12 @@ def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
 
     Returns
     -------
-    Columns ``dataset, model, source, same-species score`` then one column per training species,
+    Columns ``dataset, model, source, counts, same-species score`` then one column per training species,
     then ``mean (species run here)`` (over the species that this run has, so ours and published
     are averaged over the same species) and ``mean (all its species)`` with ``n species``.
     Our rows come first.
     """
-    base = ["dataset", "model", "source", "same-species score"]
+    base = ["dataset", "model", "source", "counts", "same-species score"]
     if table.empty:
         return pd.DataFrame(columns=base)
     t = table.copy()
@@ -567,6 +577,7 @@ def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
         t = t[~t["model"].isin(CONTROL_PIPELINES) | (t["source"] != COMPUTED)]
     t = t[~(t["model"].isin(CONTROL_PIPELINES) & (t["includes_diagonal"] == "true"))]
     t["same-species score"] = [_diag_label(d) for d in t["includes_diagonal"]]
+    t["counts"] = t["counts"].fillna("not recorded").astype(str) if "counts" in t.columns else "not recorded"
     species = list(pd.unique(t["training_species"]))
     ours = t[t["source"] == COMPUTED]
     here = {(d, s) for d, s in zip(ours["dataset"], ours["training_species"])}
@@ -669,7 +680,8 @@ def _safe(name: str) -> str:
 def write_tables(metrics: pd.DataFrame, reference: pd.DataFrame | None, outdir: str | os.PathLike,
                  tasks: Iterable[str] | None = None, metric: str = "macro_f1", n_boot: int = 2000,
                  level: float = 0.95, seed: int = 0,
-                 dataset_aliases: Mapping[str, str] | None = None) -> dict[str, Path]:
+                 dataset_aliases: Mapping[str, str] | None = None,
+                 counts: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Write the summary tables (TSV + Markdown) into ``outdir`` (atomically).
 
     Files (always written, possibly with no rows, so the workflow's outputs are static):
@@ -750,11 +762,14 @@ def write_tables(metrics: pd.DataFrame, reference: pd.DataFrame | None, outdir: 
     emit("cross_species_average", avg, "\n".join(avg_md))
 
     ref = reference if reference is not None else pd.DataFrame(columns=list(REFERENCE_COLUMNS))
-    pub = published_table(ref, avg, dataset_aliases=dataset_aliases)
+    pub = published_table(ref, avg, dataset_aliases=dataset_aliases, counts=counts)
     pub_md = ["# Published foundation-model numbers beside ours\n",
               "Every column says its source: `published` (copied from the paper's figure, about "
               "+-0.01) or `computed here` (this run), and whether the same-species score is inside "
-              "the average. Published averages do not say whether they include it (`unknown`).\n"]
+              "the average. Published averages do not say whether they include it (`unknown`). "
+              "`counts` names the matrix the numbers were computed from: ours as read by this run "
+              "(registry `counts:`), published ones as their source states it (`not stated` when it "
+              "does not).\n"]
     if len(pub):
         pub_md.append(to_markdown(published_wide(pub)))
         cites = pub.loc[pub["source"] == PUBLISHED, ["model", "citation"]].drop_duplicates()
@@ -802,7 +817,8 @@ def write_results_readme(metrics: pd.DataFrame, reference: pd.DataFrame | None,
                          path: str | os.PathLike, metric: str = "macro_f1",
                          provenance: Mapping | None = None, n_boot: int = 2000,
                          level: float = 0.95, seed: int = 0,
-                         dataset_aliases: Mapping[str, str] | None = None) -> Path:
+                         dataset_aliases: Mapping[str, str] | None = None,
+                         counts: Mapping[str, str] | None = None) -> Path:
     """Write ``results/README.md``: the headline numbers of the run in one table.
 
     One row per dataset x task x split kind: the best linear pipeline, its mean [95% CI] and the
@@ -837,8 +853,8 @@ def write_results_readme(metrics: pd.DataFrame, reference: pd.DataFrame | None,
         avg_in = cross_species_average(m, True, metric, n_boot, level, seed)
         ref = reference if reference is not None else pd.DataFrame(columns=list(REFERENCE_COLUMNS))
         pub = published_table(ref, pd.concat([avg, avg_in], ignore_index=True),
-                              dataset_aliases=dataset_aliases)
-        overall = published_wide(pub)[["dataset", "model", "source", "same-species score",
+                              dataset_aliases=dataset_aliases, counts=counts)
+        overall = published_wide(pub)[["dataset", "model", "source", "counts", "same-species score",
                                        "mean (species run here)", "mean (all its species)",
                                        "n species"]]
         lines += [f"\n## Cross-species: {label} averaged over target species, then over training species\n",
@@ -860,7 +876,7 @@ def write_results_readme(metrics: pd.DataFrame, reference: pd.DataFrame | None,
                   f"- git commit: `{provenance.get('git_commit', 'unknown')}`",
                   f"- config sha256: `{provenance.get('config_sha256', 'unknown')}`",
                   f"- sclinbench {provenance.get('packages', {}).get('sclinbench', 'unknown')}, "
-                  f"Python {provenance.get('python', 'unknown')}\n"]
+                  f"Python {provenance.get('python', 'unknown')}\n"] + code_lines(provenance)
     return _write_text("\n".join(lines), path)
 
 
@@ -886,8 +902,8 @@ def _git(repo_dir: Path, *args: str) -> str | None:
 
 def provenance(config: Mapping, datasets_checksums: Mapping[str, str],
                packages: Iterable[str] = DEFAULT_PACKAGES, repo_dir: str | os.PathLike = ".",
-               extra: Mapping | None = None) -> dict:
-    """What produced these results: versions, config hash, git commit, dataset checksums.
+               extra: Mapping | None = None, code: Mapping | None = None) -> dict:
+    """What produced these results: versions, config hash, git commit, dataset checksums, code.
 
     Parameters
     ----------
@@ -901,6 +917,9 @@ def provenance(config: Mapping, datasets_checksums: Mapping[str, str],
         Git work tree of the workflow; commit is ``"unknown"`` outside git.
     extra
         Anything else to record (merged at the top level).
+    code
+        Which code made each step's files (:func:`sclinbench.fingerprint.code_provenance`),
+        recorded under ``"code"``.
     """
     versions = {}
     for name in packages:
@@ -922,9 +941,46 @@ def provenance(config: Mapping, datasets_checksums: Mapping[str, str],
         "packages": versions,
         "datasets_sha256": {str(k): str(v) for k, v in sorted(datasets_checksums.items())},
     }
+    if code is not None:
+        prov["code"] = dict(code)
     if extra:
         prov.update(dict(extra))
     return prov
+
+
+def code_lines(prov: Mapping | None) -> list[str]:
+    """Markdown: which code made the results on disk, and any file made by other code than the installed."""
+    code = (prov or {}).get("code")
+    if not code:
+        return []
+    version = code.get("version", "unknown")
+    other = code.get("other_code", [])
+    n_recorded = sum(m["files"] for step in code.get("steps", {}).values() for m in step["made_by"])
+    lines = ["## Code that made these results\n"]
+    if other:
+        rows = {}
+        for o in other:
+            row = rows.setdefault(o["rule"], {"step": o["rule"], "files": 0, "changed modules": set(),
+                                              "made by version": set(), "e.g.": f"`{o['file']}`"})
+            row["files"] += 1
+            row["changed modules"].update(o["changed"] or ["(not fingerprinted)"])
+            row["made by version"].add(str(o["version"]))
+        table = pd.DataFrame([{**r, "changed modules": ", ".join(sorted(r["changed modules"])),
+                               "made by version": ", ".join(sorted(r["made by version"]))}
+                              for r in rows.values()])
+        lines += [f"**{len(other)} of {n_recorded} result files (and whatever was computed from them) were "
+                  f"made by other code than the installed sclinbench {version}.** Run `snakemake` with "
+                  "its default rerun triggers (not `--rerun-triggers mtime`) to remake them.\n",
+                  to_markdown(table)]
+    else:
+        lines.append(f"All {n_recorded} result files these tables and figures were computed from that have "
+                     f"a job record were made by the installed sclinbench {version} (per-step code "
+                     "fingerprints in `provenance.json`).")
+    without = code.get("without_record", [])
+    if without:
+        shown = ", ".join(f"`{f}`" for f in without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+        lines.append(f"\nWithout a job record (source files, or results whose log is gone): {shown}.")
+    return lines + [""]
 
 
 def write_provenance(prov: Mapping, json_path: str | os.PathLike,
@@ -945,6 +1001,12 @@ def write_provenance(prov: Mapping, json_path: str | os.PathLike,
              "\n## Datasets (sha256 of the raw file)\n",
              to_markdown(pd.DataFrame(sorted(prov.get("datasets_sha256", {}).items()),
                                       columns=["dataset", "sha256"]))]
+    if prov.get("code"):
+        steps = [{"step": rule, "installed code": f"`{step['installed']}`",
+                  "files made by it": sum(m["files"] for m in step["made_by"] if m["installed_code"]),
+                  "by other code": sum(m["files"] for m in step["made_by"] if not m["installed_code"])}
+                 for rule, step in prov["code"].get("steps", {}).items()]
+        lines += ["\n" + "\n".join(code_lines(prov)), to_markdown(pd.DataFrame(steps))]
     _write_text("\n".join(lines), md_path)
 
 

@@ -38,8 +38,11 @@ def task_label(spec: dict) -> str:
 def task_cells(obs: pd.DataFrame, spec: dict, dataset: str = "dataset") -> pd.DataFrame:
     """The cells a task uses: the task's ``subset`` applied, cells without a label set aside.
 
-    Cells without a label cannot be scored, so they are not test cells of the task; how many were
-    set aside is logged (never silent).
+    Cells without a label (missing, empty or blank; standardization turns the registry's
+    ``unlabelled:`` values such as "unknown" into missing) cannot be scored and are no class, so
+    they neither train nor test; how many were set aside is logged (never silent). Donor-held-out
+    splits also set aside cells whose donor is unknown when other cells have known donors: an
+    "unknown" donor is no individual to hold out.
     """
     label = task_label(spec)
     if label not in obs.columns:
@@ -56,10 +59,22 @@ def task_cells(obs: pd.DataFrame, spec: dict, dataset: str = "dataset") -> pd.Da
                 f"(columns: {', '.join(map(str, obs.columns))})"
             )
         keep &= obs[column].astype(str).isin([str(v) for v in values])
-    labelled = obs[label].notna() & (obs[label].astype(str) != "") & (obs[label].astype(str) != "nan")
+    text = obs[label].astype(object).where(obs[label].notna(), "").astype(str).str.strip()
+    labelled = obs[label].notna() & (text != "") & (text != "nan")
     n_unlabelled = int((keep & ~labelled).sum())
     if n_unlabelled:
-        log.info("%d cells of %s have no '%s' and are not part of the task", n_unlabelled, dataset, label)
+        log.warning("%d of %d cells of %s have no '%s' (unlabelled): set aside, neither trained on nor "
+                    "scored in task '%s'", n_unlabelled, int(keep.sum()), dataset, label,
+                    spec.get("name", spec["kind"]))
+    if spec.get("split") in ("donor", "donor_pseudobulk") and "donor_id" in obs.columns:
+        donors = obs["donor_id"].astype(object).where(obs["donor_id"].notna(), "").astype(str)
+        unknown = donors.isin(["", "nan", "unknown"])
+        if (keep & labelled & ~unknown).any():
+            n_unknown = int((keep & labelled & unknown).sum())
+            if n_unknown:
+                log.warning("%d cells of %s have no known donor: set aside by the donor-held-out split of "
+                            "task '%s'", n_unknown, dataset, spec.get("name", spec["kind"]))
+            keep &= ~unknown
     cells = obs.loc[keep & labelled]
     if cells.empty:
         raise SclinbenchError(

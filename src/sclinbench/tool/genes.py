@@ -125,11 +125,10 @@ class OrthologPairs:
 def read_ortholog_table(path, reference_species: str | None = None, query_species: str | None = None) -> OrthologPairs:
     """The one-to-one pairs of an ortholog table between the reference and the query species.
 
-    Accepts the workflow's tables (``reference_species, reference_gene, other_species, other_gene,
-    homology_type`` [+ ``reference_symbol, other_symbol``], e.g. the pinned Ensembl table
-    ``resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv``) and Ensembl BioMart web exports
-    (``Gene stable ID``, ``<Species> gene stable ID``, ``<Species> homology type``...; see
-    :func:`sclinbench.orthologs.read_biomart`), CSV or TSV, optionally gzipped. Only
+    Reads every form :func:`sclinbench.orthologs.read_ortholog_table` accepts: the workflow's tables
+    (``reference_species, reference_gene, other_species, other_gene, homology_type`` [+ symbols],
+    e.g. the pinned Ensembl table ``resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv``) and
+    Ensembl BioMart web exports, CSV or TSV, optionally gzipped. Only
     ``ortholog_one2one`` rows are used (:func:`sclinbench.orthologs.one_to_one`). Which side is the
     reference is decided later by gene overlap; species names only pick the pair when the table
     holds several.
@@ -137,25 +136,16 @@ def read_ortholog_table(path, reference_species: str | None = None, query_specie
     path = Path(path)
     if not path.exists():
         raise SclinbenchError(f"ortholog table {path} does not exist (--orthologs); give the path of a one-to-one ortholog table")
+    ref, other = reference_species or "reference", query_species or "query"
     try:
-        first = open_first_line(path)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise SclinbenchError(f"cannot read ortholog table {path} as text ({str(exc).splitlines()[0][:120]})") from exc
-    sep = "\t" if first.count("\t") >= first.count(",") else ","
-    columns = [c.strip().strip('"') for c in first.rstrip("\r\n").split(sep)]
-    if all(c in columns for c in orthologs.ORTHOLOG_COLUMNS):
-        try:
-            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-        except (ValueError, OSError, pd.errors.ParserError) as exc:
-            raise SclinbenchError(f"cannot read ortholog table {path} ({str(exc).splitlines()[0][:120]})") from exc
-    elif "Gene stable ID" in columns:
-        table = orthologs.read_biomart(path, reference_species or "reference", query_species or "query")
-    else:
-        raise SclinbenchError(
-            f"ortholog table {path} has columns {', '.join(columns[:6])}; expected the workflow's "
-            f"{', '.join(orthologs.ORTHOLOG_COLUMNS)} or an Ensembl BioMart export (Gene stable ID, "
-            "<Species> gene stable ID, <Species> homology type)"
-        )
+        table = orthologs.read_ortholog_table(path, ref, other)
+    except SclinbenchError:
+        if not (reference_species and query_species):
+            raise
+        try:  # a BioMart export is oriented from its own reference species: the query's, perhaps
+            table = orthologs.read_ortholog_table(path, other, ref)
+        except SclinbenchError:
+            table = orthologs.read_ortholog_table(path, ref, other)  # the first error is the one to show
     one = orthologs.one_to_one(table)
     pairs = sorted(set(zip(one["reference_species"].astype(str), one["other_species"].astype(str))))
     if not pairs:
@@ -185,16 +175,6 @@ def read_ortholog_table(path, reference_species: str | None = None, query_specie
     log.info("ortholog table %s: %d one-to-one pairs %s <-> %s", path, len(sub), a, b)
     return OrthologPairs(str(path), a, b, col("reference_gene"), col("other_gene"),
                          col("reference_symbol"), col("other_symbol"))
-
-
-def open_first_line(path: Path) -> str:
-    import gzip
-
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    opener = gzip.open if magic == b"\x1f\x8b" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        return fh.readline()
 
 
 # ------------------------------------------------------------------------------------------------
