@@ -1,10 +1,11 @@
 # Annotate: label query cells with a pipeline fitted on a labelled reference -- the steps of the
 # `sclinbench annotate` command inside the DAG. One job per entry of the config's `annotate:`
-# (config/schema.yaml); the helpers live in sclinbench.tool.annotate.
+# (config/schema.yaml; `use_annotate` selects, and a config with `use_tasks` runs none unless it
+# names them); the helpers live in sclinbench.tool.annotate.
 
 from sclinbench.tool import annotate as annotate_tool
 
-ANNOTATE = config.get("annotate") or {}
+ANNOTATE = annotate_tool.selected_jobs(config)
 annotate_tool.check_jobs(ANNOTATE, REGISTRY, PIPELINES, f"the registry {config['registry']}")
 ANNOTATE_PIPELINE = {name: job.get("pipeline") or annotate_tool.DEFAULT_PIPELINE for name, job in ANNOTATE.items()}
 

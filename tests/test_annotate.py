@@ -435,6 +435,15 @@ def test_annotate_rule_on_the_embedded_default(default_run):
     assert labels["n_cells"].sum() == int(atlas.obs["organism"].astype(str).eq("beta").sum())
 
 
+def test_which_annotate_jobs_a_config_runs():
+    jobs = {"a": {}, "b": {}}
+    assert list(tool.selected_jobs({"annotate": jobs})) == ["a", "b"]
+    assert tool.selected_jobs({"annotate": jobs, "use_tasks": ["t"]}) == {}  # a config of one's own
+    assert list(tool.selected_jobs({"annotate": jobs, "use_tasks": ["t"], "use_annotate": ["b"]})) == ["b"]
+    with pytest.raises(SclinbenchError, match="use_annotate names 'c', which is not under 'annotate:'"):
+        tool.selected_jobs({"annotate": jobs, "use_annotate": ["c"]})
+
+
 def test_annotate_job_with_an_unknown_dataset_is_one_line(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     (workdir / "bad.yaml").write_text(

@@ -814,6 +814,21 @@ def job_species(job: dict, role: str, registry: dict) -> str | None:
     return part.get("species") or (registry.get(part.get("dataset"), {}) or {}).get("organism")
 
 
+def selected_jobs(config: dict) -> dict:
+    """The ``annotate:`` jobs a run builds: those named by ``use_annotate``; without it all of them,
+    unless the config replaces the task set with ``use_tasks`` (then none: the default jobs are
+    examples on the embedded atlas, and a config of one's own may have another registry)."""
+    jobs = config.get("annotate") or {}
+    names = config.get("use_annotate")
+    if names is None:
+        return {} if config.get("use_tasks") else dict(jobs)
+    unknown = [n for n in names if n not in jobs]
+    if unknown:
+        raise SclinbenchError(f"use_annotate names {unknown[0]!r}, which is not under 'annotate:' "
+                              f"(known: {', '.join(sorted(jobs)) or 'none'})")
+    return {n: jobs[n] for n in names}
+
+
 def check_jobs(jobs: dict, registry: dict, pipelines: dict, registry_name: str = "the registry") -> None:
     """One-line errors for ``annotate:`` jobs naming an unknown dataset or pipeline, or lacking a species."""
     for name, job in jobs.items():
