@@ -41,6 +41,7 @@ include: "rules/splits.smk"
 include: "rules/evaluate.smk"
 include: "rules/score.smk"
 include: "rules/report.smk"
+include: "rules/annotate.smk"
 
 
 report: "report/workflow.rst"

@@ -384,9 +384,10 @@ def _reasons(jobs, rule):
 def test_a_change_to_represent_reruns_evaluate_and_everything_after(finished_run, edit):
     edit("represent.py", 'must be > 0, got {pseudocount}")', 'must be > 0 (got {pseudocount})")')
     jobs = _planned(run_snakemake(finished_run, "-n"))
-    assert set(jobs) == {"evaluate", "score", "metrics", "figures", "provenance", "tables", "all"}
-    assert len(jobs["evaluate"]) == 16 and len(jobs["score"]) == 8
-    assert _reasons(jobs, "evaluate") == {PARAMS}
+    # annotate (the config's annotate: jobs) fits pipelines with represent too
+    assert set(jobs) == {"evaluate", "score", "metrics", "figures", "provenance", "tables", "annotate", "all"}
+    assert len(jobs["evaluate"]) == 16 and len(jobs["score"]) == 8 and len(jobs["annotate"]) == 2
+    assert _reasons(jobs, "evaluate") == _reasons(jobs, "annotate") == {PARAMS}
     assert all("represent:" in r and "now:" in r for r in jobs["evaluate"])
     for rule in ("score", "metrics", "figures", "provenance", "tables"):
         assert _reasons(jobs, rule) == {DOWNSTREAM}, (rule, jobs[rule])
