@@ -208,8 +208,7 @@ def standardize_inputs(wildcards):
 
 # --- report stage -------------------------------------------------------------------------------
 
-from sclinbench.plotting import FIGURES
-from sclinbench.report import DEFAULT_DECLARED
+from sclinbench.contracts import DEFAULT_DECLARED, FIGURES, TABLES, task_table_stem
 
 REPORT = config.get("report", {})
 # pipelines shown in the headline beside the best of the grid (declared before the run)
@@ -219,8 +218,7 @@ if _undeclared:
     raise SclinbenchError(f"report.declared names {_undeclared[0]!r}, which is not under 'pipelines:' "
                           f"(known: {', '.join(sorted(PIPELINES))})")
 
-TABLE_STEMS = ["headline", "summary", "best_linear", "cross_species_pairs", "cross_species_average",
-               "cross_species_unseen", "published_comparison", "paired_comparison"] + [f"task~{t}" for t in TASKS]
+TABLE_STEMS = [*TABLES, *(task_table_stem(t) for t in TASKS)]
 
 FIGURE_REPORT = {
     "cross_species_heatmap": ("Cross-species", "Transfer matrix"),

@@ -25,7 +25,7 @@ from sclinbench.orthologs import one_to_one, read_biomart
 from sclinbench.pipeline import build_pipeline
 from sclinbench.represent import rankz
 from sclinbench.synthetic import make_atlas
-from sclinbench.tasks import class_scores
+from sclinbench.evaluate import class_scores
 from sclinbench.tool import annotate as tool
 from sclinbench.tool import catalog, portable
 from sclinbench.tool import genes as gm

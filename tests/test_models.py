@@ -14,7 +14,6 @@ from sclinbench.models import (
     InputAdapter,
     ShuffledLabels,
     build_model,
-    novelty_score,
 )
 from sclinbench.represent import ScaleClip, rankz, shifted_log
 
@@ -200,40 +199,6 @@ def test_shuffled_labels_fits_on_a_seeded_permutation():
     real = (CentroidClassifier().fit(Z[:100], y[:100]).predict(Z[100:]) == y[100:]).mean()
     shuf = (ShuffledLabels(CentroidClassifier(), 0).fit(Z[:100], y[:100]).predict(Z[100:]) == y[100:]).mean()
     assert real - shuf > 0.4
-
-
-# ------------------------------------------------------------------------------------------------
-# novelty score
-# ------------------------------------------------------------------------------------------------
-def test_novelty_score_uses_max_proba_or_max_beta():
-    Xtr, ytr, Xte, _ = _scaled_data()
-    lr = build_model("logreg", {}, 0).fit(Xtr, ytr)
-    pred, score = novelty_score(lr, Xte)
-    assert np.array_equal(pred, lr.predict(Xte))
-    assert_allclose(score, lr.predict_proba(Xte).max(axis=1))
-    cc = CentroidClassifier().fit(Xtr, ytr)
-    pred, score = novelty_score(cc, Xte)
-    assert_allclose(score, cc.decision_function(Xte).max(axis=1))
-    assert np.array_equal(pred, cc.predict(Xte))
-    # binary decision_function: confidence is its absolute value
-    two = np.isin(ytr, ["t0", "t1"])
-    rc = build_model("ridge", {}, 0).fit(Xtr[two], ytr[two])
-    _, score = novelty_score(rc, Xte)
-    assert_allclose(score, np.abs(rc.decision_function(Xte)))
-
-
-def test_novelty_score_on_pipeline_applies_preprocessing():
-    from sklearn.pipeline import Pipeline
-
-    from sclinbench.represent import RepresentationTransformer
-
-    X, y = nb_counts(seed=5)
-    pipe = Pipeline([("represent", RepresentationTransformer("rankz")), ("model", CentroidClassifier())])
-    pipe.fit(X[:100], y[:100])
-    pred, score = novelty_score(pipe, X[100:])
-    Z = rankz(X[100:])
-    assert np.array_equal(pred, pipe.predict(X[100:]))
-    assert_allclose(score, pipe.named_steps["model"].decision_function(Z).max(axis=1))
 
 
 def test_linear_svm_with_inner_cv_and_ignored_parameters_of_other_models():

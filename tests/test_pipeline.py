@@ -10,11 +10,11 @@ from sclinbench.errors import SclinbenchError
 from sclinbench.models import CentroidClassifier, InputAdapter, ShuffledLabels
 from sclinbench.pipeline import (
     STEP_NAMES,
+    build_classifier,
     build_pipeline,
-    embedding_key,
+    build_preprocessing,
     normalize_spec,
     preprocessing_signature,
-    split_pipeline,
 )
 from sclinbench.represent import (
     AnovaSelector,
@@ -74,8 +74,7 @@ def test_anova_control_and_string_shorthands():
 
 def test_embedding_is_passthrough_and_reads_obsm():
     spec = {"representation": {"name": "embedding", "obsm_key": "X_uce"}, "model": {"name": "knn"}}
-    assert embedding_key(spec) == "X_uce"
-    assert embedding_key(FULL_SPEC) is None
+    assert normalize_spec(spec)["representation"] == {"name": "embedding", "obsm_key": "X_uce"}
     pipe = build_pipeline(spec)
     assert pipe.named_steps["represent"] == "passthrough"
     rng = np.random.default_rng(0)
@@ -175,9 +174,9 @@ def test_every_configured_pipeline_builds_after_schema_validation():
         assert len(build_pipeline(spec, seed=0).steps) == 5, name
 
 
-def test_split_pipeline_shares_preprocessing_between_models():
+def test_preprocessing_and_classifier_make_the_whole_pipeline():
     X, y = nb_counts(seed=2)
-    pre, model = split_pipeline(build_pipeline(FULL_SPEC, seed=0))
+    pre, model = build_preprocessing(FULL_SPEC, seed=0), build_classifier(FULL_SPEC, seed=0)
     assert [n for n, _ in pre.steps] == list(STEP_NAMES[:-1])
     Xt = pre.fit_transform(X[:100], y[:100])
     model.fit(Xt, y[:100])

@@ -12,7 +12,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
 from fake_predictions import fake_run
-from sclinbench import plotting, report
+from sclinbench import contracts, plotting, report
 from sclinbench.errors import SclinbenchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,12 +26,12 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def metrics(run):
-    return report.check_metrics(run["scores"])
+    return contracts.check_metrics(run["scores"])
 
 
 @pytest.fixture(scope="module")
 def summary(run):
-    return report.check_summary(run["summary"])
+    return contracts.check_summary(run["summary"])
 
 
 @pytest.fixture(scope="module")

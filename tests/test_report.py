@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from fake_predictions import fake_run
-from sclinbench import report
+from sclinbench import contracts, report, species
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "config" / "reference_results.tsv"
@@ -34,7 +35,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def summary(run):
-    return report.check_summary(run["summary"])
+    return contracts.check_summary(run["summary"])
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_cross_species_matrix_and_averages_come_from_the_score_stage(summary):
 
 def test_check_summary_names_missing_column(summary):
     with pytest.raises(SclinbenchError, match="missing column.*family"):
-        report.check_summary(summary.drop(columns="family"), where="results/summary.tsv")
+        contracts.check_summary(summary.drop(columns="family"), where="results/summary.tsv")
 
 
 # ----------------------------------------------------------------------------- published numbers
@@ -209,9 +210,9 @@ def test_published_table_labels_every_row(summary, reference):
 
 
 def test_species_names_are_matched_by_common_name():
-    assert report.common_species_name("Homo sapiens") == "human"
-    assert report.common_species_name("Mus_musculus") == "mouse"
-    assert report.common_species_name("Xenopus") == "xenopus"
+    assert species.common_name("Homo sapiens") == "human"
+    assert species.common_name("Mus_musculus") == "mouse"
+    assert species.common_name("Xenopus") == "xenopus"
 
 
 # ----------------------------------------------------------------------------- written tables
@@ -228,7 +229,7 @@ def test_write_tables_state_their_interval_and_numbers(tmp_path, run, reference)
         assert "ntervals" in md, stem          # every table states its interval method
     assert not list(tmp_path.glob("*.part"))
     md = (tmp_path / "task~celltype_donor.md").read_text()
-    r = _get(report.check_summary(run["summary"]), "atlas", "celltype_donor", "rankz_centroid")
+    r = _get(contracts.check_summary(run["summary"]), "atlas", "celltype_donor", "rankz_centroid")
     assert report.format_row(r.to_dict()) in md and "Interval: 95% percentile bootstrap over 6 donors" in md
     assert "No rows" in (tmp_path / "task~not_run_task.md").read_text()
     best = (tmp_path / "best_linear.md").read_text()
@@ -257,7 +258,7 @@ def test_format_ci_and_row():
 def test_provenance_records_versions_config_hash_and_checksums(tmp_path):
     raw = tmp_path / "raw.h5ad"
     raw.write_bytes(b"not really an h5ad")
-    digest = report.sha256_file(raw)
+    digest = sha256_file(raw)
     assert digest == hashlib.sha256(b"not really an h5ad").hexdigest()
     cfg = {"seed": 0, "pipelines": {"a": {"model": {"name": "centroid"}}}}
     prov = report.provenance(cfg, {"pbmc68k": digest}, repo_dir=ROOT)
@@ -271,15 +272,3 @@ def test_provenance_records_versions_config_hash_and_checksums(tmp_path):
     report.write_provenance(prov, tmp_path / "provenance.json", tmp_path / "provenance.md")
     assert json.loads((tmp_path / "provenance.json").read_text())["datasets_sha256"]["pbmc68k"] == digest
     assert digest in (tmp_path / "provenance.md").read_text()
-
-
-def test_html_gallery_embeds_figures(tmp_path):
-    png = tmp_path / "a.png"
-    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    page = report.write_html_gallery({"a": png}, tmp_path / "x.html", captions={"a": "cap <b>"})
-    text = page.read_text()
-    assert "data:image/png;base64," in text and "cap &lt;b&gt;" in text
-    with pytest.raises(SclinbenchError, match="missing.png"):
-        report.write_html_gallery({"b": tmp_path / "missing.png"}, tmp_path / "y.html")
-
-

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import copy_workflow, paper_configfiles, run_snakemake
-from sclinbench import report
+from sclinbench import contracts
 
 pytestmark = pytest.mark.workflow
 
@@ -76,7 +76,7 @@ def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
     # beta's own type is not in alpha: counted apart, never in the headline
     unseen = _metric(m, task="cross_species", group="alpha->beta", metric="n_cells_unseen_label")
     assert (unseen.value > 0).all()
-    s = report.read_summary(workdir / "results/summary.tsv")
+    s = contracts.read_summary(workdir / "results/summary.tsv")
     head = s[(s.task == "cross_species") & (s.group == "") & (s.metric == "macro_f1")].set_index("pipeline")
     assert head.loc["rankz_centroid", "n_units"] == 6 and head.loc["rankz_centroid", "unit"] == "species pair"
     assert float(head.loc["rankz_centroid", "value"]) == pytest.approx(by_pair.mean())
@@ -109,7 +109,7 @@ def test_results_readme_headline_and_controls(default_run):
     assert "novelty AUROC" in text and "signal over control" in text
     line = next(x for x in text.splitlines() if x.startswith("| atlas | cross_species"))
     assert "species pair" in line and "5 repeats" in line
-    s = report.read_summary(workdir / "results/summary.tsv")
+    s = contracts.read_summary(workdir / "results/summary.tsv")
     shuffled = s[(s.pipeline == "control_shuffled") & (s.metric == "auroc_ovr") & (s.group == "")]
     assert (shuffled.n_repeats.astype(int) == 5).all()
     # (leave-one-donor-out pseudobulk excepted: there every control anti-learns, see the method note)

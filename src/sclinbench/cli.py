@@ -106,7 +106,8 @@ def _pipeline(args) -> tuple[str, dict]:
 
 
 def _reference(args):
-    from sclinbench.tool.annotate import prepare_reference, read_h5ad, sha256_file
+    from sclinbench.io import sha256_file
+    from sclinbench.tool.annotate import prepare_reference, read_h5ad
 
     t0 = time.perf_counter()
     adata = read_h5ad(args.reference, "reference")
@@ -177,9 +178,9 @@ def cmd_annotate(args) -> int:
         check_outputs,
         output_paths,
         read_h5ad,
-        sha256_file,
         write_result,
     )
+    from sclinbench.io import sha256_file
 
     t0 = time.perf_counter()
     if args.model and args.reference:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from sclinbench import data, orthologs
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def verify_inputs(name: str, entry: dict, inputs: list[str], lockfile: str | Non
             p = Path(path)
             if not p.exists():
                 raise SclinbenchError(f"local file {path} of registry entry '{name}' does not exist; fix its path: under files:")
-            digest = data._sha256(p)
+            digest = sha256_file(p)
             checked = "local"
             if spec.get("size") is not None and p.is_file() and p.stat().st_size != spec["size"]:
                 raise SclinbenchError(
@@ -198,8 +199,6 @@ def fetch_ensembl_orthologs(reference: str, other: str, release: int, dest: str)
 def dataset_checksums(standardized: dict[str, str]) -> dict[str, str]:
     """Dataset name -> sha256 of its source file(s) (as recorded at standardization), else of the
     standardized file itself (bundled and synthetic data have no download)."""
-    from sclinbench.report import sha256_file
-
     out = {}
     for name, path in standardized.items():
         info = ad.read_h5ad(path, backed="r").uns.get("sclinbench", {})

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
-import hashlib
 import http.client
 import logging
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,6 @@ class _Retry(Exception):
 # --------------------------------------------------------------------------------------------
 # checksums and the lock file
 # --------------------------------------------------------------------------------------------
-
-
-def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Return the hex sha256 of a file, read in chunks of ``chunk`` bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -384,7 +375,7 @@ def _verify(path: Path, url: str, expected: str | None, origin: str, size: int |
         raise SclinbenchError(
             f"{url}: got {actual_size} bytes, expected {size}" + (" from " + origin if from_lock else "") + tail + "."
         )
-    digest = sha256sum(path)
+    digest = sha256_file(path)
     if expected is not None and digest != expected:
         if delete:
             path.unlink()

@@ -1,8 +1,9 @@
-"""Small I/O helpers shared by the stages: atomic writes, logging, script entry points."""
+"""Small I/O helpers shared by the stages: atomic writes, checksums, logging, script entry points."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -65,6 +66,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks of ``chunk`` bytes.
+
+    A folder (a Matrix Market directory) hashes its files in name order: each file's name and
+    sha256 in turn.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for child in sorted(p for p in path.iterdir() if p.is_file()):
+            digest.update(child.name.encode())
+            digest.update(sha256_file(child, chunk).encode())
+        return digest.hexdigest()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of a text (UTF-8)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_table(df, path: str | os.PathLike, **kwargs) -> None:

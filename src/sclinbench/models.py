@@ -5,7 +5,6 @@
 - :class:`InputAdapter`        lets any sklearn classifier take :class:`~sclinbench.represent.OffsetCSR`
                                input (dense copy below a size limit) and logs non-convergence
 - :class:`ShuffledLabels`      control: fit the wrapped estimator on permuted training labels
-- :func:`novelty_score`        predictions plus a "known-ness" score per cell
 - :data:`MODEL_FAMILIES`       every model's family (linear / nonlinear / baseline): tables of
                                "linear" pipelines only ever show the linear family
 - :func:`control_seed`         the seed of one shuffled-label draw (seed, fold, repeat)
@@ -481,46 +480,3 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
         return InputAdapter(est, "sparse", cap)
     # majority
     return InputAdapter(DummyClassifier(strategy="most_frequent"), "none", cap)
-
-
-# --------------------------------------------------------------------------------------------------
-# novelty score
-# --------------------------------------------------------------------------------------------------
-def novelty_score(fitted_estimator, X) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted labels and a per-cell confidence score (higher = more confidently a known class).
-
-    The score is the maximum class probability when the estimator has ``predict_proba``,
-    otherwise the maximum decision score (the centroid classifier's largest ``beta``; for a binary
-    ``decision_function`` its absolute value). A fitted :class:`sklearn.pipeline.Pipeline` is
-    accepted: its preprocessing is applied once.
-
-    Parameters
-    ----------
-    fitted_estimator
-        A fitted classifier or Pipeline ending in one.
-    X
-        Input of the estimator (counts for a Pipeline).
-
-    Returns
-    -------
-    ``(y_pred, score)``, both of length ``n_cells``.
-    """
-    from sklearn.pipeline import Pipeline
-
-    est = fitted_estimator
-    if isinstance(est, Pipeline):
-        if len(est.steps) > 1:
-            X = est[:-1].transform(X)
-        est = est.steps[-1][1]
-    y_pred = np.asarray(est.predict(X))
-    if hasattr(est, "predict_proba"):
-        score = np.asarray(est.predict_proba(X)).max(axis=1)
-    elif hasattr(est, "decision_function"):
-        d = np.asarray(est.decision_function(X))
-        score = d.max(axis=1) if d.ndim == 2 else np.abs(d)
-    else:
-        raise SclinbenchError(
-            f"model {type(est).__name__} has neither predict_proba nor decision_function; "
-            "it cannot score novelty"
-        )
-    return y_pred, score.astype(np.float64)

@@ -206,26 +206,11 @@ def normalize_spec(spec: dict) -> dict:
     }
 
 
-def embedding_key(spec: dict) -> str | None:
-    """The ``adata.obsm`` key the pipeline reads, or ``None`` when it reads the counts ``adata.X``."""
-    rep = normalize_spec(spec)["representation"]
-    return rep["obsm_key"] if rep["name"] == "embedding" else None
+def build_preprocessing(spec: dict, seed: int = 0) -> Pipeline:
+    """Unfitted ``Pipeline`` of the steps before the model: ``represent, select, scale, reduce``.
 
-
-def build_pipeline(spec: dict, seed: int = 0) -> Pipeline:
-    """scikit-learn ``Pipeline`` for one config pipeline entry.
-
-    Parameters
-    ----------
-    spec
-        The pipeline entry (see the module docstring).
-    seed
-        Seed for PCA, the model (inner CV, LinearSVC) and the shuffled-labels control.
-
-    Returns
-    -------
-    Unfitted ``Pipeline`` with steps ``represent, select, scale, reduce, model``. Its input is the
-    raw counts (CSR, cells x genes) or, for ``embedding``, ``adata.obsm[obsm_key]``.
+    Unused steps are ``"passthrough"``; for ``embedding`` the input is ``adata.obsm[obsm_key]``
+    (the representation step passes it through), otherwise the raw counts (CSR, cells x genes).
     """
     s = normalize_spec(spec)
     rep, feat = s["representation"], s["features"]
@@ -248,13 +233,38 @@ def build_pipeline(spec: dict, seed: int = 0) -> Pipeline:
         if red["method"] == "pca"
         else "passthrough"
     )
+    return Pipeline(list(zip(STEP_NAMES[:-1], (represent, select, scale, reduce))))
+
+
+def build_classifier(spec: dict, seed: int = 0):
+    """Unfitted model of a pipeline entry (wrapped in :class:`~sclinbench.models.ShuffledLabels`
+    for ``control: shuffled``)."""
+    s = normalize_spec(spec)
     model_params = {k: v for k, v in s["model"].items() if k != "name"}
     model = build_model(s["model"]["name"], model_params, seed)
     if s["control"] == "shuffled":
         model = ShuffledLabels(model, random_state=seed)
-    return Pipeline(
-        [("represent", represent), ("select", select), ("scale", scale), ("reduce", reduce), ("model", model)]
-    )
+    return model
+
+
+def build_pipeline(spec: dict, seed: int = 0) -> Pipeline:
+    """scikit-learn ``Pipeline`` for one config pipeline entry.
+
+    Parameters
+    ----------
+    spec
+        The pipeline entry (see the module docstring).
+    seed
+        Seed for PCA, the model (inner CV, LinearSVC) and the shuffled-labels control.
+
+    Returns
+    -------
+    Unfitted ``Pipeline`` with steps ``represent, select, scale, reduce, model``
+    (:func:`build_preprocessing` followed by :func:`build_classifier`). Its input is the raw counts
+    (CSR, cells x genes) or, for ``embedding``, ``adata.obsm[obsm_key]``.
+    """
+    steps = build_preprocessing(spec, seed).steps
+    return Pipeline([*steps, (STEP_NAMES[-1], build_classifier(spec, seed))])
 
 
 def preprocessing_signature(spec: dict) -> str:
@@ -262,13 +272,8 @@ def preprocessing_signature(spec: dict) -> str:
 
     Two specs with the same signature have identical preprocessing (given the same seed and
     training cells), so a caller may fit the preprocessing once per fold and reuse it for several
-    models (see :func:`split_pipeline`).
+    models (see :func:`build_preprocessing`).
     """
     s = normalize_spec(spec)
     pre = {k: s[k] for k in ("representation", "features", "scale", "reduction")}
     return json.dumps(pre, sort_keys=True, default=str)
-
-
-def split_pipeline(pipe: Pipeline) -> tuple[Pipeline, object]:
-    """``(preprocessing Pipeline, model)``: all steps but the last, and the last estimator."""
-    return Pipeline(pipe.steps[:-1]), pipe.steps[-1][1]

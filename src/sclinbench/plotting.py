@@ -27,9 +27,11 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from sclinbench import report
+from sclinbench import contracts, report
+from sclinbench.contracts import FIGURES
 from sclinbench.errors import SclinbenchError
 from sclinbench.io import atomic_path
+from sclinbench.species import common_name, short_label
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = {
@@ -49,9 +51,6 @@ DPI = 300
 HEATMAP_CMAP = "viridis"
 REPRESENTATION_ORDER = ("counts", "log1p", "sqrt", "pearson", "rankz", "embedding")
 MODEL_ORDER = ("centroid", "logreg", "linear_svm", "ridge", "lda", "knn")
-#: File stems written by :func:`make_figures` (each as ``<stem>.png`` and ``<stem>.pdf``).
-FIGURES = ("cross_species_heatmap", "cross_species_average", "pipeline_scores",
-           "normalization_model", "disease", "novel_type", "runtime_memory")
 EMBEDDING_NOTE = "* foundation-model embedding supplied by the user; linear model fitted here (computed here)"
 
 STYLE = {
@@ -169,14 +168,6 @@ def _annotate_cell(ax, x, y, value, cmap, norm, fontsize=6.5, strip_zero: bool =
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, color=color)
 
 
-def species_label(name: str) -> str:
-    """Short axis label for a species: binomials abbreviated (``Homo sapiens`` -> ``H. sapiens``)."""
-    words = str(name).split()
-    if len(words) == 2 and words[0][:1].isupper() and words[1].islower():
-        return f"{words[0][0]}. {words[1]}"
-    return str(name)
-
-
 def _pipeline_label(name: str, representation: str) -> str:
     return f"{name} *" if representation == "embedding" else name
 
@@ -221,7 +212,7 @@ def cross_species_heatmap(summary: pd.DataFrame, pipeline: str | None = None, me
     metric, dataset, task, species_order
         What to show; ``species_order`` orders rows and columns.
     """
-    summary = report.check_summary(summary)
+    summary = contracts.check_summary(summary)
     panels = _cross_panels(summary, pipeline, metric, dataset, task)
     if not panels:
         return placeholder_figure("Cross-species transfer",
@@ -254,9 +245,9 @@ def cross_species_heatmap(summary: pd.DataFrame, pipeline: str | None = None, me
                                                edgecolor="white", linewidth=0, alpha=0.55))
                         ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
                                                edgecolor="black", linewidth=1.0))
-            ax.set_xticks(range(mat.shape[1]), [species_label(c) for c in mat.columns], rotation=45,
+            ax.set_xticks(range(mat.shape[1]), [short_label(c) for c in mat.columns], rotation=45,
                           ha="right", rotation_mode="anchor")
-            ax.set_yticks(range(mat.shape[0]), [species_label(r) for r in mat.index])
+            ax.set_yticks(range(mat.shape[0]), [short_label(r) for r in mat.index])
             ax.set_xlabel("target species")
             ax.set_ylabel("training species")
             ax.tick_params(length=0)
@@ -311,7 +302,7 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
     dataset, dataset_aliases
         Which cross-species dataset (default: the first), and our name -> reference name.
     """
-    summary = report.check_summary(summary)
+    summary = contracts.check_summary(summary)
     avg = report.cross_species_average(summary, include_diagonal, metric)
     if avg.empty:
         return placeholder_figure("Cross-species averages",
@@ -331,7 +322,7 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
         pipelines = list(ranking.index[:max_pipelines])
     pipelines = list(pipelines)
     species = list(pd.unique(avg["training_species"]))
-    common = [report.common_species_name(s) for s in species]
+    common = [common_name(s) for s in species]
     pub = pd.DataFrame()
     if reference is not None and len(reference):
         table = report.published_table(reference, avg, dataset_aliases=dataset_aliases)
@@ -374,7 +365,7 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
                 ax.plot([], [], color=st["color"], linestyle=st["linestyle"], label=st["label"])
         ax.plot([], [], "o", color="black", markersize=2, label="one target species")
         many = len(species) > 4
-        ax.set_xticks(x0, [species_label(x) for x in species], rotation=25 if many else 0,
+        ax.set_xticks(x0, [short_label(x) for x in species], rotation=25 if many else 0,
                       ha="right" if many else "center", rotation_mode="anchor" if many else "default")
         ax.set_xlim(-0.5, len(species) - 0.5)
         ax.set_ylim(0, 1)
@@ -676,7 +667,7 @@ def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.Da
     roc = novelty_roc(predictions) if predictions is not None and len(predictions) else None
     per_type = None
     if metrics is not None and len(metrics):
-        m = report.check_metrics(metrics)
+        m = contracts.check_metrics(metrics)
         m = m[(m["kind"] == "novel_type") & (m["metric"] == "novelty_auroc")]
         if dataset is not None:
             m = m[m["dataset"] == dataset]
@@ -878,7 +869,7 @@ def make_figures(summary: pd.DataFrame, outdir: str | os.PathLike, metrics: pd.D
     Stem -> (PNG path, PDF path).
     """
     outdir = Path(outdir)
-    summary = report.check_summary(summary)
+    summary = contracts.check_summary(summary)
     view = report.summary_view(summary)
     colors = pipeline_colors(sorted(pd.unique(summary["pipeline"])))
     builders = {

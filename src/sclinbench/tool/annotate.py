@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -43,6 +42,7 @@ import scipy.sparse as sp
 
 from sclinbench import data
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 from sclinbench.metrics import UNASSIGNED, classification_scores
 from sclinbench.pipeline import build_pipeline, normalize_spec
 from sclinbench.represent import RepresentationTransformer
@@ -75,14 +75,6 @@ def _versions() -> tuple:
 def versions() -> dict[str, str]:
     """Versions of the packages a result depends on."""
     return dict(_versions())
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
