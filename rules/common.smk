@@ -5,6 +5,7 @@ from pathlib import Path
 import yaml
 
 from sclinbench import registry as registry_checks
+from sclinbench.species import ensembl_prefix
 from sclinbench.errors import SclinbenchError
 
 
@@ -171,12 +172,6 @@ def _previous_raw_path(dataset, filename):
     return registry_checks.legacy_raw_path(dataset, REGISTRY[dataset], spec["url"]) or ""
 
 
-def ensembl_name(organism):
-    """'Homo sapiens' -> 'hsapiens' (Ensembl/BioMart dataset prefix)."""
-    genus, species = organism.strip().split()[:2]
-    return (genus[0] + species).lower()
-
-
 def standardize_inputs(wildcards):
     entry = REGISTRY[wildcards.dataset]
     source = entry["source"]
@@ -193,10 +188,10 @@ def standardize_inputs(wildcards):
     inputs = [f"resources/standardized/{m}.h5ad" for m in members.values()]
     orth = entry.get("orthologs", {})
     if orth.get("source", "ensembl") == "ensembl":
-        ref = ensembl_name(REGISTRY[members[entry["reference"]]]["organism"])
+        ref = ensembl_prefix(REGISTRY[members[entry["reference"]]]["organism"])
         release = orth.get("release", 112)
         inputs += [
-            f"resources/orthologs/ensembl-{release}/{ref}__{ensembl_name(REGISTRY[m]['organism'])}.tsv"
+            f"resources/orthologs/ensembl-{release}/{ref}__{ensembl_prefix(REGISTRY[m]['organism'])}.tsv"
             for org, m in members.items()
             if org != entry["reference"]
         ]

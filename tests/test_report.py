@@ -272,3 +272,15 @@ def test_provenance_records_versions_config_hash_and_checksums(tmp_path):
     report.write_provenance(prov, tmp_path / "provenance.json", tmp_path / "provenance.md")
     assert json.loads((tmp_path / "provenance.json").read_text())["datasets_sha256"]["pbmc68k"] == digest
     assert digest in (tmp_path / "provenance.md").read_text()
+
+
+def test_species_names_in_one_place():
+    assert species.ensembl_prefix("human") == species.ensembl_prefix("Homo sapiens") == "hsapiens"
+    assert species.ensembl_prefix("Mus musculus") == species.ensembl_prefix("mmusculus") == "mmusculus"
+    assert species.ensembl_prefix("Canis lupus familiaris") == species.ensembl_prefix("dog") == "clfamiliaris"
+    assert species.ensembl_prefix("mouse lemur") == "mmurinus"
+    assert species.ensembl_prefix("Human-2", strict=False) == "human2"
+    with pytest.raises(SclinbenchError, match="not a known name"):
+        species.ensembl_prefix("Human-2")
+    assert species.short_label("Homo sapiens") == "H. sapiens" and species.short_label("alpha") == "alpha"
+    assert "human" in species.biomart_names("Homo sapiens")

@@ -17,6 +17,7 @@ import pandas as pd
 from sclinbench import data, orthologs
 from sclinbench.errors import SclinbenchError
 from sclinbench.io import sha256_file
+from sclinbench.species import ensembl_prefix
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,7 @@ def _rename_species(table: pd.DataFrame, members: dict, registry: dict, referenc
     for org, member in members.items():
         organism = registry.get(member, {}).get("organism", org)
         names[organism] = org
-        genus, species = (organism.split() + [""])[:2]
-        names[(genus[:1] + species).lower()] = org
+        names[ensembl_prefix(organism, strict=False)] = org
     table = table.copy()
     table["reference_species"] = table["reference_species"].map(lambda s: names.get(s, s))
     table["other_species"] = table["other_species"].map(lambda s: names.get(s, s))
