@@ -16,6 +16,12 @@ from sclinbench.represent.offset import OffsetCSR, column_mean_var
 
 log = logging.getLogger("sclinbench.represent")
 
+#: Reductions of a pipeline (``reduction: {method: ...}``) and their options.
+REDUCTIONS: dict[str, dict] = {
+    "none": {},
+    "pca": {"n_components": 50, "whiten": False},
+}
+
 
 class PCATransformer(TransformerMixin, BaseEstimator):
     """PCA fitted on the training cells; sparse inputs are mean-centered implicitly.

@@ -23,19 +23,48 @@ from sclinbench.represent.offset import OffsetCSR, _col_sums, _select_columns
 
 log = logging.getLogger("sclinbench.represent")
 
-#: Count-based highly-variable-gene flavors (both run on the raw training counts).
-HVG_FLAVORS = ("pearson_residuals", "seurat_v3")
+#: scanpy's highly-variable-gene flavours, the default first. ``pearson_residuals`` and
+#: ``seurat_v3`` rank the raw training counts; ``seurat`` and ``cell_ranger`` their log1p(CP10k)
+#: (scanpy's standard recipe: ``normalize_total(target_sum=1e4)``, ``log1p``, then HVGs).
+HVG_FLAVORS = ("pearson_residuals", "seurat", "cell_ranger", "seurat_v3")
+#: Flavours that need an optional package (flavour -> (module, pip name)).
+HVG_NEEDS = {"seurat_v3": ("skmisc", "scikit-misc")}
+#: Feature selection methods of a pipeline (``features: {method: ...}``) and their options.
+FEATURE_SELECTORS: dict[str, dict] = {
+    "none": {},
+    "hvg": {"n_top": 2000, "flavor": HVG_FLAVORS[0]},
+    "anova": {"k": 2000},
+}
 
 
-def select_hvg(X, n_top: int, flavor: str = "pearson_residuals", theta: float = 100.0) -> np.ndarray:
+def check_hvg_flavor(flavor: str) -> None:
+    """Raise a one-line :class:`SclinbenchError` for an unknown flavour or a missing optional package."""
+    import importlib.util
+
+    if flavor not in HVG_FLAVORS:
+        raise SclinbenchError(
+            f"features: hvg flavor '{flavor}' is unknown; valid: {', '.join(HVG_FLAVORS)}"
+        )
+    if flavor in HVG_NEEDS:
+        module, package = HVG_NEEDS[flavor]
+        if importlib.util.find_spec(module) is None:
+            raise SclinbenchError(
+                f"features: hvg flavor '{flavor}' needs the package {package}, which is not installed: "
+                f"pip install {package} (or add it to envs/sclinbench.yaml), or use flavor: {HVG_FLAVORS[0]}"
+            )
+
+
+def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0) -> np.ndarray:
     """Indices (ascending) of the ``n_top`` most variable genes of the counts ``X``, via scanpy.
 
-    Both flavors are count-based and run on the cells passed (the training cells):
+    Every flavour runs on the cells passed (the training cells):
 
-    - ``"pearson_residuals"`` (default, ships with scanpy): genes ranked by the variance of their
-      analytic Pearson residuals, ``sc.experimental.pp.highly_variable_genes`` (Lause et al. 2021).
-    - ``"seurat_v3"``: ``sc.pp.highly_variable_genes(flavor="seurat_v3")``; needs the optional
-      package ``scikit-misc``.
+    - ``"pearson_residuals"`` (default): genes ranked by the variance of their analytic Pearson
+      residuals, ``sc.experimental.pp.highly_variable_genes`` (Lause et al. 2021), on the counts.
+    - ``"seurat"`` / ``"cell_ranger"``: ``sc.pp.highly_variable_genes(flavor=...)`` on
+      log1p(CP10k) of the counts (scanpy's standard path; both expect logarithmized data).
+    - ``"seurat_v3"``: ``sc.pp.highly_variable_genes(flavor="seurat_v3")`` on the counts; needs
+      the optional package ``scikit-misc``.
 
     Genes with no counts in ``X`` are never selected.
 
@@ -54,10 +83,9 @@ def select_hvg(X, n_top: int, flavor: str = "pearson_residuals", theta: float = 
     import pandas as pd
     import scanpy as sc
 
-    if flavor not in HVG_FLAVORS:
-        raise SclinbenchError(
-            f"features: hvg flavor '{flavor}' is unknown; valid: {', '.join(HVG_FLAVORS)}"
-        )
+    from sclinbench.represent.normalize import shifted_log
+
+    check_hvg_flavor(flavor)
     if not (isinstance(n_top, numbers.Integral) and n_top > 0):
         raise SclinbenchError(f"features: hvg 'n_top' must be a positive integer, got {n_top!r}")
     X = _as_counts(X)
@@ -70,6 +98,8 @@ def select_hvg(X, n_top: int, flavor: str = "pearson_residuals", theta: float = 
             )
         return expressed
     sub = X[:, expressed].astype(np.float32)
+    if flavor in ("seurat", "cell_ranger"):  # library sizes over the expressed genes = over all genes
+        sub = shifted_log(sub, target_sum=1e4)
     adata = ad.AnnData(
         X=sub,
         obs=pd.DataFrame(index=[str(i) for i in range(sub.shape[0])]),
@@ -80,16 +110,13 @@ def select_hvg(X, n_top: int, flavor: str = "pearson_residuals", theta: float = 
             adata, flavor="pearson_residuals", n_top_genes=int(n_top), theta=theta, inplace=False
         )
     else:
-        try:
-            import skmisc  # noqa: F401
-        except ImportError:
-            raise SclinbenchError(
-                "features: hvg flavor 'seurat_v3' needs the package scikit-misc; "
-                "pip install scikit-misc, or use flavor: pearson_residuals"
-            ) from None
-        df = sc.pp.highly_variable_genes(
-            adata, flavor="seurat_v3", n_top_genes=int(n_top), inplace=False
-        )
+        df = sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=int(n_top), inplace=False)
+    if flavor in ("seurat", "cell_ranger"):
+        # scanpy keeps every gene at or above the n_top-th normalized dispersion (ties add genes):
+        # exactly n_top here, ties broken by gene order
+        key = np.nan_to_num(np.asarray(df["dispersions_norm"], dtype=np.float64), nan=-np.inf)
+        top = np.lexsort((np.arange(key.size), -key))[:n_top]
+        return expressed[np.sort(top)]
     mask = np.asarray(df["highly_variable"], dtype=bool)
     return expressed[mask]
 

@@ -25,7 +25,7 @@ from sclinbench.represent.normalize import (
 )
 from sclinbench.represent.offset import MAX_DENSE_ELEMENTS
 from sclinbench.represent.rank import rankz
-from sclinbench.represent.select import HVG_FLAVORS, select_hvg
+from sclinbench.represent.select import HVG_FLAVORS, check_hvg_flavor, select_hvg
 
 log = logging.getLogger("sclinbench.represent")
 
@@ -51,15 +51,15 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
     params
         Representation parameters: ``log1p``: ``target_sum`` (number or ``"median"``: the median
         library size of the TRAINING cells), ``pseudocount``; ``sqrt``: ``target_sum``; ``pearson``:
-        ``theta`` (default 100), ``clip`` (``None`` or ``"auto"`` = ``sqrt(n_training_cells)``, as in
-        the config schema; a positive number; ``False`` for no clipping). Defaults in
+        ``theta`` (default 100), ``clip`` (``None`` = ``sqrt(n_training_cells)``, as in the config
+        schema; a positive number; ``False`` for no clipping). Defaults in
         :data:`REPRESENTATIONS`.
     hvg
         Keep only this many highly variable genes, selected from the TRAINING counts (see
         :func:`select_hvg`). ``None`` keeps all genes.
     hvg_flavor
-        Count-based HVG flavor: ``"pearson_residuals"`` (default, no extra dependency) or
-        ``"seurat_v3"`` (needs scikit-misc).
+        One of :data:`~sclinbench.represent.select.HVG_FLAVORS` (default ``"pearson_residuals"``;
+        ``"seurat_v3"`` needs scikit-misc).
     max_dense_elements
         Size limit for the dense ``pearson`` output.
 
@@ -90,7 +90,7 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
         name: str = "log1p",
         params: dict | None = None,
         hvg: int | None = None,
-        hvg_flavor: str = "pearson_residuals",
+        hvg_flavor: str = HVG_FLAVORS[0],
         max_dense_elements: int = MAX_DENSE_ELEMENTS,
     ):
         self.name = name
@@ -130,7 +130,7 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
             raise SclinbenchError(f"representation 'pearson': theta must be > 0, got {out['theta']!r}")
         clip = out.get("clip")
         if "clip" in out and not (
-            clip is None or clip is False or clip == "auto" or (_is_number(clip) and clip > 0)
+            clip is None or clip is False or (_is_number(clip) and clip > 0)
         ):
             raise SclinbenchError(
                 f"representation 'pearson': clip must be null (sqrt of the number of training cells), "
@@ -138,10 +138,8 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
             )
         if self.hvg is not None and not (isinstance(self.hvg, numbers.Integral) and self.hvg > 0):
             raise SclinbenchError(f"features: hvg 'n_top' must be a positive integer, got {self.hvg!r}")
-        if self.hvg is not None and self.hvg_flavor not in HVG_FLAVORS:
-            raise SclinbenchError(
-                f"features: hvg flavor '{self.hvg_flavor}' is unknown; valid: {', '.join(HVG_FLAVORS)}"
-            )
+        if self.hvg is not None:
+            check_hvg_flavor(self.hvg_flavor)
         return out
 
     def fit(self, X, y=None):
@@ -176,7 +174,7 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
                     n_unseen,
                 )
             clip = params["clip"]
-            if clip is None or clip == "auto":
+            if clip is None:
                 self.clip_ = float(np.sqrt(n))
             elif clip is False:
                 self.clip_ = None
