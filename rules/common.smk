@@ -56,6 +56,20 @@ def _check_names():
 
 
 _check_names()
+
+
+def _check_pipelines():
+    """Every pipeline entry as the package reads it (options, HVG flavour packages), before any job."""
+    from sclinbench.pipeline import normalize_spec
+
+    for name, spec in PIPELINES.items():
+        try:
+            normalize_spec(spec)
+        except SclinbenchError as exc:
+            raise SclinbenchError(f"pipeline '{name}' in the configuration: {exc}") from None
+
+
+_check_pipelines()
 # what needs no download is checked now, before any job starts: URLs, duplicate files, local files
 USED_DATASETS = registry_checks.used_datasets(REGISTRY, sorted({d for s in TASKS.values() for d in s["datasets"]}))
 registry_checks.check_registry(REGISTRY, config["registry"], used=USED_DATASETS)

@@ -177,6 +177,14 @@ def test_misspelled_config_key_is_one_line(workdir):
     assert "unknown key 'pipelnes' at top level" in proc.stdout + proc.stderr
 
 
+def test_an_option_of_another_model_stops_the_run_at_validation(workdir):
+    (workdir / "bad.yaml").write_text("pipelines:\n  mine: {representation: {name: rankz}, model: {name: logreg, alpha: 2}}\n")
+    proc = run_snakemake(workdir, "-n", "--configfile", "config/config.yaml", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "'alpha' at pipelines.mine.model is not an option of model 'logreg' (its options: C," in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
+
+
 def test_dataset_without_label_column(workdir):
     _local_dataset(workdir, "mine", _counts_adata(label_col="celltype_x"), {"cell_type": "celltype_x_typo"},
                    ["mine_ct"])
