@@ -257,5 +257,5 @@ def _table_output(stem, ext):
     return path
 
 
-# The novel-type ROC panel uses the per-cell predictions of the first dataset with a novel-type task.
-NOVEL = next(((d, t) for d, t in DATASET_TASKS if TASKS[t]["kind"] == "novel_type"), None)
+# The novel-type figure draws the ROC curves of every dataset x novel-type task from its predictions.
+NOVEL = [(d, t) for d, t in DATASET_TASKS if TASKS[t]["kind"] == "novel_type"]

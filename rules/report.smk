@@ -3,6 +3,26 @@
 
 from sclinbench.manifest import entry_counts
 
+
+def job_benchmarks():
+    """The benchmark records (benchmarks/<rule>/...) of every job the runtime figure shows: the
+    data, split, evaluate, score, metrics and annotate steps of this run."""
+    annotated = [job[role]["dataset"] for job in ANNOTATE.values() for role in ("reference", "query")
+                 if job[role].get("dataset")]
+    datasets = sorted(set(USED_DATASETS) | set(annotated))
+    synthetic = [d for d in datasets if REGISTRY[d]["source"] == "synthetic"]
+    return [
+        *expand(rules.synthesize.benchmark, dataset=synthetic),
+        *expand(rules.standardize.benchmark, dataset=datasets),
+        *(expand(rules.split.benchmark, dataset=d, task=t)[0] for d, t in DATASET_TASKS),
+        *(expand(rules.evaluate.benchmark, dataset=d, task=t, representation=r)[0]
+          for d, t in DATASET_TASKS for r in task_representations(t)),
+        *(expand(rules.score.benchmark, dataset=d, task=t)[0] for d, t in DATASET_TASKS),
+        rules.metrics.benchmark,
+        *expand(rules.annotate.benchmark, name=list(ANNOTATE)),
+    ]
+
+
 rule provenance:
     """Package versions, config hash, git commit, dataset checksums, and which code made each result."""
     input:
@@ -16,6 +36,7 @@ rule provenance:
         code=code_fingerprint("provenance"),
         installed_code=lambda wc: {r.name: r.params.code for r in workflow.rules if hasattr(r.params, "code")},
         logs="logs",
+        benchmarks="benchmarks",  # Snakemake's records of the jobs: measurements, no data lineage
         config=config,
         datasets=DATASETS,
     log:
@@ -70,7 +91,8 @@ rule figures:
         metrics="results/metrics.tsv",
         summary="results/summary.tsv",
         reference="config/reference_results.tsv",
-        novel=predictions_of(*NOVEL) if NOVEL else [],
+        novel=[f for d, t in NOVEL for f in predictions_of(d, t)],
+        benchmarks=lambda wc: job_benchmarks(),
     output:
         [
             report(f"results/figures/{stem}.png", caption=f"../report/{stem}.rst",
@@ -81,9 +103,8 @@ rule figures:
     params:
         code=code_fingerprint("figures"),
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
+        novel={f"{d}/{t}": predictions_of(d, t) for d, t in NOVEL},
         benchmarks="benchmarks",
-        novel_title=f"{NOVEL[0]} · {NOVEL[1]}" if NOVEL else None,
-        novel_dataset=NOVEL[0] if NOVEL else None,
     log:
         "logs/figures.log",
     benchmark:

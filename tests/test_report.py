@@ -284,3 +284,20 @@ def test_species_names_in_one_place():
         species.ensembl_prefix("Human-2")
     assert species.short_label("Homo sapiens") == "H. sapiens" and species.short_label("alpha") == "alpha"
     assert "human" in species.biomart_names("Homo sapiens")
+
+
+def test_a_control_named_otherwise_is_still_a_control(run, reference):
+    """Controls are told apart by role (issue 13): a control not named control_* is shown as one."""
+    renamed = {"control_majority": "always_first"}
+    s = contracts.check_summary(run["summary"]).replace({"pipeline": renamed})
+    paired = run["paired"].replace({"a": renamed, "b": renamed})
+    head = report.headline_table(s, paired)
+    assert "always_first" in head.columns and not (head["always_first"] == "not run").all()
+    assert report.controls_of(s) == ["always_first", "control_shuffled"]
+    avg = pd.concat([report.cross_species_average(s), report.cross_species_average(s, True)])
+    table = report.published_table(reference, avg, dataset_aliases={"atlas": "spermatogenesis"})
+    wide = report.published_wide(table, controls=False, control_pipelines=report.controls_of(s))
+    assert "always_first" not in set(wide["model"]) and "rankz_centroid" in set(wide["model"])
+    ours = report.published_wide(table, control_pipelines=report.controls_of(s))
+    ours = list(ours.loc[ours.source == report.COMPUTED, "model"])
+    assert ours.index("always_first") > ours.index("rankz_centroid")    # controls after the methods

@@ -623,13 +623,16 @@ def read_job_records(logs_dir: str | os.PathLike, max_lines: int = 20) -> list[d
 
 
 def code_provenance(results: Iterable[str], records: Iterable[Mapping],
-                    installed: Mapping[str, str | None], version: str | None = None) -> dict:
+                    installed: Mapping[str, str | None], version: str | None = None,
+                    measurements: str | None = None) -> dict:
     """Which code made the files ``results`` were computed from, per step.
 
     Starting from ``results`` (files on disk), each file's job record (the newest that lists it as
     output) names the rule, code and version that made it and the files that job read; those are
     followed in turn. Files without a record are source files (config, bundled or local data) or
-    were made without a record (before records existed, or their logs were deleted).
+    were made without a record (before records existed, or their logs were deleted). Files under
+    the folder ``measurements`` (Snakemake's benchmark records, read by the runtime figure) measure
+    jobs rather than carry data, and are left out.
 
     Returns ``{"version", "installed", "steps": {rule: {"installed", "made_by": [{"code",
     "version", "files", "installed_code"}]}}, "other_code": [...], "without_record": [...]}``.
@@ -642,12 +645,15 @@ def code_provenance(results: Iterable[str], records: Iterable[Mapping],
     steps: dict[str, dict] = {}
     other, without = [], []
     seen: set[str] = set()
+    skip = os.path.normpath(measurements) + os.sep if measurements else None
     todo = [os.path.normpath(f) for f in results]
     while todo:
         f = todo.pop()
         if f in seen:
             continue
         seen.add(f)
+        if skip and f.startswith(skip):
+            continue
         rec = by_output.get(f)
         if rec is None or not os.path.exists(f):
             without.append(f)

@@ -29,7 +29,6 @@ from sclinbench.errors import SclinbenchError
 from sclinbench.models import MODELS, ShuffledLabels, build_model
 from sclinbench.represent import (
     FEATURE_SELECTORS,
-    HVG_FLAVORS,
     REDUCTIONS,
     REPRESENTATIONS,
     AnovaSelector,

@@ -59,6 +59,7 @@ from sclinbench.report.selection import (
     UNTESTED,
     best_control,
     best_of_grid,
+    controls_of,
     cross_species_average,
     cross_species_matrix,
     cross_species_pairs,
@@ -74,7 +75,7 @@ from sclinbench.report.tables import headline_table, paired_view, write_tables
 
 __all__ = [
     "COMPUTED", "DEFAULT_DECLARED", "METRIC_LABELS", "NO_SIGNAL", "OPTIMISTIC", "PUBLISHED",
-    "REFERENCE_COLUMNS", "SIGNAL", "UNTESTED", "best_control", "best_of_grid", "code_lines",
+    "REFERENCE_COLUMNS", "SIGNAL", "UNTESTED", "best_control", "best_of_grid", "controls_of", "code_lines",
     "config_hash", "cross_species_average", "cross_species_matrix", "cross_species_pairs", "format_ci",
     "format_row", "headline_group", "headline_metric", "headline_rows", "headline_table",
     "interval_line", "paired_difference", "paired_view", "provenance", "published_table",

@@ -17,7 +17,6 @@ import pandas as pd
 from sclinbench.errors import SclinbenchError
 from sclinbench.species import common_name
 
-CONTROL_PIPELINES = ("control_majority", "control_shuffled")
 COMPUTED = "computed here"
 PUBLISHED = "published"
 REFERENCE_COLUMNS = ("model", "dataset", "task", "metric", "training_species", "value",
@@ -179,7 +178,7 @@ def _diag_label(flag: str) -> str:
         str(flag).lower(), "same-species unknown")
 
 
-def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
+def published_wide(table: pd.DataFrame, controls: bool = True, control_pipelines=()) -> pd.DataFrame:
     """One row per model (ours and published), one column per training species.
 
     Parameters
@@ -188,6 +187,9 @@ def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
         Output of :func:`published_table`.
     controls
         Keep our control pipelines (only their without-diagonal rows are kept either way).
+    control_pipelines
+        The names of our pipelines with ``role: control`` (:func:`sclinbench.report.selection.controls_of`):
+        published rows are never controls, and no name is one by itself.
 
     Returns
     -------
@@ -200,9 +202,10 @@ def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=base)
     t = table.copy()
-    if not controls:
-        t = t[~t["model"].isin(CONTROL_PIPELINES) | (t["source"] != COMPUTED)]
-    t = t[~(t["model"].isin(CONTROL_PIPELINES) & (t["includes_diagonal"] == "true"))]
+    control = (t["source"] == COMPUTED) & t["model"].isin(list(control_pipelines))
+    keep = ~(control & (t["includes_diagonal"] == "true")) & (controls | ~control)
+    t = t[keep]
+    is_control = {m for m, s in zip(t["model"], t["source"]) if s == COMPUTED and m in set(control_pipelines)}
     t["same-species score"] = [_diag_label(d) for d in t["includes_diagonal"]]
     t["counts"] = t["counts"].fillna("not recorded").astype(str) if "counts" in t.columns else "not recorded"
     species = list(pd.unique(t["training_species"]))
@@ -216,7 +219,7 @@ def published_wide(table: pd.DataFrame, controls: bool = True) -> pd.DataFrame:
     stats["mean (all its species)"] = t.groupby(base)["value"].mean()
     wide = wide.join(stats[["mean (species run here)", "mean (all its species)", "n species"]])
     wide = wide.reset_index()
-    wide["_o"] = [(s != COMPUTED, "incl." in d, m in CONTROL_PIPELINES) for s, d, m in
+    wide["_o"] = [(s != COMPUTED, "incl." in d, s == COMPUTED and m in is_control) for s, d, m in
                   zip(wide["source"], wide["same-species score"], wide["model"])]
     wide = wide.sort_values(["dataset", "_o", "mean (species run here)"],
                             ascending=[True, True, False]).drop(columns="_o")

@@ -12,7 +12,14 @@ from sclinbench.contracts import check_summary
 from sclinbench.report.markdown import METHOD_NOTE, interval_line, to_markdown, write_text
 from sclinbench.report.provenance import code_lines
 from sclinbench.report.published import REFERENCE_COLUMNS, published_table, published_wide
-from sclinbench.report.selection import NO_SIGNAL, OPTIMISTIC, SIGNAL, cross_species_average, signal_over_control
+from sclinbench.report.selection import (
+    NO_SIGNAL,
+    OPTIMISTIC,
+    SIGNAL,
+    controls_of,
+    cross_species_average,
+    signal_over_control,
+)
 from sclinbench.report.tables import headline_table
 
 
@@ -55,7 +62,7 @@ def write_results_readme(summary: pd.DataFrame, paired: pd.DataFrame, reference:
         ref = reference if reference is not None else pd.DataFrame(columns=list(REFERENCE_COLUMNS))
         pub = published_table(ref, pd.concat([avg, avg_in], ignore_index=True),
                               dataset_aliases=dataset_aliases, counts=counts)
-        overall = published_wide(pub)[["dataset", "model", "source", "counts", "same-species score",
+        overall = published_wide(pub, control_pipelines=controls_of(s))[["dataset", "model", "source", "counts", "same-species score",
                                        "mean (species run here)", "mean (all its species)", "n species"]]
         lines += ["\n## Cross-species: macro F1 over shared labels, averaged over target species, then over "
                   "training species\n",

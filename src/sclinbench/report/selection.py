@@ -67,6 +67,11 @@ def summary_view(summary: pd.DataFrame, group: str | None = None) -> pd.DataFram
     return s.rename(columns={"value": "mean", "n_units": "n"}).reset_index(drop=True)
 
 
+def controls_of(summary: pd.DataFrame) -> list[str]:
+    """The pipelines of a summary with ``role: control``, sorted by name."""
+    return sorted(pd.unique(summary.loc[summary["role"] == "control", "pipeline"]))
+
+
 def _pick_best(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows[rows["value"].notna()].sort_values(["dataset", "task", "value", "pipeline"],
                                                    ascending=[True, True, False, True])

@@ -37,6 +37,7 @@ from sclinbench.report.selection import (
     SIGNAL,
     UNTESTED,
     best_of_grid,
+    controls_of,
     cross_species_average,
     cross_species_matrix,
     cross_species_pairs,
@@ -97,7 +98,7 @@ def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
     """
     s = check_summary(summary)
     declared = list(DEFAULT_DECLARED if declared is None else declared)
-    controls = sorted(pd.unique(s.loc[s["role"] == "control", "pipeline"]))
+    controls = controls_of(s)
     rows = []
     for t in tasks_of(s).itertuples(index=False):
         views = [(t.group, t.protocol)]
@@ -296,7 +297,7 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
               "(registry `counts:`), published ones as their source states it (`not stated` when it "
               "does not).\n", iline]
     if len(pub):
-        pub_md.append(to_markdown(published_wide(pub)))
+        pub_md.append(to_markdown(published_wide(pub, control_pipelines=controls_of(s))))
         cites = pub.loc[pub["source"] == PUBLISHED, ["model", "citation"]].drop_duplicates()
         if len(cites):
             pub_md.append("\nSources:\n")

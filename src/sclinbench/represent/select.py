@@ -27,8 +27,6 @@ log = logging.getLogger("sclinbench.represent")
 #: ``seurat_v3`` rank the raw training counts; ``seurat`` and ``cell_ranger`` their log1p(CP10k)
 #: (scanpy's standard recipe: ``normalize_total(target_sum=1e4)``, ``log1p``, then HVGs).
 HVG_FLAVORS = ("pearson_residuals", "seurat", "cell_ranger", "seurat_v3")
-#: Flavours that need an optional package (flavour -> (module, pip name)).
-HVG_NEEDS = {"seurat_v3": ("skmisc", "scikit-misc")}
 #: Feature selection methods of a pipeline (``features: {method: ...}``) and their options.
 FEATURE_SELECTORS: dict[str, dict] = {
     "none": {},
@@ -39,19 +37,18 @@ FEATURE_SELECTORS: dict[str, dict] = {
 
 def check_hvg_flavor(flavor: str) -> None:
     """Raise a one-line :class:`SclinbenchError` for an unknown flavour or a missing optional package."""
-    import importlib.util
-
     if flavor not in HVG_FLAVORS:
         raise SclinbenchError(
             f"features: hvg flavor '{flavor}' is unknown; valid: {', '.join(HVG_FLAVORS)}"
         )
-    if flavor in HVG_NEEDS:
-        module, package = HVG_NEEDS[flavor]
-        if importlib.util.find_spec(module) is None:
+    if flavor == "seurat_v3":
+        try:
+            import skmisc  # noqa: F401  (scikit-misc, optional: seurat_v3 needs its loess)
+        except ImportError:
             raise SclinbenchError(
-                f"features: hvg flavor '{flavor}' needs the package {package}, which is not installed: "
-                f"pip install {package} (or add it to envs/sclinbench.yaml), or use flavor: {HVG_FLAVORS[0]}"
-            )
+                "features: hvg flavor 'seurat_v3' needs the package scikit-misc, which is not installed: "
+                f"pip install scikit-misc (or add it to envs/sclinbench.yaml), or use flavor: {HVG_FLAVORS[0]}"
+            ) from None
 
 
 def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0) -> np.ndarray:
