@@ -249,3 +249,14 @@ def test_local_dataset_gets_metrics_and_figures(workdir):
         png = workdir / f"results/figures/{stem}.png"
         assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mydata" in (workdir / "results/tables/summary.tsv").read_text()
+
+
+def test_logs_say_what_each_step_does_and_no_more(default_run):
+    workdir, _ = default_run
+    figures = (workdir / "logs/figures.log").read_text()
+    assert "fontTools" not in figures and len(figures.splitlines()) < 10, figures[-2000:]
+    evaluate = (workdir / "logs/evaluate/dataset~atlas/task~celltype_donor/representation~rankz.log").read_text()
+    assert "starting fold 1/4" in evaluate and "starting fold 4/4" in evaluate and "fold 4/4 done" in evaluate
+    score = (workdir / "logs/score/dataset~atlas/task~cross_species.log").read_text()
+    assert "atlas/cross_species, headline: 6 species pairs" in score
+    assert "atlas/cross_species, alpha->beta:" in score

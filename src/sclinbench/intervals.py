@@ -31,6 +31,8 @@ a 100,000-cell task at seconds.
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -51,6 +53,8 @@ from sclinbench.metrics import (
     label_index,
     score_rows,
 )
+
+log = logging.getLogger(__name__)
 
 MIN_UNITS = 3                   # fewer units: no interval
 PAIR_MATRIX_MAX_UNITS = 256     # AUROC per draw via U x U pair counts up to this many units
@@ -422,10 +426,14 @@ def summarize_predictions(predictions: pd.DataFrame, task: dict, n_boot: int = 2
     summary, pairs = [], []
 
     def run(scope, metrics, group, paired_metrics=()):
+        t0 = time.perf_counter()
         rng = key_rng(seed, key, group)
         s, p = resample(scope, list(metrics), n_boot, level, rng, group, list(paired_metrics))
         summary.extend(s)
         pairs.extend(p)
+        log.info("%s, %s: %d %s, %d pipeline-repeats, %s in %.1f s", key or "scores", group or "headline",
+                 scope.n_reported, plural(scope.unit), len(getattr(scope, "members", None) or scope.table),
+                 f"{n_boot} draws" if scope.n_units >= MIN_UNITS else "no interval", time.perf_counter() - t0)
 
     if kind == "novel_type":
         per_type = _unit_values(preds, kind)

@@ -15,6 +15,9 @@ from typing import Iterator
 from sclinbench.errors import SclinbenchError
 
 log = logging.getLogger("sclinbench")
+#: Third-party loggers kept at WARNING in the job logs (matplotlib's PDF font subsetting logs
+#: hundreds of INFO lines per figure).
+QUIET_LOGGERS = ("fontTools", "matplotlib")
 
 
 def _temp_pattern(name: str) -> re.Pattern:
@@ -118,6 +121,8 @@ def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging
         handlers=handlers,
         force=True,
     )
+    for name in QUIET_LOGGERS:  # libraries whose INFO lines say nothing about the step
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 @contextlib.contextmanager
