@@ -23,7 +23,11 @@ sys.path.insert(0, f"{workflow.basedir}/src")  # the package, also when it is no
 # A readable one-line message first (naming the key), then snakemake's own validation.
 from sclinbench.config import check as check_config
 
-check_config(config, f"{workflow.basedir}/config/schema.yaml", "the configuration (config/config.yaml + --config/--configfile)")
+check_config(
+    config,
+    f"{workflow.basedir}/config/schema.yaml",
+    "the configuration (config/config.yaml + --config/--configfile)",
+)
 validate(config, "config/schema.yaml", set_default=False)  # defaults live in the package
 
 
@@ -48,7 +52,7 @@ report: "report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         "results/metrics.tsv",
         REPORT_OUTPUTS,
-    default_target: True

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fake_predictions import kfold_predictions  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from fake_predictions import kfold_predictions  # noqa: E402
 from sclinbench import intervals  # noqa: E402
 
 threadpool_limits(1)  # as in the workflow's score jobs

@@ -384,7 +384,7 @@ class _RssSampler:
             self.peak = max(self.peak, self._rss())
             self._stop.wait(self.interval)
 
-    def start(self) -> "_RssSampler":
+    def start(self) -> _RssSampler:
         self.peak = self._rss()
         self._thread.start()
         return self
@@ -453,7 +453,7 @@ class CentroidAccumulator:
         self.class_sums_: dict = {}
         self.class_counts_: dict = {}
 
-    def partial_fit(self, Z, y) -> "CentroidAccumulator":
+    def partial_fit(self, Z, y) -> CentroidAccumulator:
         """Add the rows of ``Z`` (CSR, :class:`~sclinbench.represent.OffsetCSR` or dense) with labels ``y``."""
         from sclinbench.represent import OffsetCSR
 

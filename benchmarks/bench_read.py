@@ -93,8 +93,9 @@ def write_file(path: Path, cells: int, genes: int, per_cell: int, donors: int, h
 
 
 def _worker(mode: str, path: str, queue) -> None:
-    from sclinbench import data
     from bench_pipelines import StepRecorder  # beside this script
+
+    from sclinbench import data
 
     entry = {"ood_only": True, "ood_donors": [HELD_OUT], "columns": {"donor_id": "donor_id"}}
     rec = StepRecorder()

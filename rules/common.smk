@@ -12,12 +12,16 @@ from sclinbench.errors import SclinbenchError
 def _load_registry(path):
     path = Path(workflow.basedir) / path if not Path(path).is_absolute() else Path(path)
     if not path.exists():
-        raise SclinbenchError(f"dataset registry '{path}' does not exist: set 'registry:' in the config")
+        raise SclinbenchError(
+            f"dataset registry '{path}' does not exist: set 'registry:' in the config"
+        )
     with open(path) as handle:
         registry = yaml.safe_load(handle) or {}
     schema = Path(workflow.basedir) / "config" / "datasets.schema.yaml"
     for name, entry in registry.items():
-        registry_checks.check_name(name, "dataset", str(path))  # before the schema: names become paths
+        registry_checks.check_name(
+            name, "dataset", str(path)
+        )  # before the schema: names become paths
         if not isinstance(entry, dict):
             raise SclinbenchError(f"registry entry '{name}' in {path} is not a mapping")
         if schema.exists():
@@ -30,8 +34,10 @@ PIPELINES = config["pipelines"]
 if config.get("use_tasks"):
     _unknown = [t for t in config["use_tasks"] if t not in config["tasks"]]
     if _unknown:
-        raise SclinbenchError(f"use_tasks names {_unknown[0]!r}, which is not under 'tasks:' "
-                              f"(known: {', '.join(sorted(config['tasks']))})")
+        raise SclinbenchError(
+            f"use_tasks names {_unknown[0]!r}, which is not under 'tasks:' "
+            f"(known: {', '.join(sorted(config['tasks']))})"
+        )
 TASKS = {t: config["tasks"][t] for t in config.get("use_tasks") or config["tasks"]}
 SEED = config.get("seed", 0)
 
@@ -71,7 +77,9 @@ def _check_pipelines():
 
 _check_pipelines()
 # what needs no download is checked now, before any job starts: URLs, duplicate files, local files
-USED_DATASETS = registry_checks.used_datasets(REGISTRY, sorted({d for s in TASKS.values() for d in s["datasets"]}))
+USED_DATASETS = registry_checks.used_datasets(
+    REGISTRY, sorted({d for s in TASKS.values() for d in s["datasets"]})
+)
 registry_checks.check_registry(REGISTRY, config["registry"], used=USED_DATASETS)
 
 
@@ -172,6 +180,7 @@ def code_fingerprint(script):
 
 # --- data stage ---------------------------------------------------------------------------------
 
+
 def _url_file(dataset, filename):
     return registry_checks.url_file(dataset, REGISTRY[dataset], filename)
 
@@ -224,8 +233,10 @@ REPORT = config.get("report", {})
 DECLARED = REPORT.get("declared", [p for p in DEFAULT_DECLARED if p in PIPELINES])
 _undeclared = [p for p in DECLARED if p not in PIPELINES]
 if _undeclared:
-    raise SclinbenchError(f"report.declared names {_undeclared[0]!r}, which is not under 'pipelines:' "
-                          f"(known: {', '.join(sorted(PIPELINES))})")
+    raise SclinbenchError(
+        f"report.declared names {_undeclared[0]!r}, which is not under 'pipelines:' "
+        f"(known: {', '.join(sorted(PIPELINES))})"
+    )
 
 TABLE_STEMS = [*TABLES, *(task_table_stem(t) for t in TASKS)]
 
@@ -253,9 +264,37 @@ def _table_output(stem, ext):
     path = f"results/tables/{stem}.{ext}"
     if ext == "tsv" and stem in TABLE_REPORT:
         category, subcategory, caption = TABLE_REPORT[stem]
-        return report(path, caption=f"../report/{caption}", category=category, subcategory=subcategory)
+        return report(
+            path, caption=f"../report/{caption}", category=category, subcategory=subcategory
+        )
     return path
 
 
 # The novel-type figure draws the ROC curves of every dataset x novel-type task from its predictions.
 NOVEL = [(d, t) for d, t in DATASET_TASKS if TASKS[t]["kind"] == "novel_type"]
+
+
+def job_benchmarks():
+    """Benchmark records the runtime figure shows (called once every step is defined): the
+    data, split, evaluate, score, metrics and annotate steps of this run, one file per job."""
+    annotated = [
+        job[role]["dataset"]
+        for job in ANNOTATE.values()
+        for role in ("reference", "query")
+        if job[role].get("dataset")
+    ]
+    datasets = sorted(set(USED_DATASETS) | set(annotated))
+    synthetic = [d for d in datasets if REGISTRY[d]["source"] == "synthetic"]
+    return [
+        *expand(rules.synthesize.benchmark, dataset=synthetic),
+        *expand(rules.standardize.benchmark, dataset=datasets),
+        *(expand(rules.split.benchmark, dataset=d, task=t)[0] for d, t in DATASET_TASKS),
+        *(
+            expand(rules.evaluate.benchmark, dataset=d, task=t, representation=r)[0]
+            for d, t in DATASET_TASKS
+            for r in task_representations(t)
+        ),
+        *(expand(rules.score.benchmark, dataset=d, task=t)[0] for d, t in DATASET_TASKS),
+        rules.metrics.benchmark,
+        *expand(rules.annotate.benchmark, name=list(ANNOTATE)),
+    ]

@@ -25,6 +25,7 @@ from bench_pipelines import (  # noqa: E402
     results_table,
     summarize,
 )
+
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import CentroidClassifier
 from sclinbench.represent import OffsetCSR, rankz

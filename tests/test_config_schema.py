@@ -10,7 +10,13 @@ import yaml
 from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
 from sclinbench.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline, normalize_spec
-from sclinbench.splits import DIAGONAL_SPLITS, PROTOCOLS, SPLIT_KINDS, DEFAULT_DIAGONAL, diagonal_spec
+from sclinbench.splits import (
+    DEFAULT_DIAGONAL,
+    DIAGONAL_SPLITS,
+    PROTOCOLS,
+    SPLIT_KINDS,
+    diagonal_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
@@ -164,8 +170,9 @@ def test_an_option_of_another_choice_is_refused_by_schema_and_package(section, e
 def test_every_hvg_flavour_selects_genes_and_a_missing_package_is_one_line():
     import importlib.util
 
-    from sclinbench.represent import select_hvg
     from synthetic_counts import nb_counts
+
+    from sclinbench.represent import select_hvg
 
     X, _ = nb_counts(seed=0)
     for flavor in ("pearson_residuals", "seurat", "cell_ranger"):

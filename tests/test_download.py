@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sclinbench.download import fetch, read_lock, record_lock
-from sclinbench.io import sha256_file
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 
 # 300 kB of non-repeating bytes: the transfer spans several chunks.
 PAYLOAD = bytes(

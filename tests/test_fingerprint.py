@@ -9,11 +9,10 @@ import types
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_snakemake
+
 from sclinbench import fingerprint as fpm
 from sclinbench.fingerprint import CodeIndex, code_provenance, read_job_records
-
 
 # --------------------------------------------------------------------------- a toy package
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
-
 from conftest import REPO, copy_workflow, paper_configfiles, run_snakemake
+
 from sclinbench import data, manifest, report
 from sclinbench.datasets import standardized_dataset
 from sclinbench.errors import SclinbenchError

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose
+from sklearn.dummy import DummyClassifier
+from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import (
@@ -16,7 +18,6 @@ from sclinbench.models import (
     build_model,
 )
 from sclinbench.represent import ScaleClip, rankz, shifted_log
-from sklearn.dummy import DummyClassifier
 
 P_TRUE = np.array(
     [
@@ -37,7 +38,6 @@ X_TRAIN = np.array(
 )
 Y_TRAIN = np.array(["a", "a", "b", "b", "c", "c"])
 
-from synthetic_counts import nb_counts
 
 
 # ------------------------------------------------------------------------------------------------

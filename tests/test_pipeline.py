@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import CentroidClassifier, InputAdapter, ShuffledLabels
@@ -23,9 +24,6 @@ from sclinbench.represent import (
     RepresentationTransformer,
     ScaleClip,
 )
-
-from synthetic_counts import nb_counts
-
 
 FULL_SPEC = {
     "representation": {"name": "log1p", "target_sum": "median", "pseudocount": 1},

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fake_predictions import fake_run
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
-from fake_predictions import fake_run
 from sclinbench import contracts, plotting, report
 from sclinbench.errors import SclinbenchError
 

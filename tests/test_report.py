@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from fake_predictions import fake_run
+
 from sclinbench import contracts, report, species
 from sclinbench.errors import SclinbenchError
 from sclinbench.io import sha256_file

@@ -17,8 +17,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from fake_predictions import fake_run
+
 from sclinbench import plotting, report
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import copy_workflow, paper_configfiles, run_snakemake
+
 from sclinbench import contracts
 
 pytestmark = pytest.mark.workflow
@@ -46,7 +46,7 @@ def test_every_test_cell_is_predicted_once_per_fold(default_run):
                        "representation~rankz.tsv.gz", sep="\t")
     test = splits[splits.role == "test"]
     assert pred.loc[pred.pipeline == "control_shuffled", "repeat"].nunique() == 5
-    for (pipeline, repeat), rows in pred.groupby(["pipeline", "repeat"]):
+    for (_pipeline, _repeat), rows in pred.groupby(["pipeline", "repeat"]):
         assert len(rows) == len(test)
         assert set(zip(rows.cell_id, rows.fold)) == set(zip(test.cell_id, test.fold))
     adata = ad.read_h5ad(workdir / "resources/standardized/pbmc68k.h5ad")

@@ -56,8 +56,7 @@ def _print_entries(title: str, entries: dict, extra=None) -> None:
 
 
 def cmd_list(args) -> int:
-    from sclinbench.tool import catalog
-    from sclinbench.tool import DEFAULT_PIPELINE
+    from sclinbench.tool import DEFAULT_PIPELINE, catalog
 
     cat = catalog.load(args.workflow, args.config)
     where = f"{cat.workflow} ({cat.found_by})" if cat.workflow else (
@@ -95,8 +94,7 @@ def cmd_list(args) -> int:
 # train / annotate
 # ------------------------------------------------------------------------------------------------
 def _pipeline(args) -> tuple[str, dict]:
-    from sclinbench.tool import catalog
-    from sclinbench.tool import DEFAULT_PIPELINE
+    from sclinbench.tool import DEFAULT_PIPELINE, catalog
 
     name = args.pipeline or DEFAULT_PIPELINE
     cat = catalog.load(args.workflow, args.config, datasets_too=False, grid_too=False)
@@ -172,6 +170,7 @@ def _orthologs(args):
 
 
 def cmd_annotate(args) -> int:
+    from sclinbench.io import sha256_file
     from sclinbench.tool.annotate import (
         Annotator,
         annotate,
@@ -180,7 +179,6 @@ def cmd_annotate(args) -> int:
         read_h5ad,
         write_result,
     )
-    from sclinbench.io import sha256_file
 
     t0 = time.perf_counter()
     if args.model and args.reference:

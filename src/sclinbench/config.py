@@ -7,7 +7,6 @@ import yaml
 
 from sclinbench.errors import SclinbenchError
 
-
 #: Keys that choose among alternatives with options of their own (``name``, ``method``).
 CHOICE_KEYS = ("name", "method")
 

@@ -26,9 +26,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.io import sha256_file
@@ -170,7 +170,7 @@ def record_lock(lockfile: str | os.PathLike, url: str, sha256: str, size: int) -
         fh.seek(0, os.SEEK_END)
         if fh.tell() == 0:
             fh.write("\t".join(LOCK_COLUMNS) + "\n")
-        date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         fh.write(f"{url}\t{sha256}\t{size}\t{date}\n")
         fh.flush()
         os.fsync(fh.fileno())

@@ -29,7 +29,12 @@ import scipy.sparse as sp
 from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import CONSTANT_SCORE_MODELS, control_seed
-from sclinbench.pipeline import build_classifier, build_preprocessing, normalize_spec, preprocessing_signature
+from sclinbench.pipeline import (
+    build_classifier,
+    build_preprocessing,
+    normalize_spec,
+    preprocessing_signature,
+)
 from sclinbench.splits import iter_folds, task_label
 
 log = logging.getLogger(__name__)

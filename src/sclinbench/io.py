@@ -9,8 +9,8 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sclinbench.errors import SclinbenchError
 

@@ -8,8 +8,8 @@ value, the per-unit values and "too few units for an interval" instead); missing
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd

@@ -12,9 +12,9 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import pandas as pd
 
@@ -71,7 +71,7 @@ def provenance(config: Mapping, datasets_checksums: Mapping[str, str],
     commit = _git(repo, "rev-parse", "HEAD") or "unknown"
     dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
     prov = {
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git_commit": commit,
         "git_dirty": None if dirty is None else bool(dirty),
         "config_sha256": config_hash(config),

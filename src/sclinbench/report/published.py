@@ -8,8 +8,8 @@ classified by a linear model in this workflow is ``computed here``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd

@@ -10,8 +10,8 @@ differences. Every Markdown file states its interval method in one line.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,12 @@ from sclinbench.report.markdown import (
     to_markdown,
     write_text,
 )
-from sclinbench.report.published import PUBLISHED, REFERENCE_COLUMNS, published_table, published_wide
+from sclinbench.report.published import (
+    PUBLISHED,
+    REFERENCE_COLUMNS,
+    published_table,
+    published_wide,
+)
 from sclinbench.report.selection import (
     NO_SIGNAL,
     OPTIMISTIC,
@@ -111,7 +116,7 @@ def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
             if here.empty:
                 continue
 
-            def cell(name):
+            def cell(name, here=here):
                 x = here[here["pipeline"] == name]
                 return format_row(x.iloc[0].to_dict()) if len(x) else "not run"
 
@@ -236,9 +241,9 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
                "is the same-species cross-validation, not a transfer. The TSV also has the interval of "
                "every pair (over the target's donors, or cells) and `macro_f1_all_target_labels`.\n", iline]
     all_pairs = pd.concat([pairs, cross_species_pairs(s, "macro_f1_all_target_labels")], ignore_index=True)
-    for (dataset, task, pipeline), p in pairs.groupby(["dataset", "task", "pipeline"], sort=True):
+    for (dataset, task, pipeline), _p in pairs.groupby(["dataset", "task", "pipeline"], sort=True):
         mat = cross_species_matrix(s, pipeline, metric, dataset=dataset, task=task)
-        shown = mat.apply(lambda col: [("–" if not np.isfinite(v) else f"{v:.3f}*" if r == col.name else f"{v:.3f}")
+        shown = mat.apply(lambda col, mat=mat: [("–" if not np.isfinite(v) else f"{v:.3f}*" if r == col.name else f"{v:.3f}")
                                        for r, v in zip(mat.index, col)])
         pair_md.append(f"\n## {dataset} — {task} — {pipeline}\n")
         pair_md.append(to_markdown(shown.reset_index()))

@@ -35,7 +35,13 @@ from sclinbench.represent.offset import MAX_DENSE_ELEMENTS, OffsetCSR, column_me
 from sclinbench.represent.pca import REDUCTIONS, PCATransformer
 from sclinbench.represent.rank import rankz
 from sclinbench.represent.scale import ScaleClip
-from sclinbench.represent.select import FEATURE_SELECTORS, HVG_FLAVORS, AnovaSelector, f_classif_any, select_hvg
+from sclinbench.represent.select import (
+    FEATURE_SELECTORS,
+    HVG_FLAVORS,
+    AnovaSelector,
+    f_classif_any,
+    select_hvg,
+)
 from sclinbench.represent.transformer import REPRESENTATIONS, RepresentationTransformer
 
 __all__ = [

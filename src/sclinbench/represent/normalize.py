@@ -12,7 +12,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.represent.offset import MAX_DENSE_ELEMENTS, OffsetCSR, _check_dense_size, _col_sums, _row_sums
+from sclinbench.represent.offset import (
+    MAX_DENSE_ELEMENTS,
+    OffsetCSR,
+    _check_dense_size,
+    _col_sums,
+    _row_sums,
+)
 
 
 def _as_counts(X, where: str = "X") -> sp.csr_matrix:

@@ -77,7 +77,7 @@ class OffsetCSR:
         n, g = self.shape
         return f"<OffsetCSR {n} x {g}, {self.nnz} stored entries + per-row offset>"
 
-    def copy(self) -> "OffsetCSR":
+    def copy(self) -> OffsetCSR:
         return OffsetCSR(self.S.copy(), self.offset.copy())
 
     def toarray(self) -> np.ndarray:
@@ -87,7 +87,7 @@ class OffsetCSR:
         return out
 
     # -- indexing ------------------------------------------------------------------------------
-    def __getitem__(self, key) -> "OffsetCSR":
+    def __getitem__(self, key) -> OffsetCSR:
         if isinstance(key, tuple):
             if len(key) != 2:
                 raise IndexError("OffsetCSR supports X[rows] and X[rows, cols]")
@@ -101,12 +101,12 @@ class OffsetCSR:
         key = key if isinstance(key, slice) else np.asarray(key)
         return OffsetCSR(self.S[key], self.offset[key])
 
-    def select_columns(self, idx) -> "OffsetCSR":
+    def select_columns(self, idx) -> OffsetCSR:
         """Keep columns ``idx`` (indices, slice or boolean mask); the per-row offset is unchanged."""
         return OffsetCSR(self.S[:, idx], self.offset)
 
     @staticmethod
-    def vstack(blocks) -> "OffsetCSR":
+    def vstack(blocks) -> OffsetCSR:
         """Stack OffsetCSR blocks by rows."""
         blocks = list(blocks)
         return OffsetCSR(

@@ -213,7 +213,7 @@ class GeneMatch:
                           shape=(self.n_query, self.n_target))
         return sp.csr_matrix(X @ M, dtype=np.float32)  # a product has no duplicate entries
 
-    def restricted(self) -> tuple["GeneMatch", np.ndarray]:
+    def restricted(self) -> tuple[GeneMatch, np.ndarray]:
         """The match onto the shared target genes only, and their positions in the full target list."""
         keep = np.flatnonzero(self.shared)
         new_pos = np.full(self.n_target, -1)
