@@ -72,7 +72,7 @@ def _log_blocks(text: str):
         elif block is not None and line.startswith("    "):
             key, _, value = line.strip().partition(": ")
             if key in ("log", "benchmark"):
-                block[key] = value.split(",")[0].strip()
+                block[key] = value.split(",")[0].split(" (")[0].strip()  # "(check log file(s) ...)"
             elif key == "resources":
                 block.update({k: v.strip() for k, v in _RESOURCE.findall(value)})
         elif block is not None and line.strip():
@@ -133,6 +133,17 @@ def read_watch(run: Path, watch: str | None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).drop_duplicates("job", keep="last")
 
 
+def _error_line(log: Path) -> str:
+    """': <the last error line of the job's log>' (sclinbench's one-line errors), or ''."""
+    if not log.exists():
+        return ""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if " ERROR " in ln or "Error" in ln]
+    if not lines:
+        return ""
+    msg = lines[-1].split(" ERROR ", 1)[-1]
+    return ": " + (msg if len(msg) <= 220 else msg[:217] + "...")
+
+
 def split_sizes(run: Path, job: str) -> tuple[int, int] | None:
     m = re.match(r"evaluate/dataset~(\w+)/task~(\w+)/", job)
     if not m:
@@ -165,7 +176,7 @@ def job_table(run: str | os.PathLike, watch: str | None = None) -> pd.DataFrame:
         if r["stopped"]:
             status.append("stopped by watch: " + r["stopped"])
         elif r["failed_in"]:
-            status.append("FAILED")
+            status.append("FAILED" + _error_line(run / "logs" / f"{r['job']}.log"))
         elif pd.notna(r["wall_s"]) or r.get("rule") == "provenance":
             status.append("ok")
         else:

@@ -60,18 +60,18 @@ def main(argv=None) -> int:
     run = Path(args.run).resolve()
     copy_workflow(run, fresh=args.fresh_copy)
     snakemake = Path(sys.executable).with_name("snakemake")
-    cmd = [str(snakemake), "--cores", str(args.cores),
+    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    # targets / extra options first: --configfile and --config take every value that follows them
+    cmd = [str(snakemake), *extra, "--cores", str(args.cores),
            "--configfile", "config/config.yaml", "benchmarks/scale_config.yaml"]
     if args.registry:
         cmd += ["--config", f"registry={Path(args.registry).resolve()}"]
-    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
-    cmd += extra
     stamp = time.strftime("%Y%m%dT%H%M%S")
     print(f"run_scale: in {run}: {' '.join(cmd)}  (load average {os.getloadavg()[0]:.2f})", flush=True)
     rc = subprocess.call([sys.executable, str(HERE / "watch.py"), "--out", str(run / f"watch-{stamp}"),
                           "--limit-gib", str(args.limit_gib), "--", *cmd], cwd=run)
     print(f"run_scale: snakemake exit code {rc} (load average {os.getloadavg()[0]:.2f})", flush=True)
-    subprocess.call([sys.executable, str(HERE / "job_table.py"), str(run), "--watch", str(run / f"watch-{stamp}.jobs.tsv")])
+    subprocess.call([sys.executable, str(HERE / "job_table.py"), str(run)])  # every watch file, newest wins
     return rc
 
 
