@@ -28,7 +28,7 @@ check_config(
     f"{workflow.basedir}/config/schema.yaml",
     "the configuration (config/config.yaml + --config/--configfile)",
 )
-validate(config, "config/schema.yaml", set_default=False)  # defaults live in the package
+validate(config, f"{workflow.basedir}/config/schema.yaml", set_default=False)  # defaults: package
 
 
 include: "rules/common.smk"

@@ -5,10 +5,10 @@ the job table.
         --run /work/scale/run_200k --cores 2
 
 The workflow is run inside a copy of itself in ``--run`` (Snakefile, rules, scripts, config, src,
-envs, report, profiles; what tests/conftest.py copy_workflow copies). ``snakemake -s
-<repo>/Snakefile --directory <run>`` does not work: the Snakefile's ``configfile:`` and inputs such
-as ``config/reference_results.tsv`` are read relative to the working directory. The copy is made
-once; a later call reuses it (``--fresh-copy`` replaces the code, keeping results).
+envs, report, profiles; what tests/conftest.py copy_workflow copies), so a run of many hours
+measures the code as it was when it started, whatever happens to the checkout meanwhile
+(``snakemake -s <repo>/Snakefile --directory <run>`` would work too). The copy is made once; a
+later call reuses it (``--fresh-copy`` replaces the code, keeping results).
 
 The run goes through benchmarks/watch.py (exact per-job peak memory; a job above ``--limit-gib``
 is stopped before the kernel's OOM killer picks a process), then benchmarks/job_table.py prints the

@@ -9,15 +9,35 @@ from sclinbench.species import ensembl_prefix
 from sclinbench.errors import SclinbenchError
 
 
+def workflow_file(path):
+    """A file of the workflow itself (config/, report/): read from the checkout the Snakefile is in,
+    never from the folder the run writes to (--directory). Relative to that folder, so a run in the
+    checkout names it as before (config/reference_results.tsv) and no absolute path is recorded."""
+    return os.path.relpath(Path(workflow.basedir) / path)
+
+
+def config_file(path, key):
+    """A file a config names (key, e.g. registry). A relative path is read from the run's folder
+    (--directory, where a user's own config and files are) or, when no such file is there, from the
+    workflow's checkout (the files the default config names, e.g. config/datasets.yaml)."""
+    if Path(path).is_absolute():
+        candidates = [Path(path)]
+    else:
+        candidates = [Path.cwd() / path, Path(workflow.basedir) / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise SclinbenchError(
+        f"{key} '{path}' does not exist (looked in {' and '.join(str(c.parent) for c in candidates)}): "
+        f"set '{key}:' in the config to a file there or to an absolute path"
+    )
+
+
 def _load_registry(path):
-    path = Path(workflow.basedir) / path if not Path(path).is_absolute() else Path(path)
-    if not path.exists():
-        raise SclinbenchError(
-            f"dataset registry '{path}' does not exist: set 'registry:' in the config"
-        )
+    path = config_file(path, "registry")
     with open(path) as handle:
         registry = yaml.safe_load(handle) or {}
-    schema = Path(workflow.basedir) / "config" / "datasets.schema.yaml"
+    schema = Path(workflow_file("config/datasets.schema.yaml"))
     for name, entry in registry.items():
         registry_checks.check_name(
             name, "dataset", str(path)

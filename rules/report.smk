@@ -47,7 +47,7 @@ rule tables:
         summary="results/summary.tsv",
         paired="results/paired.tsv",
         unseen="results/unseen_labels.tsv",
-        reference="config/reference_results.tsv",
+        reference=workflow_file("config/reference_results.tsv"),
         provenance="results/provenance.json",
     output:
         [_table_output(stem, ext) for stem in TABLE_STEMS for ext in ("tsv", "md")],
@@ -78,7 +78,7 @@ rule figures:
     input:
         metrics="results/metrics.tsv",
         summary="results/summary.tsv",
-        reference="config/reference_results.tsv",
+        reference=workflow_file("config/reference_results.tsv"),
         novel=[f for d, t in NOVEL for f in predictions_of(d, t)],
         benchmarks=lambda wc: job_benchmarks(),
     output:
