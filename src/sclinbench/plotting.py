@@ -43,6 +43,8 @@ METHOD_COLORS = ("blue", "orange", "bluish_green", "vermillion", "reddish_purple
 #: (colour, line style) of the controls -- the pipelines with ``role: control`` -- given out in name order.
 CONTROL_LINESTYLES = (("#4D4D4D", (0, (4, 2))), ("#000000", (0, (1, 1.5))), ("#7F7F7F", (0, (4, 1.5, 1, 1.5))),
                       ("#999999", (0, (6, 2))))
+#: Markers of the controls where single values are drawn (novel-type panel), in the same order.
+CONTROL_MARKERS = ("s", "x", "+", "^")
 PUBLISHED_HATCHES = ("////", "\\\\\\\\", "xxxx", "....", "++++", "oo")
 SINGLE_COLUMN = 3.5   # inches
 DOUBLE_COLUMN = 7.2   # inches
@@ -88,10 +90,10 @@ def style() -> Iterator[None]:
 
 
 def control_styles(table: pd.DataFrame | None) -> dict[str, dict]:
-    """``name -> {color, linestyle, label}`` of every control of a summary or metrics table.
+    """``name -> {color, linestyle, marker, label}`` of every control of a summary or metrics table.
 
     A control is a pipeline whose ``role`` is ``control`` (never recognised by its name); the
-    styles of :data:`CONTROL_LINESTYLES` go to the controls in name order.
+    styles of :data:`CONTROL_LINESTYLES` and :data:`CONTROL_MARKERS` go to the controls in name order.
     """
     if table is None or not len(table) or "role" not in table.columns:
         return {}
@@ -99,7 +101,7 @@ def control_styles(table: pd.DataFrame | None) -> dict[str, dict]:
     out = {}
     for i, name in enumerate(names):
         color, linestyle = CONTROL_LINESTYLES[i % len(CONTROL_LINESTYLES)]
-        out[name] = {"color": color, "linestyle": linestyle,
+        out[name] = {"color": color, "linestyle": linestyle, "marker": CONTROL_MARKERS[i % len(CONTROL_MARKERS)],
                      "label": name if "control" in name else f"{name} (control)"}
     return out
 
@@ -579,6 +581,13 @@ def normalization_model_heatmap(summary: pd.DataFrame, metric: str = "macro_f1",
     return fig
 
 
+def _n_units(rows: pd.DataFrame) -> str:
+    """``n = 8 donors``: the held-out units of a summary's rows (their largest count)."""
+    n = int(rows["n"].max())
+    unit = str(rows["unit"].iloc[0]) if "unit" in rows.columns and len(rows) else ""
+    return f"n = {n} {unit}{'s' if n != 1 and unit else ''}".rstrip()
+
+
 def disease_levels(summary: pd.DataFrame, metric: str = "macro_f1",
                    colors: Mapping[str, str] | None = None, controls: Mapping[str, dict] | None = None) -> Figure:
     """Disease-state prediction at cell level (donors held out) and donor level (pseudobulk).
@@ -602,7 +611,7 @@ def disease_levels(summary: pd.DataFrame, metric: str = "macro_f1",
     width = SINGLE_COLUMN if len(datasets) == 1 else DOUBLE_COLUMN
     label = report.METRIC_LABELS.get(metric, metric)
     with style():
-        fig = _new_figure(width, 2.5)
+        fig = _new_figure(width, 3.2)
         axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)[0]
         group_w = 0.7
         step = group_w / max(len(methods), 1)
@@ -625,7 +634,7 @@ def disease_levels(summary: pd.DataFrame, metric: str = "macro_f1",
                     if len(c):
                         ax.hlines(c["mean"].iloc[0], gi - group_w / 2 - 0.05, gi + group_w / 2 + 0.05,
                                   colors=st["color"], linestyles=[st["linestyle"]], linewidth=1.0)
-            ns = [f"{known.get(sk, sk)}\nn = {int(f.loc[f['split_kind'] == sk, 'n'].max())}"
+            ns = [f"{known.get(sk, sk)}\n{_n_units(f[f['split_kind'] == sk])}"
                   if (f["split_kind"] == sk).any() else known.get(sk, sk) for sk in kinds]
             ax.set_xticks(range(len(kinds)), ns)
             ax.set_xlim(-0.6, len(kinds) - 0.4)
@@ -639,7 +648,9 @@ def disease_levels(summary: pd.DataFrame, metric: str = "macro_f1",
                    for p in methods]
         handles += [Line2D([], [], color=st["color"], linestyle=st["linestyle"], label=st["label"])
                     for st in controls.values()]
-        fig.legend(handles=handles, loc="outside right upper")
+        handles.append(Line2D([], [], color="#333333", marker="o", markersize=3, linestyle="-",
+                              label="pooled score, 95% bootstrap\ninterval over held-out donors"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=2)
     return fig
 
 
@@ -738,7 +749,7 @@ def novel_type_detection(predictions: Mapping[tuple[str, str], pd.DataFrame] | p
             names |= set(table.loc[table["kind"] == "novel_type", "pipeline"])
     cols = _colors(colors, names, controls)
     with style():
-        fig = _new_figure(DOUBLE_COLUMN, 0.5 + 3.0 * len(tasks))
+        fig = _new_figure(DOUBLE_COLUMN, 0.5 + 3.6 * len(tasks))
         axes = fig.subplots(len(tasks), 2, width_ratios=[1, 1.7], squeeze=False)
         for row, ((d, t), (ax_roc, ax_auc)) in enumerate(zip(tasks, axes)):
             _novel_roc_panel(ax_roc, predictions.get((d, t)), summary, d, t, cols, controls)
@@ -764,10 +775,10 @@ def _novel_roc_panel(ax, predictions, summary, dataset, task, cols, controls) ->
             ax.plot(c["fpr"], c["tpr"], color=cols.get(p), linestyle=controls.get(p, {}).get("linestyle", "-"),
                     linewidth=1.1, label=label)
         ax.plot([0, 1], [0, 1], color="#BBBBBB", linewidth=0.6, linestyle="-", zorder=0)
-        leg = ax.legend(loc="lower right", fontsize=5.5, handlelength=1.5, borderaxespad=0.3, labelspacing=0.25,
-                        title="novelty AUROC (tables:\nmean over held-out types)" if table else None,
-                        title_fontsize=5.5, frameon=True, framealpha=0.92, edgecolor="none")
-        leg.set_zorder(5)
+        # below the axes: inside, any corner hides a curve (controls run along the diagonal)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=5.5, handlelength=2.0,
+                  borderaxespad=0, labelspacing=0.25, ncols=1, frameon=False, title_fontsize=5.5,
+                  title="novelty AUROC (tables: mean over held-out types)" if table else None)
     else:
         ax.text(0.5, 0.5, "per-cell predictions not supplied\n(ROC needs the predictions files)",
                 ha="center", va="center", fontsize=6.5, color="#555555", transform=ax.transAxes)
@@ -801,8 +812,14 @@ def _novel_type_panel(ax, metrics, dataset, task, cols, controls, legend: bool) 
             xs = q["group"].map(x_of).to_numpy(float) - 0.35 + step * (k + 0.5)
             is_control = p in controls
             label = p + (" (each repeat)" if is_control and q["repeat"].nunique() > 1 else "")
-            ax.scatter(xs, q["value"], color=cols.get(p), marker="x" if is_control else "o",
-                       s=10 if is_control else 14, zorder=3, label=label, linewidths=0.8 if is_control else 0)
+            if is_control:
+                marker = controls[p].get("marker", "x")
+                hollow = {"facecolors": "none", "edgecolors": cols.get(p)} if marker in ("s", "^") \
+                    else {"color": cols.get(p)}  # open shapes; line markers (x, +) take the colour
+                ax.scatter(xs, q["value"], marker=marker, s=12, zorder=3, label=label, linewidths=0.8, **hollow)
+            else:
+                ax.scatter(xs, q["value"], color=cols.get(p), marker="o", s=14, zorder=3, label=label,
+                           linewidths=0)
         ax.axhline(0.5, color="#999999", linewidth=0.6, linestyle="-", zorder=0)
         ax.text(len(cats) - 0.45, 0.5, "chance", fontsize=6, color="#777777", ha="left", va="center",
                 clip_on=False)
