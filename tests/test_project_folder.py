@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -103,3 +104,15 @@ def test_a_registry_that_is_nowhere_is_one_line_naming_both_folders(apart):
     line = next(line for line in text.splitlines() if "not_there.yaml" in line)
     assert str(project) in line and str(checkout) in line, line
     assert not (project / "results").exists()
+
+
+def test_sclinbench_list_reads_the_project_registry_like_the_workflow(apart):
+    """`sclinbench list --config mine.yaml` in the project folder shows the project's datasets."""
+    checkout, project, _ = apart
+    env = {**os.environ, "SCLINBENCH_WORKFLOW": str(checkout)}
+    cmd = [sys.executable, "-m", "sclinbench", "list", "datasets", "--config", "mine.yaml"]
+    out = subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "mine" in out.stdout and "pbmc68k" not in out.stdout, out.stdout
+    default = subprocess.run(cmd[:-2], cwd=project, capture_output=True, text=True, env=env, timeout=120)
+    assert "pbmc68k" in default.stdout, default.stdout   # no --config: the checkout's registry
