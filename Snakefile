@@ -12,7 +12,7 @@ from snakemake.utils import min_version, validate
 min_version("9.19")
 
 
-configfile: "config/config.yaml"
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 import sys
@@ -23,8 +23,12 @@ sys.path.insert(0, f"{workflow.basedir}/src")  # the package, also when it is no
 # A readable one-line message first (naming the key), then snakemake's own validation.
 from sclinbench.config import check as check_config
 
-check_config(config, f"{workflow.basedir}/config/schema.yaml", "the configuration (config/config.yaml + --config/--configfile)")
-validate(config, "config/schema.yaml", set_default=False)  # defaults live in the package
+check_config(
+    config,
+    f"{workflow.basedir}/config/schema.yaml",
+    "the configuration (config/config.yaml + --config/--configfile)",
+)
+validate(config, f"{workflow.basedir}/config/schema.yaml", set_default=False)  # defaults: package
 
 
 include: "rules/common.smk"
@@ -48,7 +52,7 @@ report: "report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         "results/metrics.tsv",
         REPORT_OUTPUTS,
-    default_target: True

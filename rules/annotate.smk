@@ -7,7 +7,9 @@ from sclinbench.tool import annotate as annotate_tool
 
 ANNOTATE = annotate_tool.selected_jobs(config)
 annotate_tool.check_jobs(ANNOTATE, REGISTRY, PIPELINES, f"the registry {config['registry']}")
-ANNOTATE_PIPELINE = {name: job.get("pipeline") or annotate_tool.DEFAULT_PIPELINE for name, job in ANNOTATE.items()}
+ANNOTATE_PIPELINE = {
+    name: job.get("pipeline") or annotate_tool.DEFAULT_PIPELINE for name, job in ANNOTATE.items()
+}
 
 
 rule annotate:
@@ -16,36 +18,53 @@ rule annotate:
         unpack(lambda wc: annotate_tool.job_inputs(ANNOTATE[wc.name], REGISTRY)),
     output:
         h5ad="results/annotate/{name}.h5ad",
-        labels=report("results/annotate/{name}.labels.tsv", caption="../report/annotate_labels.rst",
-                      category="Annotate", subcategory="{name}"),
-        top_genes=report("results/annotate/{name}.top_genes.tsv", caption="../report/annotate_top_genes.rst",
-                         category="Annotate", subcategory="{name}"),
-        metrics=report("results/annotate/{name}.metrics.tsv", caption="../report/annotate_metrics.rst",
-                       category="Annotate", subcategory="{name}"),
+        labels=report(
+            "results/annotate/{name}.labels.tsv",
+            caption="../report/annotate_labels.rst",
+            category="Annotate",
+            subcategory="{name}",
+        ),
+        top_genes=report(
+            "results/annotate/{name}.top_genes.tsv",
+            caption="../report/annotate_top_genes.rst",
+            category="Annotate",
+            subcategory="{name}",
+        ),
+        metrics=report(
+            "results/annotate/{name}.metrics.tsv",
+            caption="../report/annotate_metrics.rst",
+            category="Annotate",
+            subcategory="{name}",
+        ),
+    log:
+        "logs/annotate/{name}.log",
+    benchmark:
+        "benchmarks/annotate/{name}.tsv"
+    wildcard_constraints:
+        name=r"[A-Za-z0-9_]+",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(factor=12.0),
+        runtime=runtime(factor=5.0),
     params:
         code=code_fingerprint("annotate"),
         job=lambda wc: ANNOTATE[wc.name],
         pipeline=lambda wc: ANNOTATE_PIPELINE[wc.name],
         spec=lambda wc: PIPELINES[ANNOTATE_PIPELINE[wc.name]],
-        reference_species=lambda wc: annotate_tool.job_species(ANNOTATE[wc.name], "reference", REGISTRY),
+        reference_species=lambda wc: annotate_tool.job_species(
+            ANNOTATE[wc.name], "reference", REGISTRY
+        ),
         query_species=lambda wc: annotate_tool.job_species(ANNOTATE[wc.name], "query", REGISTRY),
         seed=SEED,
-    wildcard_constraints:
-        name=r"[A-Za-z0-9_]+",
-    log:
-        "logs/annotate/{name}.log",
-    benchmark:
-        "benchmarks/annotate/{name}.tsv"
-    threads: 1
-    resources:
-        mem_mb=mem_mb(factor=12.0),
-        runtime=runtime(factor=5.0),
-    conda:
-        CONDA_ENV
     script:
         "../scripts/annotate.py"
 
 
-ANNOTATE_OUTPUTS = [f"results/annotate/{name}.{ext}" for name in ANNOTATE
-                    for ext in ("h5ad", "labels.tsv", "top_genes.tsv", "metrics.tsv")]
+ANNOTATE_OUTPUTS = [
+    f"results/annotate/{name}.{ext}"
+    for name in ANNOTATE
+    for ext in ("h5ad", "labels.tsv", "top_genes.tsv", "metrics.tsv")
+]
 REPORT_OUTPUTS = REPORT_OUTPUTS + ANNOTATE_OUTPUTS  # rule all builds them with the report

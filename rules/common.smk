@@ -5,18 +5,43 @@ from pathlib import Path
 import yaml
 
 from sclinbench import registry as registry_checks
+from sclinbench.species import ensembl_prefix
 from sclinbench.errors import SclinbenchError
 
 
+def workflow_file(path):
+    """A file of the workflow itself (config/, report/): read from the checkout the Snakefile is in,
+    never from the folder the run writes to (--directory). Relative to that folder, so a run in the
+    checkout names it as before (config/reference_results.tsv) and no absolute path is recorded."""
+    return os.path.relpath(Path(workflow.basedir) / path)
+
+
+def config_file(path, key):
+    """A file a config names (key, e.g. registry). A relative path is read from the run's folder
+    (--directory, where a user's own config and files are) or, when no such file is there, from the
+    workflow's checkout (the files the default config names, e.g. config/datasets.yaml)."""
+    if Path(path).is_absolute():
+        candidates = [Path(path)]
+    else:
+        candidates = [Path.cwd() / path, Path(workflow.basedir) / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise SclinbenchError(
+        f"{key} '{path}' does not exist (looked in {' and '.join(str(c.parent) for c in candidates)}): "
+        f"set '{key}:' in the config to a file there or to an absolute path"
+    )
+
+
 def _load_registry(path):
-    path = Path(workflow.basedir) / path if not Path(path).is_absolute() else Path(path)
-    if not path.exists():
-        raise SclinbenchError(f"dataset registry '{path}' does not exist: set 'registry:' in the config")
+    path = config_file(path, "registry")
     with open(path) as handle:
         registry = yaml.safe_load(handle) or {}
-    schema = Path(workflow.basedir) / "config" / "datasets.schema.yaml"
+    schema = Path(workflow_file("config/datasets.schema.yaml"))
     for name, entry in registry.items():
-        registry_checks.check_name(name, "dataset", str(path))  # before the schema: names become paths
+        registry_checks.check_name(
+            name, "dataset", str(path)
+        )  # before the schema: names become paths
         if not isinstance(entry, dict):
             raise SclinbenchError(f"registry entry '{name}' in {path} is not a mapping")
         if schema.exists():
@@ -29,8 +54,10 @@ PIPELINES = config["pipelines"]
 if config.get("use_tasks"):
     _unknown = [t for t in config["use_tasks"] if t not in config["tasks"]]
     if _unknown:
-        raise SclinbenchError(f"use_tasks names {_unknown[0]!r}, which is not under 'tasks:' "
-                              f"(known: {', '.join(sorted(config['tasks']))})")
+        raise SclinbenchError(
+            f"use_tasks names {_unknown[0]!r}, which is not under 'tasks:' "
+            f"(known: {', '.join(sorted(config['tasks']))})"
+        )
 TASKS = {t: config["tasks"][t] for t in config.get("use_tasks") or config["tasks"]}
 SEED = config.get("seed", 0)
 
@@ -55,8 +82,24 @@ def _check_names():
 
 
 _check_names()
+
+
+def _check_pipelines():
+    """Every pipeline entry as the package reads it (options, HVG flavour packages), before any job."""
+    from sclinbench.pipeline import normalize_spec
+
+    for name, spec in PIPELINES.items():
+        try:
+            normalize_spec(spec)
+        except SclinbenchError as exc:
+            raise SclinbenchError(f"pipeline '{name}' in the configuration: {exc}") from None
+
+
+_check_pipelines()
 # what needs no download is checked now, before any job starts: URLs, duplicate files, local files
-USED_DATASETS = registry_checks.used_datasets(REGISTRY, sorted({d for s in TASKS.values() for d in s["datasets"]}))
+USED_DATASETS = registry_checks.used_datasets(
+    REGISTRY, sorted({d for s in TASKS.values() for d in s["datasets"]})
+)
 registry_checks.check_registry(REGISTRY, config["registry"], used=USED_DATASETS)
 
 
@@ -157,6 +200,7 @@ def code_fingerprint(script):
 
 # --- data stage ---------------------------------------------------------------------------------
 
+
 def _url_file(dataset, filename):
     return registry_checks.url_file(dataset, REGISTRY[dataset], filename)
 
@@ -169,12 +213,6 @@ def _previous_raw_path(dataset, filename):
     """Where sclinbench kept this download before raw files got one path each (reused if it verifies)."""
     spec = _url_file(dataset, filename)
     return registry_checks.legacy_raw_path(dataset, REGISTRY[dataset], spec["url"]) or ""
-
-
-def ensembl_name(organism):
-    """'Homo sapiens' -> 'hsapiens' (Ensembl/BioMart dataset prefix)."""
-    genus, species = organism.strip().split()[:2]
-    return (genus[0] + species).lower()
 
 
 def standardize_inputs(wildcards):
@@ -193,10 +231,10 @@ def standardize_inputs(wildcards):
     inputs = [f"resources/standardized/{m}.h5ad" for m in members.values()]
     orth = entry.get("orthologs", {})
     if orth.get("source", "ensembl") == "ensembl":
-        ref = ensembl_name(REGISTRY[members[entry["reference"]]]["organism"])
+        ref = ensembl_prefix(REGISTRY[members[entry["reference"]]]["organism"])
         release = orth.get("release", 112)
         inputs += [
-            f"resources/orthologs/ensembl-{release}/{ref}__{ensembl_name(REGISTRY[m]['organism'])}.tsv"
+            f"resources/orthologs/ensembl-{release}/{ref}__{ensembl_prefix(REGISTRY[m]['organism'])}.tsv"
             for org, m in members.items()
             if org != entry["reference"]
         ]
@@ -208,19 +246,19 @@ def standardize_inputs(wildcards):
 
 # --- report stage -------------------------------------------------------------------------------
 
-from sclinbench.plotting import FIGURES
-from sclinbench.report import DEFAULT_DECLARED
+from sclinbench.contracts import DEFAULT_DECLARED, FIGURES, TABLES, task_table_stem
 
 REPORT = config.get("report", {})
 # pipelines shown in the headline beside the best of the grid (declared before the run)
 DECLARED = REPORT.get("declared", [p for p in DEFAULT_DECLARED if p in PIPELINES])
 _undeclared = [p for p in DECLARED if p not in PIPELINES]
 if _undeclared:
-    raise SclinbenchError(f"report.declared names {_undeclared[0]!r}, which is not under 'pipelines:' "
-                          f"(known: {', '.join(sorted(PIPELINES))})")
+    raise SclinbenchError(
+        f"report.declared names {_undeclared[0]!r}, which is not under 'pipelines:' "
+        f"(known: {', '.join(sorted(PIPELINES))})"
+    )
 
-TABLE_STEMS = ["headline", "summary", "best_linear", "cross_species_pairs", "cross_species_average",
-               "cross_species_unseen", "published_comparison", "paired_comparison"] + [f"task~{t}" for t in TASKS]
+TABLE_STEMS = [*TABLES, *(task_table_stem(t) for t in TASKS)]
 
 FIGURE_REPORT = {
     "cross_species_heatmap": ("Cross-species", "Transfer matrix"),
@@ -246,9 +284,37 @@ def _table_output(stem, ext):
     path = f"results/tables/{stem}.{ext}"
     if ext == "tsv" and stem in TABLE_REPORT:
         category, subcategory, caption = TABLE_REPORT[stem]
-        return report(path, caption=f"../report/{caption}", category=category, subcategory=subcategory)
+        return report(
+            path, caption=f"../report/{caption}", category=category, subcategory=subcategory
+        )
     return path
 
 
-# The novel-type ROC panel uses the per-cell predictions of the first dataset with a novel-type task.
-NOVEL = next(((d, t) for d, t in DATASET_TASKS if TASKS[t]["kind"] == "novel_type"), None)
+# The novel-type figure draws the ROC curves of every dataset x novel-type task from its predictions.
+NOVEL = [(d, t) for d, t in DATASET_TASKS if TASKS[t]["kind"] == "novel_type"]
+
+
+def job_benchmarks():
+    """Benchmark records the runtime figure shows (called once every step is defined): the
+    data, split, evaluate, score, metrics and annotate steps of this run, one file per job."""
+    annotated = [
+        job[role]["dataset"]
+        for job in ANNOTATE.values()
+        for role in ("reference", "query")
+        if job[role].get("dataset")
+    ]
+    datasets = sorted(set(USED_DATASETS) | set(annotated))
+    synthetic = [d for d in datasets if REGISTRY[d]["source"] == "synthetic"]
+    return [
+        *expand(rules.synthesize.benchmark, dataset=synthetic),
+        *expand(rules.standardize.benchmark, dataset=datasets),
+        *(expand(rules.split.benchmark, dataset=d, task=t)[0] for d, t in DATASET_TASKS),
+        *(
+            expand(rules.evaluate.benchmark, dataset=d, task=t, representation=r)[0]
+            for d, t in DATASET_TASKS
+            for r in task_representations(t)
+        ),
+        *(expand(rules.score.benchmark, dataset=d, task=t)[0] for d, t in DATASET_TASKS),
+        rules.metrics.benchmark,
+        *expand(rules.annotate.benchmark, name=list(ANNOTATE)),
+    ]

@@ -9,20 +9,20 @@ rule evaluate:
         splits="results/splits/dataset~{dataset}/task~{task}.tsv.gz",
     output:
         "results/predictions/dataset~{dataset}/task~{task}/representation~{representation}.tsv.gz",
+    log:
+        "logs/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.log",
+    benchmark:
+        "benchmarks/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1  # small dense BLAS calls gain nothing from threads; jobs run side by side instead
+    resources:
+        mem_mb=mem_mb(factor=12.0),
+        runtime=runtime(factor=5.0),
     params:
         code=code_fingerprint("evaluate"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},
         pipelines=lambda wc: representation_pipelines(wc.task, wc.representation),
         seed=SEED,
-    log:
-        "logs/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.log",
-    benchmark:
-        "benchmarks/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.tsv"
-    threads: 1  # small dense BLAS calls gain nothing from threads; jobs run side by side instead
-    resources:
-        mem_mb=mem_mb(factor=12.0),
-        runtime=runtime(factor=5.0),
-    conda:
-        CONDA_ENV
     script:
         "../scripts/evaluate.py"

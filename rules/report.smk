@@ -3,46 +3,65 @@
 
 from sclinbench.manifest import entry_counts
 
+
 rule provenance:
     """Package versions, config hash, git commit, dataset checksums, and which code made each result."""
     input:
         datasets=expand("resources/standardized/{dataset}.h5ad", dataset=DATASETS),
         results=lambda wc: [*rules.metrics.output, *rules.figures.output],  # after them: what made them
     output:
-        json=report("results/provenance.json", caption="../report/provenance.rst", category="Provenance",
-                    subcategory="Run"),
+        json=report(
+            "results/provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            subcategory="Run",
+        ),
         md="results/provenance.md",
-    params:
-        code=code_fingerprint("provenance"),
-        installed_code=lambda wc: {r.name: r.params.code for r in workflow.rules if hasattr(r.params, "code")},
-        logs="logs",
-        config=config,
-        datasets=DATASETS,
     log:
         "logs/provenance.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        CONDA_ENV
+    params:
+        code=code_fingerprint("provenance"),
+        installed_code=lambda wc: {
+            r.name: r.params.code for r in workflow.rules if hasattr(r.params, "code")
+        },
+        logs="logs",
+        benchmarks="benchmarks",  # Snakemake's records of the jobs: measurements, no data lineage
+        config=config,
+        datasets=DATASETS,
     script:
         "../scripts/provenance.py"
 
 
 rule tables:
     """Tables (TSV + Markdown) of the score stage's pooled scores, intervals and paired differences:
-    declared pipelines beside the best of the grid (marked optimistic), controls, published numbers."""
+    declared pipelines beside the best of the grid (marked optimistic), controls, published numbers.
+    """
     input:
         metrics="results/metrics.tsv",
         summary="results/summary.tsv",
         paired="results/paired.tsv",
         unseen="results/unseen_labels.tsv",
-        reference="config/reference_results.tsv",
+        reference=workflow_file("config/reference_results.tsv"),
         provenance="results/provenance.json",
     output:
         [_table_output(stem, ext) for stem in TABLE_STEMS for ext in ("tsv", "md")],
         readme="results/README.md",
+    log:
+        "logs/tables.log",
+    benchmark:
+        "benchmarks/tables.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         code=code_fingerprint("tables"),
         tasks=list(TASKS),
@@ -50,16 +69,6 @@ rule tables:
         n_boot=REPORT.get("bootstrap", 2000),
         level=REPORT.get("ci", 0.95),
         counts=entry_counts(REGISTRY, DATASETS),  # which counts produced each dataset's numbers
-    log:
-        "logs/tables.log",
-    benchmark:
-        "benchmarks/tables.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/tables.py"
 
@@ -69,31 +78,35 @@ rule figures:
     input:
         metrics="results/metrics.tsv",
         summary="results/summary.tsv",
-        reference="config/reference_results.tsv",
-        novel=predictions_of(*NOVEL) if NOVEL else [],
+        reference=workflow_file("config/reference_results.tsv"),
+        novel=[f for d, t in NOVEL for f in predictions_of(d, t)],
+        benchmarks=lambda wc: job_benchmarks(),
     output:
         [
-            report(f"results/figures/{stem}.png", caption=f"../report/{stem}.rst",
-                   category=FIGURE_REPORT[stem][0], subcategory=FIGURE_REPORT[stem][1])
+            report(
+                f"results/figures/{stem}.png",
+                caption=f"../report/{stem}.rst",
+                category=FIGURE_REPORT[stem][0],
+                subcategory=FIGURE_REPORT[stem][1],
+            )
             for stem in FIGURES
         ],
         [f"results/figures/{stem}.pdf" for stem in FIGURES],
-    params:
-        code=code_fingerprint("figures"),
-        outdir=lambda wildcards, output: os.path.dirname(output[0]),
-        benchmarks="benchmarks",
-        novel_title=f"{NOVEL[0]} · {NOVEL[1]}" if NOVEL else None,
-        novel_dataset=NOVEL[0] if NOVEL else None,
     log:
         "logs/figures.log",
     benchmark:
         "benchmarks/figures.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
-    conda:
-        CONDA_ENV
+    params:
+        code=code_fingerprint("figures"),
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
+        novel={f"{d}/{t}": predictions_of(d, t) for d, t in NOVEL},
+        benchmarks="benchmarks",
     script:
         "../scripts/figures.py"
 

@@ -14,22 +14,22 @@ rule score:
         per_class="results/scores/dataset~{dataset}/task~{task}.per_class.tsv",
         confusion="results/scores/dataset~{dataset}/task~{task}.confusion.tsv",
         unseen="results/scores/dataset~{dataset}/task~{task}.unseen.tsv",
+    log:
+        "logs/score/dataset~{dataset}/task~{task}.log",
+    benchmark:
+        "benchmarks/score/dataset~{dataset}/task~{task}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(factor=10.0),
+        runtime=10,
     params:
         code=code_fingerprint("score"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},
         n_boot=REPORT.get("bootstrap", 2000),
         level=REPORT.get("ci", 0.95),
         seed=SEED,
-    log:
-        "logs/score/dataset~{dataset}/task~{task}.log",
-    benchmark:
-        "benchmarks/score/dataset~{dataset}/task~{task}.tsv"
-    threads: 1
-    resources:
-        mem_mb=mem_mb(factor=10.0),
-        runtime=10,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/score.py"
 
@@ -46,21 +46,21 @@ rule metrics:
         summary="results/summary.tsv",
         paired="results/paired.tsv",
         unseen="results/unseen_labels.tsv",
+    log:
+        "logs/metrics.log",
+    benchmark:
+        "benchmarks/metrics.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         code=code_fingerprint("metrics"),
         datasets=[d for d, _ in DATASET_TASKS],
         tasks={t: TASKS[t] for _, t in DATASET_TASKS},
         task_of=[t for _, t in DATASET_TASKS],
         pipelines=PIPELINES,
-    log:
-        "logs/metrics.log",
-    benchmark:
-        "benchmarks/metrics.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/metrics.py"

@@ -7,19 +7,19 @@ rule split:
         "resources/standardized/{dataset}.h5ad",
     output:
         "results/splits/dataset~{dataset}/task~{task}.tsv.gz",
-    params:
-        code=code_fingerprint("split"),
-        task=lambda wc: {**TASKS[wc.task], "name": wc.task},
-        seed=SEED,
     log:
         "logs/split/dataset~{dataset}/task~{task}.log",
     benchmark:
         "benchmarks/split/dataset~{dataset}/task~{task}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        CONDA_ENV
+    params:
+        code=code_fingerprint("split"),
+        task=lambda wc: {**TASKS[wc.task], "name": wc.task},
+        seed=SEED,
     script:
         "../scripts/split.py"

@@ -6,16 +6,15 @@ from sclinbench.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     import anndata as ad
-    import pandas as pd
     from threadpoolctl import threadpool_limits
 
+    from sclinbench.contracts import read_splits
+    from sclinbench.evaluate import evaluate
     from sclinbench.io import write_table
-    from sclinbench.tasks import evaluate
 
     with threadpool_limits(snakemake.threads):  # noqa: F821
         adata = ad.read_h5ad(snakemake.input.data)  # noqa: F821
-        splits = pd.read_csv(snakemake.input.splits, sep="\t", dtype={"cell_id": str, "group": str},  # noqa: F821
-                             keep_default_na=False)
+        splits = read_splits(snakemake.input.splits)  # noqa: F821
         predictions = evaluate(adata, splits, snakemake.params.pipelines, snakemake.params.task,  # noqa: F821
                                seed=snakemake.params.seed, dataset=snakemake.wildcards.dataset)  # noqa: F821
     write_table(predictions, snakemake.output[0])  # noqa: F821

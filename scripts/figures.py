@@ -5,13 +5,11 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
 from sclinbench.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench import plotting, report
-    from sclinbench.metrics import read_predictions
+    from sclinbench import contracts, plotting, report
 
     sm = snakemake  # noqa: F821
-    predictions = read_predictions(sm.input.novel) if sm.input.novel else None
-    plotting.make_figures(report.read_summary(sm.input.summary), sm.params.outdir,
-                          metrics=report.read_metrics(sm.input.metrics),
+    predictions = {tuple(key.split("/")): contracts.read_predictions(files) for key, files in sm.params.novel.items()}
+    plotting.make_figures(contracts.read_summary(sm.input.summary), sm.params.outdir,
+                          metrics=contracts.read_metrics(sm.input.metrics),
                           reference=report.read_reference(sm.input.reference), predictions=predictions,
-                          benchmarks=plotting.read_benchmarks(sm.params.benchmarks),
-                          novel_type_title=sm.params.novel_title, novel_type_dataset=sm.params.novel_dataset)
+                          benchmarks=plotting.read_benchmarks(sm.input.benchmarks, folder=sm.params.benchmarks))

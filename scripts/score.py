@@ -7,10 +7,11 @@ from sclinbench.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     from sclinbench import intervals, metrics
+    from sclinbench.contracts import read_predictions
     from sclinbench.io import write_table
 
     sm = snakemake  # noqa: F821
-    predictions = metrics.read_predictions(sm.input)
+    predictions = read_predictions(sm.input)
     task = sm.params.task
     kind = task["kind"]
     write_table(metrics.score(predictions, kind), sm.output.scores)

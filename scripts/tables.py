@@ -8,13 +8,13 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     import json
     from pathlib import Path
 
-    from sclinbench import report
+    from sclinbench import contracts, report
 
     sm = snakemake  # noqa: F821
-    metrics = report.read_metrics(sm.input.metrics)
-    summary = report.read_summary(sm.input.summary)
-    paired = report.read_paired(sm.input.paired)
-    unseen = report.read_unseen(sm.input.unseen)
+    metrics = contracts.read_metrics(sm.input.metrics)
+    summary = contracts.read_summary(sm.input.summary)
+    paired = contracts.read_paired(sm.input.paired)
+    unseen = contracts.read_unseen(sm.input.unseen)
     reference = report.read_reference(sm.input.reference)
     kw = dict(declared=sm.params.declared, level=sm.params.level, n_boot=sm.params.n_boot,
               counts=sm.params.counts)

@@ -1,4 +1,4 @@
-"""Seeded predictions tables of made-up pipelines (the columns sclinbench.tasks.evaluate writes).
+"""Seeded predictions tables of made-up pipelines (the columns sclinbench.evaluate.evaluate writes).
 
 Each pipeline has an accuracy: a cell is predicted right with that probability, else as a random
 other label; class scores favour the predicted label. Used to test the score stage and the tables

@@ -16,16 +16,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
-
 from conftest import REPO, copy_workflow, run_snakemake
 from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.evaluate import class_scores
 from sclinbench.orthologs import one_to_one, read_biomart
 from sclinbench.pipeline import build_pipeline
 from sclinbench.represent import rankz
 from sclinbench.synthetic import make_atlas
-from sclinbench.tasks import class_scores
 from sclinbench.tool import annotate as tool
 from sclinbench.tool import catalog, portable
 from sclinbench.tool import genes as gm

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from conftest import REPO
 
 from sclinbench import __version__

@@ -1,14 +1,22 @@
-"""config/schema.yaml accepts exactly what the package accepts for the keys of issue 9."""
+"""config/schema.yaml accepts exactly what the package accepts: task keys, and every pipeline option
+(choices, options per choice, defaults) against the package's registry."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
 from sclinbench.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline, normalize_spec
-from sclinbench.splits import DIAGONAL_SPLITS, PROTOCOLS, SPLIT_KINDS, DEFAULT_DIAGONAL, diagonal_spec
+from sclinbench.splits import (
+    DEFAULT_DIAGONAL,
+    DIAGONAL_SPLITS,
+    PROTOCOLS,
+    SPLIT_KINDS,
+    diagonal_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
@@ -60,3 +68,119 @@ def test_the_papers_exact_pipeline_builds():
     assert pipe.named_steps["select"].k == 20000
     assert pipe.named_steps["reduce"].n_components == 220 and pipe.named_steps["reduce"].whiten
     assert pipe.named_steps["model"].estimator.class_weight == "balanced"
+
+
+# --------------------------------------------------------------------------- one source of truth for options
+
+def schema_disagreements(schema: dict, options: dict) -> list[str]:
+    """Every way config/schema.yaml's pipeline sections differ from the package's option registry
+    (``sclinbench.pipeline.OPTIONS``): choices, options per choice, defaults, required options."""
+    from sclinbench.pipeline import CHOICE_KEYS, REQUIRED
+
+    defs = schema["$defs"]
+
+    def resolve(node):
+        while isinstance(node, dict) and "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[-1]]
+        return node
+
+    problems = []
+    for section, registry in options.items():
+        key = CHOICE_KEYS[section]
+        sec = defs[section]
+        enum = sec["properties"][key]["enum"]
+        if enum != list(registry):
+            problems.append(f"{section}.{key}: schema {enum}, package {list(registry)}")
+        branches = {b["if"]["properties"][key]["const"]: b["then"] for b in sec.get("allOf", [])}
+        for choice in sorted(set(branches) ^ set(registry)):
+            problems.append(f"{section} '{choice}': {'no options in the schema' if choice in registry else 'not in the package'}")
+        for choice in sorted(set(branches) & set(registry)):
+            then = branches[choice]
+            if then.get("additionalProperties") is not False:
+                problems.append(f"{section} '{choice}': the schema allows options the package does not have")
+            props = {k: resolve(v) for k, v in then.get("properties", {}).items() if k != key}
+            want = registry[choice]
+            for opt in sorted(set(props) ^ set(want)):
+                problems.append(f"{section} '{choice}' option '{opt}': only in the {'schema' if opt in props else 'package'}")
+            for opt in sorted(set(props) & set(want)):
+                if want[opt] is REQUIRED:
+                    if opt not in then.get("required", []) or "default" in props[opt]:
+                        problems.append(f"{section} '{choice}' option '{opt}': required in the package, not in the schema")
+                elif props[opt].get("default", "<none>") != want[opt]:
+                    problems.append(f"{section} '{choice}' option '{opt}': default {props[opt].get('default', '<none>')!r} "
+                                    f"in the schema, {want[opt]!r} in the package")
+    return problems
+
+
+def test_schema_pipeline_sections_are_the_package_options():
+    from sclinbench.pipeline import CONTROLS, OPTIONS, ROLES, SCALE_OPTIONS
+    from sclinbench.represent import HVG_FLAVORS
+
+    assert schema_disagreements(SCHEMA, OPTIONS) == []
+    pipe = SCHEMA["$defs"]["pipeline"]["properties"]
+    assert pipe["control"]["enum"] == list(CONTROLS) and pipe["role"]["enum"] == list(ROLES)
+    scale = pipe["scale"]["oneOf"][1]["properties"]
+    assert {k: v["default"] for k, v in scale.items()} == SCALE_OPTIONS
+    hvg = next(b["then"] for b in SCHEMA["$defs"]["features"]["allOf"] if b["if"]["properties"]["method"]["const"] == "hvg")
+    assert hvg["properties"]["flavor"]["enum"] == list(HVG_FLAVORS)
+
+
+def test_a_schema_package_disagreement_is_caught():
+    import copy
+
+    from sclinbench.pipeline import OPTIONS
+
+    schema = copy.deepcopy(SCHEMA)
+    logreg = next(b["then"] for b in schema["$defs"]["model"]["allOf"] if b["if"]["properties"]["name"]["const"] == "logreg")
+    logreg["properties"]["max_iter"]["default"] = 5000      # the disagreement issue 13 found
+    logreg["properties"]["alpha"] = {"type": "number"}       # an option of ridge offered to logreg
+    schema["$defs"]["features"]["allOf"].pop()               # anova's options gone from the schema
+    problems = schema_disagreements(schema, OPTIONS)
+    assert "model 'logreg' option 'max_iter': default 5000 in the schema, 1000 in the package" in problems
+    assert "model 'logreg' option 'alpha': only in the schema" in problems
+    assert "features 'anova': no options in the schema" in problems
+    options = copy.deepcopy(OPTIONS)
+    options["model"]["knn"]["leaf_size"] = 30                # a package option the schema lacks
+    assert schema_disagreements(SCHEMA, options) == ["model 'knn' option 'leaf_size': only in the package"]
+
+
+@pytest.mark.parametrize("section, entry, bad", [
+    ("model", {"name": "logreg", "alpha": 2}, "alpha"),
+    ("model", {"name": "centroid", "C": 1.0}, "C"),
+    ("model", {"name": "majority", "max_dense_elements": 10}, "max_dense_elements"),
+    ("representation", {"name": "rankz", "target_sum": 10000}, "target_sum"),
+    ("features", {"method": "hvg", "k": 100}, "k"),
+    ("reduction", {"method": "none", "n_components": 5}, "n_components"),
+])
+def test_an_option_of_another_choice_is_refused_by_schema_and_package(section, entry, bad):
+    cfg = _config()
+    spec = {"representation": {"name": "rankz"}, "model": {"name": "centroid"}, section: entry}
+    cfg["pipelines"] = {"p": spec}
+    errors = schema_errors(cfg, str(ROOT / "config/schema.yaml"))
+    assert errors and f"'{bad}' at pipelines.p.{section} is not an option of {section} '{entry.get('name', entry.get('method'))}'" in errors[0]
+    with pytest.raises(SclinbenchError, match=f"has no option '{bad}'"):
+        normalize_spec(spec)
+    if section == "model":
+        from sclinbench.models import build_model
+
+        with pytest.raises(SclinbenchError, match=f"model '{entry['name']}' has no option '{bad}'"):
+            build_model(entry["name"], {k: v for k, v in entry.items() if k != "name"})
+
+
+def test_every_hvg_flavour_selects_genes_and_a_missing_package_is_one_line():
+    import importlib.util
+
+    from synthetic_counts import nb_counts
+
+    from sclinbench.represent import select_hvg
+
+    X, _ = nb_counts(seed=0)
+    for flavor in ("pearson_residuals", "seurat", "cell_ranger"):
+        genes = select_hvg(X, 10, flavor=flavor)
+        assert len(genes) == 10 and (np.diff(genes) > 0).all(), flavor
+    spec = {"representation": "log1p", "features": {"method": "hvg", "flavor": "seurat_v3"}, "model": "centroid"}
+    if importlib.util.find_spec("skmisc") is None:
+        with pytest.raises(SclinbenchError, match="needs the package scikit-misc, which is not installed: pip install"):
+            normalize_spec(spec)
+    else:
+        assert len(select_hvg(X, 10, flavor="seurat_v3")) == 10

@@ -389,8 +389,8 @@ def _separable(n_per_type=60, n_genes=60, seed=0, missing=0.15):
 
 def _rankz_centroid_f1(std):
     from sclinbench import metrics
+    from sclinbench.evaluate import evaluate
     from sclinbench.splits import make_splits
-    from sclinbench.tasks import evaluate
 
     task = {"kind": "celltype", "split": "stratified", "n_folds": 5}
     pipelines = {"rankz_centroid": {"representation": {"name": "rankz"}, "model": {"name": "centroid"}}}

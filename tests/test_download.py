@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from sclinbench.download import fetch, read_lock, record_lock, sha256sum
+from sclinbench.download import fetch, read_lock, record_lock
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 
 # 300 kB of non-repeating bytes: the transfer spans several chunks.
 PAYLOAD = bytes(
@@ -146,7 +147,7 @@ def test_dropped_connection_resumes_with_range(server, tmp_path):
     base, state = server
     dest = tmp_path / "file.bin"
     fetch(f"{base}/drop", dest, sha256=PAYLOAD_SHA, **FAST)
-    assert sha256sum(dest) == PAYLOAD_SHA
+    assert sha256_file(dest) == PAYLOAD_SHA
     ranges = [r for p, r in state["requests"] if p == "/drop"]
     assert ranges[0] is None
     assert ranges[1] == f"bytes={len(PAYLOAD) // 2}-"  # resumed where the cut happened

@@ -9,11 +9,10 @@ import types
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_snakemake
+
 from sclinbench import fingerprint as fpm
 from sclinbench.fingerprint import CodeIndex, code_provenance, read_job_records
-
 
 # --------------------------------------------------------------------------- a toy package
 
@@ -242,10 +241,11 @@ def test_each_workflow_script_has_a_fingerprint_and_each_rule_passes_it():
     scripts = sorted((REPO / "scripts").glob("*.py"))
     fps = {p.stem: index.script(p) for p in scripts}
     assert "fingerprint" not in " ".join(str(f) for f in fps.values())  # the bookkeeping is left out
-    assert "represent" in fps["evaluate"].modules and "represent" not in fps["score"].modules
+    assert "represent.rank" in fps["evaluate"].modules
+    assert not any(m.startswith("represent") for m in fps["score"].modules)
     assert "plotting" in fps["figures"].modules
     assert [s for s, f in fps.items() if "plotting" in f.modules] == ["figures"]
-    assert "score" in fps["score"].names["metrics"] and "score" not in fps["evaluate"].names["metrics"]
+    assert "score" in fps["score"].names["metrics"] and "metrics" not in fps["evaluate"].modules
     # every rule running a script passes that script's fingerprint as params.code (fetch: the bytes
     # of a download are checked by sha256, a change to download code need not fetch again)
     for smk in sorted((REPO / "rules").glob("*.smk")):
@@ -382,13 +382,13 @@ def _reasons(jobs, rule):
 
 @workflow
 def test_a_change_to_represent_reruns_evaluate_and_everything_after(finished_run, edit):
-    edit("represent.py", 'must be > 0, got {pseudocount}")', 'must be > 0 (got {pseudocount})")')
+    edit("represent/normalize.py", 'must be > 0, got {pseudocount}")', 'must be > 0 (got {pseudocount})")')
     jobs = _planned(run_snakemake(finished_run, "-n"))
     # annotate (the config's annotate: jobs) fits pipelines with represent too
     assert set(jobs) == {"evaluate", "score", "metrics", "figures", "provenance", "tables", "annotate", "all"}
     assert len(jobs["evaluate"]) == 16 and len(jobs["score"]) == 8 and len(jobs["annotate"]) == 2
     assert _reasons(jobs, "evaluate") == _reasons(jobs, "annotate") == {PARAMS}
-    assert all("represent:" in r and "now:" in r for r in jobs["evaluate"])
+    assert all("represent.normalize:" in r and "now:" in r for r in jobs["evaluate"])
     for rule in ("score", "metrics", "figures", "provenance", "tables"):
         assert _reasons(jobs, rule) == {DOWNSTREAM}, (rule, jobs[rule])
 
@@ -415,7 +415,7 @@ def test_a_change_to_plotting_reruns_only_the_figures(finished_run, edit):
 
 @workflow
 def test_docstring_and_comment_changes_rerun_nothing(finished_run, edit):
-    edit("represent.py", "    Equals ``log1p`` of the library-normalized counts",
+    edit("represent/normalize.py", "    Equals ``log1p`` of the library-normalized counts",
          "    Equal to ``log1p`` of the library-normalized counts")
     edit("metrics.py", "def score(", "# scores per fold\ndef score(")
     edit("plotting.py", 'fontsize=6.5, fontweight="normal",', 'fontsize=6.5,  fontweight="normal",  # title')
@@ -428,11 +428,11 @@ def test_readme_names_results_made_by_other_code(finished_run, tmp_path):
     """With --rerun-triggers mtime nothing reruns for a code change; the README then says so."""
     wf = tmp_path / "wf"
     shutil.copytree(finished_run, wf, symlinks=True)  # this test runs jobs: its own copy
-    _edit(wf / "src/sclinbench/represent.py", 'must be > 0, got {pseudocount}")',
+    _edit(wf / "src/sclinbench/represent/normalize.py", 'must be > 0, got {pseudocount}")',
           'must be > 0 (got {pseudocount})")')
     run_snakemake(wf, "--rerun-triggers", "mtime", "--forcerun", "provenance")
     readme = (wf / "results/README.md").read_text()
-    assert re.search(r"\*\*16 of \d+ result files", readme) and "| evaluate | 16 | represent |" in readme
+    assert re.search(r"\*\*16 of \d+ result files", readme) and "| evaluate | 16 | represent.normalize |" in readme
     prov = json.loads((wf / "results/provenance.json").read_text())["code"]
     assert {o["rule"] for o in prov["other_code"]} == {"evaluate"}
     assert prov["steps"]["figures"]["made_by"][0]["installed_code"]

@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from fake_predictions import cross_species_predictions, kfold_predictions, novel_predictions
 from sklearn.metrics import roc_auc_score
 
-from fake_predictions import cross_species_predictions, kfold_predictions, novel_predictions
 from sclinbench import intervals, metrics
 
 PIPES = {"good": 0.85, "ok": 0.6, "control_majority": 0.3, "control_shuffled": 0.25}

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
-
 from conftest import REPO, copy_workflow, paper_configfiles, run_snakemake
+
 from sclinbench import data, manifest, report
 from sclinbench.datasets import standardized_dataset
 from sclinbench.errors import SclinbenchError
@@ -473,7 +473,10 @@ def test_standardize_logs_the_manifest_check_and_what_the_file_holds(tmp_path):
 
 
 def test_read_benchmark_runs_small_and_keeps_the_same_cells(tmp_path, capsys):
-    from sclinbench import bench_read
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_read
 
     out = tmp_path / "bench.json"
     assert bench_read.main(["--cells", "3000", "--genes", "400", "--genes-per-cell", "40", "--json", str(out),

@@ -5,16 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import CentroidClassifier, InputAdapter, ShuffledLabels
 from sclinbench.pipeline import (
     STEP_NAMES,
+    build_classifier,
     build_pipeline,
-    embedding_key,
+    build_preprocessing,
     normalize_spec,
     preprocessing_signature,
-    split_pipeline,
 )
 from sclinbench.represent import (
     AnovaSelector,
@@ -23,9 +24,6 @@ from sclinbench.represent import (
     RepresentationTransformer,
     ScaleClip,
 )
-
-from synthetic_counts import nb_counts
-
 
 FULL_SPEC = {
     "representation": {"name": "log1p", "target_sum": "median", "pseudocount": 1},
@@ -74,8 +72,7 @@ def test_anova_control_and_string_shorthands():
 
 def test_embedding_is_passthrough_and_reads_obsm():
     spec = {"representation": {"name": "embedding", "obsm_key": "X_uce"}, "model": {"name": "knn"}}
-    assert embedding_key(spec) == "X_uce"
-    assert embedding_key(FULL_SPEC) is None
+    assert normalize_spec(spec)["representation"] == {"name": "embedding", "obsm_key": "X_uce"}
     pipe = build_pipeline(spec)
     assert pipe.named_steps["represent"] == "passthrough"
     rng = np.random.default_rng(0)
@@ -100,7 +97,9 @@ def test_built_pipeline_runs_on_offsetcsr_end_to_end():
         ({"representation": {"name": "tfidf"}, "model": {"name": "centroid"}},
          "representation.name.*'tfidf'.*valid: counts, log1p, sqrt, pearson, rankz, embedding"),
         ({"representation": {"name": "log1p", "target": 1}, "model": {"name": "centroid"}},
-         "unknown key.*target.*valid: name, target_sum, pseudocount"),
+         "representation 'log1p' has no option 'target' \\(its options: target_sum, pseudocount\\)"),
+        ({"representation": "rankz", "model": {"name": "logreg", "alpha": 2}},
+         "model 'logreg' has no option 'alpha'.*'alpha' is an option of ridge"),
         ({"representation": "rankz", "features": {"method": "pca"}, "model": "centroid"},
          "features.method.*'pca'.*valid: none, hvg, anova"),
         ({"representation": "rankz", "reduction": {"method": "umap"}, "model": "centroid"},
@@ -113,7 +112,10 @@ def test_built_pipeline_runs_on_offsetcsr_end_to_end():
         ({"representation": {"name": "embedding"}, "model": "knn"}, "obsm_key"),
         ({"representation": {"name": "embedding", "obsm_key": "X"}, "features": {"method": "hvg", "n_top": 5},
           "model": "knn"}, "hvg.*cannot follow representation 'embedding'"),
-        ({"representation": "rankz", "features": {"method": "anova"}, "model": "centroid"}, "anova' needs 'k'"),
+        ({"representation": "rankz", "features": {"method": "anova", "k": 0}, "model": "centroid"},
+         "anova.*'k' must be a positive integer"),
+        ({"representation": "rankz", "features": {"method": "hvg", "flavor": "seurat_v4"}, "model": "centroid"},
+         "hvg flavor 'seurat_v4' is unknown; valid: pearson_residuals, seurat, cell_ranger, seurat_v3"),
         ({"representation": "rankz", "reduction": {"method": "pca", "n_components": 0}, "model": "centroid"},
          "n_components.*positive integer"),
         ({"representation": "rankz", "scale": "yes", "model": "centroid"}, "'scale' must be"),
@@ -142,20 +144,24 @@ def test_preprocessing_signature_ignores_model_and_control_only():
     assert normalize_spec(d2)["representation"]["target_sum"] == 1e4
 
 
-def test_schema_filled_defaults_of_other_choices_are_ignored():
-    # what config validation with defaults produces for `{representation: {name: rankz}, model: {name: centroid}}`
-    filled = {
-        "representation": {"name": "rankz", "target_sum": 10000, "pseudocount": 1.0, "theta": 100, "clip": None,
-                           "obsm_key": "X_embedding"},
-        "features": {"method": "hvg", "n_top": 30, "k": 2000},
-        "model": {"name": "centroid", "C": 1.0, "alpha": 1.0, "n_neighbors": 5, "min_class_size": 2, "max_iter": 5000},
-        "description": "", "role": "method", "scale": False, "control": "none",
-    }
-    pipe = build_pipeline(filled)
-    assert pipe.named_steps["represent"].params is None and pipe.named_steps["represent"].hvg == 30
-    assert pipe.named_steps["model"].min_class_size == 2
-    minimal = {"representation": {"name": "rankz"}, "features": {"method": "hvg", "n_top": 30}, "model": "knn"}
-    assert preprocessing_signature(filled) == preprocessing_signature(minimal)
+def test_schema_filled_defaults_build_the_same_pipeline():
+    """Validation with defaults (snakemake's validate) fills in the chosen options' defaults only,
+    and the pipeline is the one the minimal entry gives."""
+    import yaml
+    from snakemake.utils import validate
+
+    minimal = {"representation": {"name": "log1p"}, "features": {"method": "hvg", "n_top": 30},
+               "reduction": {"method": "pca"}, "model": {"name": "logreg"}}
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["pipelines"] = {"p": {k: dict(v) for k, v in minimal.items()}}
+    validate(cfg, str(REPO / "config" / "schema.yaml"))  # set_default=True
+    filled = cfg["pipelines"]["p"]
+    from sclinbench.models import MODELS
+
+    assert filled["model"]["max_iter"] == 1000 and set(filled["model"]) <= {"name", *MODELS["logreg"]}
+    assert filled["features"] == {"method": "hvg", "n_top": 30, "flavor": "pearson_residuals"}
+    assert normalize_spec(filled) == normalize_spec(minimal)
+    assert str(build_pipeline(filled)) == str(build_pipeline(minimal))
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,9 +181,9 @@ def test_every_configured_pipeline_builds_after_schema_validation():
         assert len(build_pipeline(spec, seed=0).steps) == 5, name
 
 
-def test_split_pipeline_shares_preprocessing_between_models():
+def test_preprocessing_and_classifier_make_the_whole_pipeline():
     X, y = nb_counts(seed=2)
-    pre, model = split_pipeline(build_pipeline(FULL_SPEC, seed=0))
+    pre, model = build_preprocessing(FULL_SPEC, seed=0), build_classifier(FULL_SPEC, seed=0)
     assert [n for n, _ in pre.steps] == list(STEP_NAMES[:-1])
     Xt = pre.fit_transform(X[:100], y[:100])
     model.fit(Xt, y[:100])

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fake_predictions import fake_run
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
-from fake_predictions import fake_run
-from sclinbench import plotting, report
+from sclinbench import contracts, plotting, report
 from sclinbench.errors import SclinbenchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,12 +26,12 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def metrics(run):
-    return report.check_metrics(run["scores"])
+    return contracts.check_metrics(run["scores"])
 
 
 @pytest.fixture(scope="module")
 def summary(run):
-    return report.check_summary(run["summary"])
+    return contracts.check_summary(run["summary"])
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_cross_species_bars_mark_published_and_show_our_values(summary, referenc
     ax = fig.axes[0]
     labels = ax.get_legend_handles_labels()[1]
     assert "UCE (published)" in labels and "rankz_centroid" in labels
-    assert "majority-class control" in labels
+    assert "control_majority" in labels and "control_shuffled" in labels   # the role: control pipelines
     hatched = [p for p in ax.patches if p.get_hatch()]
     solid = [p for p in ax.patches if not p.get_hatch()]
     assert len(hatched) == 3 * 4 and len(solid) == 3 * 3   # 3 species x (4 published, 3 ours)
@@ -208,23 +208,69 @@ def test_disease_levels(summary):
 def test_novelty_roc_by_hand():
     pred = pd.DataFrame({"pipeline": "p", "score": [0.9, 0.8, 0.2, 0.1], "novel": [False, False, True, True]})
     roc = plotting.novelty_roc(pred)
-    assert roc["auroc"].iloc[0] == 1.0          # low confidence = novel: perfectly separated
+    assert ((roc.fpr == 0) & (roc.tpr == 1)).any()          # low confidence = novel: perfectly separated
     flipped = pred.assign(novel=[True, True, False, False])
-    assert plotting.novelty_roc(flipped)["auroc"].iloc[0] == 0.0
+    assert not ((plotting.novelty_roc(flipped).tpr > 0) & (plotting.novelty_roc(flipped).fpr < 1)).any()
     # an unscored cell counts as the most novel
     nan = pd.DataFrame({"pipeline": "p", "score": [0.9, np.nan, 0.5], "novel": [False, True, False]})
-    assert plotting.novelty_roc(nan)["auroc"].iloc[0] == 1.0
+    assert ((plotting.novelty_roc(nan).fpr == 0) & (plotting.novelty_roc(nan).tpr == 1)).any()
     with pytest.raises(SclinbenchError, match="novel"):
         plotting.novelty_roc(pred.drop(columns="novel"))
 
 
-def test_novel_type_figure(metrics):
+def test_novel_type_figure(metrics, summary):
     fig = plotting.novel_type_detection(novel_predictions(), metrics)
     texts = _texts(fig)
-    assert any(t.startswith("good  ") for t in texts)      # ROC legend entry with AUROC
-    assert "mono" in texts                                 # held-out types from the metrics
+    assert "good" in texts and "mono" in texts             # ROC legend entry; held-out types from the metrics
     only_metrics = plotting.novel_type_detection(None, metrics)
     assert any("predictions not supplied" in t for t in _texts(only_metrics))
+
+
+def test_novel_type_figure_draws_every_novel_type_task_with_the_tables_auroc(metrics, summary):
+    """One row per dataset x novel-type task (not only the first); legend numbers are the summary's."""
+    two = pd.concat([summary, summary[summary.kind == "novel_type"].assign(dataset="atlas")], ignore_index=True)
+    m2 = pd.concat([metrics, metrics[metrics.kind == "novel_type"].assign(dataset="atlas")], ignore_index=True)
+    preds = {k: novel_predictions(i).replace({"pipeline": {"good": "rankz_centroid"}})
+             for i, k in enumerate([("pbmc68k", "novel_type"), ("atlas", "novel_type")])}
+    fig = plotting.novel_type_detection(preds, m2, two)
+    assert len(fig.axes) == 4
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("atlas · novel_type") for t in titles) and any(t.startswith("pbmc68k · novel_type") for t in titles)
+    value = two[(two.dataset == "atlas") & (two.metric == "novelty_auroc") & (two.group == "")
+                & (two.pipeline == "rankz_centroid")]["value"].iloc[0]
+    assert f"rankz_centroid  {value:.2f}" in _texts(fig)
+
+
+def test_a_control_is_told_by_its_role_not_its_name(summary, metrics, tmp_path):
+    renamed = {"control_majority": "always_first"}
+    s = summary.replace({"pipeline": renamed})
+    styles = plotting.control_styles(s)
+    assert set(styles) == {"always_first", "control_shuffled"} and styles["always_first"]["label"] == "always_first (control)"
+    assert plotting.pipeline_colors(sorted(s.pipeline.unique()), styles)["always_first"] not in plotting.OKABE_ITO.values()
+    fig = plotting.pipeline_scores(report.summary_view(s))
+    assert "always_first (control)" in fig.legends[0].get_texts()[0].get_text() + fig.legends[0].get_texts()[1].get_text()
+    assert "always_first" not in [t.get_text() for t in fig.axes[0].get_yticklabels()]   # not drawn as a method
+
+
+def test_pipeline_scores_has_x_labels_under_every_column_and_room_at_one(summary):
+    fig = plotting.pipeline_scores(report.summary_view(summary))
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    columns = {}
+    for ax in visible:
+        columns.setdefault(round(ax.get_position().x0, 3), []).append(ax)
+    for col in columns.values():
+        lowest = min(col, key=lambda a: a.get_position().y0)
+        assert lowest.get_xlabel() and any(t.get_text() for t in lowest.get_xticklabels()), lowest.get_title()
+    assert visible[0].get_xlim()[1] > 1.0    # a point at 1.0 is drawn whole
+
+
+def test_runtime_figure_draws_no_bars(tmp_path):
+    from matplotlib.patches import Rectangle
+
+    write_benchmarks(tmp_path)
+    fig = plotting.runtime_memory(plotting.read_benchmarks(tmp_path))
+    for ax in fig.axes:
+        assert not [p for p in ax.patches if isinstance(p, Rectangle)], "bars on a (log) axis"
 
 
 def test_read_benchmarks_and_runtime_figure(tmp_path):
@@ -244,7 +290,7 @@ def test_read_benchmarks_and_runtime_figure(tmp_path):
 
 
 def test_pipeline_colors_are_colour_blind_safe_and_stable():
-    c = plotting.pipeline_colors(["rankz_centroid", "control_majority", "log1p_logreg"])
+    c = plotting.pipeline_colors(["rankz_centroid", "control_majority", "log1p_logreg"], controls=["control_majority"])
     assert c["rankz_centroid"] == plotting.OKABE_ITO["blue"]
     assert c["log1p_logreg"] == plotting.OKABE_ITO["orange"]
     assert c["control_majority"] not in plotting.OKABE_ITO.values()

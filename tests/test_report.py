@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from fake_predictions import fake_run
-from sclinbench import report
+
+from sclinbench import contracts, report, species
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "config" / "reference_results.tsv"
@@ -34,7 +35,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def summary(run):
-    return report.check_summary(run["summary"])
+    return contracts.check_summary(run["summary"])
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_cross_species_matrix_and_averages_come_from_the_score_stage(summary):
 
 def test_check_summary_names_missing_column(summary):
     with pytest.raises(SclinbenchError, match="missing column.*family"):
-        report.check_summary(summary.drop(columns="family"), where="results/summary.tsv")
+        contracts.check_summary(summary.drop(columns="family"), where="results/summary.tsv")
 
 
 # ----------------------------------------------------------------------------- published numbers
@@ -209,9 +210,9 @@ def test_published_table_labels_every_row(summary, reference):
 
 
 def test_species_names_are_matched_by_common_name():
-    assert report.common_species_name("Homo sapiens") == "human"
-    assert report.common_species_name("Mus_musculus") == "mouse"
-    assert report.common_species_name("Xenopus") == "xenopus"
+    assert species.common_name("Homo sapiens") == "human"
+    assert species.common_name("Mus_musculus") == "mouse"
+    assert species.common_name("Xenopus") == "xenopus"
 
 
 # ----------------------------------------------------------------------------- written tables
@@ -228,7 +229,7 @@ def test_write_tables_state_their_interval_and_numbers(tmp_path, run, reference)
         assert "ntervals" in md, stem          # every table states its interval method
     assert not list(tmp_path.glob("*.part"))
     md = (tmp_path / "task~celltype_donor.md").read_text()
-    r = _get(report.check_summary(run["summary"]), "atlas", "celltype_donor", "rankz_centroid")
+    r = _get(contracts.check_summary(run["summary"]), "atlas", "celltype_donor", "rankz_centroid")
     assert report.format_row(r.to_dict()) in md and "Interval: 95% percentile bootstrap over 6 donors" in md
     assert "No rows" in (tmp_path / "task~not_run_task.md").read_text()
     best = (tmp_path / "best_linear.md").read_text()
@@ -257,7 +258,7 @@ def test_format_ci_and_row():
 def test_provenance_records_versions_config_hash_and_checksums(tmp_path):
     raw = tmp_path / "raw.h5ad"
     raw.write_bytes(b"not really an h5ad")
-    digest = report.sha256_file(raw)
+    digest = sha256_file(raw)
     assert digest == hashlib.sha256(b"not really an h5ad").hexdigest()
     cfg = {"seed": 0, "pipelines": {"a": {"model": {"name": "centroid"}}}}
     prov = report.provenance(cfg, {"pbmc68k": digest}, repo_dir=ROOT)
@@ -273,13 +274,30 @@ def test_provenance_records_versions_config_hash_and_checksums(tmp_path):
     assert digest in (tmp_path / "provenance.md").read_text()
 
 
-def test_html_gallery_embeds_figures(tmp_path):
-    png = tmp_path / "a.png"
-    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    page = report.write_html_gallery({"a": png}, tmp_path / "x.html", captions={"a": "cap <b>"})
-    text = page.read_text()
-    assert "data:image/png;base64," in text and "cap &lt;b&gt;" in text
-    with pytest.raises(SclinbenchError, match="missing.png"):
-        report.write_html_gallery({"b": tmp_path / "missing.png"}, tmp_path / "y.html")
+def test_species_names_in_one_place():
+    assert species.ensembl_prefix("human") == species.ensembl_prefix("Homo sapiens") == "hsapiens"
+    assert species.ensembl_prefix("Mus musculus") == species.ensembl_prefix("mmusculus") == "mmusculus"
+    assert species.ensembl_prefix("Canis lupus familiaris") == species.ensembl_prefix("dog") == "clfamiliaris"
+    assert species.ensembl_prefix("mouse lemur") == "mmurinus"
+    assert species.ensembl_prefix("Human-2", strict=False) == "human2"
+    with pytest.raises(SclinbenchError, match="not a known name"):
+        species.ensembl_prefix("Human-2")
+    assert species.short_label("Homo sapiens") == "H. sapiens" and species.short_label("alpha") == "alpha"
+    assert "human" in species.biomart_names("Homo sapiens")
 
 
+def test_a_control_named_otherwise_is_still_a_control(run, reference):
+    """Controls are told apart by role (issue 13): a control not named control_* is shown as one."""
+    renamed = {"control_majority": "always_first"}
+    s = contracts.check_summary(run["summary"]).replace({"pipeline": renamed})
+    paired = run["paired"].replace({"a": renamed, "b": renamed})
+    head = report.headline_table(s, paired)
+    assert "always_first" in head.columns and not (head["always_first"] == "not run").all()
+    assert report.controls_of(s) == ["always_first", "control_shuffled"]
+    avg = pd.concat([report.cross_species_average(s), report.cross_species_average(s, True)])
+    table = report.published_table(reference, avg, dataset_aliases={"atlas": "spermatogenesis"})
+    wide = report.published_wide(table, controls=False, control_pipelines=report.controls_of(s))
+    assert "always_first" not in set(wide["model"]) and "rankz_centroid" in set(wide["model"])
+    ours = report.published_wide(table, control_pipelines=report.controls_of(s))
+    ours = list(ours.loc[ours.source == report.COMPUTED, "model"])
+    assert ours.index("always_first") > ours.index("rankz_centroid")    # controls after the methods

@@ -1,7 +1,7 @@
 """The figures render in a real browser: every <img> of the HTML page loads (naturalWidth > 0).
 
 Builds the figures from the tables of a made-up run (fake_predictions.fake_run), embeds them in one standalone HTML page
-(:func:`sclinbench.report.write_html_gallery`) and opens it in headless Debian ``chromium``
+(:func:`_gallery`, PNGs as data URIs) and opens it in headless Debian ``chromium``
 (``apt-get install -y chromium``). A small script injected into the page writes the result of the
 image check into ``document.title``, read back with ``--dump-dom``; a screenshot is taken too
 (set ``SCLINBENCH_SCREENSHOT_DIR`` to keep it). If ``results/report.html`` exists from a real
@@ -17,8 +17,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from fake_predictions import fake_run
+
 from sclinbench import plotting, report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,19 @@ def _title(dom: str) -> str:
     return match.group(1).strip()
 
 
+def _gallery(figures: dict, path: Path) -> Path:
+    """One self-contained HTML page with every PNG embedded as a data URI."""
+    import base64
+    import html
+
+    imgs = "".join(f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,"
+                   f"{base64.b64encode(Path(png).read_bytes()).decode('ascii')}'></figure>"
+                   for name, png in figures.items())
+    path.write_text("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sclinbench test figures"
+                    f"</title></head><body>{imgs}</body></html>\n")
+    return path
+
+
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory):
     out = tmp_path_factory.mktemp("browser")
@@ -84,8 +97,7 @@ def gallery(tmp_path_factory):
     figures = plotting.make_figures(run["summary"], out / "figures", metrics=run["scores"],
                                     reference=report.read_reference(REFERENCE),
                                     dataset_aliases={"atlas": "spermatogenesis"})
-    page = report.write_html_gallery({k: png for k, (png, _) in figures.items()}, out / "gallery.html",
-                                     title="sclinbench test figures")
+    page = _gallery({k: png for k, (png, _) in figures.items()}, out / "gallery.html")
     return page, len(figures)
 
 

@@ -70,7 +70,7 @@ def test_cross_species_transfer_folds_train_on_every_source_cell(obs):
     merged = t.merge(obs, left_on="cell_id", right_index=True)
     transfer = merged[~merged.group.str.split("->").map(lambda g: g[0] == g[1])]
     assert sorted(transfer["fold"].unique()) == [0, 1, 2]
-    for fold, rows in transfer.groupby("fold"):
+    for _fold, rows in transfer.groupby("fold"):
         train = rows[rows.role == "train"]
         assert train.organism.nunique() == 1
         a = train.organism.iloc[0]

@@ -79,7 +79,7 @@ def test_schema(atlas):
 def test_counts_of_types_and_donors(atlas):
     adatas, _ = atlas
     shared = {f"type_{i:02d}" for i in range(1, 9)}
-    for name, a in adatas.items():
+    for _name, a in adatas.items():
         assert a.n_obs == 1500
         counts = a.obs["cell_type"].value_counts()
         assert shared <= set(counts.index)
@@ -181,7 +181,7 @@ def test_divergence_is_monotone_after_mapping(atlas):
 def test_disease_program_only_in_affected_types(atlas):
     adatas, _ = atlas
     ref_truth = adatas["alpha"].uns["synthetic_truth"]
-    for name, a in adatas.items():
+    for _name, a in adatas.items():
         truth = a.uns["synthetic_truth"]
         assert truth["affected_cell_types"] == ref_truth["affected_cell_types"]
         genes = list(truth["disease_genes"])

@@ -5,9 +5,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import copy_workflow, paper_configfiles, run_snakemake
-from sclinbench import report
+
+from sclinbench import contracts
 
 pytestmark = pytest.mark.workflow
 
@@ -46,7 +46,7 @@ def test_every_test_cell_is_predicted_once_per_fold(default_run):
                        "representation~rankz.tsv.gz", sep="\t")
     test = splits[splits.role == "test"]
     assert pred.loc[pred.pipeline == "control_shuffled", "repeat"].nunique() == 5
-    for (pipeline, repeat), rows in pred.groupby(["pipeline", "repeat"]):
+    for (_pipeline, _repeat), rows in pred.groupby(["pipeline", "repeat"]):
         assert len(rows) == len(test)
         assert set(zip(rows.cell_id, rows.fold)) == set(zip(test.cell_id, test.fold))
     adata = ad.read_h5ad(workdir / "resources/standardized/pbmc68k.h5ad")
@@ -76,7 +76,7 @@ def test_cross_species_recovers_truth_and_keeps_diagonal_apart(default_run):
     # beta's own type is not in alpha: counted apart, never in the headline
     unseen = _metric(m, task="cross_species", group="alpha->beta", metric="n_cells_unseen_label")
     assert (unseen.value > 0).all()
-    s = report.read_summary(workdir / "results/summary.tsv")
+    s = contracts.read_summary(workdir / "results/summary.tsv")
     head = s[(s.task == "cross_species") & (s.group == "") & (s.metric == "macro_f1")].set_index("pipeline")
     assert head.loc["rankz_centroid", "n_units"] == 6 and head.loc["rankz_centroid", "unit"] == "species pair"
     assert float(head.loc["rankz_centroid", "value"]) == pytest.approx(by_pair.mean())
@@ -109,7 +109,7 @@ def test_results_readme_headline_and_controls(default_run):
     assert "novelty AUROC" in text and "signal over control" in text
     line = next(x for x in text.splitlines() if x.startswith("| atlas | cross_species"))
     assert "species pair" in line and "5 repeats" in line
-    s = report.read_summary(workdir / "results/summary.tsv")
+    s = contracts.read_summary(workdir / "results/summary.tsv")
     shuffled = s[(s.pipeline == "control_shuffled") & (s.metric == "auroc_ovr") & (s.group == "")]
     assert (shuffled.n_repeats.astype(int) == 5).all()
     # (leave-one-donor-out pseudobulk excepted: there every control anti-learns, see the method note)
@@ -177,6 +177,14 @@ def test_misspelled_config_key_is_one_line(workdir):
     assert "unknown key 'pipelnes' at top level" in proc.stdout + proc.stderr
 
 
+def test_an_option_of_another_model_stops_the_run_at_validation(workdir):
+    (workdir / "bad.yaml").write_text("pipelines:\n  mine: {representation: {name: rankz}, model: {name: logreg, alpha: 2}}\n")
+    proc = run_snakemake(workdir, "-n", "--configfile", "config/config.yaml", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "'alpha' at pipelines.mine.model is not an option of model 'logreg' (its options: C," in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
+
+
 def test_dataset_without_label_column(workdir):
     _local_dataset(workdir, "mine", _counts_adata(label_col="celltype_x"), {"cell_type": "celltype_x_typo"},
                    ["mine_ct"])
@@ -241,3 +249,14 @@ def test_local_dataset_gets_metrics_and_figures(workdir):
         png = workdir / f"results/figures/{stem}.png"
         assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mydata" in (workdir / "results/tables/summary.tsv").read_text()
+
+
+def test_logs_say_what_each_step_does_and_no_more(default_run):
+    workdir, _ = default_run
+    figures = (workdir / "logs/figures.log").read_text()
+    assert "fontTools" not in figures and len(figures.splitlines()) < 10, figures[-2000:]
+    evaluate = (workdir / "logs/evaluate/dataset~atlas/task~celltype_donor/representation~rankz.log").read_text()
+    assert "starting fold 1/4" in evaluate and "starting fold 4/4" in evaluate and "fold 4/4 done" in evaluate
+    score = (workdir / "logs/score/dataset~atlas/task~cross_species.log").read_text()
+    assert "atlas/cross_species, headline: 6 species pairs" in score
+    assert "atlas/cross_species, alpha->beta:" in score

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from conftest import REPO, copy_workflow, paper_configfiles, run_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -203,7 +202,7 @@ def test_unlabelled_cells_are_set_aside_through_the_workflow(workdir):
     adata = ad.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame({"ct": labels}, index=[f"c{i}" for i in range(n)]),
                        var=pd.DataFrame(index=[f"G{j}" for j in range(60)]))
     adata.write_h5ad(workdir / "unl.h5ad")
-    _add_registry(workdir, f"unl:\n  source: local\n  files: [{{path: unl.h5ad}}]\n  gene_id: symbol\n"
+    _add_registry(workdir, "unl:\n  source: local\n  files: [{path: unl.h5ad}]\n  gene_id: symbol\n"
                            "  columns: {cell_type: ct}\n")
     stale = workdir / "resources" / "standardized" / ".unl.h5ad.k1ll3d_x.part"  # left by a SIGKILL
     stale.parent.mkdir(parents=True)

@@ -56,8 +56,7 @@ def _print_entries(title: str, entries: dict, extra=None) -> None:
 
 
 def cmd_list(args) -> int:
-    from sclinbench.tool import catalog
-    from sclinbench.tool import DEFAULT_PIPELINE
+    from sclinbench.tool import DEFAULT_PIPELINE, catalog
 
     cat = catalog.load(args.workflow, args.config)
     where = f"{cat.workflow} ({cat.found_by})" if cat.workflow else (
@@ -95,8 +94,7 @@ def cmd_list(args) -> int:
 # train / annotate
 # ------------------------------------------------------------------------------------------------
 def _pipeline(args) -> tuple[str, dict]:
-    from sclinbench.tool import catalog
-    from sclinbench.tool import DEFAULT_PIPELINE
+    from sclinbench.tool import DEFAULT_PIPELINE, catalog
 
     name = args.pipeline or DEFAULT_PIPELINE
     cat = catalog.load(args.workflow, args.config, datasets_too=False, grid_too=False)
@@ -106,7 +104,8 @@ def _pipeline(args) -> tuple[str, dict]:
 
 
 def _reference(args):
-    from sclinbench.tool.annotate import prepare_reference, read_h5ad, sha256_file
+    from sclinbench.io import sha256_file
+    from sclinbench.tool.annotate import prepare_reference, read_h5ad
 
     t0 = time.perf_counter()
     adata = read_h5ad(args.reference, "reference")
@@ -171,13 +170,13 @@ def _orthologs(args):
 
 
 def cmd_annotate(args) -> int:
+    from sclinbench.io import sha256_file
     from sclinbench.tool.annotate import (
         Annotator,
         annotate,
         check_outputs,
         output_paths,
         read_h5ad,
-        sha256_file,
         write_result,
     )
 

@@ -7,6 +7,9 @@ import yaml
 
 from sclinbench.errors import SclinbenchError
 
+#: Keys that choose among alternatives with options of their own (``name``, ``method``).
+CHOICE_KEYS = ("name", "method")
+
 
 def _where(path) -> str:
     parts = [str(p) for p in path]
@@ -23,6 +26,14 @@ def schema_errors(instance: dict, schema_path: str) -> list[str]:
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
             extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+            chooser = next((k for k in CHOICE_KEYS if k in allowed and isinstance(error.instance, dict)
+                            and k in error.instance), None)
+            if chooser and error.path:  # a choice with options of its own (e.g. model: {name: logreg})
+                options = [a for a in allowed if a != chooser]
+                lines.append(f"{', '.join(repr(k) for k in extra)} at {_where(error.path)} is not an option of "
+                             f"{error.path[-1]} '{error.instance[chooser]}' (its options: "
+                             f"{', '.join(options) or 'none'})")
+                continue
             hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
             lines.append(f"unknown key {', '.join(repr(k) for k in extra)} at {_where(error.path)}{hint}")
         elif error.validator == "oneOf" and error.context:

@@ -15,13 +15,12 @@ The standardized AnnData (docs/DESIGN.md) has raw integer counts in ``X`` (CSR, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import anndata as ad
 import numpy as np
@@ -29,6 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -159,19 +159,6 @@ def recover_counts_from_lognorm(
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    if path.is_dir():  # Matrix Market directory: hash the files in name order
-        for child in sorted(p for p in path.iterdir() if p.is_file()):
-            digest.update(child.name.encode())
-            digest.update(_sha256(child).encode())
-        return digest.hexdigest()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------
 # bundled data
 # --------------------------------------------------------------------------------------------
@@ -213,7 +200,7 @@ def load_bundled(name: str) -> ad.AnnData:
     path = Path(sc.datasets.__file__).parent / "10x_pbmc68k_reduced.h5ad"
     adata.uns["sclinbench_raw"] = {
         "files": str(path),
-        "sha256": _sha256(path) if path.exists() else "",
+        "sha256": sha256_file(path) if path.exists() else "",
         "format": "bundled",
         "counts": "expm1(raw.X) * obs.n_counts / 1e4",
     }
@@ -574,7 +561,7 @@ def read_raw(
         adata.obs_names_make_unique()
     adata.uns["sclinbench_raw"] = {
         "files": ", ".join(str(p) for p in paths),
-        "sha256": ", ".join(_sha256(p) for p in paths) if checksum else "",
+        "sha256": ", ".join(sha256_file(p) for p in paths) if checksum else "",
         "format": fmt,
         "counts": counts,
         "n_obs_file": n_obs_file,

@@ -16,6 +16,8 @@ import pandas as pd
 
 from sclinbench import data, orthologs
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
+from sclinbench.species import ensembl_prefix
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def verify_inputs(name: str, entry: dict, inputs: list[str], lockfile: str | Non
             p = Path(path)
             if not p.exists():
                 raise SclinbenchError(f"local file {path} of registry entry '{name}' does not exist; fix its path: under files:")
-            digest = data._sha256(p)
+            digest = sha256_file(p)
             checked = "local"
             if spec.get("size") is not None and p.is_file() and p.stat().st_size != spec["size"]:
                 raise SclinbenchError(
@@ -174,8 +176,7 @@ def _rename_species(table: pd.DataFrame, members: dict, registry: dict, referenc
     for org, member in members.items():
         organism = registry.get(member, {}).get("organism", org)
         names[organism] = org
-        genus, species = (organism.split() + [""])[:2]
-        names[(genus[:1] + species).lower()] = org
+        names[ensembl_prefix(organism, strict=False)] = org
     table = table.copy()
     table["reference_species"] = table["reference_species"].map(lambda s: names.get(s, s))
     table["other_species"] = table["other_species"].map(lambda s: names.get(s, s))
@@ -198,8 +199,6 @@ def fetch_ensembl_orthologs(reference: str, other: str, release: int, dest: str)
 def dataset_checksums(standardized: dict[str, str]) -> dict[str, str]:
     """Dataset name -> sha256 of its source file(s) (as recorded at standardization), else of the
     standardized file itself (bundled and synthetic data have no download)."""
-    from sclinbench.report import sha256_file
-
     out = {}
     for name, path in standardized.items():
         info = ad.read_h5ad(path, backed="r").uns.get("sclinbench", {})

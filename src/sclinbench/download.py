@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
-import hashlib
 import http.client
 import logging
 import os
@@ -27,11 +26,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,6 @@ class _Retry(Exception):
 # --------------------------------------------------------------------------------------------
 # checksums and the lock file
 # --------------------------------------------------------------------------------------------
-
-
-def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Return the hex sha256 of a file, read in chunks of ``chunk`` bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -179,7 +170,7 @@ def record_lock(lockfile: str | os.PathLike, url: str, sha256: str, size: int) -
         fh.seek(0, os.SEEK_END)
         if fh.tell() == 0:
             fh.write("\t".join(LOCK_COLUMNS) + "\n")
-        date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         fh.write(f"{url}\t{sha256}\t{size}\t{date}\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -384,7 +375,7 @@ def _verify(path: Path, url: str, expected: str | None, origin: str, size: int |
         raise SclinbenchError(
             f"{url}: got {actual_size} bytes, expected {size}" + (" from " + origin if from_lock else "") + tail + "."
         )
-    digest = sha256sum(path)
+    digest = sha256_file(path)
     if expected is not None and digest != expected:
         if delete:
             path.unlink()

@@ -41,8 +41,8 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
@@ -202,7 +202,7 @@ class _Unit:
 
     __slots__ = ("stmt", "_text", "defines", "chains", "imports", "eager", "always", "dynamic")
 
-    def __init__(self, stmt: ast.stmt, module: "_Module"):
+    def __init__(self, stmt: ast.stmt, module: _Module):
         self.stmt, self._text = stmt, None
         self.chains, imports, declared = _scan(stmt)
         self.imports: dict[str, list[tuple]] = {}  # bound name -> package targets (anywhere inside)
@@ -263,7 +263,7 @@ def _plain_target(node: ast.AST) -> bool:
     return False
 
 
-def _pure_decorator(node: ast.expr, module: "_Module") -> bool:
+def _pure_decorator(node: ast.expr, module: _Module) -> bool:
     if isinstance(node, ast.Call):
         node = node.func
     chain = _chains(node)[0] if isinstance(node, (ast.Name, ast.Attribute)) else ()
@@ -277,7 +277,7 @@ def _pure_decorator(node: ast.expr, module: "_Module") -> bool:
 class _Module:
     """A parsed package module (or a script): its top-level statements and what they bind."""
 
-    def __init__(self, name: str, path: Path, is_package: bool, index: "CodeIndex"):
+    def __init__(self, name: str, path: Path, is_package: bool, index: CodeIndex):
         self.name, self.path, self.is_package, self.index = name, path, is_package, index
         tree = ast.parse(path.read_bytes(), filename=str(path))
         _strip_docstrings(tree)
@@ -592,7 +592,7 @@ def log_job(logger: logging.Logger | None = None) -> dict | None:
         "rule": getattr(sm, "rule", None),
         "code": getattr(getattr(sm, "params", None), "code", None),
         "version": package_version(),
-        "started_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "input": [str(f) for f in getattr(sm, "input", [])],
         "output": [str(f) for f in sm.output],
     }
@@ -623,13 +623,16 @@ def read_job_records(logs_dir: str | os.PathLike, max_lines: int = 20) -> list[d
 
 
 def code_provenance(results: Iterable[str], records: Iterable[Mapping],
-                    installed: Mapping[str, str | None], version: str | None = None) -> dict:
+                    installed: Mapping[str, str | None], version: str | None = None,
+                    measurements: str | None = None) -> dict:
     """Which code made the files ``results`` were computed from, per step.
 
     Starting from ``results`` (files on disk), each file's job record (the newest that lists it as
     output) names the rule, code and version that made it and the files that job read; those are
     followed in turn. Files without a record are source files (config, bundled or local data) or
-    were made without a record (before records existed, or their logs were deleted).
+    were made without a record (before records existed, or their logs were deleted). Files under
+    the folder ``measurements`` (Snakemake's benchmark records, read by the runtime figure) measure
+    jobs rather than carry data, and are left out.
 
     Returns ``{"version", "installed", "steps": {rule: {"installed", "made_by": [{"code",
     "version", "files", "installed_code"}]}}, "other_code": [...], "without_record": [...]}``.
@@ -642,12 +645,15 @@ def code_provenance(results: Iterable[str], records: Iterable[Mapping],
     steps: dict[str, dict] = {}
     other, without = [], []
     seen: set[str] = set()
+    skip = os.path.normpath(measurements) + os.sep if measurements else None
     todo = [os.path.normpath(f) for f in results]
     while todo:
         f = todo.pop()
         if f in seen:
             continue
         seen.add(f)
+        if skip and f.startswith(skip):
+            continue
         rec = by_output.get(f)
         if rec is None or not os.path.exists(f):
             without.append(f)

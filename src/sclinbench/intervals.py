@@ -31,6 +31,8 @@ a 100,000-cell task at seconds.
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -40,18 +42,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sclinbench.contracts import PAIRED_COLUMNS, SCORE_PREFIX, SUMMARY_COLUMNS, is_diagonal
 from sclinbench.errors import SclinbenchError
 from sclinbench.metrics import (
     CONFUSION_METRICS,
-    SCORE_PREFIX,
     _in_training,
-    _is_diagonal,
     _with_repeat,
     confusion_metrics,
     encode,
     label_index,
     score_rows,
 )
+
+log = logging.getLogger(__name__)
 
 MIN_UNITS = 3                   # fewer units: no interval
 PAIR_MATRIX_MAX_UNITS = 256     # AUROC per draw via U x U pair counts up to this many units
@@ -63,10 +66,6 @@ POOLED_METRICS = CONFUSION_METRICS + ("auroc_ovr",)
 PAIRED_METRICS = {"novel_type": ("novelty_auroc", "macro_f1")}
 DEFAULT_PAIRED = ("macro_f1", "auroc_ovr")
 TOO_FEW = "too few units for an interval"
-SUMMARY_COLUMNS = ["pipeline", "group", "metric", "value", "ci_low", "ci_high", "n_units", "unit",
-                   "interval", "unit_values", "n_repeats", "repeat_sd", "repeat_min", "repeat_max"]
-PAIRED_COLUMNS = ["group", "a", "b", "metric", "difference", "ci_low", "ci_high", "n_units", "unit",
-                  "interval", "verdict"]
 
 
 # --------------------------------------------------------------------------- draws
@@ -427,10 +426,14 @@ def summarize_predictions(predictions: pd.DataFrame, task: dict, n_boot: int = 2
     summary, pairs = [], []
 
     def run(scope, metrics, group, paired_metrics=()):
+        t0 = time.perf_counter()
         rng = key_rng(seed, key, group)
         s, p = resample(scope, list(metrics), n_boot, level, rng, group, list(paired_metrics))
         summary.extend(s)
         pairs.extend(p)
+        log.info("%s, %s: %d %s, %d pipeline-repeats, %s in %.1f s", key or "scores", group or "headline",
+                 scope.n_reported, plural(scope.unit), len(getattr(scope, "members", None) or scope.table),
+                 f"{n_boot} draws" if scope.n_units >= MIN_UNITS else "no interval", time.perf_counter() - t0)
 
     if kind == "novel_type":
         per_type = _unit_values(preds, kind)
@@ -475,7 +478,7 @@ def _cross_species(preds: pd.DataFrame, split: str, run, summary: list) -> None:
     for g in groups:
         rows = preds[preds["group"] == g]
         units = "donor" if real_donors(rows) >= MIN_UNITS else "cell"
-        if _is_diagonal(g):
+        if is_diagonal(g):
             scope = PooledScope(rows, units, "union", f"pair {g}")
             run(scope, POOLED_METRICS, g)
             points(scope, g, also_all_labels=True)
@@ -498,8 +501,8 @@ def _cross_species(preds: pd.DataFrame, split: str, run, summary: list) -> None:
         summary.extend(_point_rows(pd.DataFrame(counts, columns=["pipeline", "repeat", "metric", "value"]),
                                    g, units))
     values = pd.DataFrame(per_repeat, columns=["pipeline", "repeat", "unit", "metric", "value"])
-    off = [g for g in groups if not _is_diagonal(g)]
-    diag = [g for g in groups if _is_diagonal(g)]
+    off = [g for g in groups if not is_diagonal(g)]
+    diag = [g for g in groups if is_diagonal(g)]
     metrics = [m for m in POOLED_METRICS + ("macro_f1_all_target_labels",) if m in set(values["metric"])]
     paired = list(DEFAULT_PAIRED)
     if off:
@@ -512,7 +515,7 @@ def _cross_species(preds: pd.DataFrame, split: str, run, summary: list) -> None:
             run(MeanScope(values, "species pair"), metrics, "incl. same-species", paired)
     for a in sorted({g.split("->")[0] for g in groups}):
         mine = values[values.unit.str.startswith(f"{a}->")]
-        others = mine[~mine.unit.map(_is_diagonal)]
+        others = mine[~mine.unit.map(is_diagonal)]
         if len(others):
             run(MeanScope(others, "target species"), metrics, f"{a}->*")
         if len(mine) > len(others) and len(others):

@@ -1,19 +1,23 @@
-"""Small I/O helpers shared by the stages: atomic writes, logging, script entry points."""
+"""Small I/O helpers shared by the stages: atomic writes, checksums, logging, script entry points."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sclinbench.errors import SclinbenchError
 
 log = logging.getLogger("sclinbench")
+#: Third-party loggers kept at WARNING in the job logs (matplotlib's PDF font subsetting logs
+#: hundreds of INFO lines per figure).
+QUIET_LOGGERS = ("fontTools", "matplotlib")
 
 
 def _temp_pattern(name: str) -> re.Pattern:
@@ -67,6 +71,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks of ``chunk`` bytes.
+
+    A folder (a Matrix Market directory) hashes its files in name order: each file's name and
+    sha256 in turn.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for child in sorted(p for p in path.iterdir() if p.is_file()):
+            digest.update(child.name.encode())
+            digest.update(sha256_file(child, chunk).encode())
+        return digest.hexdigest()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of a text (UTF-8)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_table(df, path: str | os.PathLike, **kwargs) -> None:
     """Write a TSV (gzip if the name ends in .gz) atomically."""
     path = Path(path)
@@ -93,6 +121,8 @@ def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging
         handlers=handlers,
         force=True,
     )
+    for name in QUIET_LOGGERS:  # libraries whose INFO lines say nothing about the step
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 @contextlib.contextmanager

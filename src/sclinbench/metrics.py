@@ -24,9 +24,22 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-UNASSIGNED = "unassigned"   # the explicit prediction for a cell a model cannot score
-SCORE_PREFIX = "s:"          # prefix of the per-class score columns of a predictions table
-METRIC_COLUMNS = ["pipeline", "fold", "group", "repeat", "metric", "value"]
+from sclinbench.contracts import (
+    CALL_COLUMNS,
+    FOLD_SCORE_COLUMNS,
+    LABEL_COLUMNS,
+    METRICS_TSV_COLUMNS,
+    PAIRED_TSV_COLUMNS,
+    PER_CLASS_COLUMNS,
+    PIPELINE_COLUMNS,
+    SCORE_PREFIX,
+    SUMMARY_TSV_COLUMNS,
+    UNASSIGNED,
+    UNSEEN_TSV_COLUMNS,
+    is_diagonal,
+    read_task_table,
+)
+
 #: Metrics computed from the confusion matrix, in display order.
 CONFUSION_METRICS = ("macro_f1", "accuracy", "balanced_accuracy", "macro_precision", "macro_recall")
 #: Label-set modes of :func:`confusion_metrics`.
@@ -145,11 +158,6 @@ def score_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c.startswith(SCORE_PREFIX) and df[c].notna().any()]
 
 
-def _is_diagonal(group: str) -> bool:
-    a, _, b = str(group).partition("->")
-    return a == b
-
-
 def _in_training(df: pd.DataFrame) -> np.ndarray:
     if "label_in_training" in df.columns:
         return df["label_in_training"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
@@ -174,7 +182,7 @@ def score_rows(df: pd.DataFrame, kind: str, group: str = "") -> dict[str, float]
         out["novelty_auroc"] = float(roc_auc_score(novel, -conf)) if novel.any() and known.any() else float("nan")
         out["auroc_ovr"] = auroc_ovr(y_true[known], df.loc[known, cols])
         return out
-    if kind == "cross_species" and not _is_diagonal(group):
+    if kind == "cross_species" and not is_diagonal(group):
         shared = _in_training(df)
         out.update(classification_scores(y_true[shared], y_pred[shared], mode="truth"))
         out["auroc_ovr"] = auroc_ovr(y_true[shared], df.loc[shared, cols], labels=set(y_true[shared]))
@@ -207,7 +215,7 @@ def score(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
         group = str(key[3]) if len(key) > 3 else ""
         for metric, value in score_rows(df, kind, group).items():
             rows.append((key[0], int(key[1]), group, int(key[2]), metric, value))
-    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    return pd.DataFrame(rows, columns=FOLD_SCORE_COLUMNS)
 
 
 def _with_repeat(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -236,8 +244,7 @@ def per_class(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
             f1 = np.where(support + predicted > 0, 2 * tp / np.maximum(support + predicted, 1), 0.0)
         rows += [(key[0], int(key[1]), group, int(key[2]), lab, float(fi), int(si), lab in trained)
                  for lab, fi, si in zip(labels, f1, support)]
-    return pd.DataFrame(rows, columns=["pipeline", "fold", "group", "repeat", "label", "f1", "support",
-                                       "in_training"])
+    return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
 
 
 def confusion(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -245,9 +252,9 @@ def confusion(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
     preds = _with_repeat(predictions)
     if kind not in ("cross_species", "novel_type"):
         preds = preds.assign(group="")
-    counts = (preds.groupby(["pipeline", "repeat", "group", "y_true", "y_pred"], sort=True, observed=True)
+    counts = (preds.groupby(CALL_COLUMNS[:-1], sort=True, observed=True)
               .size().rename("n").reset_index())
-    return counts[["pipeline", "repeat", "group", "y_true", "y_pred", "n"]]
+    return counts[CALL_COLUMNS]
 
 
 def unseen_labels(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -258,38 +265,14 @@ def unseen_labels(predictions: pd.DataFrame) -> pd.DataFrame:
     fold's held-out type.
     """
     preds = _with_repeat(predictions)
-    cols = ["pipeline", "repeat", "group", "y_true", "y_pred", "n"]
     unseen = preds[~_in_training(preds)]
     if unseen.empty:
-        return pd.DataFrame(columns=cols)
-    return (unseen.groupby(["pipeline", "repeat", "group", "y_true", "y_pred"], sort=True, observed=True)
-            .size().rename("n").reset_index()[cols])
-
-
-def read_predictions(paths) -> pd.DataFrame:
-    """Read and concatenate prediction tables (labels and ids stay strings)."""
-    frames = [pd.read_csv(p, sep="\t", dtype={"cell_id": str, "group": str, "y_true": str, "y_pred": str,
-                                              "donor_id": str},
-                          keep_default_na=False, na_values={"score": ["", "nan", "NaN"]}) for p in paths]
-    out = pd.concat(frames, ignore_index=True)
-    for column in out.columns:
-        if column == "score" or column.startswith(SCORE_PREFIX):
-            out[column] = pd.to_numeric(out[column], errors="coerce")
-    out["novel"] = out["novel"].astype(str).str.lower().isin(["true", "1"])
-    if "label_in_training" in out.columns:
-        out["label_in_training"] = out["label_in_training"].astype(str).str.lower().isin(["true", "1"])
-    if "repeat" not in out.columns:
-        out["repeat"] = 0
-    return out
+        return pd.DataFrame(columns=CALL_COLUMNS)
+    return (unseen.groupby(CALL_COLUMNS[:-1], sort=True, observed=True)
+            .size().rename("n").reset_index()[CALL_COLUMNS])
 
 
 # --------------------------------------------------------------------------- results/*.tsv
-
-METRICS_TSV_COLUMNS = ["dataset", "task", "kind", "split_kind", "group", "pipeline", "role",
-                       "representation", "model", "fold", "repeat", "metric", "value"]
-#: Columns that label every row of results/summary.tsv and results/paired.tsv.
-LABEL_COLUMNS = ["dataset", "task", "kind", "split_kind", "protocol"]
-
 
 def pipeline_labels(pipelines: dict, name: str) -> dict:
     """role, family, representation and model of a pipeline entry (for the tidy tables)."""
@@ -298,13 +281,6 @@ def pipeline_labels(pipelines: dict, name: str) -> dict:
     spec = pipelines[name]
     return {"role": spec.get("role", "method"), "family": model_family(spec["model"]["name"]),
             "representation": spec["representation"]["name"], "model": spec["model"]["name"]}
-
-
-def _read_tsv(path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"group": str, "a": str, "b": str, "unit_values": str},
-                       keep_default_na=False,
-                       na_values={c: ["", "nan", "NaN"] for c in ("value", "ci_low", "ci_high", "repeat_sd",
-                                                                 "repeat_min", "repeat_max")})
 
 
 def assemble(score_files, datasets, task_names, tasks: dict, pipelines: dict,
@@ -318,7 +294,7 @@ def assemble(score_files, datasets, task_names, tasks: dict, pipelines: dict,
     """
     frames = []
     for path, dataset, task in zip(score_files, datasets, task_names):
-        df = _read_tsv(path)
+        df = read_task_table(path)
         spec = tasks[task]
         labels = {"dataset": dataset, "task": task, "kind": spec["kind"], "split_kind": spec["split"],
                   "protocol": spec.get("protocol", "strict")}
@@ -337,9 +313,11 @@ def assemble(score_files, datasets, task_names, tasks: dict, pipelines: dict,
         if kind == "summary":
             info = {p: pipeline_labels(pipelines, p) for p in pd.unique(df["pipeline"])}
             pos = df.columns.get_loc("pipeline") + 1
-            for j, col in enumerate(("role", "family", "representation", "model")):
+            for j, col in enumerate(PIPELINE_COLUMNS):
                 df.insert(pos + j, col, [info[p][col] for p in df["pipeline"]])
         frames.append(df)
     if not frames:
-        return pd.DataFrame(columns=METRICS_TSV_COLUMNS)
+        columns = {"scores": METRICS_TSV_COLUMNS, "summary": SUMMARY_TSV_COLUMNS, "paired": PAIRED_TSV_COLUMNS,
+                   "unseen": UNSEEN_TSV_COLUMNS}[kind]
+        return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)

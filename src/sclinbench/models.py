@@ -5,7 +5,6 @@
 - :class:`InputAdapter`        lets any sklearn classifier take :class:`~sclinbench.represent.OffsetCSR`
                                input (dense copy below a size limit) and logs non-convergence
 - :class:`ShuffledLabels`      control: fit the wrapped estimator on permuted training labels
-- :func:`novelty_score`        predictions plus a "known-ness" score per cell
 - :data:`MODEL_FAMILIES`       every model's family (linear / nonlinear / baseline): tables of
                                "linear" pipelines only ever show the linear family
 - :func:`control_seed`         the seed of one shuffled-label draw (seed, fold, repeat)
@@ -32,17 +31,19 @@ from sclinbench.represent import MAX_DENSE_ELEMENTS, OffsetCSR, to_dense
 
 log = logging.getLogger("sclinbench.models")
 
-#: Model names understood by :func:`build_model` and their parameters (defaults).
+_DENSE = {"max_dense_elements": MAX_DENSE_ELEMENTS}  # models that may be handed a dense copy
+#: Model names understood by :func:`build_model` and their options (defaults): the one definition
+#: the config schema is tested against. An option of another model is an error.
 MODELS: dict[str, dict] = {
-    "logreg": {"C": 1.0, "max_iter": 1000, "tol": 1e-4, "Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "cv_folds": 3},
-    "linear_svm": {"C": 1.0, "max_iter": 5000, "Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "cv_folds": 3},
-    "ridge": {"alpha": 1.0},
-    "lda": {"shrinkage": "auto"},
+    "logreg": {"C": 1.0, "max_iter": 1000, "tol": 1e-4, "Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "cv_folds": 3,
+               **_DENSE},
+    "linear_svm": {"C": 1.0, "max_iter": 5000, "Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "cv_folds": 3, **_DENSE},
+    "ridge": {"alpha": 1.0, **_DENSE},
+    "lda": {"shrinkage": "auto", **_DENSE},
     "centroid": {"min_class_size": 1},
-    "knn": {"n_neighbors": 5, "weights": "uniform", "metric": "euclidean"},
+    "knn": {"n_neighbors": 5, "weights": "uniform", "metric": "euclidean", **_DENSE},
     "majority": {},
 }
-_COMMON_PARAMS = {"max_dense_elements": MAX_DENSE_ELEMENTS}
 
 #: The family of every model of :data:`MODELS`. ``linear``: decision boundaries linear in the
 #: (represented) features -- the centroid classifier's least-squares coefficients are a linear map
@@ -333,22 +334,22 @@ class ShuffledLabels(_FittedDelegate):
 # factory
 # --------------------------------------------------------------------------------------------------
 def _resolve_params(name: str, params: dict | None) -> dict:
-    """Defaults of ``name`` updated with the applicable ``params``.
-
-    A parameter of another model is ignored (a schema-validated config carries every model
-    parameter's default); a parameter of no model is an error.
-    """
+    """Defaults of ``name`` updated with ``params``; an option ``name`` does not have is an error
+    (naming the models it belongs to), never silently ignored."""
     if name not in MODELS:
         raise SclinbenchError(f"model name '{name}' is unknown; valid: {', '.join(MODELS)}")
     given = dict(params or {})
-    known = {k for d in MODELS.values() for k in d} | set(_COMMON_PARAMS)
-    unknown = sorted(set(given) - known)
-    valid = {**MODELS[name], **_COMMON_PARAMS}
+    valid = MODELS[name]
+    unknown = sorted(set(given) - set(valid))
     if unknown:
+        owners = [f"'{k}' is an option of {', '.join(m for m, o in MODELS.items() if k in o)}"
+                  for k in unknown if any(k in o for o in MODELS.values())]
         raise SclinbenchError(
-            f"model '{name}': unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+            f"model '{name}' has no option {', '.join(map(repr, unknown))} (its options: "
+            f"{', '.join(valid) or 'none'})"
+            + (f"; {'; '.join(owners)}: remove it, or choose the model it belongs to" if owners else "")
         )
-    return {**valid, **{k: v for k, v in given.items() if k in valid}}
+    return {**valid, **given}
 
 
 def _positive(name: str, key: str, value, integer: bool = False):
@@ -411,11 +412,10 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
         - ``majority``: ``DummyClassifier(strategy="most_frequent")``.
 
         Every model except ``centroid`` is wrapped in :class:`InputAdapter` (``max_dense_elements``
-        sets its densifying limit).
+        sets the densifying limit of those that may densify).
     params
-        Model parameters (the ``model:`` entry without ``name``). Parameters that belong to
-        another model are ignored, because a schema-validated config fills in every model
-        parameter's default; names no model knows raise :class:`SclinbenchError`.
+        Model options (the ``model:`` entry without ``name``), see :data:`MODELS`; an option the
+        model does not have raises :class:`SclinbenchError`.
     seed
         Seed for estimators with randomness (inner CV folds, LinearSVC).
 
@@ -430,9 +430,11 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
     from sklearn.svm import LinearSVC
 
     p = _resolve_params(name, params)
-    cap = _positive(name, "max_dense_elements", p["max_dense_elements"], integer=True)
     if name == "centroid":
         return CentroidClassifier(min_class_size=p["min_class_size"])
+    if name == "majority":  # ignores the features: never densifies
+        return InputAdapter(DummyClassifier(strategy="most_frequent"), "none")
+    cap = _positive(name, "max_dense_elements", p["max_dense_elements"], integer=True)
     if name == "logreg":
         _positive(name, "max_iter", p["max_iter"], integer=True)
         _positive(name, "tol", p["tol"])
@@ -479,48 +481,4 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
             metric=p["metric"],
         )
         return InputAdapter(est, "sparse", cap)
-    # majority
-    return InputAdapter(DummyClassifier(strategy="most_frequent"), "none", cap)
-
-
-# --------------------------------------------------------------------------------------------------
-# novelty score
-# --------------------------------------------------------------------------------------------------
-def novelty_score(fitted_estimator, X) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted labels and a per-cell confidence score (higher = more confidently a known class).
-
-    The score is the maximum class probability when the estimator has ``predict_proba``,
-    otherwise the maximum decision score (the centroid classifier's largest ``beta``; for a binary
-    ``decision_function`` its absolute value). A fitted :class:`sklearn.pipeline.Pipeline` is
-    accepted: its preprocessing is applied once.
-
-    Parameters
-    ----------
-    fitted_estimator
-        A fitted classifier or Pipeline ending in one.
-    X
-        Input of the estimator (counts for a Pipeline).
-
-    Returns
-    -------
-    ``(y_pred, score)``, both of length ``n_cells``.
-    """
-    from sklearn.pipeline import Pipeline
-
-    est = fitted_estimator
-    if isinstance(est, Pipeline):
-        if len(est.steps) > 1:
-            X = est[:-1].transform(X)
-        est = est.steps[-1][1]
-    y_pred = np.asarray(est.predict(X))
-    if hasattr(est, "predict_proba"):
-        score = np.asarray(est.predict_proba(X)).max(axis=1)
-    elif hasattr(est, "decision_function"):
-        d = np.asarray(est.decision_function(X))
-        score = d.max(axis=1) if d.ndim == 2 else np.abs(d)
-    else:
-        raise SclinbenchError(
-            f"model {type(est).__name__} has neither predict_proba nor decision_function; "
-            "it cannot score novelty"
-        )
-    return y_pred, score.astype(np.float64)
+    raise AssertionError(f"model {name!r} of MODELS has no estimator")

@@ -32,6 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.species import biomart_display_names, biomart_names, ensembl_prefix
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ ORTHOLOG_COLUMNS = ["reference_species", "reference_gene", "other_species", "oth
 #: keys of ``orthologs.columns`` in the registry: canonical column -> the user's column
 MAPPABLE_COLUMNS = ("reference_gene", "other_gene", "homology_type", "reference_species", "other_species",
                     "reference_symbol", "other_symbol")
-_EXTRA_COLUMNS = ["reference_symbol", "other_symbol", "orthology_confidence"]
 ONE2ONE = "ortholog_one2one"
 ONE2MANY = "ortholog_one2many"
 
@@ -77,40 +77,6 @@ ENSEMBL_ARCHIVE_HOSTS: dict[int, str] = {
     114: "may2025.archive.ensembl.org",
     115: "sep2025.archive.ensembl.org",
 }
-
-#: common name -> (Ensembl dataset prefix, BioMart display name used in column headers)
-_SPECIES = {
-    "human": ("hsapiens", "Human"),
-    "mouse": ("mmusculus", "Mouse"),
-    "rat": ("rnorvegicus", "Rat"),
-    "zebrafish": ("drerio", "Zebrafish"),
-    "macaque": ("mmulatta", "Macaque"),
-    "marmoset": ("cjacchus", "White-tufted-ear marmoset"),
-    "mouse_lemur": ("mmurinus", "Mouse Lemur"),
-    "pig": ("sscrofa", "Pig"),
-    "chicken": ("ggallus", "Chicken"),
-    "xenopus": ("xtropicalis", "Tropical clawed frog"),
-    "fly": ("dmelanogaster", "Drosophila melanogaster"),
-    "worm": ("celegans", "Caenorhabditis elegans"),
-}
-
-
-def _ensembl_name(species: str) -> str:
-    """``human`` / ``Homo sapiens`` / ``hsapiens`` -> ``hsapiens``."""
-    s = str(species).strip()
-    key = s.lower().replace(" ", "_")
-    if key in _SPECIES:
-        return _SPECIES[key][0]
-    parts = s.lower().split()
-    if len(parts) == 2 and all(p.isalpha() for p in parts):
-        return parts[0][0] + parts[1]
-    if re.fullmatch(r"[a-z]+", s):
-        return s
-    raise SclinbenchError(
-        f"species {species!r} is not a known name ({', '.join(sorted(_SPECIES))}), a binomial like "
-        "'Homo sapiens' or an Ensembl dataset prefix like 'hsapiens'; use one of those"
-    )
-
 
 def _open_text(path: str | os.PathLike) -> str:
     path = Path(path)
@@ -145,20 +111,6 @@ def _tidy(df: pd.DataFrame, reference_species: str, other_species: str) -> pd.Da
     if "orthology_confidence" in df:
         out["orthology_confidence"] = pd.to_numeric(df["orthology_confidence"], errors="coerce").to_numpy()
     return out.drop_duplicates(["reference_gene", "other_gene"]).reset_index(drop=True)
-
-
-def _display_names(species: str) -> set[str]:
-    """Lower-case names BioMart may use for ``species`` in its column headers."""
-    wanted = {str(species).lower()}
-    key = str(species).lower().replace(" ", "_")
-    if key in _SPECIES:
-        wanted.add(_SPECIES[key][1].lower())
-    try:
-        prefix = _ensembl_name(species)
-    except SclinbenchError:
-        return wanted
-    wanted |= {display.lower() for ensembl, display in _SPECIES.values() if ensembl == prefix}
-    return wanted
 
 
 def read_biomart(path: str | os.PathLike, reference_species: str, other_species: str,
@@ -201,10 +153,10 @@ def read_biomart(path: str | os.PathLike, reference_species: str, other_species:
     )
     if not prefixes:
         raise SclinbenchError(f"{path}: no '<Species> gene stable ID' column; export the homologue attributes")
-    wanted = _display_names(other_species)
+    wanted = biomart_names(other_species)
     if len(prefixes) == 1:
         prefix = prefixes[0]
-        known = {d.lower() for _, d in _SPECIES.values()}
+        known = biomart_display_names()
         if require_species and prefix.lower() in known and prefix.lower() not in wanted:
             raise SclinbenchError(
                 f"{path}: is a BioMart export of {prefix} homologues, but it is used for {other_species!r}; "
@@ -236,8 +188,8 @@ def read_biomart(path: str | os.PathLike, reference_species: str, other_species:
 
 
 def _biomart_attributes(reference_species: str, other_species: str) -> tuple[str, list[str]]:
-    ref = _ensembl_name(reference_species)
-    other = _ensembl_name(other_species)
+    ref = ensembl_prefix(reference_species)
+    other = ensembl_prefix(other_species)
     if ref == other:
         raise SclinbenchError(f"reference_species and other_species are both {ref!r}; give two different species")
     attributes = [

@@ -14,7 +14,7 @@ One ``pipelines:`` entry of the config::
 becomes ``Pipeline([("represent", ...), ("select", ...), ("scale", ...), ("reduce", ...),
 ("model", ...)])``; unused steps are ``"passthrough"``. Every stateful step is fitted on the
 training cells only. For ``embedding`` the pipeline's input is ``adata.obsm[obsm_key]`` instead of
-the counts (see :func:`embedding_key`); HVG selection is count-based and happens inside the
+the counts; HVG selection is count-based and happens inside the
 representation step.
 """
 
@@ -28,23 +28,35 @@ from sklearn.pipeline import Pipeline
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import MODELS, ShuffledLabels, build_model
 from sclinbench.represent import (
-    HVG_FLAVORS,
+    FEATURE_SELECTORS,
+    REDUCTIONS,
     REPRESENTATIONS,
     AnovaSelector,
     PCATransformer,
     RepresentationTransformer,
     ScaleClip,
 )
+from sclinbench.represent.select import check_hvg_flavor
 
 SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "repeats", "description",
              "role")
+#: Marks an option without a default (it must be given).
+REQUIRED = "<required>"
+#: Every choice of every pipeline section and its options (name -> default), the one definition the
+#: config schema is tested against (tests/test_config_schema.py). ``representation`` and ``model``
+#: choose by ``name``, ``features`` and ``reduction`` by ``method``.
+OPTIONS: dict[str, dict[str, dict]] = {
+    "representation": {**REPRESENTATIONS, "embedding": {"obsm_key": REQUIRED}},
+    "features": FEATURE_SELECTORS,
+    "reduction": REDUCTIONS,
+    "model": MODELS,
+}
+CHOICE_KEYS = {"representation": "name", "features": "method", "reduction": "method", "model": "name"}
+#: ``scale: true`` means these options; ``scale: {max_value: ...}`` sets them.
+SCALE_OPTIONS = {"max_value": 10.0}
 #: Label permutations per fold of a shuffled-label control (``repeats:``), when not given.
 DEFAULT_SHUFFLED_REPEATS = 5
-REPRESENTATION_KEYS = ("name", *dict.fromkeys(k for d in REPRESENTATIONS.values() for k in d), "obsm_key")
-FEATURE_KEYS = ("method", "n_top", "flavor", "k")
-REDUCTION_KEYS = ("method", "n_components", "whiten")
-FEATURE_METHODS = ("none", "hvg", "anova")
-REDUCTION_METHODS = ("none", "pca")
+ROLES = ("method", "control")
 CONTROLS = ("none", "shuffled")
 STEP_NAMES = ("represent", "select", "scale", "reduce", "model")
 
@@ -73,6 +85,38 @@ def _check_keys(where: str, given: dict, valid) -> None:
         )
 
 
+def _choice(spec: dict, key: str, default: dict | None = None) -> dict:
+    """One section of a spec: its choice, the options given for it (checked against
+    :data:`OPTIONS`) and the defaults of the others.
+
+    An option that belongs to another choice (``model: {name: logreg, alpha: 2}``) is an error that
+    names the choices it does belong to -- never silently dropped.
+    """
+    name_key = CHOICE_KEYS[key]
+    registry = OPTIONS[key]
+    section = _section(spec, key, default or {}, name_key)
+    name = section[name_key]
+    if name not in registry:
+        raise SclinbenchError(
+            f"pipeline key '{key}.{name_key}': '{name}' is unknown; valid: {', '.join(registry)}"
+        )
+    options = registry[name]
+    given = {k: v for k, v in section.items() if k != name_key}
+    foreign = sorted(set(given) - set(options))
+    if foreign:
+        owners = [f"'{k}' is an option of {', '.join(c for c, o in registry.items() if k in o)}"
+                  for k in foreign if any(k in o for o in registry.values())]
+        raise SclinbenchError(
+            f"pipeline key '{key}': {key} '{name}' has no option {', '.join(map(repr, foreign))} "
+            f"(its options: {', '.join(options) or 'none'})"
+            + (f"; {'; '.join(owners)}: remove it, or choose the {key} it belongs to" if owners else "")
+        )
+    missing = [k for k, v in options.items() if v is REQUIRED and k not in given]
+    if missing:
+        raise SclinbenchError(f"{key} '{name}' needs {', '.join(map(repr, missing))}")
+    return {name_key: name, **{k: v for k, v in options.items() if v is not REQUIRED}, **given}
+
+
 def _numbers_as_float(d: dict) -> dict:
     """Copy of ``d`` with int values turned into float (so 10000 and 1e4 are the same setting)."""
     return {
@@ -89,10 +133,11 @@ def _int_param(where: str, key: str, value) -> int:
 def normalize_spec(spec: dict) -> dict:
     """Validate a pipeline spec and return it in canonical form (every section a dict).
 
-    Keys that belong to another choice of the same section (e.g. ``target_sum`` under
-    ``rankz``, ``k`` under ``hvg``) are dropped: a config validated against ``config/schema.yaml``
-    carries every default. Keys no choice knows raise :class:`SclinbenchError` naming the key and
-    listing valid values. ``description`` and ``role`` are accepted and not used here.
+    Every section's options are checked against :data:`OPTIONS`, the defaults of the chosen
+    option filled in: an option of another choice (``target_sum`` under ``rankz``, ``alpha`` under
+    ``logreg``) or of no choice raises :class:`SclinbenchError` naming the key, the choice and the
+    valid options. ``description`` and ``role`` are accepted and not used here. Canonical specs
+    normalize to themselves.
     """
     if not isinstance(spec, dict):
         raise SclinbenchError(f"a pipeline entry must be a mapping, got {type(spec).__name__}")
@@ -101,84 +146,48 @@ def normalize_spec(spec: dict) -> dict:
         raise SclinbenchError("pipeline: key 'representation' is required (e.g. {name: rankz})")
     if "model" not in spec:
         raise SclinbenchError("pipeline: key 'model' is required (e.g. {name: centroid})")
+    role = spec.get("role", "method")
+    if role not in ROLES:
+        raise SclinbenchError(f"pipeline key 'role': '{role}' is unknown; valid: {', '.join(ROLES)}")
 
-    rep = _section(spec, "representation", {}, "name")
-    rep_names = [*REPRESENTATIONS, "embedding"]
-    if rep["name"] not in rep_names:
-        raise SclinbenchError(
-            f"pipeline key 'representation.name': '{rep['name']}' is unknown; valid: {', '.join(rep_names)}"
-        )
-    _check_keys(f"representation '{rep['name']}'", rep, REPRESENTATION_KEYS)
+    rep = _choice(spec, "representation")
     if rep["name"] == "embedding":
         if not isinstance(rep.get("obsm_key"), str) or not rep["obsm_key"]:
             raise SclinbenchError(
                 "representation 'embedding' needs 'obsm_key' (the adata.obsm key, e.g. X_uce)"
             )
-        rep = {"name": "embedding", "obsm_key": rep["obsm_key"]}
     else:
-        defaults = REPRESENTATIONS[rep["name"]]
-        applicable = {k: v for k, v in rep.items() if k in defaults}
-        rep = {"name": rep["name"], **defaults, **_numbers_as_float(applicable)}
+        rep = {"name": rep["name"], **_numbers_as_float({k: v for k, v in rep.items() if k != "name"})}
 
-    feat = _section(spec, "features", {"method": "none"}, "method")
-    if feat["method"] not in FEATURE_METHODS:
-        raise SclinbenchError(
-            f"pipeline key 'features.method': '{feat['method']}' is unknown; valid: {', '.join(FEATURE_METHODS)}"
-        )
-    _check_keys(f"features '{feat['method']}'", feat, FEATURE_KEYS)
+    feat = _choice(spec, "features", {"method": "none"})
     if feat["method"] == "hvg":
-        feat = {
-            "method": "hvg",
-            "n_top": _int_param("features 'hvg'", "n_top", feat.get("n_top", 2000)),
-            "flavor": feat.get("flavor", HVG_FLAVORS[0]),
-        }
-        if feat["flavor"] not in HVG_FLAVORS:
-            raise SclinbenchError(
-                f"pipeline key 'features.flavor': '{feat['flavor']}' is unknown; valid: {', '.join(HVG_FLAVORS)}"
-            )
+        feat["n_top"] = _int_param("features 'hvg'", "n_top", feat["n_top"])
+        check_hvg_flavor(feat["flavor"])
         if rep["name"] == "embedding":
             raise SclinbenchError(
                 "features 'hvg' selects genes from counts and cannot follow representation 'embedding'; "
                 "use features: {method: none} or {method: anova, k: ...}"
             )
     elif feat["method"] == "anova":
-        if "k" not in feat:
-            raise SclinbenchError("features 'anova' needs 'k' (number of features to keep)")
-        feat = {"method": "anova", "k": _int_param("features 'anova'", "k", feat["k"])}
-    else:
-        feat = {"method": "none"}
+        feat["k"] = _int_param("features 'anova'", "k", feat["k"])
 
     scale = spec.get("scale", False)
     if scale is None or scale is False:
         scale = None
     elif scale is True:
-        scale = {"max_value": 10.0}
+        scale = dict(SCALE_OPTIONS)
     elif isinstance(scale, dict):
-        _check_keys("scale", scale, ("max_value",))
-        scale = _numbers_as_float({"max_value": scale.get("max_value", 10.0)})
+        _check_keys("scale", scale, tuple(SCALE_OPTIONS))
+        scale = _numbers_as_float({**SCALE_OPTIONS, **scale})
     else:
         raise SclinbenchError(f"pipeline key 'scale' must be false, true or {{max_value: 10}}, got {scale!r}")
 
-    red = _section(spec, "reduction", {"method": "none"}, "method")
-    if red["method"] not in REDUCTION_METHODS:
-        raise SclinbenchError(
-            f"pipeline key 'reduction.method': '{red['method']}' is unknown; valid: {', '.join(REDUCTION_METHODS)}"
-        )
-    _check_keys(f"reduction '{red['method']}'", red, REDUCTION_KEYS)
+    red = _choice(spec, "reduction", {"method": "none"})
     if red["method"] == "pca":
-        red = {
-            "method": "pca",
-            "n_components": _int_param("reduction 'pca'", "n_components", red.get("n_components", 50)),
-            "whiten": bool(red.get("whiten", False)),
-        }
-    else:
-        red = {"method": "none"}
+        red["n_components"] = _int_param("reduction 'pca'", "n_components", red["n_components"])
+        red["whiten"] = bool(red["whiten"])
 
-    model = _section(spec, "model", {}, "name")
-    if model["name"] not in MODELS:
-        raise SclinbenchError(
-            f"pipeline key 'model.name': '{model['name']}' is unknown; valid: {', '.join(MODELS)}"
-        )
+    model = _choice(spec, "model")
 
     control = spec.get("control", "none")
     control = "none" if control in (None, False) else control
@@ -206,10 +215,45 @@ def normalize_spec(spec: dict) -> dict:
     }
 
 
-def embedding_key(spec: dict) -> str | None:
-    """The ``adata.obsm`` key the pipeline reads, or ``None`` when it reads the counts ``adata.X``."""
-    rep = normalize_spec(spec)["representation"]
-    return rep["obsm_key"] if rep["name"] == "embedding" else None
+def build_preprocessing(spec: dict, seed: int = 0) -> Pipeline:
+    """Unfitted ``Pipeline`` of the steps before the model: ``represent, select, scale, reduce``.
+
+    Unused steps are ``"passthrough"``; for ``embedding`` the input is ``adata.obsm[obsm_key]``
+    (the representation step passes it through), otherwise the raw counts (CSR, cells x genes).
+    """
+    s = normalize_spec(spec)
+    rep, feat = s["representation"], s["features"]
+    if rep["name"] == "embedding":
+        represent = "passthrough"
+    else:
+        params = {k: v for k, v in rep.items() if k != "name"}
+        represent = RepresentationTransformer(
+            rep["name"],
+            params=params or None,
+            hvg=feat["n_top"] if feat["method"] == "hvg" else None,
+            hvg_flavor=feat.get("flavor", FEATURE_SELECTORS["hvg"]["flavor"]),
+        )
+        represent.resolved_params()  # fail at build time on bad parameters
+    select = AnovaSelector(k=feat["k"]) if feat["method"] == "anova" else "passthrough"
+    scale = ScaleClip(max_value=s["scale"]["max_value"]) if s["scale"] else "passthrough"
+    red = s["reduction"]
+    reduce = (
+        PCATransformer(n_components=red["n_components"], whiten=red["whiten"], random_state=seed)
+        if red["method"] == "pca"
+        else "passthrough"
+    )
+    return Pipeline(list(zip(STEP_NAMES[:-1], (represent, select, scale, reduce))))
+
+
+def build_classifier(spec: dict, seed: int = 0):
+    """Unfitted model of a pipeline entry (wrapped in :class:`~sclinbench.models.ShuffledLabels`
+    for ``control: shuffled``)."""
+    s = normalize_spec(spec)
+    model_params = {k: v for k, v in s["model"].items() if k != "name"}
+    model = build_model(s["model"]["name"], model_params, seed)
+    if s["control"] == "shuffled":
+        model = ShuffledLabels(model, random_state=seed)
+    return model
 
 
 def build_pipeline(spec: dict, seed: int = 0) -> Pipeline:
@@ -224,37 +268,12 @@ def build_pipeline(spec: dict, seed: int = 0) -> Pipeline:
 
     Returns
     -------
-    Unfitted ``Pipeline`` with steps ``represent, select, scale, reduce, model``. Its input is the
-    raw counts (CSR, cells x genes) or, for ``embedding``, ``adata.obsm[obsm_key]``.
+    Unfitted ``Pipeline`` with steps ``represent, select, scale, reduce, model``
+    (:func:`build_preprocessing` followed by :func:`build_classifier`). Its input is the raw counts
+    (CSR, cells x genes) or, for ``embedding``, ``adata.obsm[obsm_key]``.
     """
-    s = normalize_spec(spec)
-    rep, feat = s["representation"], s["features"]
-    if rep["name"] == "embedding":
-        represent = "passthrough"
-    else:
-        params = {k: v for k, v in rep.items() if k != "name"}
-        represent = RepresentationTransformer(
-            rep["name"],
-            params=params or None,
-            hvg=feat["n_top"] if feat["method"] == "hvg" else None,
-            hvg_flavor=feat.get("flavor", HVG_FLAVORS[0]),
-        )
-        represent.resolved_params()  # fail at build time on bad parameters
-    select = AnovaSelector(k=feat["k"]) if feat["method"] == "anova" else "passthrough"
-    scale = ScaleClip(max_value=s["scale"]["max_value"]) if s["scale"] else "passthrough"
-    red = s["reduction"]
-    reduce = (
-        PCATransformer(n_components=red["n_components"], whiten=red["whiten"], random_state=seed)
-        if red["method"] == "pca"
-        else "passthrough"
-    )
-    model_params = {k: v for k, v in s["model"].items() if k != "name"}
-    model = build_model(s["model"]["name"], model_params, seed)
-    if s["control"] == "shuffled":
-        model = ShuffledLabels(model, random_state=seed)
-    return Pipeline(
-        [("represent", represent), ("select", select), ("scale", scale), ("reduce", reduce), ("model", model)]
-    )
+    steps = build_preprocessing(spec, seed).steps
+    return Pipeline([*steps, (STEP_NAMES[-1], build_classifier(spec, seed))])
 
 
 def preprocessing_signature(spec: dict) -> str:
@@ -262,13 +281,8 @@ def preprocessing_signature(spec: dict) -> str:
 
     Two specs with the same signature have identical preprocessing (given the same seed and
     training cells), so a caller may fit the preprocessing once per fold and reuse it for several
-    models (see :func:`split_pipeline`).
+    models (see :func:`build_preprocessing`).
     """
     s = normalize_spec(spec)
     pre = {k: s[k] for k in ("representation", "features", "scale", "reduction")}
     return json.dumps(pre, sort_keys=True, default=str)
-
-
-def split_pipeline(pipe: Pipeline) -> tuple[Pipeline, object]:
-    """``(preprocessing Pipeline, model)``: all steps but the last, and the last estimator."""
-    return Pipeline(pipe.steps[:-1]), pipe.steps[-1][1]

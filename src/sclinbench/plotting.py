@@ -16,20 +16,22 @@ from __future__ import annotations
 import contextlib
 import os
 import textwrap
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from sclinbench import report
+from sclinbench import contracts, report
+from sclinbench.contracts import FIGURES
 from sclinbench.errors import SclinbenchError
 from sclinbench.io import atomic_path
+from sclinbench.species import common_name, short_label
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = {
@@ -38,10 +40,11 @@ OKABE_ITO = {
 }
 #: Order in which method pipelines receive colours (yellow last: low contrast on white).
 METHOD_COLORS = ("blue", "orange", "bluish_green", "vermillion", "reddish_purple", "sky_blue", "yellow")
-CONTROL_STYLES = {
-    "control_majority": {"color": "#4D4D4D", "linestyle": (0, (4, 2)), "label": "majority-class control"},
-    "control_shuffled": {"color": "#000000", "linestyle": (0, (1, 1.5)), "label": "shuffled-label control"},
-}
+#: (colour, line style) of the controls -- the pipelines with ``role: control`` -- given out in name order.
+CONTROL_LINESTYLES = (("#4D4D4D", (0, (4, 2))), ("#000000", (0, (1, 1.5))), ("#7F7F7F", (0, (4, 1.5, 1, 1.5))),
+                      ("#999999", (0, (6, 2))))
+#: Markers of the controls where single values are drawn (novel-type panel), in the same order.
+CONTROL_MARKERS = ("s", "x", "+", "^")
 PUBLISHED_HATCHES = ("////", "\\\\\\\\", "xxxx", "....", "++++", "oo")
 SINGLE_COLUMN = 3.5   # inches
 DOUBLE_COLUMN = 7.2   # inches
@@ -49,9 +52,6 @@ DPI = 300
 HEATMAP_CMAP = "viridis"
 REPRESENTATION_ORDER = ("counts", "log1p", "sqrt", "pearson", "rankz", "embedding")
 MODEL_ORDER = ("centroid", "logreg", "linear_svm", "ridge", "lda", "knn")
-#: File stems written by :func:`make_figures` (each as ``<stem>.png`` and ``<stem>.pdf``).
-FIGURES = ("cross_species_heatmap", "cross_species_average", "pipeline_scores",
-           "normalization_model", "disease", "novel_type", "runtime_memory")
 EMBEDDING_NOTE = "* foundation-model embedding supplied by the user; linear model fitted here (computed here)"
 
 STYLE = {
@@ -89,30 +89,58 @@ def style() -> Iterator[None]:
         yield
 
 
-def pipeline_colors(pipelines: Iterable[str]) -> dict[str, str]:
-    """One fixed colour per pipeline: Okabe-Ito in order for methods, greys for controls.
+def control_styles(table: pd.DataFrame | None) -> dict[str, dict]:
+    """``name -> {color, linestyle, marker, label}`` of every control of a summary or metrics table.
 
-    Pass the full list of pipelines of a run (e.g. from ``metrics.pipeline``) so that every figure
-    uses the same colour for the same pipeline.
+    A control is a pipeline whose ``role`` is ``control`` (never recognised by its name); the
+    styles of :data:`CONTROL_LINESTYLES` and :data:`CONTROL_MARKERS` go to the controls in name order.
     """
+    if table is None or not len(table) or "role" not in table.columns:
+        return {}
+    names = sorted(pd.unique(table.loc[table["role"] == "control", "pipeline"]))
+    out = {}
+    for i, name in enumerate(names):
+        color, linestyle = CONTROL_LINESTYLES[i % len(CONTROL_LINESTYLES)]
+        out[name] = {"color": color, "linestyle": linestyle, "marker": CONTROL_MARKERS[i % len(CONTROL_MARKERS)],
+                     "label": name if "control" in name else f"{name} (control)"}
+    return out
+
+
+def pipeline_colors(pipelines: Iterable[str], controls: Iterable[str] = ()) -> dict[str, str]:
+    """One fixed colour per pipeline: Okabe-Ito in order for methods, greys for the ``controls``.
+
+    Pass the full list of pipelines of a run (e.g. from ``summary.pipeline``) and its controls
+    (:func:`control_styles`) so that every figure uses the same colour for the same pipeline.
+    """
+    controls = list(controls)
+    styles = {name: CONTROL_LINESTYLES[i % len(CONTROL_LINESTYLES)][0] for i, name in enumerate(sorted(controls))}
     colors, i = {}, 0
     for name in dict.fromkeys(pipelines):
-        if name in CONTROL_STYLES:
-            colors[name] = CONTROL_STYLES[name]["color"]
-        elif name.startswith("control"):
-            colors[name] = "#7F7F7F"
+        if name in styles:
+            colors[name] = styles[name]
         else:
             colors[name] = OKABE_ITO[METHOD_COLORS[i % len(METHOD_COLORS)]]
             i += 1
     return colors
 
 
-def _colors(colors: Mapping[str, str] | None, names: Iterable[str]) -> dict[str, str]:
-    names = list(names)
-    out = pipeline_colors(sorted(names))
+def _colors(colors: Mapping[str, str] | None, names: Iterable[str], controls: Iterable[str] = ()) -> dict[str, str]:
+    out = pipeline_colors(sorted(set(names)), controls)
     if colors:
         out.update({k: v for k, v in colors.items()})
     return out
+
+
+def _upper_limit(ax, axis: str = "x", bottom: float = -0.025) -> None:
+    """A 0-1 score axis with a little room at both ends, so a point or line at 0 or 1 is drawn
+    whole and never hides behind the frame (ticks stay 0-1); bars start at ``bottom=0``."""
+    ticks = np.linspace(0.0, 1.0, 6)
+    if axis == "x":
+        ax.set_xlim(bottom, 1.04)
+        ax.set_xticks(ticks)
+    else:
+        ax.set_ylim(bottom, 1.04)
+        ax.set_yticks(ticks)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -169,14 +197,6 @@ def _annotate_cell(ax, x, y, value, cmap, norm, fontsize=6.5, strip_zero: bool =
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, color=color)
 
 
-def species_label(name: str) -> str:
-    """Short axis label for a species: binomials abbreviated (``Homo sapiens`` -> ``H. sapiens``)."""
-    words = str(name).split()
-    if len(words) == 2 and words[0][:1].isupper() and words[1].islower():
-        return f"{words[0][0]}. {words[1]}"
-    return str(name)
-
-
 def _pipeline_label(name: str, representation: str) -> str:
     return f"{name} *" if representation == "embedding" else name
 
@@ -221,7 +241,7 @@ def cross_species_heatmap(summary: pd.DataFrame, pipeline: str | None = None, me
     metric, dataset, task, species_order
         What to show; ``species_order`` orders rows and columns.
     """
-    summary = report.check_summary(summary)
+    summary = contracts.check_summary(summary)
     panels = _cross_panels(summary, pipeline, metric, dataset, task)
     if not panels:
         return placeholder_figure("Cross-species transfer",
@@ -229,6 +249,7 @@ def cross_species_heatmap(summary: pd.DataFrame, pipeline: str | None = None, me
                                   "kind: cross_species on a multi-species dataset.")
     mats = [report.cross_species_matrix(summary, p, metric, dataset=d, task=t, species_order=species_order)
             for d, t, p in panels]
+    averages = report.cross_species_average(summary, False, metric)
     n_species = max(max(mat.shape) for mat in mats)
     width = SINGLE_COLUMN if len(panels) == 1 and n_species <= 9 else DOUBLE_COLUMN
     cell = min(0.42, (width / len(panels) - 1.3) / max(n_species, 1))
@@ -254,20 +275,17 @@ def cross_species_heatmap(summary: pd.DataFrame, pipeline: str | None = None, me
                                                edgecolor="white", linewidth=0, alpha=0.55))
                         ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
                                                edgecolor="black", linewidth=1.0))
-            ax.set_xticks(range(mat.shape[1]), [species_label(c) for c in mat.columns], rotation=45,
+            ax.set_xticks(range(mat.shape[1]), [short_label(c) for c in mat.columns], rotation=45,
                           ha="right", rotation_mode="anchor")
-            ax.set_yticks(range(mat.shape[0]), [species_label(r) for r in mat.index])
+            ax.set_yticks(range(mat.shape[0]), [short_label(r) for r in mat.index])
             ax.set_xlabel("target species")
             ax.set_ylabel("training species")
             ax.tick_params(length=0)
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            off = mat.to_numpy(dtype=float).copy()
-            for i, row in enumerate(mat.index):
-                if row in mat.columns:
-                    off[i, list(mat.columns).index(row)] = np.nan
-            with np.errstate(all="ignore"):
-                row_means = np.nanmean(off, axis=1)
+            # the score stage's mean over the other (target) species of each training species
+            avg = averages[(averages["dataset"] == d) & (averages["task"] == t) & (averages["pipeline"] == p)]
+            row_means = avg.set_index("training_species")["mean"].reindex(mat.index).to_numpy(float)
             sec = ax.secondary_yaxis("right")
             sec.set_yticks(range(mat.shape[0]),
                            ["–" if not np.isfinite(v) else f"{v:.2f}" for v in row_means])
@@ -291,7 +309,8 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
                                pipelines: Sequence[str] | None = None, metric: str = "macro_f1",
                                include_diagonal: bool = False, dataset: str | None = None,
                                dataset_aliases: Mapping[str, str] | None = None,
-                               colors: Mapping[str, str] | None = None, max_pipelines: int = 3) -> Figure:
+                               colors: Mapping[str, str] | None = None, max_pipelines: int = 3,
+                               controls: Mapping[str, dict] | None = None) -> Figure:
     """Mean score over target species per training species: our pipelines vs published models.
 
     Our pipelines are solid bars with one dot per target species; published foundation-model
@@ -310,8 +329,11 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
         Average the same-species score too (labelled in the title). Default off.
     dataset, dataset_aliases
         Which cross-species dataset (default: the first), and our name -> reference name.
+    controls
+        :func:`control_styles` (default: those of ``summary``).
     """
-    summary = report.check_summary(summary)
+    summary = contracts.check_summary(summary)
+    controls = control_styles(summary) if controls is None else controls
     avg = report.cross_species_average(summary, include_diagonal, metric)
     if avg.empty:
         return placeholder_figure("Cross-species averages",
@@ -331,7 +353,7 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
         pipelines = list(ranking.index[:max_pipelines])
     pipelines = list(pipelines)
     species = list(pd.unique(avg["training_species"]))
-    common = [report.common_species_name(s) for s in species]
+    common = [common_name(s) for s in species]
     pub = pd.DataFrame()
     if reference is not None and len(reference):
         table = report.published_table(reference, avg, dataset_aliases=dataset_aliases)
@@ -339,7 +361,7 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
     pub_models = list(pd.unique(pub["model"])) if len(pub) else []
     n_bars = len(pipelines) + len(pub_models)
     width = SINGLE_COLUMN if len(species) * n_bars <= 12 else DOUBLE_COLUMN
-    cols = _colors(colors, avg["pipeline"])
+    cols = _colors(colors, avg["pipeline"], controls)
     label = report.METRIC_LABELS.get(metric, metric) + (" (shared labels)" if metric == "macro_f1" else "")
     with style():
         fig = _new_figure(width, 2.6)
@@ -365,7 +387,7 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
             ax.bar(xs, pm["value"].to_numpy(float), width=bar_w * 0.92, facecolor="#F2F2F2",
                    edgecolor="#555555", linewidth=0.5, hatch=PUBLISHED_HATCHES[k % len(PUBLISHED_HATCHES)],
                    label=f"{model} (published)", zorder=2)
-        for ctrl, st in CONTROL_STYLES.items():
+        for ctrl, st in controls.items():
             c = avg[avg["pipeline"] == ctrl].set_index("training_species").reindex(species)
             if c["mean"].notna().any():
                 for xi, v in zip(x0, c["mean"].to_numpy(float)):
@@ -374,10 +396,10 @@ def cross_species_average_bars(summary: pd.DataFrame, reference: pd.DataFrame | 
                 ax.plot([], [], color=st["color"], linestyle=st["linestyle"], label=st["label"])
         ax.plot([], [], "o", color="black", markersize=2, label="one target species")
         many = len(species) > 4
-        ax.set_xticks(x0, [species_label(x) for x in species], rotation=25 if many else 0,
+        ax.set_xticks(x0, [short_label(x) for x in species], rotation=25 if many else 0,
                       ha="right" if many else "center", rotation_mode="anchor" if many else "default")
         ax.set_xlim(-0.5, len(species) - 0.5)
-        ax.set_ylim(0, 1)
+        _upper_limit(ax, "y", bottom=0.0)
         ax.set_xlabel("training species")
         ax.set_ylabel(f"{label}\nmean over target species")
         ax.yaxis.grid(True, linewidth=0.3, color="#DDDDDD", zorder=0)
@@ -426,7 +448,7 @@ def _grid(n: int, max_cols: int) -> tuple[int, int]:
 
 
 def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
-                    colors: Mapping[str, str] | None = None) -> Figure:
+                    colors: Mapping[str, str] | None = None, controls: Mapping[str, dict] | None = None) -> Figure:
     """Mean score with 95% CI per method pipeline, one panel per dataset x task; controls as lines.
 
     Parameters
@@ -437,7 +459,10 @@ def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
         Metric to show (x axis, 0-1).
     colors
         Pipeline -> colour (default :func:`pipeline_colors`).
+    controls
+        :func:`control_styles` (default: those of ``summary``), drawn as vertical lines.
     """
+    controls = control_styles(summary) if controls is None else controls
     s = summary[summary["metric"] == metric]
     if s.empty:
         return placeholder_figure(f"{report.METRIC_LABELS.get(metric, metric)} per pipeline",
@@ -446,7 +471,7 @@ def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
     methods = s[s["role"] == "method"]
     order = (methods.groupby("pipeline")["mean"].mean().sort_values().index.tolist())
     reps = methods.drop_duplicates("pipeline").set_index("pipeline")["representation"]
-    cols = _colors(colors, s["pipeline"])
+    cols = _colors(colors, s["pipeline"], controls)
     nrows, ncols = _grid(len(facets), 3 if len(facets) > 4 else 2)
     width = SINGLE_COLUMN if len(facets) == 1 else DOUBLE_COLUMN
     height = nrows * (0.75 + 0.17 * max(len(order), 1)) + 0.45
@@ -463,7 +488,7 @@ def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
                 ax.errorbar(r.mean, y[r.pipeline], xerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o",
                             color=cols.get(r.pipeline), markersize=3.5, elinewidth=1.0, capsize=1.5,
                             zorder=3)
-            for ctrl, st in CONTROL_STYLES.items():
+            for ctrl, st in controls.items():
                 c = f[f["pipeline"] == ctrl]
                 if len(c):
                     ax.axvline(c["mean"].iloc[0], color=st["color"], linestyle=st["linestyle"],
@@ -479,11 +504,14 @@ def pipeline_scores(summary: pd.DataFrame, metric: str = "macro_f1",
             ax.set_visible(False)
         axes[0, 0].set_yticks(range(len(order)), [_pipeline_label(p, reps.get(p, "")) for p in order])
         axes[0, 0].set_ylim(-0.6, len(order) - 0.4)
-        axes[0, 0].set_xlim(0, 1.0)
-        for ax in axes[-1, :]:
-            ax.set_xlabel(label)
+        _upper_limit(axes[0, 0], "x")
+        for col in range(ncols):  # tick labels and label under the lowest panel of every column
+            shown = [ax for ax in axes[:, col] if ax.get_visible()]
+            if shown:
+                shown[-1].xaxis.set_tick_params(labelbottom=True)
+                shown[-1].set_xlabel(label)
         handles = [Line2D([], [], color=st["color"], linestyle=st["linestyle"], label=st["label"])
-                   for st in CONTROL_STYLES.values()]
+                   for st in controls.values()]
         handles.append(Line2D([], [], color="#333333", marker="o", markersize=3, linestyle="-",
                               label="pooled score and 95% bootstrap interval over held-out units"))
         fig.legend(handles=handles, loc="outside lower center", ncols=3)
@@ -553,13 +581,21 @@ def normalization_model_heatmap(summary: pd.DataFrame, metric: str = "macro_f1",
     return fig
 
 
+def _n_units(rows: pd.DataFrame) -> str:
+    """``n = 8 donors``: the held-out units of a summary's rows (their largest count)."""
+    n = int(rows["n"].max())
+    unit = str(rows["unit"].iloc[0]) if "unit" in rows.columns and len(rows) else ""
+    return f"n = {n} {unit}{'s' if n != 1 and unit else ''}".rstrip()
+
+
 def disease_levels(summary: pd.DataFrame, metric: str = "macro_f1",
-                   colors: Mapping[str, str] | None = None) -> Figure:
+                   colors: Mapping[str, str] | None = None, controls: Mapping[str, dict] | None = None) -> Figure:
     """Disease-state prediction at cell level (donors held out) and donor level (pseudobulk).
 
     One panel per dataset; x groups are the split kinds, pipelines side by side with 95% CIs,
     controls as short dashed/dotted lines over each group.
     """
+    controls = control_styles(summary) if controls is None else controls
     s = summary[(summary["metric"] == metric) & (summary["kind"] == "disease")]
     if s.empty:
         return placeholder_figure("Disease state",
@@ -571,11 +607,11 @@ def disease_levels(summary: pd.DataFrame, metric: str = "macro_f1",
     kinds = [k for k in known if k in set(s["split_kind"])] + sorted(set(s["split_kind"]) - set(known))
     methods = sorted(pd.unique(s.loc[s["role"] == "method", "pipeline"]),
                      key=lambda p: -s.loc[s["pipeline"] == p, "mean"].mean())
-    cols = _colors(colors, s["pipeline"])
+    cols = _colors(colors, s["pipeline"], controls)
     width = SINGLE_COLUMN if len(datasets) == 1 else DOUBLE_COLUMN
     label = report.METRIC_LABELS.get(metric, metric)
     with style():
-        fig = _new_figure(width, 2.5)
+        fig = _new_figure(width, 3.2)
         axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)[0]
         group_w = 0.7
         step = group_w / max(len(methods), 1)
@@ -593,16 +629,16 @@ def disease_levels(summary: pd.DataFrame, metric: str = "macro_f1",
                                                     [max(r["ci_high"] - r["mean"], 0)]],
                                 fmt="o", color=cols.get(p), markersize=3.5, capsize=1.5,
                                 elinewidth=1.0, zorder=3)
-                for ctrl, st in CONTROL_STYLES.items():
+                for ctrl, st in controls.items():
                     c = g[g["pipeline"] == ctrl]
                     if len(c):
                         ax.hlines(c["mean"].iloc[0], gi - group_w / 2 - 0.05, gi + group_w / 2 + 0.05,
                                   colors=st["color"], linestyles=[st["linestyle"]], linewidth=1.0)
-            ns = [f"{known.get(sk, sk)}\nn = {int(f.loc[f['split_kind'] == sk, 'n'].max())}"
+            ns = [f"{known.get(sk, sk)}\n{_n_units(f[f['split_kind'] == sk])}"
                   if (f["split_kind"] == sk).any() else known.get(sk, sk) for sk in kinds]
             ax.set_xticks(range(len(kinds)), ns)
             ax.set_xlim(-0.6, len(kinds) - 0.4)
-            ax.set_ylim(0, 1)
+            _upper_limit(ax, "y")
             ax.yaxis.grid(True, linewidth=0.3, color="#DDDDDD", zorder=0)
             ax.set_axisbelow(True)
             ax.set_title(f"{d}: disease state", fontsize=7)
@@ -611,24 +647,27 @@ def disease_levels(summary: pd.DataFrame, metric: str = "macro_f1",
                           label=_pipeline_label(p, s.loc[s["pipeline"] == p, "representation"].iloc[0]))
                    for p in methods]
         handles += [Line2D([], [], color=st["color"], linestyle=st["linestyle"], label=st["label"])
-                    for st in CONTROL_STYLES.values()]
-        fig.legend(handles=handles, loc="outside right upper")
+                    for st in controls.values()]
+        handles.append(Line2D([], [], color="#333333", marker="o", markersize=3, linestyle="-",
+                              label="pooled score, 95% bootstrap\ninterval over held-out donors"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=2)
     return fig
 
 
 # --------------------------------------------------------------------------- novel type
 
 def novelty_roc(predictions: pd.DataFrame) -> pd.DataFrame:
-    """ROC curve of novelty detection per pipeline, pooled over folds and held-out types.
+    """ROC curve points of novelty detection per pipeline, pooled over folds and held-out types.
 
     The novelty score is the negated confidence (``-score``): a cell the model is unsure about is
     called novel. Cells without a score count as most novel (as in :mod:`sclinbench.metrics`).
+    The reported novelty AUROC is the score stage's (``results/summary.tsv``), not this curve's area.
 
     Returns
     -------
-    Columns ``pipeline, fpr, tpr, auroc`` (one row per curve point).
+    Columns ``pipeline, fpr, tpr`` (one row per curve point).
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
 
     missing = [c for c in ("pipeline", "score", "novel") if c not in predictions.columns]
     if missing:
@@ -645,132 +684,185 @@ def novelty_roc(predictions: pd.DataFrame) -> pd.DataFrame:
         top = -conf[ok].min() + 1.0 if ok.any() else 1.0
         novelty = np.where(ok, -conf, top)
         fpr, tpr, _ = roc_curve(novel, novelty)
-        auc = roc_auc_score(novel, novelty)
-        rows.append(pd.DataFrame({"pipeline": p, "fpr": fpr, "tpr": tpr, "auroc": auc}))
+        rows.append(pd.DataFrame({"pipeline": p, "fpr": fpr, "tpr": tpr}))
     if not rows:
-        return pd.DataFrame(columns=["pipeline", "fpr", "tpr", "auroc"])
+        return pd.DataFrame(columns=["pipeline", "fpr", "tpr"])
     return pd.concat(rows, ignore_index=True)
 
 
-def novel_type_detection(predictions: pd.DataFrame | None = None, metrics: pd.DataFrame | None = None,
-                         colors: Mapping[str, str] | None = None, title: str | None = None,
-                         dataset: str | None = None) -> Figure:
-    """Novel cell-type detection: ROC curves (left) and novelty AUROC per held-out type (right).
+def _novel_tasks(predictions: Mapping, metrics: pd.DataFrame | None, summary: pd.DataFrame | None) -> list:
+    """(dataset, task) of every novel-type task the inputs have, in name order."""
+    keys = set(k for k in predictions if k is not None)
+    for table in (summary, metrics):
+        if table is not None and len(table):
+            rows = table[table["kind"] == "novel_type"]
+            keys |= set(zip(rows["dataset"], rows["task"]))
+    return sorted(keys)
+
+
+def novel_type_detection(predictions: Mapping[tuple[str, str], pd.DataFrame] | pd.DataFrame | None = None,
+                         metrics: pd.DataFrame | None = None, summary: pd.DataFrame | None = None,
+                         colors: Mapping[str, str] | None = None,
+                         controls: Mapping[str, dict] | None = None) -> Figure:
+    """Novel cell-type detection, one row per dataset x novel-type task.
+
+    Left: ROC curves of novelty detection, pooled over folds and held-out types, from the per-cell
+    predictions (the legend gives each pipeline's novelty AUROC as the tables report it:
+    ``results/summary.tsv``, the mean over held-out types). Right: novelty AUROC per held-out type
+    (``results/metrics.tsv``: a novel-type fold holds out one type), every repeat of a shuffled
+    control drawn as its own cross.
 
     Parameters
     ----------
     predictions
-        Per-cell predictions of one novel-type task (columns ``cell_id, fold, group, pipeline,
-        y_true, y_pred, score, novel``), e.g. the concatenated
-        ``results/predictions/dataset~D/task~T/*.tsv.gz``. Optional.
-    metrics
-        Tidy metrics; its ``novel_type`` rows with ``novelty_auroc`` feed the right panel. Optional.
-    colors
-        Pipeline -> colour.
-    title
-        Figure title (e.g. the dataset).
-    dataset
-        Show the per-type panel of this dataset only (the one the predictions come from), so both
-        panels describe the same data.
+        ``(dataset, task) -> `` per-cell predictions of that novel-type task (columns ``pipeline,
+        score, novel``), e.g. read from ``results/predictions/dataset~D/task~T/*.tsv.gz``; a single
+        DataFrame is the predictions of the only novel-type task. Optional.
+    metrics, summary
+        The run's per-fold scores and summary (optional; without them the panels say what is missing).
+    colors, controls
+        Pipeline -> colour; :func:`control_styles` (default: those of ``summary`` or ``metrics``).
     """
-    roc = novelty_roc(predictions) if predictions is not None and len(predictions) else None
-    per_type = None
+    if isinstance(predictions, pd.DataFrame):
+        predictions = {None: predictions}
+    predictions = dict(predictions or {})
     if metrics is not None and len(metrics):
-        m = report.check_metrics(metrics)
-        m = m[(m["kind"] == "novel_type") & (m["metric"] == "novelty_auroc")]
-        if dataset is not None:
-            m = m[m["dataset"] == dataset]
-        if len(m):
-            per_type = (m.groupby(["dataset", "group", "pipeline", "role"], sort=True)["value"]
-                        .mean().reset_index())
-    if (roc is None or roc.empty) and per_type is None:
+        metrics = contracts.check_metrics(metrics)
+    if summary is not None and len(summary):
+        summary = contracts.check_summary(summary)
+    tasks = _novel_tasks(predictions, metrics, summary)
+    if None in predictions and len(tasks) <= 1:  # one unnamed predictions table: that task's
+        predictions[tasks[0] if tasks else (None, None)] = predictions.pop(None)
+        tasks = tasks or [(None, None)]
+    predictions.pop(None, None)
+    if not tasks:
         return placeholder_figure("Novel cell-type detection",
                                   "No novel-type results in this run: add a task with kind: "
                                   "novel_type (one cell type held out of training at a time).")
-    names = list(roc["pipeline"]) if roc is not None else []
-    names += list(per_type["pipeline"]) if per_type is not None else []
-    cols = _colors(colors, names)
+    if controls is None:
+        controls = control_styles(summary if summary is not None and len(summary) else metrics)
+    names = set()
+    for df in predictions.values():
+        names |= set(pd.unique(df["pipeline"]))
+    for table in (metrics, summary):
+        if table is not None and len(table):
+            names |= set(table.loc[table["kind"] == "novel_type", "pipeline"])
+    cols = _colors(colors, names, controls)
     with style():
-        fig = _new_figure(DOUBLE_COLUMN, 3.2)
-        ax_roc, ax_auc = fig.subplots(1, 2, width_ratios=[1, 1.7])
-        if roc is not None and len(roc):
-            auc = roc.groupby("pipeline")["auroc"].first()
-            ranked = sorted(auc.index, key=lambda p: (p in CONTROL_STYLES, -auc[p], p))
-            for p in ranked:
-                c = roc[roc["pipeline"] == p]
-                st = CONTROL_STYLES.get(p, {})
-                ax_roc.plot(c["fpr"], c["tpr"], color=cols.get(p), linestyle=st.get("linestyle", "-"),
-                            linewidth=1.1, label=f"{p}  {c['auroc'].iloc[0]:.2f}")
-            ax_roc.plot([0, 1], [0, 1], color="#BBBBBB", linewidth=0.6, linestyle="-", zorder=0)
-            ax_roc.legend(loc="upper left", bbox_to_anchor=(0.0, -0.28), fontsize=6, handlelength=1.5,
-                          title="AUROC", title_fontsize=6, borderaxespad=0.2, labelspacing=0.25, ncol=2)
-        else:
-            ax_roc.text(0.5, 0.5, "per-cell predictions not supplied\n(ROC needs the predictions files)",
-                        ha="center", va="center", fontsize=6.5, color="#555555", transform=ax_roc.transAxes)
-        ax_roc.set_xlim(0, 1)
-        ax_roc.set_ylim(0, 1.01)
-        ax_roc.set_box_aspect(1)
-        ax_roc.set_xlabel("false positive rate\n(known cells called novel)")
-        ax_roc.set_ylabel("true positive rate\n(novel cells found)")
-        ax_roc.set_title("ROC, pooled over folds\nand held-out types", fontsize=7)
-        if per_type is not None:
-            per_type = per_type.assign(cat=[g if per_type["dataset"].nunique() == 1 else f"{d}: {g}"
-                                            for d, g in zip(per_type["dataset"], per_type["group"])])
-            cats = list(pd.unique(per_type["cat"]))
-            pipes = list(pd.unique(per_type.sort_values(["role", "pipeline"], ascending=[False, True])
-                                   ["pipeline"]))
-            step = 0.7 / max(len(pipes), 1)
-            for k, p in enumerate(pipes):
-                q = per_type[per_type["pipeline"] == p].set_index("cat").reindex(cats)
-                xs = np.arange(len(cats)) - 0.35 + step * (k + 0.5)
-                marker = "o" if p not in CONTROL_STYLES else "x"
-                ax_auc.scatter(xs, q["value"], color=cols.get(p), marker=marker, s=14, zorder=3,
-                               label=p, linewidths=0.9 if marker == "x" else 0)
-            ax_auc.axhline(0.5, color="#999999", linewidth=0.6, linestyle="-", zorder=0)
-            ax_auc.text(-0.48, 0.505, "chance", fontsize=6, color="#777777", ha="left",
-                        va="bottom")
-            ax_auc.set_xticks(range(len(cats)), cats, rotation=35 if len(cats) > 4 else 0, ha="right"
-                              if len(cats) > 4 else "center", rotation_mode="anchor")
-            ax_auc.set_xlim(-0.5, len(cats) - 0.5)
-            ax_auc.set_ylim(0, 1.0)
-            ax_auc.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=6)
-            ax_auc.yaxis.grid(True, linewidth=0.3, color="#DDDDDD", zorder=0)
-            ax_auc.set_axisbelow(True)
-        else:
-            ax_auc.text(0.5, 0.5, "no novelty_auroc in the metrics table", ha="center", va="center",
-                        fontsize=6.5, color="#555555", transform=ax_auc.transAxes)
-        ax_auc.set_xlabel("held-out cell type (absent from training)")
-        ax_auc.set_ylabel("novelty AUROC\n(mean over folds)")
-        ax_auc.set_title("Per held-out type", fontsize=7)
-        if title:
-            fig.suptitle(title, fontsize=8)
+        fig = _new_figure(DOUBLE_COLUMN, 0.5 + 3.6 * len(tasks))
+        axes = fig.subplots(len(tasks), 2, width_ratios=[1, 1.7], squeeze=False)
+        for row, ((d, t), (ax_roc, ax_auc)) in enumerate(zip(tasks, axes)):
+            _novel_roc_panel(ax_roc, predictions.get((d, t)), summary, d, t, cols, controls)
+            _novel_type_panel(ax_auc, metrics, d, t, cols, controls, legend=row == 0)
+            if d is not None:
+                ax_roc.set_title(f"{d} · {t}\nROC, pooled over folds and held-out types", fontsize=7)
     return fig
+
+
+def _novel_roc_panel(ax, predictions, summary, dataset, task, cols, controls) -> None:
+    roc = novelty_roc(predictions) if predictions is not None and len(predictions) else None
+    if roc is not None and len(roc):
+        table = {}
+        if summary is not None and len(summary):
+            s = summary[(summary["dataset"] == dataset) & (summary["task"] == task) & (summary["group"] == "")
+                        & (summary["metric"] == "novelty_auroc")]
+            table = dict(zip(s["pipeline"], s["value"]))
+        order = sorted(pd.unique(roc["pipeline"]), key=lambda p: (p in controls, -table.get(p, -1.0), p))
+        for p in order:
+            c = roc[roc["pipeline"] == p]
+            value = table.get(p)
+            label = p if value is None or not np.isfinite(value) else f"{p}  {value:.2f}"
+            ax.plot(c["fpr"], c["tpr"], color=cols.get(p), linestyle=controls.get(p, {}).get("linestyle", "-"),
+                    linewidth=1.1, label=label)
+        ax.plot([0, 1], [0, 1], color="#BBBBBB", linewidth=0.6, linestyle="-", zorder=0)
+        # below the axes: inside, any corner hides a curve (controls run along the diagonal)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=5.5, handlelength=2.0,
+                  borderaxespad=0, labelspacing=0.25, ncols=1, frameon=False, title_fontsize=5.5,
+                  title="novelty AUROC (tables: mean over held-out types)" if table else None)
+    else:
+        ax.text(0.5, 0.5, "per-cell predictions not supplied\n(ROC needs the predictions files)",
+                ha="center", va="center", fontsize=6.5, color="#555555", transform=ax.transAxes)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_box_aspect(1)
+    ax.set_xlabel("false positive rate (known cells called novel)", fontsize=6)
+    ax.set_ylabel("true positive rate\n(novel cells found)")
+    ax.set_title("ROC, pooled over folds\nand held-out types", fontsize=7)
+
+
+def _novel_type_panel(ax, metrics, dataset, task, cols, controls, legend: bool) -> None:
+    m = None
+    if metrics is not None and len(metrics):
+        m = metrics[(metrics["kind"] == "novel_type") & (metrics["metric"] == "novelty_auroc")]
+        if dataset is not None:
+            m = m[(m["dataset"] == dataset) & (m["task"] == task)]
+        elif m["dataset"].nunique() > 1:  # an unnamed task: the per-type panel of the first
+            first = m.iloc[0]
+            m = m[(m["dataset"] == first["dataset"]) & (m["task"] == first["task"])]
+    if m is None or m.empty:
+        ax.text(0.5, 0.5, "no novelty_auroc in the metrics table", ha="center", va="center",
+                fontsize=6.5, color="#555555", transform=ax.transAxes)
+    else:
+        cats = sorted(pd.unique(m["group"]))
+        pipes = sorted(pd.unique(m["pipeline"]), key=lambda p: (p in controls, p))
+        step = 0.7 / max(len(pipes), 1)
+        x_of = {c: i for i, c in enumerate(cats)}
+        for k, p in enumerate(pipes):
+            q = m[m["pipeline"] == p]
+            xs = q["group"].map(x_of).to_numpy(float) - 0.35 + step * (k + 0.5)
+            is_control = p in controls
+            label = p + (" (each repeat)" if is_control and q["repeat"].nunique() > 1 else "")
+            if is_control:
+                marker = controls[p].get("marker", "x")
+                hollow = {"facecolors": "none", "edgecolors": cols.get(p)} if marker in ("s", "^") \
+                    else {"color": cols.get(p)}  # open shapes; line markers (x, +) take the colour
+                ax.scatter(xs, q["value"], marker=marker, s=12, zorder=3, label=label, linewidths=0.8, **hollow)
+            else:
+                ax.scatter(xs, q["value"], color=cols.get(p), marker="o", s=14, zorder=3, label=label,
+                           linewidths=0)
+        ax.axhline(0.5, color="#999999", linewidth=0.6, linestyle="-", zorder=0)
+        ax.text(len(cats) - 0.45, 0.5, "chance", fontsize=6, color="#777777", ha="left", va="center",
+                clip_on=False)
+        ax.set_xticks(range(len(cats)), cats, rotation=35 if len(cats) > 4 else 0,
+                      ha="right" if len(cats) > 4 else "center", rotation_mode="anchor", fontsize=6)
+        ax.set_xlim(-0.5, len(cats) - 0.5)
+        _upper_limit(ax, "y")
+        if legend:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=6)
+        ax.yaxis.grid(True, linewidth=0.3, color="#DDDDDD", zorder=0)
+        ax.set_axisbelow(True)
+    ax.set_ylabel("novelty AUROC\n(one fold per held-out type)")
+    ax.set_title("Per held-out type (absent from training)", fontsize=7)
 
 
 # --------------------------------------------------------------------------- runtime / memory
 
-def read_benchmarks(root: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """Read Snakemake ``benchmark:`` files ``benchmarks/<rule>/<...>.tsv``.
+def read_benchmarks(root: str | os.PathLike | Iterable[str | os.PathLike],
+                    folder: str | os.PathLike = "benchmarks") -> pd.DataFrame:
+    """Read Snakemake ``benchmark:`` files ``benchmarks/<rule>/<...>.tsv`` (or ``benchmarks/<rule>.tsv``).
 
     Parameters
     ----------
     root
-        The ``benchmarks`` folder, or an iterable of files (the rule is then the parent folder).
+        The ``benchmarks`` folder (every file in it), or the files themselves (e.g. the benchmark
+        records a rule declares as input).
+    folder
+        For a list of files: the benchmarks folder they are under (the rule is the first part of
+        the path below it).
 
     Returns
     -------
     Columns ``rule, job, s, max_rss`` (+ the other benchmark columns); ``-``/``NA`` become NaN.
     """
     if isinstance(root, (str, os.PathLike)):
-        root = Path(root)
-        files = sorted(root.rglob("*.tsv")) if root.exists() else []
-        rel = [f.relative_to(root) for f in files]
-        rules = [r.parts[0] if len(r.parts) > 1 else r.stem for r in rel]
-        jobs = [str(Path(*r.parts[1:]).with_suffix("")) if len(r.parts) > 1 else r.stem for r in rel]
+        folder = Path(root)
+        files = sorted(folder.rglob("*.tsv")) if folder.exists() else []
     else:
-        files = [Path(f) for f in root]
-        rules = [f.parent.name for f in files]
-        jobs = [f.stem for f in files]
+        folder = Path(folder)
+        files = sorted(Path(f) for f in root)
+    rel = [Path(os.path.relpath(f, folder)) for f in files]
+    rules = [r.parts[0] if len(r.parts) > 1 else r.stem for r in rel]
+    jobs = [str(Path(*r.parts[1:]).with_suffix("")) if len(r.parts) > 1 else r.stem for r in rel]
     frames = []
     for f, rule, job in zip(files, rules, jobs):
         try:
@@ -792,7 +884,10 @@ def read_benchmarks(root: str | os.PathLike | Iterable[str | os.PathLike]) -> pd
 
 
 def runtime_memory(benchmarks: pd.DataFrame) -> Figure:
-    """Wall time and peak memory (max RSS) per rule, one dot per job, bar = median.
+    """Wall time and peak memory (max RSS) per rule: one dot per job, a tick at the median.
+
+    Both axes are logarithmic when the values span more than a factor 50, so a median is a mark,
+    never a bar (a bar's length on a log axis means nothing).
 
     Parameters
     ----------
@@ -820,26 +915,29 @@ def runtime_memory(benchmarks: pd.DataFrame) -> Figure:
                 ok = np.isfinite(v) & (v > 0)
                 if not ok.any():
                     continue
-                ax.barh(i, np.median(v[ok]), height=0.6, color=OKABE_ITO["sky_blue"], alpha=0.55,
-                        zorder=1, linewidth=0)
-                ax.scatter(v[ok], i + jitter[ok], s=5, color=OKABE_ITO["blue"], zorder=2, linewidths=0)
+                ax.scatter(v[ok], i + jitter[ok], s=6, color=OKABE_ITO["sky_blue"], zorder=2, linewidths=0)
+                ax.scatter([np.median(v[ok])], [i], marker="|", s=160, linewidths=1.6, color=OKABE_ITO["blue"],
+                           zorder=3)
         ax_t.set_yticks(range(len(order)), [f"{r} (n={counts[r]})" for r in order])
-        ax_t.set_xscale("log")
-        # plain numbers at 1-2-5 steps instead of crowded "3x10^0" minor labels
-        ax_t.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax_t.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax_t.xaxis.set_minor_formatter(NullFormatter())
-        ax_t.set_xlabel("wall-clock time per job (s, log scale)")
-        ax_m.set_xlabel("peak memory per job (max RSS, MB)")
-        has_mem = b["mem_mb"].notna().any()
-        if has_mem and np.nanmax(b["mem_mb"]) / max(np.nanmin(b["mem_mb"].where(b["mem_mb"] > 0)), 1e-9) > 50:
-            ax_m.set_xscale("log")
-        if not has_mem:
-            ax_m.text(0.5, 0.5, "max_rss not recorded", transform=ax_m.transAxes, ha="center")
-        for ax in (ax_t, ax_m):
-            ax.xaxis.grid(True, linewidth=0.3, color="#DDDDDD", which="both", zorder=0)
+        ax_t.set_ylim(-0.6, len(order) - 0.4)
+        for ax, col, what in ((ax_t, "s", "wall-clock time per job (s"), (ax_m, "mem_mb", "peak memory per job (max RSS, MB")):
+            v = b[col].to_numpy(float)
+            v = v[np.isfinite(v) & (v > 0)]
+            log = v.size and v.max() / v.min() > 50
+            if log:
+                ax.set_xscale("log")
+                # plain numbers at 1-2-5 steps instead of crowded "3x10^0" minor labels
+                ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            else:
+                ax.set_xlim(left=0)
+            ax.set_xlabel(what + (", log scale)" if log else ")"))
+            ax.xaxis.grid(True, linewidth=0.3, color="#DDDDDD", which="major", zorder=0)
             ax.set_axisbelow(True)
-        ax_t.set_title("Runtime per rule (bar = median, dots = jobs)", fontsize=7)
+        if not b["mem_mb"].notna().any():
+            ax_m.text(0.5, 0.5, "max_rss not recorded", transform=ax_m.transAxes, ha="center")
+        ax_t.set_title("Runtime per rule (dots = jobs, | = median)", fontsize=7)
         ax_m.set_title("Memory per rule", fontsize=7)
     return fig
 
@@ -847,17 +945,18 @@ def runtime_memory(benchmarks: pd.DataFrame) -> Figure:
 # --------------------------------------------------------------------------- all figures
 
 def make_figures(summary: pd.DataFrame, outdir: str | os.PathLike, metrics: pd.DataFrame | None = None,
-                 reference: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None,
+                 reference: pd.DataFrame | None = None,
+                 predictions: Mapping[tuple[str, str], pd.DataFrame] | pd.DataFrame | None = None,
                  benchmarks: pd.DataFrame | None = None, metric: str = "macro_f1",
-                 dataset_aliases: Mapping[str, str] | None = None, novel_type_title: str | None = None,
-                 novel_type_dataset: str | None = None) -> dict[str, tuple[Path, Path]]:
-    """Write every figure of :data:`FIGURES` to ``outdir`` as PNG + PDF (placeholders if no data).
+                 dataset_aliases: Mapping[str, str] | None = None) -> dict[str, tuple[Path, Path]]:
+    """Write every figure of :data:`~sclinbench.contracts.FIGURES` to ``outdir`` as PNG + PDF
+    (placeholders where the run has no data for one).
 
     Parameters
     ----------
     summary
         The score stage's pooled scores with intervals (``results/summary.tsv``): every number in
-        the figures comes from it (nothing is re-summarized here).
+        the figures comes from it or from ``metrics`` (nothing is re-summarized here).
     outdir
         e.g. ``results/figures``.
     metrics
@@ -865,31 +964,29 @@ def make_figures(summary: pd.DataFrame, outdir: str | os.PathLike, metrics: pd.D
     reference
         Published numbers (:func:`sclinbench.report.read_reference`), for the cross-species bars.
     predictions
-        Per-cell predictions of one novel-type task (for the ROC panel); optional.
+        ``(dataset, task) ->`` per-cell predictions of each novel-type task (the ROC curves); optional.
     benchmarks
         :func:`read_benchmarks` output; optional.
     metric, dataset_aliases
         Passed on to the figures.
-    novel_type_title
-        Title of the novel-type figure (say which dataset/task the predictions come from).
 
     Returns
     -------
     Stem -> (PNG path, PDF path).
     """
     outdir = Path(outdir)
-    summary = report.check_summary(summary)
+    summary = contracts.check_summary(summary)
     view = report.summary_view(summary)
-    colors = pipeline_colors(sorted(pd.unique(summary["pipeline"])))
+    controls = control_styles(summary)
+    colors = pipeline_colors(sorted(pd.unique(summary["pipeline"])), controls)
     builders = {
         "cross_species_heatmap": lambda: cross_species_heatmap(summary, metric=metric),
         "cross_species_average": lambda: cross_species_average_bars(
-            summary, reference, metric=metric, dataset_aliases=dataset_aliases, colors=colors),
-        "pipeline_scores": lambda: pipeline_scores(view, metric, colors=colors),
+            summary, reference, metric=metric, dataset_aliases=dataset_aliases, colors=colors, controls=controls),
+        "pipeline_scores": lambda: pipeline_scores(view, metric, colors=colors, controls=controls),
         "normalization_model": lambda: normalization_model_heatmap(view, metric),
-        "disease": lambda: disease_levels(view, metric, colors=colors),
-        "novel_type": lambda: novel_type_detection(predictions, metrics, colors=colors,
-                                                 title=novel_type_title, dataset=novel_type_dataset),
+        "disease": lambda: disease_levels(view, metric, colors=colors, controls=controls),
+        "novel_type": lambda: novel_type_detection(predictions, metrics, summary, colors=colors, controls=controls),
         "runtime_memory": lambda: runtime_memory(benchmarks if benchmarks is not None
                                                  else pd.DataFrame(columns=["rule", "job", "s", "max_rss"])),
     }

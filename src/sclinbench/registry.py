@@ -9,7 +9,6 @@ a ``source: local`` file that is not there. It also gives every registry file it
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_text
 
 NAME_PATTERN = "[A-Za-z0-9_]+"
 _NAME = re.compile(NAME_PATTERN)
@@ -71,7 +71,7 @@ def raw_name(url: str) -> str:
     entry keeps each name.
     """
     base = _SAFE.sub("_", url_file_name(url)).strip("._") or "file"
-    return f"{hashlib.sha256(url.encode()).hexdigest()[:8]}-{base[:100]}"
+    return f"{sha256_text(url)[:8]}-{base[:100]}"
 
 
 def raw_path(dataset: str, url: str) -> str:

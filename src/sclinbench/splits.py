@@ -5,7 +5,7 @@ identical folds and paired comparisons are valid. A split table is *long*: one r
 in which the cell is used (a cell is a test cell in exactly one fold of a k-fold split, but in one
 fold per training species of a cross-species split).
 
-Columns: ``cell_id, fold, role (train/test), split_kind, group``.
+Columns: :data:`sclinbench.contracts.SPLIT_COLUMNS` (``cell_id, fold, role (train/test), split_kind, group``).
 
 ``group`` names what a fold is about: ``"<train organism>-><test organism>"`` for the test cells of
 cross-species transfer folds (their training cells, every cell of the training organism, carry
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
+from sclinbench.contracts import SPLIT_COLUMNS
 from sclinbench.errors import SclinbenchError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ PROTOCOLS = ("strict", "paper")
 DEFAULT_DIAGONAL = {"split": "stratified", "n_folds": 5}
 DEFAULT_LABEL = {"celltype": "cell_type", "disease": "condition", "cross_species": "cell_type",
                  "novel_type": "cell_type"}
-COLUMNS = ["cell_id", "fold", "role", "split_kind", "group"]
 
 
 def task_label(spec: dict) -> str:
@@ -385,7 +385,7 @@ def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "da
                            int(spec.get("min_novel_cells", 10)))
     log.info("%s: %d folds, %d train and %d test rows (%s split of '%s')", dataset, table["fold"].nunique(),
              int((table.role == "train").sum()), int((table.role == "test").sum()), split, label)
-    return table[COLUMNS]
+    return table[SPLIT_COLUMNS]
 
 
 def iter_folds(table: pd.DataFrame):

@@ -36,8 +36,8 @@ Everything is derived from ``seed`` through independent streams per component, s
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import anndata as ad
 import numpy as np

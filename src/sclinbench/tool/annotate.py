@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -43,12 +42,18 @@ import scipy.sparse as sp
 
 from sclinbench import data
 from sclinbench.errors import SclinbenchError
+from sclinbench.io import sha256_file
 from sclinbench.metrics import UNASSIGNED, classification_scores
 from sclinbench.pipeline import build_pipeline, normalize_spec
 from sclinbench.represent import RepresentationTransformer
-from sclinbench.tool import DEFAULT_PIPELINE, JOB_DEFAULTS, QUERY_DEFAULTS, REFERENCE_DEFAULTS  # noqa: F401 (re-exported)
+from sclinbench.tool import (  # noqa: F401 (re-exported)
+    DEFAULT_PIPELINE,
+    JOB_DEFAULTS,
+    QUERY_DEFAULTS,
+    REFERENCE_DEFAULTS,
+    portable,
+)
 from sclinbench.tool import genes as gene_match
-from sclinbench.tool import portable
 
 log = logging.getLogger("sclinbench.annotate")
 
@@ -75,14 +80,6 @@ def _versions() -> tuple:
 def versions() -> dict[str, str]:
     """Versions of the packages a result depends on."""
     return dict(_versions())
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -356,7 +353,7 @@ class Annotator:
         calibration_fraction: float = 0.2,
         novelty_quantile: float = 0.01,
         genes: np.ndarray | None = None,
-    ) -> "Annotator":
+    ) -> Annotator:
         """Fit ``spec`` on ``reference`` (see the module docstring).
 
         Parameters
@@ -401,7 +398,7 @@ class Annotator:
             provenance={"reference": reference.source, "reference_sha256": reference.sha256,
                         "label_column": reference.label, "reference_counts": reference.counts_key,
                         "n_reference_cells": int(X.shape[0]), "n_reference_set_aside": int(reference.n_set_aside),
-                        "fitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        "fitted": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                         "versions": versions()},
         )
 
@@ -418,7 +415,7 @@ class Annotator:
         portable.save(path, self.pipeline, meta, arrays)
 
     @classmethod
-    def load(cls, path) -> "Annotator":
+    def load(cls, path) -> Annotator:
         """Read a model file, refusing one written by another sclinbench version."""
         pipe, meta, arrays = portable.load(path)
         this = versions()["sclinbench"]
@@ -700,7 +697,7 @@ def annotate(
         "labels": labels,
         "top_genes": top,
         "metrics": metrics,
-        "annotated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "annotated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **(provenance or {}),
     })
     return Result(query, labels, top, metrics, annotator, match, seconds, genes_info)

@@ -214,8 +214,8 @@ def load(workflow: str | os.PathLike | None = None, configs=(), datasets_too: bo
         tasks = {k: v for k, v in tasks.items() if k in config["use_tasks"]}
     if datasets_too and (root is not None or config.get("registry")):
         registry = Path(config.get("registry", "config/datasets.yaml"))
-        if not registry.is_absolute() and root is not None:
-            registry = root / registry
+        if not registry.is_absolute() and root is not None and not registry.is_file():
+            registry = root / registry  # as the workflow reads it: this folder first, then the checkout
         if registry.is_file():
             for name, entry in _read_yaml(registry).items():
                 entry = entry or {}

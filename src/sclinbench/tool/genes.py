@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from sclinbench import orthologs
 from sclinbench.errors import SclinbenchError
+from sclinbench.species import ENSEMBL_GENE_PREFIXES, ensembl_prefix
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,6 @@ log = logging.getLogger(__name__)
 GENE_COLUMNS = ("gene_id", "gene_ids", "gene_symbol", "gene_symbols", "feature_name", "gene_name", "symbol")
 
 _ENSEMBL = re.compile(r"^(ENS[A-Z]*G\d{6,})(?:\.\d+)?(?:_PAR_Y)?$")
-#: Ensembl gene id prefix -> species (for messages only)
-_ENSEMBL_SPECIES = {
-    "ENSG": "human", "ENSMUSG": "mouse", "ENSRNOG": "rat", "ENSDARG": "zebrafish", "ENSMMUG": "macaque",
-    "ENSSSCG": "pig", "ENSGALG": "chicken", "ENSCJAG": "marmoset", "ENSMICG": "mouse lemur",
-    "ENSBTAG": "cow", "ENSCAFG": "dog", "ENSOCUG": "rabbit", "ENSPTRG": "chimpanzee",
-}
-_COMMON_SPECIES = {
-    "human": "hsapiens", "mouse": "mmusculus", "rat": "rnorvegicus", "zebrafish": "drerio",
-    "macaque": "mmulatta", "pig": "sscrofa", "chicken": "ggallus", "marmoset": "cjacchus",
-    "mouse_lemur": "mmurinus", "cow": "btaurus", "dog": "clfamiliaris", "chimpanzee": "ptroglodytes",
-}
-
-
 def clean_ids(values) -> np.ndarray:
     """Gene keys as stripped strings, Ensembl versions removed (``ENSG00000141510.16`` -> ``ENSG00000141510``)."""
     out = pd.Index(values).astype(str).str.strip().to_numpy(dtype=object)
@@ -64,7 +52,7 @@ def describe_ids(values) -> str:
     ens = [v for v in sample if _ENSEMBL.match(v)]
     if len(ens) >= 0.5 * len(sample):
         prefix = re.match(r"^(ENS[A-Z]*G)", ens[0]).group(1)
-        species = _ENSEMBL_SPECIES.get(prefix, f"prefix {prefix}")
+        species = ENSEMBL_GENE_PREFIXES.get(prefix, f"prefix {prefix}")
         return f"Ensembl gene ids ({species}, e.g. {ens[0]})"
     letters = [v for v in sample if re.fullmatch(r"[A-Za-z][A-Za-z0-9\-\.]*", v) and any(c.isalpha() for c in v[1:])]
     if len(letters) >= 0.5 * len(sample):
@@ -94,13 +82,7 @@ def gene_keys(var: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def species_key(name: str) -> str:
     """``human`` / ``Homo sapiens`` / ``hsapiens`` -> ``hsapiens`` (the workflow's Ensembl table names)."""
-    s = str(name).strip().lower().replace("-", " ")
-    if s.replace(" ", "_") in _COMMON_SPECIES:
-        return _COMMON_SPECIES[s.replace(" ", "_")]
-    parts = s.split()
-    if len(parts) == 2 and all(p.isalpha() for p in parts):
-        return parts[0][0] + parts[1]
-    return s.replace(" ", "")
+    return ensembl_prefix(name, strict=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -231,7 +213,7 @@ class GeneMatch:
                           shape=(self.n_query, self.n_target))
         return sp.csr_matrix(X @ M, dtype=np.float32)  # a product has no duplicate entries
 
-    def restricted(self) -> tuple["GeneMatch", np.ndarray]:
+    def restricted(self) -> tuple[GeneMatch, np.ndarray]:
         """The match onto the shared target genes only, and their positions in the full target list."""
         keep = np.flatnonzero(self.shared)
         new_pos = np.full(self.n_target, -1)

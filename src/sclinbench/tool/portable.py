@@ -67,7 +67,7 @@ class LinearScorer:
         self.kind = kind
 
     @classmethod
-    def from_estimator(cls, model) -> "LinearScorer":
+    def from_estimator(cls, model) -> LinearScorer:
         if isinstance(model, CentroidClassifier):
             return cls(model.classes_, model.coef_, np.zeros(model.coef_.shape[0]), "decision")
         if isinstance(model, InputAdapter):
@@ -140,7 +140,7 @@ class LinearPipeline:
         """
         W = self.scorer.coef_.copy()
         rep = None
-        for name, step in reversed(self.steps):
+        for _name, step in reversed(self.steps):
             if isinstance(step, PCATransformer):
                 comp = step.components_
                 if step.whiten:

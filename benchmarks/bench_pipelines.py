@@ -1,6 +1,6 @@
 """Performance benchmark: streamed ``rankz`` + centroid classifier vs the scanpy standard pipeline.
 
-Run ``python -m sclinbench.bench`` (``--help`` for options). It PRINTS a table (and optionally
+Run ``python benchmarks/bench_pipelines.py`` (``--help`` for options). It PRINTS a table (and optionally
 writes ``--json``); it is a measurement script, never a timed test.
 
 What is measured
@@ -384,7 +384,7 @@ class _RssSampler:
             self.peak = max(self.peak, self._rss())
             self._stop.wait(self.interval)
 
-    def start(self) -> "_RssSampler":
+    def start(self) -> _RssSampler:
         self.peak = self._rss()
         self._thread.start()
         return self
@@ -453,7 +453,7 @@ class CentroidAccumulator:
         self.class_sums_: dict = {}
         self.class_counts_: dict = {}
 
-    def partial_fit(self, Z, y) -> "CentroidAccumulator":
+    def partial_fit(self, Z, y) -> CentroidAccumulator:
         """Add the rows of ``Z`` (CSR, :class:`~sclinbench.represent.OffsetCSR` or dense) with labels ``y``."""
         from sclinbench.represent import OffsetCSR
 
@@ -1006,8 +1006,8 @@ def _to_jsonable(obj):
 
 
 def main(argv=None) -> int:
-    """Command line: ``python -m sclinbench.bench [--cells N ...] [--threads T] [--json out.json]``."""
-    p = argparse.ArgumentParser(prog="python -m sclinbench.bench", description=__doc__.split("\n\n")[0])
+    """Command line: ``python benchmarks/bench_pipelines.py [--cells N ...] [--threads T] [--json out.json]``."""
+    p = argparse.ArgumentParser(prog="python benchmarks/bench_pipelines.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000],
                    help="total cell counts (default: 10000 100000; 1000000 takes minutes)")
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP/numba threads (default 2)")

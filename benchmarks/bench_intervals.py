@@ -2,16 +2,17 @@
 
 Not a test (no timing assertions): prints wall time for 100,000 pooled out-of-fold predictions of
 15 classes, 4 pipelines (the shuffled control with 5 repeats), 2,000 draws, with 20 donors as units
-and with cells as units. Run: .venv/bin/python tests/bench_intervals.py
+and with cells as units. Run: .venv/bin/python benchmarks/bench_intervals.py
+(the made-up predictions come from the tests' tests/fake_predictions.py)
 """
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fake_predictions import kfold_predictions  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from fake_predictions import kfold_predictions  # noqa: E402
 from sclinbench import intervals  # noqa: E402
 
 threadpool_limits(1)  # as in the workflow's score jobs

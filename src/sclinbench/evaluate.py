@@ -26,18 +26,25 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
-from sclinbench.metrics import SCORE_PREFIX, UNASSIGNED
 from sclinbench.models import CONSTANT_SCORE_MODELS, control_seed
-from sclinbench.pipeline import build_pipeline, normalize_spec, preprocessing_signature
+from sclinbench.pipeline import (
+    build_classifier,
+    build_preprocessing,
+    normalize_spec,
+    preprocessing_signature,
+)
 from sclinbench.splits import iter_folds, task_label
 
 log = logging.getLogger(__name__)
 
 
-
 def input_matrix(adata, spec: dict, dataset: str = "dataset"):
-    """The matrix a pipeline starts from: raw counts (``X``) or an imported embedding (``obsm``)."""
+    """The matrix a pipeline starts from: raw counts (``X``) or an imported embedding (``obsm``).
+
+    ``spec`` is a pipeline entry in canonical form (:func:`sclinbench.pipeline.normalize_spec`).
+    """
     rep = spec["representation"]
     if rep["name"] != "embedding":
         return adata.X if sp.issparse(adata.X) else sp.csr_matrix(adata.X)
@@ -99,10 +106,6 @@ def _indexer(adata, ids: np.ndarray, dataset: str) -> np.ndarray:
     return idx
 
 
-PREDICTION_COLUMNS = ["cell_id", "fold", "group", "pipeline", "repeat", "donor_id", "y_true", "y_pred",
-                      "score", "novel", "label_in_training"]
-
-
 def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
              dataset: str = "dataset") -> pd.DataFrame:
     """Predictions of every pipeline for every test cell of every fold.
@@ -134,21 +137,23 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     donors_all = (adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in adata.obs.columns
                   else np.full(adata.n_obs, "unknown", dtype=object))
 
-    # "role" (method/control) labels results; it is not a step of the pipeline
-    pipelines = {name: {k: v for k, v in spec.items() if k != "role"} for name, spec in pipelines.items()}
-    normal = {name: normalize_spec(spec) for name, spec in pipelines.items()}
+    # each spec validated once; "role" and "description" label results, they are no step
+    normal = {name: normalize_spec({k: v for k, v in spec.items() if k not in ("role", "description")})
+              for name, spec in pipelines.items()}
     by_signature: dict[str, list[str]] = {}
-    for name, spec in pipelines.items():
+    for name, spec in normal.items():
         by_signature.setdefault(preprocessing_signature(spec), []).append(name)
 
-    inputs = {sig: input_matrix(adata, pipelines[names[0]], dataset) for sig, names in by_signature.items()}
+    inputs = {sig: input_matrix(adata, normal[names[0]], dataset) for sig, names in by_signature.items()}
     frames = []
     n_folds = splits["fold"].nunique()
-    for fold, test_groups, train_ids, test_ids in iter_folds(splits):
+    for k, (fold, test_groups, train_ids, test_ids) in enumerate(iter_folds(splits), start=1):
         t0 = time.perf_counter()
         itrain, itest = _indexer(adata, train_ids, dataset), _indexer(adata, test_ids, dataset)
+        log.info("starting fold %d/%d: %d train, %d test cells, %d pipeline(s)", k, n_folds, len(itrain),
+                 len(itest), len(pipelines))
         for sig, names in by_signature.items():
-            spec0 = pipelines[names[0]]
+            spec0 = normal[names[0]]
             X = inputs[sig]
             Xtr, ytr, Xte, yte = X[itrain], y_all[itrain], X[itest], y_all[itest]
             cell_ids, groups, donors = test_ids, test_groups, donors_all[itest]
@@ -157,21 +162,21 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
                 Xte, yte, cell_ids = pseudobulk(Xte, yte, donors_all[itest])
                 groups = donors = np.asarray(cell_ids)
             in_training = np.isin(yte, np.unique(ytr))
-            preprocess = build_pipeline(spec0, seed)[:-1]
+            preprocess = build_preprocessing(spec0, seed)
             Ztr = preprocess.fit_transform(Xtr, ytr)
             Zte = preprocess.transform(Xte)
             for name in names:
                 spec = normal[name]
                 shuffled = spec["control"] == "shuffled"
                 for repeat in range(spec["repeats"] if shuffled else 1):
-                    model = build_pipeline(pipelines[name], seed)[-1]
+                    model = build_classifier(spec, seed)
                     Ztr_r, Zte_r = Ztr, Zte
                     if shuffled:
                         draw = control_seed(seed, fold, repeat)
                         model.set_params(random_state=draw)
                         if spec["features"]["method"] == "anova":  # label-dependent: permuted labels too
                             perm = np.random.default_rng(draw).permutation(len(ytr))
-                            pre = build_pipeline(spec0, seed)[:-1]
+                            pre = build_preprocessing(spec0, seed)
                             Ztr_r = pre.fit_transform(Xtr, ytr[perm])
                             Zte_r = pre.transform(Xte)
                     model.fit(Ztr_r, ytr)
@@ -189,8 +194,7 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
                     frame = pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])],
                                       axis=1)
                     frames.append(frame)
-        log.info("fold %d/%d: %d train, %d test cells, %d pipeline(s) in %.1f s", fold + 1, n_folds,
-                 len(itrain), len(itest), len(pipelines), time.perf_counter() - t0)
+        log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
     out = pd.concat(frames, ignore_index=True)
     score_cols = sorted(c for c in out.columns if c.startswith(SCORE_PREFIX))
     return out[PREDICTION_COLUMNS + score_cols]

@@ -1,6 +1,6 @@
 """Peak memory of reading a large h5ad whole vs reading only the held-out donors' rows.
 
-Run ``python -m sclinbench.bench_read`` (``--help`` for options). It PRINTS a table (and optionally
+Run ``python benchmarks/bench_read.py`` (``--help`` for options). It PRINTS a table (and optionally
 writes ``--json``); it is a measurement script, never a timed test.
 
 What is measured
@@ -20,7 +20,7 @@ Reads (each in a fresh process, so peaks do not mix)
     ``rows``   ``read_raw(path, counts="raw.X", rows=ood_row_filter(entry))``: the donor filter
                applied while reading, only the kept rows of raw.X are read from disk.
 Memory
-    The process's RSS high-water mark around the read (``bench.StepRecorder``: VmHWM after
+    The process's RSS high-water mark around the read (``bench_pipelines.StepRecorder``: VmHWM after
     resetting it through ``/proc/self/clear_refs``, else RSS sampled every 5 ms), and the size of
     the resulting CSR matrix (stored values and their column indices).
 """
@@ -93,8 +93,9 @@ def write_file(path: Path, cells: int, genes: int, per_cell: int, donors: int, h
 
 
 def _worker(mode: str, path: str, queue) -> None:
+    from bench_pipelines import StepRecorder  # beside this script
+
     from sclinbench import data
-    from sclinbench.bench import StepRecorder
 
     entry = {"ood_only": True, "ood_donors": [HELD_OUT], "columns": {"donor_id": "donor_id"}}
     rec = StepRecorder()

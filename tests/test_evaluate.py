@@ -11,11 +11,11 @@ import yaml
 
 from sclinbench import data, intervals, metrics
 from sclinbench.errors import SclinbenchError
+from sclinbench.evaluate import evaluate, pseudobulk
 from sclinbench.models import CentroidClassifier, ShuffledLabels, control_seed
 from sclinbench.represent import rankz
 from sclinbench.splits import make_splits
 from sclinbench.synthetic import make_atlas
-from sclinbench.tasks import evaluate, pseudobulk
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = sorted((ROOT / "tests/data/liao2020/patients").glob("C*_subset_filtered_feature_bc_matrix.h5"))

@@ -1,0 +1,223 @@
+"""Stateless normalizations of raw counts: library size, shifted log, square root, Pearson residuals.
+
+Every function takes a CSR matrix of raw integer counts (cells x genes) and computes each cell from
+its own counts (Pearson residuals also from gene fractions fitted on the training cells,
+:func:`fit_gene_fractions`). Library sizes can be passed in, so a column subset (after gene
+selection) keeps each cell's library size over all genes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from sclinbench.errors import SclinbenchError
+from sclinbench.represent.offset import (
+    MAX_DENSE_ELEMENTS,
+    OffsetCSR,
+    _check_dense_size,
+    _col_sums,
+    _row_sums,
+)
+
+
+def _as_counts(X, where: str = "X") -> sp.csr_matrix:
+    """CSR view/copy of a counts matrix; refuses negative values."""
+    if isinstance(X, OffsetCSR):
+        raise SclinbenchError(
+            f"{where}: expected raw counts (CSR), got an OffsetCSR (a rankz result); "
+            "apply the representation to the raw counts"
+        )
+    X = sp.csr_matrix(X) if not sp.isspmatrix_csr(X) else X
+    if X.nnz and X.data.min() < 0:
+        raise SclinbenchError(
+            f"{where}: counts contain negative values; pass raw (non-negative integer) counts, "
+            "not normalized or scaled data"
+        )
+    return X
+
+
+
+
+def library_size(X) -> np.ndarray:
+    """Total counts per cell (row sums) as float64.
+
+    Parameters
+    ----------
+    X
+        Counts, CSR or dense, cells x genes.
+    """
+    if sp.issparse(X):
+        return _row_sums(sp.csr_matrix(X))
+    return np.asarray(X, dtype=np.float64).sum(axis=1)
+
+
+def _scale_rows(X: sp.csr_matrix, factors: np.ndarray, dtype) -> sp.csr_matrix:
+    """Copy of CSR ``X`` with row ``i`` multiplied by ``factors[i]`` (no densifying)."""
+    out = sp.csr_matrix(
+        (X.data.astype(np.float64), X.indices.copy(), X.indptr.copy()), shape=X.shape
+    )
+    out.data *= np.repeat(factors, np.diff(X.indptr))
+    out.data = out.data.astype(dtype, copy=False)
+    return out
+
+
+def _row_factors(library: np.ndarray, target_sum: float) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        f = np.where(library > 0, float(target_sum) / np.where(library > 0, library, 1.0), 0.0)
+    return f
+
+
+def _library(X, library, n_rows: int) -> np.ndarray:
+    if library is None:
+        return library_size(X)
+    library = np.asarray(library, dtype=np.float64).ravel()
+    if library.shape[0] != n_rows:
+        raise ValueError(f"library has {library.shape[0]} entries for {n_rows} cells")
+    return library
+
+
+
+def normalize_total(X, target_sum: float = 1e4, library=None, dtype=np.float32) -> sp.csr_matrix:
+    """Scale each cell to ``target_sum`` total counts: ``X / library * target_sum``.
+
+    Parameters
+    ----------
+    X
+        Raw counts, CSR (cells x genes).
+    target_sum
+        Total each cell is scaled to.
+    library
+        Library sizes to divide by (default: row sums of ``X``). Pass the totals over ALL genes
+        when ``X`` is a column subset, so gene selection never changes a cell's library size.
+    dtype
+        dtype of the stored values.
+
+    Returns
+    -------
+    CSR matrix with the sparsity of ``X``. Cells with zero counts stay all-zero.
+    """
+    X = _as_counts(X)
+    lib = _library(X, library, X.shape[0])
+    return _scale_rows(X, _row_factors(lib, target_sum), dtype)
+
+
+def shifted_log(
+    X, target_sum: float = 1e4, pseudocount: float = 1.0, library=None, dtype=np.float32
+) -> sp.csr_matrix:
+    """Shifted logarithm ``log(X / library * target_sum + pc) - log(pc)``.
+
+    Equals ``log1p`` of the library-normalized counts when ``pseudocount == 1``; zeros stay zeros,
+    so the output keeps the sparsity of ``X``. Computed as ``log1p(y / pc)`` for precision.
+
+    Parameters
+    ----------
+    X
+        Raw counts, CSR (cells x genes).
+    target_sum
+        Total each cell is scaled to before the log (``1e4`` is scanpy's usual choice).
+    pseudocount
+        ``pc > 0``.
+    library
+        Library sizes (see :func:`normalize_total`).
+    dtype
+        dtype of the stored values.
+    """
+    if not pseudocount > 0:
+        raise SclinbenchError(f"representation parameter 'pseudocount' must be > 0, got {pseudocount}")
+    out = normalize_total(X, target_sum, library=library, dtype=np.float64)
+    out.data = np.log1p(out.data / float(pseudocount)).astype(dtype, copy=False)
+    return out
+
+
+def sqrt_norm(X, target_sum: float = 1e4, library=None, dtype=np.float32) -> sp.csr_matrix:
+    """Square root of library-normalized counts, ``sqrt(X / library * target_sum)`` (CSR out).
+
+    Parameters
+    ----------
+    X, target_sum, library, dtype
+        As in :func:`normalize_total`.
+    """
+    out = normalize_total(X, target_sum, library=library, dtype=np.float64)
+    out.data = np.sqrt(out.data).astype(dtype, copy=False)
+    return out
+
+
+
+def fit_gene_fractions(X) -> np.ndarray:
+    """Fraction of all counts that falls on each gene, ``p_j = sum_i x_ij / sum_ij x_ij``.
+
+    Fit this on the training cells (over all genes), then subset to the genes you keep.
+    """
+    X = _as_counts(X)
+    colsum = _col_sums(X)
+    total = colsum.sum()
+    if total <= 0:
+        raise SclinbenchError("pearson residuals: the training cells have no counts at all")
+    return colsum / total
+
+
+def pearson_residuals(
+    X,
+    gene_fractions,
+    theta: float = 100.0,
+    clip: float | None = None,
+    library=None,
+    chunk_size: int = 10_000,
+    max_dense_elements: int = MAX_DENSE_ELEMENTS,
+) -> np.ndarray:
+    """Analytic Pearson residuals (Lause, Berens & Kobak 2021) with gene fractions fitted elsewhere.
+
+    ``mu_ij = n_i p_j``, ``z_ij = (x_ij - mu_ij) / sqrt(mu_ij + mu_ij^2 / theta)``, clipped to
+    ``[-clip, clip]``. ``n_i`` is the cell's own library size (over all genes); ``p_j`` comes from
+    :func:`fit_gene_fractions` on the TRAINING cells. scanpy's
+    ``sc.experimental.pp.normalize_pearson_residuals`` estimates ``p_j`` (and the clip) from the
+    very matrix it transforms, so it cannot be fitted on training cells and applied to test cells;
+    this function can. Genes with ``p_j == 0`` (no training counts) get residual 0.
+
+    The output is dense by nature, so compute it only for selected genes (e.g. after HVG); it is
+    built in chunks of ``chunk_size`` cells.
+
+    Parameters
+    ----------
+    X
+        Raw counts, CSR, cells x selected genes.
+    gene_fractions
+        ``p_j`` for the columns of ``X``.
+    theta
+        Negative-binomial overdispersion (100 as in Lause et al.).
+    clip
+        Clip residuals to ``+-clip``; ``None`` for no clipping. The usual choice is
+        ``sqrt(n_training_cells)``.
+    library
+        Library sizes over ALL genes (default: row sums of ``X``).
+    chunk_size
+        Cells per dense chunk.
+    max_dense_elements
+        Refuse outputs larger than this many elements.
+
+    Returns
+    -------
+    Dense float64 array, cells x genes.
+    """
+    X = _as_counts(X)
+    n, g = X.shape
+    p = np.asarray(gene_fractions, dtype=np.float64).ravel()
+    if p.shape[0] != g:
+        raise ValueError(f"gene_fractions has {p.shape[0]} entries for {g} genes")
+    if not theta > 0:
+        raise SclinbenchError(f"representation parameter 'theta' must be > 0, got {theta}")
+    _check_dense_size(n, g, "representation 'pearson'", max_dense_elements)
+    lib = _library(X, library, n)
+    out = np.empty((n, g), dtype=np.float64)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        x = X[start:stop].toarray().astype(np.float64, copy=False)
+        mu = lib[start:stop, None] * p[None, :]
+        denom = np.sqrt(mu + mu * mu / theta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(denom > 0, (x - mu) / np.where(denom > 0, denom, 1.0), 0.0)
+        if clip is not None:
+            np.clip(z, -clip, clip, out=z)
+        out[start:stop] = z
+    return out

@@ -1,0 +1,278 @@
+"""The sparse-offset matrix type and the primitives every representation step shares.
+
+:class:`OffsetCSR` stores a dense matrix as ``S + offset[:, None]`` with ``S`` CSR: the exact form
+of :func:`~sclinbench.represent.rankz` output (every zero count of a cell maps to one value). The
+functions here work on CSR, OffsetCSR or dense input alike -- column sums, means and variances
+(:func:`column_mean_var`), column selection, and the one guarded way to densify
+(:func:`to_dense`, refused above :data:`MAX_DENSE_ELEMENTS`). Blocked or streamed variants of
+these statistics belong here, beside the ones they replace.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+from sclinbench.errors import SclinbenchError
+
+#: Largest number of matrix elements (cells x features) any step may densify (1.6 GB as float64).
+MAX_DENSE_ELEMENTS = 200_000_000
+
+
+# --------------------------------------------------------------------------------------------------
+# OffsetCSR: sparse matrix + per-row constant
+# --------------------------------------------------------------------------------------------------
+class OffsetCSR:
+    """A dense matrix stored as ``S + offset[:, None]`` with ``S`` CSR.
+
+    This is the exact form of :func:`~sclinbench.represent.rankz` output: every zero count of cell ``i`` maps to one value
+    ``offset[i]``, and ``S`` stores, at the nonzero counts only, the difference to that value.
+
+    Parameters
+    ----------
+    S
+        Sparse part (converted to CSR), shape ``(n_rows, n_cols)``.
+    offset
+        Per-row constant, shape ``(n_rows,)``.
+
+    Notes
+    -----
+    Supported operations are the ones the pipeline needs: row indexing (``X[rows]``), column
+    subsetting (:meth:`select_columns`), products with dense matrices (``X @ W``, ``V @ X``,
+    :meth:`dot`, :meth:`rdot`), column statistics (:meth:`mean`, :meth:`column_mean_var`),
+    :meth:`row_norms`, :meth:`toarray` and :meth:`vstack`.
+    """
+
+    # make ``ndarray @ OffsetCSR`` defer to OffsetCSR.__rmatmul__ instead of building object arrays
+    __array_ufunc__ = None
+    ndim = 2
+
+    def __init__(self, S, offset):
+        S = sp.csr_matrix(S)
+        offset = np.asarray(offset, dtype=np.float64).ravel()
+        if offset.shape[0] != S.shape[0]:
+            raise ValueError(f"offset has {offset.shape[0]} entries for {S.shape[0]} rows")
+        self.S = S
+        self.offset = offset
+
+    # -- basic properties ----------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.S.shape
+
+    @property
+    def dtype(self):
+        return np.result_type(self.S.dtype, self.offset.dtype)
+
+    @property
+    def nnz(self) -> int:
+        return self.S.nnz
+
+    def __len__(self) -> int:
+        return self.S.shape[0]
+
+    def __repr__(self) -> str:
+        n, g = self.shape
+        return f"<OffsetCSR {n} x {g}, {self.nnz} stored entries + per-row offset>"
+
+    def copy(self) -> OffsetCSR:
+        return OffsetCSR(self.S.copy(), self.offset.copy())
+
+    def toarray(self) -> np.ndarray:
+        """Dense ``S + offset[:, None]`` (float64)."""
+        out = self.S.toarray().astype(np.float64, copy=False)
+        out += self.offset[:, None]
+        return out
+
+    # -- indexing ------------------------------------------------------------------------------
+    def __getitem__(self, key) -> OffsetCSR:
+        if isinstance(key, tuple):
+            if len(key) != 2:
+                raise IndexError("OffsetCSR supports X[rows] and X[rows, cols]")
+            rows, cols = key
+            out = self[rows]
+            if isinstance(cols, slice) and cols == slice(None):
+                return out
+            return out.select_columns(cols)
+        if isinstance(key, numbers.Integral):
+            key = [int(key)]
+        key = key if isinstance(key, slice) else np.asarray(key)
+        return OffsetCSR(self.S[key], self.offset[key])
+
+    def select_columns(self, idx) -> OffsetCSR:
+        """Keep columns ``idx`` (indices, slice or boolean mask); the per-row offset is unchanged."""
+        return OffsetCSR(self.S[:, idx], self.offset)
+
+    @staticmethod
+    def vstack(blocks) -> OffsetCSR:
+        """Stack OffsetCSR blocks by rows."""
+        blocks = list(blocks)
+        return OffsetCSR(
+            sp.vstack([b.S for b in blocks], format="csr"),
+            np.concatenate([b.offset for b in blocks]),
+        )
+
+    # -- products ------------------------------------------------------------------------------
+    def dot(self, W):
+        """``X @ W`` for dense ``W`` of shape ``(n_cols,)`` or ``(n_cols, k)``: ``S W + offset 1^T W``."""
+        W = np.asarray(W)
+        out = np.asarray(self.S @ W, dtype=np.float64)
+        colsum = W.sum(axis=0)
+        if W.ndim == 1:
+            return out + self.offset * colsum
+        return out + np.outer(self.offset, colsum)
+
+    def rdot(self, V):
+        """``V @ X`` for ``V`` (dense or sparse) of shape ``(n_rows,)`` or ``(k, n_rows)``.
+
+        Returns a dense array of shape ``(n_cols,)`` or ``(k, n_cols)``: ``V S + (V offset) 1^T``.
+        """
+        if sp.issparse(V):
+            out = np.asarray((V @ self.S).toarray(), dtype=np.float64)
+            voff = np.asarray(V @ self.offset).ravel()
+            return out + voff[:, None]
+        V = np.asarray(V)
+        if V.ndim == 1:
+            return np.asarray(self.S.T @ V, dtype=np.float64).ravel() + V @ self.offset
+        out = np.asarray((self.S.T @ V.T).T, dtype=np.float64)
+        return out + (V @ self.offset)[:, None]
+
+    def __matmul__(self, W):
+        return self.dot(W)
+
+    def __rmatmul__(self, V):
+        return self.rdot(V)
+
+    # -- statistics ----------------------------------------------------------------------------
+    def sum(self, axis=None):
+        n, g = self.shape
+        if axis is None:
+            return float(_col_sums(self.S).sum()) + g * float(self.offset.sum())
+        if axis == 0:
+            return _col_sums(self.S) + self.offset.sum()
+        if axis == 1:
+            return _row_sums(self.S) + g * self.offset
+        raise ValueError(f"axis must be None, 0 or 1, got {axis}")
+
+    def mean(self, axis=None):
+        n, g = self.shape
+        total = self.sum(axis=axis)
+        return total / {None: n * g, 0: n, 1: g}[axis]
+
+    def column_mean_var(self, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Per-column mean and variance (two-pass form, exact up to rounding)."""
+        return column_mean_var(self, ddof=ddof)
+
+    def row_norms(self) -> np.ndarray:
+        """Euclidean norm of each row, ``sqrt(sum_j (s_ij + o_i)^2)``, without densifying."""
+        g = self.shape[1]
+        S = self.S
+        sq = _row_sums(S, power=2)
+        cross = _row_sums(S)
+        return np.sqrt(np.maximum(sq + 2.0 * self.offset * cross + g * self.offset**2, 0.0))
+
+
+
+# --------------------------------------------------------------------------------------------------
+# sums accumulated in float64
+# --------------------------------------------------------------------------------------------------
+def _col_sums(X: sp.csr_matrix, power: int = 1) -> np.ndarray:
+    """Column sums of ``X.data ** power`` accumulated in float64.
+
+    (scipy's ``.sum(axis=0)`` accumulates float32 data in float32: 1e6 values of 1.1 sum to
+    1.11e6, 1% off; this does not.)
+    """
+    w = X.data.astype(np.float64)
+    if power == 2:
+        w *= w
+    return np.bincount(X.indices, weights=w, minlength=X.shape[1])
+
+
+def _row_sums(X: sp.csr_matrix, power: int = 1) -> np.ndarray:
+    """Row sums of ``X.data ** power`` accumulated in float64."""
+    w = X.data.astype(np.float64)
+    if power == 2:
+        w *= w
+    out = np.zeros(X.shape[0], dtype=np.float64)
+    nonempty = np.diff(X.indptr) > 0
+    if w.size:
+        out[nonempty] = np.add.reduceat(w, X.indptr[:-1][nonempty])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# dense conversion and column statistics (any of CSR / OffsetCSR / dense)
+# --------------------------------------------------------------------------------------------------
+def _check_dense_size(n: int, g: int, where: str, max_elements: int) -> None:
+    if n * g > max_elements:
+        raise SclinbenchError(
+            f"{where} needs a dense {n} x {g} matrix ({n * g:.3g} elements > limit "
+            f"{max_elements:.3g}); add a reduction (reduction: {{method: pca}}) or a feature selection "
+            "(features: {method: hvg, n_top: 2000} or {method: anova, k: 2000}) to the pipeline"
+        )
+
+
+def to_dense(X, where: str = "this step", max_elements: int = MAX_DENSE_ELEMENTS) -> np.ndarray:
+    """Dense float64 copy of CSR / OffsetCSR / array input, refused above ``max_elements``.
+
+    Parameters
+    ----------
+    X
+        Matrix to convert.
+    where
+        Name of the step, for the error message.
+    max_elements
+        Largest ``n_rows * n_cols`` allowed.
+    """
+    if isinstance(X, np.ndarray):
+        return X
+    n, g = X.shape
+    _check_dense_size(n, g, where, max_elements)
+    if isinstance(X, OffsetCSR):
+        return X.toarray()
+    if sp.issparse(X):
+        return X.toarray()
+    return np.asarray(X)
+
+
+def column_mean_var(X, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and variance of CSR, OffsetCSR or dense input, without densifying.
+
+    The variance uses the two-pass (centered) form on the stored entries, so it does not suffer
+    from the cancellation of ``E[x^2] - E[x]^2``.
+
+    Parameters
+    ----------
+    X
+        Matrix, cells x features.
+    ddof
+        Delta degrees of freedom (1 for the sample variance, as ``sc.pp.scale``).
+    """
+    n, g = X.shape
+    if isinstance(X, np.ndarray) or not (sp.issparse(X) or isinstance(X, OffsetCSR)):
+        X = np.asarray(X, dtype=np.float64)
+        return X.mean(axis=0), X.var(axis=0, ddof=ddof)
+    if isinstance(X, OffsetCSR):
+        S, off = X.S.tocsr(), X.offset
+    else:
+        S, off = sp.csr_matrix(X), np.zeros(n)
+    mean = _col_sums(S) / n + off.mean()
+    # sum_i (s_ij + o_i - m_j)^2 = sum_i (o_i - m_j)^2 + sum_{nonzero} [s^2 + 2 s (o_i - m_j)]
+    o_mean = off.mean()
+    o_var = ((off - o_mean) ** 2).sum()
+    base = o_var + n * (o_mean - mean) ** 2
+    rows = np.repeat(np.arange(n), np.diff(S.indptr))
+    s = S.data.astype(np.float64)
+    contrib = s * s + 2.0 * s * (off[rows] - mean[S.indices])
+    ss = base + np.bincount(S.indices, weights=contrib, minlength=g)
+    return mean, np.maximum(ss, 0.0) / max(n - ddof, 1)
+
+
+def _select_columns(X, idx):
+    if isinstance(X, OffsetCSR):
+        return X.select_columns(idx)
+    if sp.issparse(X):
+        return sp.csr_matrix(X)[:, idx]
+    return np.asarray(X)[:, idx]
