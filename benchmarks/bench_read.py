@@ -20,7 +20,7 @@ Reads (each in a fresh process, so peaks do not mix)
     ``rows``   ``read_raw(path, counts="raw.X", rows=ood_row_filter(entry))``: the donor filter
                applied while reading, only the kept rows of raw.X are read from disk.
 Memory
-    The process's RSS high-water mark around the read (``bench_pipelines.StepRecorder``: VmHWM after
+    The process's RSS high-water mark around the read (``measure.StepRecorder``: VmHWM after
     resetting it through ``/proc/self/clear_refs``, else RSS sampled every 5 ms), and the size of
     the resulting CSR matrix (stored values and their column indices).
 """
@@ -93,7 +93,7 @@ def write_file(path: Path, cells: int, genes: int, per_cell: int, donors: int, h
 
 
 def _worker(mode: str, path: str, queue) -> None:
-    from bench_pipelines import StepRecorder  # beside this script
+    from measure import StepRecorder  # beside this script
 
     from sclinbench import data
 

@@ -2,8 +2,8 @@
 
     python benchmarks/make_dataset.py --cells 200000 --out /work/scale/synthetic_200k.h5ad
 
-The cells come from the package's own generator (:class:`bench_pipelines.SyntheticSpec`,
-:func:`bench_pipelines.generate_block`): 15 cell types (5 lineages x 3 subtypes) with distinct
+The cells come from the package's own generator (:class:`synthetic_cells.SyntheticSpec`,
+:func:`synthetic_cells.generate_block`): 15 cell types (5 lineages x 3 subtypes) with distinct
 expression programs, log-normal library sizes, shared per-cell programs and ambient RNA, UMIs drawn
 from a multinomial. The defaults give ~20,000 genes and ~2,400 detected genes per cell (median
 library ~4,100 UMIs; the generator's own default of 3,000 UMIs gives ~1,900 detected genes).
@@ -47,9 +47,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # the package, also when not installed
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_pipelines beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # synthetic_cells beside this script
 
-from bench_pipelines import SyntheticSpec, generate_block  # noqa: E402
+from synthetic_cells import SyntheticSpec, generate_block  # noqa: E402
 
 from sclinbench.io import atomic_path  # noqa: E402
 
@@ -150,7 +150,7 @@ def make_dataset(out: str | os.PathLike, n_cells: int, *, seed: int = 0, n_genes
             write_elem(f, "obs", obs)
             write_elem(f, "var", var)
             uns = {"synthetic": {k: v for k, v in dataclasses.asdict(spec).items()},
-                   "synthetic_generator": "bench_pipelines.generate_block via benchmarks/make_dataset.py",
+                   "synthetic_generator": "synthetic_cells.generate_block via benchmarks/make_dataset.py",
                    "synthetic_donors": n_donors}
             write_elem(f, "uns", uns)
             for key in ("obsm", "varm", "layers", "obsp", "varp"):
