@@ -488,9 +488,66 @@ def test_scale_pca_anova_fit_does_not_see_test_cells(make):
     assert_allclose(ta[train], tb, rtol=1e-12, atol=1e-12)
 
 
-def test_rankz_in_blocks_equals_rankz_at_once():
+def test_rankz_of_row_subset_equals_rows_of_rankz():
+    # a stateless per-cell transform: any rows computed alone equal the same rows computed together
     rng = np.random.default_rng(3)
     X = sp.csr_matrix(rng.poisson(0.4, size=(257, 60)).astype(np.float32))
-    whole, blocked = rankz(X, block_cells=10_000), rankz(X, block_cells=50)
-    assert abs(whole.S - blocked.S).max() == 0
-    np.testing.assert_array_equal(whole.offset, blocked.offset)
+    rows = rng.permutation(257)[:100]
+    whole, sub = rankz(X), rankz(X[rows])
+    np.testing.assert_array_equal(whole.S[rows].toarray(), sub.S.toarray())
+    np.testing.assert_array_equal(whole.offset[rows], sub.offset)
+
+
+def _rankz_reference(D):
+    """Plain per-cell reference: scipy.stats.rankdata over all genes -> ndtri -> L2 (float64)."""
+    g = D.shape[1]
+    out = np.zeros(D.shape)
+    for i, row in enumerate(D):
+        if not row.any():
+            continue
+        z = ndtri(rankdata(row) / (g + 1.0))
+        out[i] = z / np.linalg.norm(z)
+    return out
+
+
+def _realistic_counts(n, g, seed):
+    """Overdispersed counts with many ties, an empty cell, a cell with every gene detected, a
+    cell with counts >= 65536 and cells with non-integer values."""
+    rng = np.random.default_rng(seed)
+    mean = rng.gamma(0.3, 2.0, g)[None, :] * rng.lognormal(0, 0.6, n)[:, None]
+    D = rng.negative_binomial(2, 2 / (2 + mean)).astype(np.float64)
+    D[0] = 0.0
+    D[1] = rng.integers(1, 5, g)
+    D[2, :5] = [70000, 65536, 65535, 65535, 3]
+    D[3:6] *= 0.37
+    D[6, 0] = 1e9
+    return D
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rankz_kernel_matches_plain_rankdata_reference(dtype):
+    D = _realistic_counts(300, 400, seed=11)
+    X = sp.csr_matrix(D.astype(dtype))
+    Z = rankz(X)
+    assert Z.S.dtype == np.float32
+    expected = _rankz_reference(D)
+    assert_allclose(Z.toarray(), expected, rtol=1e-6, atol=2e-7)
+    assert_allclose(Z.offset, expected.min(axis=1) * (D.min(axis=1) == 0), atol=1e-12)
+    assert_allclose(Z.toarray()[0], 0.0)  # empty cell: all zeros
+    assert_allclose(Z.row_norms()[1:], 1.0, atol=1e-6)
+    # float64 output is the reference up to float64 rounding
+    assert_allclose(rankz(X, dtype=np.float64).toarray(), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_rankz_shares_the_index_arrays_of_canonical_input():
+    D = _realistic_counts(50, 80, seed=2)
+    X = sp.csr_matrix(D.astype(np.float32))
+    Z = rankz(X)
+    assert np.shares_memory(Z.S.indices, X.indices) and np.shares_memory(Z.S.indptr, X.indptr)  # no copies
+    assert Z.S.data.dtype == np.float32 and Z.S.data.size == X.nnz
+
+
+def test_rankz_sums_duplicate_entries():
+    X = sp.csr_matrix((np.array([1.0, 1.0, 1.0], np.float32), np.array([2, 2, 0]), np.array([0, 3])), shape=(1, 4))
+    ref = rankz(sp.csr_matrix(np.array([[1, 0, 2, 0]], dtype=np.float32)))
+    assert_allclose(rankz(X).toarray(), ref.toarray(), atol=1e-7)
