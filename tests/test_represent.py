@@ -551,3 +551,51 @@ def test_rankz_sums_duplicate_entries():
     X = sp.csr_matrix((np.array([1.0, 1.0, 1.0], np.float32), np.array([2, 2, 0]), np.array([0, 3])), shape=(1, 4))
     ref = rankz(sp.csr_matrix(np.array([[1, 0, 2, 0]], dtype=np.float32)))
     assert_allclose(rankz(X).toarray(), ref.toarray(), atol=1e-7)
+
+# ------------------------------------------------------------------------------------------------
+# Pearson-residual HVG without copies: same statistic and genes as scanpy
+# ------------------------------------------------------------------------------------------------
+def _scanpy_pearson_hvg(X, n_top):
+    import anndata as ad
+    import scanpy as sc
+
+    df = sc.experimental.pp.highly_variable_genes(ad.AnnData(X=X.astype(np.float32)), flavor="pearson_residuals",
+                                                  n_top_genes=n_top, inplace=False)
+    return np.asarray(df["residual_variances"]), np.flatnonzero(df["highly_variable"])
+
+
+def _liao_counts():
+    import scanpy as sc
+
+    from tests.conftest import REPO
+
+    a = sc.read_10x_h5(REPO / "tests/data/liao2020/C146_subset_filtered_feature_bc_matrix.h5")
+    return sp.csr_matrix(a.X, dtype=np.float32)
+
+
+@pytest.mark.parametrize("source", ["liao2020", "synthetic"])
+def test_pearson_residual_variances_and_genes_equal_scanpy(source):
+    from sclinbench.represent.select import pearson_residual_variances
+
+    if source == "liao2020":  # real UMI counts, 310 cells x 2000 genes
+        X = _liao_counts()
+    else:
+        X = sp.csr_matrix(_realistic_counts(400, 300, seed=5).round())
+    X = X[np.asarray(X.sum(axis=1)).ravel() > 0]  # scanpy's statistic needs cells with counts
+    var_sc, genes_sc = _scanpy_pearson_hvg(X, 100)
+    var = pearson_residual_variances(X)
+    expressed = np.asarray(X.sum(axis=0)).ravel() > 0
+    # dense float64 reference of the same statistic
+    D = X.toarray().astype(np.float64)
+    mu = np.outer(D.sum(1), D.sum(0)) / D.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.clip((D - mu) / np.sqrt(mu + mu * mu / 100.0), -np.sqrt(D.shape[0]), np.sqrt(D.shape[0]))
+    assert_allclose(var[expressed], r[:, expressed].var(axis=0), rtol=1e-12)
+    # scanpy multiplies its float32 sums in float32: equal to ~1e-7
+    assert_allclose(var[expressed], var_sc[expressed], rtol=1e-6)
+    assert np.all(var[~expressed] == 0)
+    np.testing.assert_array_equal(select_hvg(X, 100), genes_sc)
+    # a row subset read in place equals the copied rows
+    rows = np.random.default_rng(0).permutation(X.shape[0])[: X.shape[0] // 2]
+    np.testing.assert_array_equal(select_hvg(X, 100, rows=rows), select_hvg(X[rows], 100))
+    assert_allclose(pearson_residual_variances(X, rows=rows), pearson_residual_variances(X[rows]), rtol=1e-12)
