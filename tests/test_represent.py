@@ -599,3 +599,36 @@ def test_pearson_residual_variances_and_genes_equal_scanpy(source):
     rows = np.random.default_rng(0).permutation(X.shape[0])[: X.shape[0] // 2]
     np.testing.assert_array_equal(select_hvg(X, 100, rows=rows), select_hvg(X[rows], 100))
     assert_allclose(pearson_residual_variances(X, rows=rows), pearson_residual_variances(X[rows]), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# scale before PCA in its exact sparse form
+# ------------------------------------------------------------------------------------------------
+def test_scale_sparse_shift_is_the_scaled_matrix_up_to_a_constant_per_gene():
+    X, _ = nb_counts(n_cells=300, n_genes=60, seed=7)
+    L = shifted_log(X)
+    tr, te = L[:200], L[200:]
+    dense = ScaleClip(max_value=1.5).fit(tr)  # a low clip, so zeros and nonzeros get clipped
+    sparse = ScaleClip(max_value=1.5, sparse_shift=True).fit(tr)
+    S = sparse.transform(te)
+    assert sp.issparse(S) and S.nnz == te.nnz
+    assert_allclose(S.toarray() + sparse.c_, dense.transform(te), rtol=0, atol=1e-12)
+    assert (np.abs(dense.transform(te)) <= 1.5).all()
+
+
+def test_pca_of_sparse_scaled_form_equals_pca_of_dense_scaled_matrix():
+    from sclinbench.pipeline import build_preprocessing
+
+    X, _ = nb_counts(n_cells=400, n_genes=80, seed=8)
+    spec = {"representation": {"name": "log1p"}, "features": {"method": "hvg", "n_top": 40},
+            "scale": {"max_value": 10}, "reduction": {"method": "pca", "n_components": 8}, "model": {"name": "centroid"}}
+    pre = build_preprocessing(spec)
+    assert pre.named_steps["scale"].sparse_shift
+    tr, te = X[:300], X[300:]
+    a = pre.fit(tr).transform(te)
+    dense = build_preprocessing(spec)
+    dense.named_steps["scale"].set_params(sparse_shift=False)
+    b = dense.fit(tr).transform(te)
+    assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+    assert_allclose(pre.named_steps["reduce"].explained_variance_, dense.named_steps["reduce"].explained_variance_,
+                    rtol=1e-9)
