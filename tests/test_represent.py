@@ -632,3 +632,25 @@ def test_pca_of_sparse_scaled_form_equals_pca_of_dense_scaled_matrix():
     assert_allclose(a, b, rtol=1e-7, atol=1e-9)
     assert_allclose(pre.named_steps["reduce"].explained_variance_, dense.named_steps["reduce"].explained_variance_,
                     rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["csr", "offset"])
+def test_row_subset_products_equal_those_of_the_copied_rows(kind):
+    from sclinbench.represent.offset import RowSubset
+
+    X, _ = nb_counts(n_cells=200, n_genes=60, seed=9)
+    base = X if kind == "csr" else rankz(X)
+    rng = np.random.default_rng(1)
+    rows = rng.permutation(200)[:120]
+    view, copy = RowSubset(base, rows), base[rows]
+    assert view.shape == copy.shape
+    W = rng.normal(size=(60, 4))
+    codes = rng.integers(0, 3, 120)
+    A = sp.csr_matrix((1.0 / np.bincount(codes)[codes], (codes, np.arange(120))), shape=(3, 120))
+    if kind == "csr":
+        expected_dot, expected_rdot = np.asarray(copy @ W), (A @ copy).toarray()
+    else:
+        expected_dot, expected_rdot = copy.dot(W), copy.rdot(A)
+    np.testing.assert_array_equal(view.dot(W), expected_dot)
+    np.testing.assert_array_equal(view.rdot(A), expected_rdot)
+    np.testing.assert_array_equal(view[5:50].dot(W), expected_dot[5:50])

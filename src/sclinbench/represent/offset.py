@@ -223,19 +223,31 @@ class RowSubset:
         """``base[rows]`` (a copy)."""
         return self.base[self.rows]
 
+    def _sparse_part(self) -> sp.csr_matrix:
+        return self.base.S if isinstance(self.base, OffsetCSR) else self.base
+
     def rdot(self, V):
-        """``V @ X`` for ``V`` of shape ``(k, n_rows)`` (dense or sparse): ``V'`` over all rows
-        of ``base`` (zero outside ``rows``) times ``base``."""
-        n_base = self.base.shape[0]
+        """``V @ X`` for sparse ``V`` of shape ``(k, n_rows)`` (dense ``V``: on the copied rows).
+
+        Computed in place on ``base`` by a compiled kernel, in parallel over the rows of ``V``; each
+        output sums the products in the order of ``V``'s stored values, in float64 -- the numbers of
+        scipy's ``V @ base[rows]`` (which would first copy the rows, and upcast them to float64).
+        """
+        if not sp.issparse(V):
+            return _rdot_any(self.materialize(), V)
         V = sp.csr_matrix(V)
-        # built directly from V's arrays (never re-sorted), so every output sums the rows in V's order
-        Vfull = sp.csr_matrix((V.data, self.rows[V.indices], V.indptr), shape=(V.shape[0], n_base))
+        S = self._sparse_part()
+        out = _csr_left_product(V.data.astype(np.float64, copy=False), V.indices, V.indptr, self.rows,
+                                S.data, S.indices, S.indptr, S.shape[1])
         if isinstance(self.base, OffsetCSR):
-            return self.base.rdot(Vfull)
-        return np.asarray((Vfull @ self.base).toarray(), dtype=np.float64)
+            # built from V's arrays (never re-sorted): the offsets are summed in V's order too
+            Vfull = sp.csr_matrix((V.data, self.rows[V.indices], V.indptr), shape=(V.shape[0], self.base.shape[0]))
+            out += np.asarray(Vfull @ self.base.offset).ravel()[:, None]
+        return out
 
     def dot(self, W):
-        """``X @ W`` for dense ``W``, over blocks of ``block_rows`` rows."""
+        """``X @ W`` for dense ``W``, over blocks of ``block_rows`` copied rows (scipy's products,
+        so the numbers are those of ``base[rows] @ W``)."""
         W = np.asarray(W)
         parts = []
         for start in range(0, self.rows.shape[0], self.block_rows):
@@ -250,6 +262,26 @@ class RowSubset:
 
     def __rmatmul__(self, V):
         return self.rdot(V)
+
+
+def _rdot_any(X, V):
+    if isinstance(X, OffsetCSR):
+        return X.rdot(V)
+    return np.asarray(V @ X, dtype=np.float64)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _csr_left_product(vdata, vindices, vindptr, rows, data, indices, indptr, n_cols):  # pragma: no cover
+    """Dense ``V @ B[rows]`` for CSR ``V`` (k x len(rows)) and CSR ``B``, without copying rows."""
+    k = vindptr.shape[0] - 1
+    out = np.zeros((k, n_cols), np.float64)
+    for c in numba.prange(k):
+        for q in range(vindptr[c], vindptr[c + 1]):
+            v = vdata[q]
+            i = rows[vindices[q]]
+            for p in range(indptr[i], indptr[i + 1]):
+                out[c, indices[p]] += v * np.float64(data[p])
+    return out
 
 
 def materialize(X):
