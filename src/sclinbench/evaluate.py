@@ -46,7 +46,7 @@ from sklearn.pipeline import Pipeline
 
 from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
-from sclinbench.models import CONSTANT_SCORE_MODELS, control_seed
+from sclinbench.models import CONSTANT_SCORE_MODELS, CentroidClassifier, ShuffledLabels, control_seed
 from sclinbench.represent.offset import RowSubset
 from sclinbench.pipeline import (
     build_classifier,
@@ -107,7 +107,11 @@ def class_scores(model, X) -> tuple[np.ndarray, np.ndarray]:
 def _predict(model, Z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Predicted labels, confidence score and class-score matrix; NaN scores -> unassigned."""
     scores, classes = class_scores(model, Z)
-    y_pred = np.asarray(model.predict(Z)).astype(object).astype(str)
+    inner = model.estimator_ if isinstance(model, ShuffledLabels) else model
+    if isinstance(inner, CentroidClassifier):  # its predict is the argmax of these scores: not twice
+        y_pred = np.asarray(inner.classes_[np.argmax(scores, axis=1)]).astype(object).astype(str)
+    else:
+        y_pred = np.asarray(model.predict(Z)).astype(object).astype(str)
     bad = ~np.isfinite(scores).all(axis=1)
     y_pred[bad] = UNASSIGNED
     conf = np.where(bad, np.nan, np.nanmax(np.where(np.isfinite(scores), scores, -np.inf), axis=1))

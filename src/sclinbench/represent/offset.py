@@ -246,16 +246,24 @@ class RowSubset:
         return out
 
     def dot(self, W):
-        """``X @ W`` for dense ``W``, over blocks of ``block_rows`` copied rows (scipy's products,
-        so the numbers are those of ``base[rows] @ W``)."""
+        """``X @ W`` for dense ``W`` of shape ``(n_cols,)`` or ``(n_cols, k)``, in place on ``base``.
+
+        A compiled kernel, in parallel over rows, sums each row's products in the order of its
+        stored values (float64): the numbers of scipy's ``base[rows] @ W`` (and of
+        :meth:`OffsetCSR.dot` for an OffsetCSR base), without copying the rows.
+        """
         W = np.asarray(W)
-        parts = []
-        for start in range(0, self.rows.shape[0], self.block_rows):
-            block = self.base[self.rows[start:start + self.block_rows]]
-            parts.append(block.dot(W) if isinstance(block, OffsetCSR) else np.asarray(block @ W, dtype=np.float64))
-        if not parts:
-            return np.zeros((0,) + W.shape[1:], dtype=np.float64)
-        return np.concatenate(parts, axis=0)
+        vector = W.ndim == 1
+        W2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), dtype=np.float64)
+        S = self._sparse_part()
+        out = _csr_rows_dot(S.data, S.indices, S.indptr, self.rows, W2)
+        if vector:
+            out = out.ravel()
+        if isinstance(self.base, OffsetCSR):  # as OffsetCSR.dot: S W + offset 1^T W
+            colsum = W.sum(axis=0)
+            return out + (self.base.offset[self.rows] * colsum if vector
+                          else np.outer(self.base.offset[self.rows], colsum))
+        return out
 
     def __matmul__(self, W):
         return self.dot(W)
@@ -281,6 +289,22 @@ def _csr_left_product(vdata, vindices, vindptr, rows, data, indices, indptr, n_c
             i = rows[vindices[q]]
             for p in range(indptr[i], indptr[i + 1]):
                 out[c, indices[p]] += v * np.float64(data[p])
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _csr_rows_dot(data, indices, indptr, rows, W):  # pragma: no cover (compiled)
+    """Dense ``B[rows] @ W`` for CSR ``B`` and dense C-ordered float64 ``W``, without copying rows."""
+    n = rows.shape[0]
+    k = W.shape[1]
+    out = np.zeros((n, k), np.float64)
+    for t in numba.prange(n):
+        i = rows[t]
+        for p in range(indptr[i], indptr[i + 1]):
+            a = np.float64(data[p])
+            j = indices[p]
+            for c in range(k):
+                out[t, c] += a * W[j, c]
     return out
 
 
