@@ -654,3 +654,19 @@ def test_row_subset_products_equal_those_of_the_copied_rows(kind):
     np.testing.assert_array_equal(view.dot(W), expected_dot)
     np.testing.assert_array_equal(view.rdot(A), expected_rdot)
     np.testing.assert_array_equal(view[5:50].dot(W), expected_dot[5:50])
+
+
+@pytest.mark.parametrize("kind", ["csr", "offset"])
+def test_take_rows_and_columns_in_one_pass_equals_the_two_step_copy(kind):
+    from sclinbench.represent.offset import take
+
+    X, _ = nb_counts(n_cells=100, n_genes=40, seed=12)
+    base = X if kind == "csr" else rankz(X)
+    rows, cols = np.array([5, 3, 99, 3, 0]), np.array([0, 7, 8, 30, 39])
+    a, b = take(base, rows, cols), base[rows][:, cols]
+    if kind == "offset":
+        np.testing.assert_array_equal(a.offset, b.offset)
+        a, b = a.S, b.S
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.data, b.data)

@@ -47,7 +47,7 @@ from sklearn.pipeline import Pipeline
 from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import CONSTANT_SCORE_MODELS, CentroidClassifier, ShuffledLabels, control_seed
-from sclinbench.represent.offset import RowSubset
+from sclinbench.represent.offset import RowSubset, take
 from sclinbench.pipeline import (
     build_classifier,
     build_preprocessing,
@@ -170,12 +170,12 @@ class _SharedFold:
         if self._rows is None:
             rep = build_preprocessing(self.spec, self.seed).steps[0][1]
             rep.fit(RowSubset(self.counts, self.itrain))
-            Z = rep.select_genes(self.shared)
             if self.views:
+                Z = rep.select_genes(self.shared)
                 self._rows = RowSubset(Z, self.itrain), RowSubset(Z, self.itest)
-            else:
-                self._rows = Z[self.itrain], Z[self.itest]
-            del Z
+            else:  # the fold's rows of the selected genes, copied in one pass
+                cols = None if rep._all_genes() else rep.genes_
+                self._rows = take(self.shared, self.itrain, cols), take(self.shared, self.itest, cols)
         return self._rows
 
     def fit_transform(self, ytr):

@@ -308,6 +308,56 @@ def _csr_rows_dot(data, indices, indptr, rows, W):  # pragma: no cover (compiled
     return out
 
 
+def take(X, rows, cols=None):
+    """``X[rows][:, cols]`` of CSR or OffsetCSR ``X`` in one pass, without the intermediate copy
+    of whole rows (``cols`` ascending; ``None`` keeps all columns). Values and their order within
+    each row are those of the two-step copy."""
+    if isinstance(X, OffsetCSR):
+        return OffsetCSR(take(X.S, rows, cols), X.offset[np.asarray(rows)])
+    X = sp.csr_matrix(X)
+    rows = np.asarray(rows, dtype=np.int64)
+    if cols is None:
+        return X[rows]
+    cols = np.asarray(cols, dtype=np.int64)
+    colmap = np.full(X.shape[1], -1, dtype=np.int64)
+    colmap[cols] = np.arange(cols.shape[0])
+    counts = _take_count(X.indices, X.indptr, rows, colmap)
+    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    idx_dtype = np.int32 if max(indptr[-1], cols.shape[0]) < 2**31 else np.int64
+    data = np.empty(indptr[-1], dtype=X.data.dtype)
+    indices = np.empty(indptr[-1], dtype=idx_dtype)
+    _take_fill(X.data, X.indices, X.indptr, rows, colmap, indptr, data, indices)
+    return sp.csr_matrix((data, indices, indptr.astype(idx_dtype, copy=False)), shape=(rows.shape[0], cols.shape[0]),
+                         copy=False)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _take_count(indices, indptr, rows, colmap):  # pragma: no cover (compiled)
+    counts = np.zeros(rows.shape[0], np.int64)
+    for t in numba.prange(rows.shape[0]):
+        i = rows[t]
+        c = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            if colmap[indices[p]] >= 0:
+                c += 1
+        counts[t] = c
+    return counts
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _take_fill(data, indices, indptr, rows, colmap, out_indptr, out_data, out_indices):  # pragma: no cover
+    for t in numba.prange(rows.shape[0]):
+        i = rows[t]
+        q = out_indptr[t]
+        for p in range(indptr[i], indptr[i + 1]):
+            j = colmap[indices[p]]
+            if j >= 0:
+                out_data[q] = data[p]
+                out_indices[q] = j
+                q += 1
+
+
 def materialize(X):
     """``X`` itself, or the copy of the rows of a :class:`RowSubset`."""
     return X.materialize() if isinstance(X, RowSubset) else X
