@@ -108,21 +108,14 @@ def _ndtri_table(n_genes: int) -> np.ndarray:
     return special.ndtri((k * 0.5) / (n_genes + 1.0))
 
 
-_COMPILED = False
-
-
-def _ensure_compiled() -> None:
-    """Compile (or load from numba's cache) the kernel once per process, and log how long it took."""
-    global _COMPILED
-    if _COMPILED:
-        return
+def _run_kernel(data, indptr, n_genes, table, out, offset) -> None:
+    """Run the kernel; the first call of a signature in a process logs its compile / cache-load time."""
+    known = len(_rankz_kernel.signatures)
     t0 = time.perf_counter()
-    for data in (np.array([1.0, 2.0, 2.0], np.float32), np.array([0.5, 2.0, 2.0], np.float64)):
-        for out in (np.empty(3, np.float32), np.empty(3, np.float64)):
-            _rankz_kernel(data, np.array([0, 3], np.int32), 5, _ndtri_table(5), out, np.empty(1),
-                          _COUNTING_SORT_MAX)
-    _COMPILED = True
-    log.info("rankz: kernel compiled or loaded from the numba cache in %.1f s", time.perf_counter() - t0)
+    _rankz_kernel(data, indptr, n_genes, table, out, offset, _COUNTING_SORT_MAX)
+    if len(_rankz_kernel.signatures) > known:
+        log.info("rankz: first call (numba compile, or load from its cache, included) took %.1f s for %d cells",
+                 time.perf_counter() - t0, indptr.shape[0] - 1)
 
 
 def rankz(X, dtype=np.float32) -> OffsetCSR:
@@ -161,9 +154,8 @@ def rankz(X, dtype=np.float32) -> OffsetCSR:
         X.sum_duplicates()
         X.eliminate_zeros()
     n, g = X.shape
-    _ensure_compiled()
     out = np.empty(X.nnz, dtype=dtype)
     offset = np.empty(n, dtype=np.float64)
-    _rankz_kernel(X.data, X.indptr, g, _ndtri_table(g), out, offset, _COUNTING_SORT_MAX)
+    _run_kernel(X.data, X.indptr, g, _ndtri_table(g), out, offset)
     S = sp.csr_matrix((out, X.indices, X.indptr), shape=(n, g), copy=False)
     return OffsetCSR(S, offset)
