@@ -46,14 +46,19 @@ from sklearn.pipeline import Pipeline
 
 from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
-from sclinbench.models import CONSTANT_SCORE_MODELS, CentroidClassifier, ShuffledLabels, control_seed
-from sclinbench.represent.offset import RowSubset, take
+from sclinbench.models import (
+    CONSTANT_SCORE_MODELS,
+    CentroidClassifier,
+    ShuffledLabels,
+    control_seed,
+)
 from sclinbench.pipeline import (
     build_classifier,
     build_preprocessing,
     normalize_spec,
     preprocessing_signature,
 )
+from sclinbench.represent.offset import RowSubset, take
 from sclinbench.splits import iter_folds, task_label
 
 log = logging.getLogger(__name__)
