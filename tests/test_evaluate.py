@@ -209,3 +209,56 @@ def test_fold_with_one_class_is_not_averaged(liao):
     want = metrics.classification_scores(pred.y_true, pred.y_pred)["macro_f1"]
     assert pooled["value"] == pytest.approx(want) and pooled["value"] < 0.6
     assert pooled["unit"] == "donor" and pooled["n_units"] == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# stateless representations computed once per dataset: identical predictions
+# ------------------------------------------------------------------------------------------------
+SHARING_PIPELINES = {
+    **PIPELINES,  # rankz + centroid / majority / shuffled; log1p + HVG + scale + PCA + logreg
+    "sqrt_anova_centroid": {"representation": {"name": "sqrt", "target_sum": 1e4},
+                            "features": {"method": "anova", "k": 50}, "model": {"name": "centroid"}},
+    "sqrt_anova_shuffled": {"representation": {"name": "sqrt", "target_sum": 1e4},
+                            "features": {"method": "anova", "k": 50}, "model": {"name": "centroid"},
+                            "control": "shuffled", "repeats": 2},
+    "rankz_hvg_centroid": {"representation": {"name": "rankz"}, "features": {"method": "hvg", "n_top": 100},
+                           "model": {"name": "centroid"}},
+    "rankz_pca_logreg": {"representation": {"name": "rankz"}, "reduction": {"method": "pca", "n_components": 10},
+                         "model": {"name": "logreg"}},
+    "log1p_hvg_scale_centroid": {"representation": {"name": "log1p", "target_sum": 1e4},
+                                 "features": {"method": "hvg", "n_top": 100}, "scale": {"max_value": 10},
+                                 "model": {"name": "centroid"}},
+    "log1p_median_pca_centroid": {"representation": {"name": "log1p", "target_sum": "median"},  # fitted: per fold
+                                  "reduction": {"method": "pca", "n_components": 10}, "model": {"name": "centroid"}},
+}
+
+
+def _atlas_alpha():
+    adatas, _ = make_atlas(seed=3, species=("alpha", "beta"), divergence=(0.0, 0.3), n_genes=600,
+                           cells_per_species=700)
+    return adatas["alpha"]
+
+
+@pytest.mark.parametrize("case", ["atlas_stratified", "liao_donor", "atlas_pseudobulk"])
+def test_shared_stateless_representations_give_identical_predictions(case, liao, monkeypatch):
+    from sclinbench.represent.transformer import RepresentationTransformer
+
+    if case == "atlas_stratified":
+        adata, task = _atlas_alpha(), {"kind": "celltype", "split": "stratified", "n_folds": 3}
+    elif case == "liao_donor":
+        adata, task = liao, {"kind": "disease", "split": "donor", "n_folds": 3}
+    else:
+        adata, task = _atlas_alpha(), {"kind": "disease", "split": "donor_pseudobulk"}
+    splits = make_splits(adata.obs, task, seed=0)
+    calls = []
+    original = RepresentationTransformer.represent_all
+    monkeypatch.setattr(RepresentationTransformer, "represent_all",
+                        lambda self, X: calls.append(self.name) or original(self, X))
+    per_fold = evaluate(adata, splits, SHARING_PIPELINES, task, seed=0, share_stateless=False)
+    assert calls == []
+    shared = evaluate(adata, splits, SHARING_PIPELINES, task, seed=0)
+    if case == "atlas_pseudobulk":  # counts are summed per donor before the transform: never shared
+        assert calls == []
+    else:  # each stateless representation of all cells once, whatever the number of folds
+        assert sorted(calls) == ["log1p", "rankz", "sqrt"]
+    pd.testing.assert_frame_equal(shared, per_fold, check_exact=True)

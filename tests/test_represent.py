@@ -488,9 +488,185 @@ def test_scale_pca_anova_fit_does_not_see_test_cells(make):
     assert_allclose(ta[train], tb, rtol=1e-12, atol=1e-12)
 
 
-def test_rankz_in_blocks_equals_rankz_at_once():
+def test_rankz_of_row_subset_equals_rows_of_rankz():
+    # a stateless per-cell transform: any rows computed alone equal the same rows computed together
     rng = np.random.default_rng(3)
     X = sp.csr_matrix(rng.poisson(0.4, size=(257, 60)).astype(np.float32))
-    whole, blocked = rankz(X, block_cells=10_000), rankz(X, block_cells=50)
-    assert abs(whole.S - blocked.S).max() == 0
-    np.testing.assert_array_equal(whole.offset, blocked.offset)
+    rows = rng.permutation(257)[:100]
+    whole, sub = rankz(X), rankz(X[rows])
+    np.testing.assert_array_equal(whole.S[rows].toarray(), sub.S.toarray())
+    np.testing.assert_array_equal(whole.offset[rows], sub.offset)
+
+
+def _rankz_reference(D):
+    """Plain per-cell reference: scipy.stats.rankdata over all genes -> ndtri -> L2 (float64)."""
+    g = D.shape[1]
+    out = np.zeros(D.shape)
+    for i, row in enumerate(D):
+        if not row.any():
+            continue
+        z = ndtri(rankdata(row) / (g + 1.0))
+        out[i] = z / np.linalg.norm(z)
+    return out
+
+
+def _realistic_counts(n, g, seed):
+    """Overdispersed counts with many ties, an empty cell, a cell with every gene detected, a
+    cell with counts >= 65536 and cells with non-integer values."""
+    rng = np.random.default_rng(seed)
+    mean = rng.gamma(0.3, 2.0, g)[None, :] * rng.lognormal(0, 0.6, n)[:, None]
+    D = rng.negative_binomial(2, 2 / (2 + mean)).astype(np.float64)
+    D[0] = 0.0
+    D[1] = rng.integers(1, 5, g)
+    D[2, :5] = [70000, 65536, 65535, 65535, 3]
+    D[3:6] *= 0.37
+    D[6, 0] = 1e9
+    return D
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rankz_kernel_matches_plain_rankdata_reference(dtype):
+    D = _realistic_counts(300, 400, seed=11)
+    X = sp.csr_matrix(D.astype(dtype))
+    Z = rankz(X)
+    assert Z.S.dtype == np.float32
+    expected = _rankz_reference(D)
+    assert_allclose(Z.toarray(), expected, rtol=1e-6, atol=2e-7)
+    assert_allclose(Z.offset, expected.min(axis=1) * (D.min(axis=1) == 0), atol=1e-12)
+    assert_allclose(Z.toarray()[0], 0.0)  # empty cell: all zeros
+    assert_allclose(Z.row_norms()[1:], 1.0, atol=1e-6)
+    # float64 output is the reference up to float64 rounding
+    assert_allclose(rankz(X, dtype=np.float64).toarray(), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_rankz_shares_the_index_arrays_of_canonical_input():
+    D = _realistic_counts(50, 80, seed=2)
+    X = sp.csr_matrix(D.astype(np.float32))
+    Z = rankz(X)
+    assert np.shares_memory(Z.S.indices, X.indices) and np.shares_memory(Z.S.indptr, X.indptr)  # no copies
+    assert Z.S.data.dtype == np.float32 and Z.S.data.size == X.nnz
+
+
+def test_rankz_sums_duplicate_entries():
+    X = sp.csr_matrix((np.array([1.0, 1.0, 1.0], np.float32), np.array([2, 2, 0]), np.array([0, 3])), shape=(1, 4))
+    ref = rankz(sp.csr_matrix(np.array([[1, 0, 2, 0]], dtype=np.float32)))
+    assert_allclose(rankz(X).toarray(), ref.toarray(), atol=1e-7)
+
+# ------------------------------------------------------------------------------------------------
+# Pearson-residual HVG without copies: same statistic and genes as scanpy
+# ------------------------------------------------------------------------------------------------
+def _scanpy_pearson_hvg(X, n_top):
+    import anndata as ad
+    import scanpy as sc
+
+    df = sc.experimental.pp.highly_variable_genes(ad.AnnData(X=X.astype(np.float32)), flavor="pearson_residuals",
+                                                  n_top_genes=n_top, inplace=False)
+    return np.asarray(df["residual_variances"]), np.flatnonzero(df["highly_variable"])
+
+
+def _liao_counts():
+    import scanpy as sc
+
+    from tests.conftest import REPO
+
+    a = sc.read_10x_h5(REPO / "tests/data/liao2020/C146_subset_filtered_feature_bc_matrix.h5")
+    return sp.csr_matrix(a.X, dtype=np.float32)
+
+
+@pytest.mark.parametrize("source", ["liao2020", "synthetic"])
+def test_pearson_residual_variances_and_genes_equal_scanpy(source):
+    from sclinbench.represent.select import pearson_residual_variances
+
+    if source == "liao2020":  # real UMI counts, 310 cells x 2000 genes
+        X = _liao_counts()
+    else:
+        X = sp.csr_matrix(_realistic_counts(400, 300, seed=5).round())
+    X = X[np.asarray(X.sum(axis=1)).ravel() > 0]  # scanpy's statistic needs cells with counts
+    var_sc, genes_sc = _scanpy_pearson_hvg(X, 100)
+    var = pearson_residual_variances(X)
+    expressed = np.asarray(X.sum(axis=0)).ravel() > 0
+    # dense float64 reference of the same statistic
+    D = X.toarray().astype(np.float64)
+    mu = np.outer(D.sum(1), D.sum(0)) / D.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.clip((D - mu) / np.sqrt(mu + mu * mu / 100.0), -np.sqrt(D.shape[0]), np.sqrt(D.shape[0]))
+    assert_allclose(var[expressed], r[:, expressed].var(axis=0), rtol=1e-12)
+    # scanpy multiplies its float32 sums in float32: equal to ~1e-7
+    assert_allclose(var[expressed], var_sc[expressed], rtol=1e-6)
+    assert np.all(var[~expressed] == 0)
+    np.testing.assert_array_equal(select_hvg(X, 100), genes_sc)
+    # a row subset read in place equals the copied rows
+    rows = np.random.default_rng(0).permutation(X.shape[0])[: X.shape[0] // 2]
+    np.testing.assert_array_equal(select_hvg(X, 100, rows=rows), select_hvg(X[rows], 100))
+    assert_allclose(pearson_residual_variances(X, rows=rows), pearson_residual_variances(X[rows]), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# scale before PCA in its exact sparse form
+# ------------------------------------------------------------------------------------------------
+def test_scale_sparse_shift_is_the_scaled_matrix_up_to_a_constant_per_gene():
+    X, _ = nb_counts(n_cells=300, n_genes=60, seed=7)
+    L = shifted_log(X)
+    tr, te = L[:200], L[200:]
+    dense = ScaleClip(max_value=1.5).fit(tr)  # a low clip, so zeros and nonzeros get clipped
+    sparse = ScaleClip(max_value=1.5, sparse_shift=True).fit(tr)
+    S = sparse.transform(te)
+    assert sp.issparse(S) and S.nnz == te.nnz
+    assert_allclose(S.toarray() + sparse.c_, dense.transform(te), rtol=0, atol=1e-12)
+    assert (np.abs(dense.transform(te)) <= 1.5).all()
+
+
+def test_pca_of_sparse_scaled_form_equals_pca_of_dense_scaled_matrix():
+    from sclinbench.pipeline import build_preprocessing
+
+    X, _ = nb_counts(n_cells=400, n_genes=80, seed=8)
+    spec = {"representation": {"name": "log1p"}, "features": {"method": "hvg", "n_top": 40},
+            "scale": {"max_value": 10}, "reduction": {"method": "pca", "n_components": 8}, "model": {"name": "centroid"}}
+    pre = build_preprocessing(spec)
+    assert pre.named_steps["scale"].sparse_shift
+    tr, te = X[:300], X[300:]
+    a = pre.fit(tr).transform(te)
+    dense = build_preprocessing(spec)
+    dense.named_steps["scale"].set_params(sparse_shift=False)
+    b = dense.fit(tr).transform(te)
+    assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+    assert_allclose(pre.named_steps["reduce"].explained_variance_, dense.named_steps["reduce"].explained_variance_,
+                    rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["csr", "offset"])
+def test_row_subset_products_equal_those_of_the_copied_rows(kind):
+    from sclinbench.represent.offset import RowSubset
+
+    X, _ = nb_counts(n_cells=200, n_genes=60, seed=9)
+    base = X if kind == "csr" else rankz(X)
+    rng = np.random.default_rng(1)
+    rows = rng.permutation(200)[:120]
+    view, copy = RowSubset(base, rows), base[rows]
+    assert view.shape == copy.shape
+    W = rng.normal(size=(60, 4))
+    codes = rng.integers(0, 3, 120)
+    A = sp.csr_matrix((1.0 / np.bincount(codes)[codes], (codes, np.arange(120))), shape=(3, 120))
+    if kind == "csr":
+        expected_dot, expected_rdot = np.asarray(copy @ W), (A @ copy).toarray()
+    else:
+        expected_dot, expected_rdot = copy.dot(W), copy.rdot(A)
+    np.testing.assert_array_equal(view.dot(W), expected_dot)
+    np.testing.assert_array_equal(view.rdot(A), expected_rdot)
+    np.testing.assert_array_equal(view[5:50].dot(W), expected_dot[5:50])
+
+
+@pytest.mark.parametrize("kind", ["csr", "offset"])
+def test_take_rows_and_columns_in_one_pass_equals_the_two_step_copy(kind):
+    from sclinbench.represent.offset import take
+
+    X, _ = nb_counts(n_cells=100, n_genes=40, seed=12)
+    base = X if kind == "csr" else rankz(X)
+    rows, cols = np.array([5, 3, 99, 3, 0]), np.array([0, 7, 8, 30, 39])
+    a, b = take(base, rows, cols), base[rows][:, cols]
+    if kind == "offset":
+        np.testing.assert_array_equal(a.offset, b.offset)
+        a, b = a.S, b.S
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.data, b.data)

@@ -5,7 +5,23 @@ pipelines with the same representation). Pipelines with identical preprocessing 
 the model) share one fitted preprocessing per fold, so adding a model costs only the model fit.
 
 Nothing fitted sees a test cell: each fold's preprocessing and models are fitted on
-``X[train]`` and ``y[train]`` only, then applied to ``X[test]``. Every test cell of the split
+``X[train]`` and ``y[train]`` only, then applied to ``X[test]``.
+
+Stateless per-cell transforms are computed ONCE per dataset, not per fold: ``rankz`` and
+library-size normalization to a fixed ``target_sum`` (+ ``log1p`` / ``sqrt``) compute every cell
+from its own counts alone (:meth:`RepresentationTransformer.is_stateless`), so the representation
+of all cells is computed before the folds and each fold takes its rows -- no test cell informs
+anything a training cell gets, and the predictions are identical to computing it per fold
+(``share_stateless=False``; tests/test_evaluate.py compares the two). Everything fitted stays per
+fold on the training cells: the median target sum, HVG selection (from the training counts),
+Pearson-residual gene fractions, scaling, PCA, ANOVA and the models. Not shared: donor pseudobulk
+tasks (counts are summed per donor BEFORE the transform) and imported embeddings (no transform).
+
+Memory: the counts are never copied whole. A shared representation reuses the index arrays of
+the counts; training and test cells of a training-free pipeline (representation + centroid or
+majority model) are row views (:class:`~sclinbench.represent.offset.RowSubset`) of it; a
+pipeline with gene selection selects the fold's genes over all cells first and copies only the
+selected columns' rows. Every test cell of the split
 table appears exactly once per fold, pipeline and repeat in the output; a cell a model cannot score
 gets the explicit prediction ``"unassigned"`` (which every metric counts as wrong).
 
@@ -19,22 +35,30 @@ every class and cell.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.pipeline import Pipeline
 
 from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
-from sclinbench.models import CONSTANT_SCORE_MODELS, control_seed
+from sclinbench.models import (
+    CONSTANT_SCORE_MODELS,
+    CentroidClassifier,
+    ShuffledLabels,
+    control_seed,
+)
 from sclinbench.pipeline import (
     build_classifier,
     build_preprocessing,
     normalize_spec,
     preprocessing_signature,
 )
+from sclinbench.represent.offset import RowSubset, take
 from sclinbench.splits import iter_folds, task_label
 
 log = logging.getLogger(__name__)
@@ -88,7 +112,11 @@ def class_scores(model, X) -> tuple[np.ndarray, np.ndarray]:
 def _predict(model, Z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Predicted labels, confidence score and class-score matrix; NaN scores -> unassigned."""
     scores, classes = class_scores(model, Z)
-    y_pred = np.asarray(model.predict(Z)).astype(object).astype(str)
+    inner = model.estimator_ if isinstance(model, ShuffledLabels) else model
+    if isinstance(inner, CentroidClassifier):  # its predict is the argmax of these scores: not twice
+        y_pred = np.asarray(inner.classes_[np.argmax(scores, axis=1)]).astype(object).astype(str)
+    else:
+        y_pred = np.asarray(model.predict(Z)).astype(object).astype(str)
     bad = ~np.isfinite(scores).all(axis=1)
     y_pred[bad] = UNASSIGNED
     conf = np.where(bad, np.nan, np.nanmax(np.where(np.isfinite(scores), scores, -np.inf), axis=1))
@@ -106,8 +134,67 @@ def _indexer(adata, ids: np.ndarray, dataset: str) -> np.ndarray:
     return idx
 
 
+#: Models that take a :class:`RowSubset` view of their input (products only, no copy).
+_ROW_VIEW_MODELS = ("centroid", "majority")
+
+
+def _takes_row_views(spec: dict) -> bool:
+    """True if every step after the representation is passthrough and the model takes row views."""
+    return (spec["features"]["method"] == "none" and spec["scale"] is None
+            and spec["reduction"]["method"] == "none" and spec["model"]["name"] in _ROW_VIEW_MODELS)
+
+
+class _PerFold:
+    """The preprocessing of one fold fitted on the fold's training matrix (counts or embedding)."""
+
+    def __init__(self, spec, seed, Xtr, Xte):
+        self.spec, self.seed, self.Xtr, self.Xte = spec, seed, Xtr, Xte
+
+    def fit_transform(self, ytr):
+        pre = build_preprocessing(self.spec, self.seed)
+        Ztr = pre.fit_transform(self.Xtr, ytr)
+        return Ztr, pre.transform(self.Xte)
+
+
+class _SharedFold:
+    """The preprocessing of one fold on a representation of all cells computed once.
+
+    The representation step is fitted on the training counts only (HVG selection reads the
+    training rows of the counts in place); its gene selection is applied to the shared
+    representation of all cells, then the fold's rows are taken -- row views for pipelines that
+    need nothing else (``views``), copies of the selected columns otherwise -- and the remaining
+    steps (ANOVA, scale, PCA) are fitted on the training rows.
+    """
+
+    def __init__(self, spec, seed, counts, shared, itrain, itest, views: bool):
+        self.spec, self.seed = spec, seed
+        self.counts, self.shared, self.itrain, self.itest, self.views = counts, shared, itrain, itest, views
+        self._rows = None
+
+    def _fold_rows(self):
+        if self._rows is None:
+            rep = build_preprocessing(self.spec, self.seed).steps[0][1]
+            rep.fit(RowSubset(self.counts, self.itrain))
+            if self.views:
+                Z = rep.select_genes(self.shared)
+                self._rows = RowSubset(Z, self.itrain), RowSubset(Z, self.itest)
+            else:  # the fold's rows of the selected genes, copied in one pass
+                cols = None if rep._all_genes() else rep.genes_
+                self._rows = take(self.shared, self.itrain, cols), take(self.shared, self.itest, cols)
+        return self._rows
+
+    def fit_transform(self, ytr):
+        Rtr, Rte = self._fold_rows()
+        rest = [step for _, step in build_preprocessing(self.spec, self.seed).steps[1:] if step != "passthrough"]
+        if not rest:
+            return Rtr, Rte
+        pre = Pipeline([(f"step{i}", step) for i, step in enumerate(rest)])
+        Ztr = pre.fit_transform(Rtr, ytr)
+        return Ztr, pre.transform(Rte)
+
+
 def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
-             dataset: str = "dataset") -> pd.DataFrame:
+             dataset: str = "dataset", share_stateless: bool = True) -> pd.DataFrame:
     """Predictions of every pipeline for every test cell of every fold.
 
     Parameters
@@ -120,6 +207,9 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
         ``name -> spec`` (config ``pipelines:`` entries).
     task
         The task spec (``kind``, ``split``, ``label``...).
+    share_stateless
+        Compute stateless representations once for all cells (default) instead of once per fold
+        (``False``): the same predictions, computed faster (see the module docstring).
 
     Returns
     -------
@@ -145,6 +235,25 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
         by_signature.setdefault(preprocessing_signature(spec), []).append(name)
 
     inputs = {sig: input_matrix(adata, normal[names[0]], dataset) for sig, names in by_signature.items()}
+    # stateless representations of all cells, computed once (see the module docstring); keyed by
+    # the representation's spec, so pipelines that differ after the representation share it too
+    shared_rep: dict[str, object] = {}
+    shared_of: dict[str, str] = {}
+    if share_stateless and not donor_level:
+        for sig, names in by_signature.items():
+            rep_spec = normal[names[0]]["representation"]
+            if rep_spec["name"] == "embedding":
+                continue
+            rep = build_preprocessing(normal[names[0]], seed).steps[0][1]
+            if not rep.is_stateless():
+                continue
+            key = json.dumps(rep_spec, sort_keys=True, default=str)
+            if key not in shared_rep:
+                t0 = time.perf_counter()
+                shared_rep[key] = rep.represent_all(inputs[sig])
+                log.info("representation %s of all %d cells computed once for all folds in %.1f s",
+                         rep_spec["name"], adata.n_obs, time.perf_counter() - t0)
+            shared_of[sig] = key
     frames = []
     n_folds = splits["fold"].nunique()
     for k, (fold, test_groups, train_ids, test_ids) in enumerate(iter_folds(splits), start=1):
@@ -155,16 +264,20 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
         for sig, names in by_signature.items():
             spec0 = normal[names[0]]
             X = inputs[sig]
-            Xtr, ytr, Xte, yte = X[itrain], y_all[itrain], X[itest], y_all[itest]
+            ytr, yte = y_all[itrain], y_all[itest]
             cell_ids, groups, donors = test_ids, test_groups, donors_all[itest]
-            if donor_level:
-                Xtr, ytr, _ = pseudobulk(Xtr, ytr, donors_all[itrain])
-                Xte, yte, cell_ids = pseudobulk(Xte, yte, donors_all[itest])
-                groups = donors = np.asarray(cell_ids)
+            if sig in shared_of:
+                fitted = _SharedFold(spec0, seed, X, shared_rep[shared_of[sig]], itrain, itest,
+                                     views=all(_takes_row_views(normal[n]) for n in names))
+            else:
+                Xtr, Xte = X[itrain], X[itest]
+                if donor_level:
+                    Xtr, ytr, _ = pseudobulk(Xtr, ytr, donors_all[itrain])
+                    Xte, yte, cell_ids = pseudobulk(Xte, yte, donors_all[itest])
+                    groups = donors = np.asarray(cell_ids)
+                fitted = _PerFold(spec0, seed, Xtr, Xte)
             in_training = np.isin(yte, np.unique(ytr))
-            preprocess = build_preprocessing(spec0, seed)
-            Ztr = preprocess.fit_transform(Xtr, ytr)
-            Zte = preprocess.transform(Xte)
+            Ztr, Zte = fitted.fit_transform(ytr)
             for name in names:
                 spec = normal[name]
                 shuffled = spec["control"] == "shuffled"
@@ -176,9 +289,7 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
                         model.set_params(random_state=draw)
                         if spec["features"]["method"] == "anova":  # label-dependent: permuted labels too
                             perm = np.random.default_rng(draw).permutation(len(ytr))
-                            pre = build_preprocessing(spec0, seed)
-                            Ztr_r = pre.fit_transform(Xtr, ytr[perm])
-                            Zte_r = pre.transform(Xte)
+                            Ztr_r, Zte_r = fitted.fit_transform(ytr[perm])
                     model.fit(Ztr_r, ytr)
                     y_pred, conf, scores, classes = _predict(model, Zte_r)
                     if spec["model"]["name"] in CONSTANT_SCORE_MODELS:
@@ -194,6 +305,7 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
                     frame = pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])],
                                       axis=1)
                     frames.append(frame)
+            del fitted, Ztr, Zte, Ztr_r, Zte_r
         log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
     out = pd.concat(frames, ignore_index=True)
     score_cols = sorted(c for c in out.columns if c.startswith(SCORE_PREFIX))

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.represent import MAX_DENSE_ELEMENTS, OffsetCSR, to_dense
+from sclinbench.represent.offset import RowSubset
 
 log = logging.getLogger("sclinbench.models")
 
@@ -80,11 +81,11 @@ def control_seed(seed: int, fold: int, repeat: int) -> int:
 # centroid classifier
 # --------------------------------------------------------------------------------------------------
 def _class_means(X, codes: np.ndarray, k: int) -> np.ndarray:
-    """k x n_features matrix of per-class means of the rows of X (CSR / OffsetCSR / dense)."""
+    """k x n_features matrix of per-class means of the rows of X (CSR / OffsetCSR / RowSubset / dense)."""
     n = X.shape[0]
     counts = np.bincount(codes, minlength=k).astype(np.float64)
     A = sp.csr_matrix((1.0 / counts[codes], (codes, np.arange(n))), shape=(k, n))
-    if isinstance(X, OffsetCSR):
+    if isinstance(X, (OffsetCSR, RowSubset)):
         return X.rdot(A)
     if sp.issparse(X):
         return np.asarray((A @ sp.csr_matrix(X)).toarray(), dtype=np.float64)
@@ -92,8 +93,8 @@ def _class_means(X, codes: np.ndarray, k: int) -> np.ndarray:
 
 
 def _linear_scores(X, W: np.ndarray) -> np.ndarray:
-    """``X @ W`` for CSR / OffsetCSR / dense X and dense W."""
-    if isinstance(X, OffsetCSR):
+    """``X @ W`` for CSR / OffsetCSR / RowSubset / dense X and dense W."""
+    if isinstance(X, (OffsetCSR, RowSubset)):
         return X.dot(W)
     if sp.issparse(X):
         return np.asarray(sp.csr_matrix(X) @ W)

@@ -235,8 +235,10 @@ def build_preprocessing(spec: dict, seed: int = 0) -> Pipeline:
         )
         represent.resolved_params()  # fail at build time on bad parameters
     select = AnovaSelector(k=feat["k"]) if feat["method"] == "anova" else "passthrough"
-    scale = ScaleClip(max_value=s["scale"]["max_value"]) if s["scale"] else "passthrough"
     red = s["reduction"]
+    # before PCA (which centres), sparse input is scaled in its exact sparse form (ScaleClip docs)
+    scale = (ScaleClip(max_value=s["scale"]["max_value"], sparse_shift=red["method"] == "pca")
+             if s["scale"] else "passthrough")
     reduce = (
         PCATransformer(n_components=red["n_components"], whiten=red["whiten"], random_state=seed)
         if red["method"] == "pca"

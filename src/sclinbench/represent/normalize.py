@@ -52,14 +52,27 @@ def library_size(X) -> np.ndarray:
     return np.asarray(X, dtype=np.float64).sum(axis=1)
 
 
-def _scale_rows(X: sp.csr_matrix, factors: np.ndarray, dtype) -> sp.csr_matrix:
-    """Copy of CSR ``X`` with row ``i`` multiplied by ``factors[i]`` (no densifying)."""
-    out = sp.csr_matrix(
-        (X.data.astype(np.float64), X.indices.copy(), X.indptr.copy()), shape=X.shape
-    )
-    out.data *= np.repeat(factors, np.diff(X.indptr))
-    out.data = out.data.astype(dtype, copy=False)
-    return out
+def _scale_rows(X: sp.csr_matrix, factors: np.ndarray, dtype, then=None,
+                block_nnz: int = 10_000_000) -> sp.csr_matrix:
+    """``X`` with row ``i`` multiplied by ``factors[i]`` (then ``then`` applied), no densifying.
+
+    Computed in float64 over blocks of whole rows (at most ``block_nnz`` values at a time) and
+    written into one preallocated array of ``dtype``; the result shares ``X.indices`` and
+    ``X.indptr`` (do not change its sparsity structure in place).
+    """
+    n = X.shape[0]
+    indptr = X.indptr
+    out = np.empty(X.nnz, dtype=dtype)
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(indptr, indptr[start] + block_nnz, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        lo, hi = indptr[start], indptr[stop]
+        d = X.data[lo:hi].astype(np.float64)
+        d *= np.repeat(factors[start:stop], np.diff(indptr[start:stop + 1]))
+        out[lo:hi] = d if then is None else then(d)
+        start = stop
+    return sp.csr_matrix((out, X.indices, X.indptr), shape=X.shape, copy=False)
 
 
 def _row_factors(library: np.ndarray, target_sum: float) -> np.ndarray:
@@ -125,9 +138,10 @@ def shifted_log(
     """
     if not pseudocount > 0:
         raise SclinbenchError(f"representation parameter 'pseudocount' must be > 0, got {pseudocount}")
-    out = normalize_total(X, target_sum, library=library, dtype=np.float64)
-    out.data = np.log1p(out.data / float(pseudocount)).astype(dtype, copy=False)
-    return out
+    X = _as_counts(X)
+    lib = _library(X, library, X.shape[0])
+    pc = float(pseudocount)
+    return _scale_rows(X, _row_factors(lib, target_sum), dtype, then=lambda d: np.log1p(d / pc))
 
 
 def sqrt_norm(X, target_sum: float = 1e4, library=None, dtype=np.float32) -> sp.csr_matrix:
@@ -138,9 +152,9 @@ def sqrt_norm(X, target_sum: float = 1e4, library=None, dtype=np.float32) -> sp.
     X, target_sum, library, dtype
         As in :func:`normalize_total`.
     """
-    out = normalize_total(X, target_sum, library=library, dtype=np.float64)
-    out.data = np.sqrt(out.data).astype(dtype, copy=False)
-    return out
+    X = _as_counts(X)
+    lib = _library(X, library, X.shape[0])
+    return _scale_rows(X, _row_factors(lib, target_sum), dtype, then=np.sqrt)
 
 
 

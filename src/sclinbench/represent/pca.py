@@ -174,16 +174,19 @@ def _covariance_eigh(X, mean: np.ndarray, chunk_elements: int = 20_000_000) -> t
     ``sum_i (x_i - mean)(x_i - mean)^T`` is accumulated over dense chunks of rows (each centered
     exactly), so only ``chunk_elements`` matrix entries are dense at a time.
     """
+    from scipy.linalg.blas import dsyrk
+
     n, g = X.shape
-    C = np.zeros((g, g), dtype=np.float64)
+    C = np.zeros((g, g), dtype=np.float64, order="F")
     rows = max(1, chunk_elements // max(g, 1))
     for start in range(0, n, rows):
         block = X[start:start + rows]
         D = block.toarray().astype(np.float64, copy=False)
         D -= mean
-        C += D.T @ D
+        # C += D^T D, lower triangle only (symmetric rank-k update: half the flops of a product)
+        C = dsyrk(1.0, D.T, beta=1.0, c=C, trans=0, lower=1, overwrite_c=1)
     C /= max(n - 1, 1)
-    return np.linalg.eigh(C)
+    return np.linalg.eigh(C, UPLO="L")
 
 
 def _centered_operator(X, mean: np.ndarray) -> LinearOperator:

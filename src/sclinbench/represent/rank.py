@@ -2,12 +2,20 @@
 
 :func:`rankz` ranks every cell's counts over all genes and returns an
 :class:`~sclinbench.represent.offset.OffsetCSR` (a 100k x 20k result is never densified). The
-within-row ranking (:func:`_within_row_ranks`) is the kernel: cells are independent, so it runs on
-blocks of cells, and a compiled kernel would replace it without changing anything around it.
+kernel (:func:`_rankz_kernel`) is compiled with numba (``cache=True``: compiled once per
+environment, then loaded from numba's cache) and runs in parallel over cells: every cell is
+ranked on its own, in a per-cell counting sort for small integer counts or a stable sort
+otherwise. The output is written straight into one preallocated float32 array, and the result
+shares the index arrays of a canonical input (no copy), so the representation costs 4 bytes per
+stored count.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
+import numba
 import numpy as np
 import scipy.sparse as sp
 from scipy import special
@@ -15,95 +23,102 @@ from scipy import special
 from sclinbench.represent.normalize import _as_counts
 from sclinbench.represent.offset import OffsetCSR
 
-_U16_PAD = np.iinfo(np.uint16).max
+log = logging.getLogger("sclinbench.represent")
+
+#: Integer counts below this value are ranked with a per-cell counting sort; larger or non-integer
+#: values with a stable sort (same ranks).
+_COUNTING_SORT_MAX = 1 << 16
 
 
-def _within_row_ranks_small_ints(X: sp.csr_matrix, chunk_elements: int = 20_000_000) -> np.ndarray:
-    """:func:`_within_row_ranks` for integer values < 65535: row-wise radix sorts on a padded array.
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _rankz_kernel(data, indptr, n_genes, table, out, offset, max_count):  # pragma: no cover (compiled)
+    """Per cell: average ranks of the stored values over all ``n_genes`` genes -> z -> L2.
 
-    Rows are copied, in chunks, into a ``uint16`` array padded with 65535 and sorted along the rows
-    with numpy's stable (radix) sort, which is several times faster than one global sort.
+    ``table[k] = ndtri((k / 2) / (n_genes + 1))``, indexed by twice the average rank (an integer).
+    Writes ``(z - z0) / norm`` of every stored value into ``out`` and ``z0 / norm`` into
+    ``offset``. z values are computed and summed in float64 in the order of the stored values
+    (as ``np.bincount`` does), then stored as ``out``'s dtype.
     """
-    n = X.shape[0]
-    nnz_row = np.diff(X.indptr)
-    ranks = np.empty(X.nnz, dtype=np.float64)
-    rows_per_chunk = max(1, chunk_elements // max(int(nnz_row.max(initial=0)), 1))
-    for start in range(0, n, rows_per_chunk):
-        stop = min(start + rows_per_chunk, n)
-        width = int(nnz_row[start:stop].max())
-        lo, hi = X.indptr[start], X.indptr[stop]
-        if hi == lo:
+    n = indptr.shape[0] - 1
+    for i in numba.prange(n):
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        m = hi - lo
+        if m == 0:
+            offset[i] = 0.0
             continue
-        lens = nnz_row[start:stop]
-        m = stop - start
-        local_row = np.repeat(np.arange(m), lens)
-        pos = np.arange(hi - lo) - np.repeat(X.indptr[start:stop] - lo, lens)
-        M = np.full(m * width, _U16_PAD, dtype=np.uint16)
-        flat = local_row * width + pos
-        M[flat] = X.data[lo:hi]
-        order = np.argsort(M.reshape(m, width), axis=1, kind="stable")
-        del M
-        # the padding sorts last in each row: keep the first lens[r] entries -> chunk permutation
-        order += (X.indptr[start:stop] - lo)[:, None]
-        keep = np.arange(width)[None, :] < lens[:, None]
-        perm = order[keep]
-        del order, keep
-        sv = X.data[lo:hi][perm]
-        new = np.empty(hi - lo, dtype=bool)
-        new[0] = True
-        np.not_equal(sv[1:], sv[:-1], out=new[1:])
-        new[X.indptr[start:stop][lens > 0] - lo] = True  # a row start is always a new group
-        starts = np.flatnonzero(new)
-        sizes = np.diff(np.append(starts, hi - lo))
-        group_rank = starts + (sizes - 1) / 2.0 - (X.indptr[start:stop] - lo)[local_row[perm[starts]]] + 1.0
-        ranks[lo + perm] = np.repeat(group_rank, sizes)
-    return ranks
+        nz = n_genes - m
+        z0 = table[nz + 1] if nz > 0 else 0.0
+        vmax = 0.0
+        integer = True
+        for k in range(lo, hi):
+            v = data[k]
+            if v > vmax:
+                vmax = v
+            if v != np.floor(v):
+                integer = False
+        s = 0.0
+        if integer and vmax < max_count:
+            # counting sort: key[v] = twice the average rank of value v among all genes
+            iv = np.int64(vmax)
+            hist = np.zeros(iv + 1, np.int64)
+            for k in range(lo, hi):
+                hist[np.int64(data[k])] += 1
+            below = 0
+            for v in range(iv + 1):
+                c = hist[v]
+                hist[v] = 2 * below + c + 1 + 2 * nz
+                below += c
+            for k in range(lo, hi):
+                z = table[hist[np.int64(data[k])]]
+                s += z * z
+            sq = s + nz * (z0 * z0)
+            norm = np.sqrt(sq)
+            if norm == 0:
+                norm = 1.0
+            for k in range(lo, hi):
+                out[k] = (table[hist[np.int64(data[k])]] - z0) / norm
+        else:
+            order = np.argsort(data[lo:hi], kind="mergesort")
+            zs = np.empty(m, np.float64)
+            j = 0
+            while j < m:
+                e = j
+                v = data[lo + order[j]]
+                while e + 1 < m and data[lo + order[e + 1]] == v:
+                    e += 1
+                z = table[2 * j + (e - j + 1) + 1 + 2 * nz]
+                for t in range(j, e + 1):
+                    zs[order[t]] = z
+                j = e + 1
+            for t in range(m):
+                s += zs[t] * zs[t]
+            sq = s + nz * (z0 * z0)
+            norm = np.sqrt(sq)
+            if norm == 0:
+                norm = 1.0
+            for t in range(m):
+                out[lo + t] = (zs[t] - z0) / norm
+        offset[i] = z0 / norm
 
 
-def _within_row_ranks(X: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
-    """Average (1-based) rank of each stored value among the stored values of its row.
-
-    Vectorised over the CSR structure. Integer counts below 65535 use row-wise radix sorts
-    (:func:`_within_row_ranks_small_ints`); otherwise one global sort of ``(row, value)`` keys, after
-    which tie groups are found where the key changes and every member gets the group's mean
-    position. ``rows`` is the row index of each stored value.
-    """
-    nnz = X.nnz
-    if nnz == 0:
-        return np.zeros(0, dtype=np.float64)
-    n = X.shape[0]
-    data = X.data
-    vmax = float(data.max())
-    integer = np.issubdtype(data.dtype, np.integer) or bool(np.all(data == np.round(data)))
-    if integer and vmax < _U16_PAD:
-        return _within_row_ranks_small_ints(X)
-    if integer and (vmax + 1.0) * n < 2**62:
-        key = rows.astype(np.int64) * np.int64(vmax + 1) + data.astype(np.int64)
-        order = np.argsort(key)
-        skey = key[order]
-        new_group = np.empty(nnz, dtype=bool)
-        new_group[0] = True
-        np.not_equal(skey[1:], skey[:-1], out=new_group[1:])
-        del key, skey
-    else:
-        order = np.lexsort((data, rows))
-        sd, sr = data[order], rows[order]
-        new_group = np.empty(nnz, dtype=bool)
-        new_group[0] = True
-        new_group[1:] = (sd[1:] != sd[:-1]) | (sr[1:] != sr[:-1])
-        del sd, sr
-    starts = np.flatnonzero(new_group)
-    del new_group
-    sizes = np.diff(np.append(starts, nnz))
-    group_row = rows[order[starts]]
-    # sorted positions are row-contiguous: position within row = position - indptr[row]
-    group_rank = starts + (sizes - 1) / 2.0 - X.indptr[group_row] + 1.0
-    ranks = np.empty(nnz, dtype=np.float64)
-    ranks[order] = np.repeat(group_rank, sizes)
-    return ranks
+def _ndtri_table(n_genes: int) -> np.ndarray:
+    """``Phi^{-1}((k / 2) / (G + 1))`` for ``k = 0 .. 2G + 1`` (k = twice an average rank)."""
+    k = np.arange(2 * n_genes + 2, dtype=np.float64)
+    return special.ndtri((k * 0.5) / (n_genes + 1.0))
 
 
-def rankz(X, dtype=np.float32, block_cells: int = 1000) -> OffsetCSR:
+def _run_kernel(data, indptr, n_genes, table, out, offset) -> None:
+    """Run the kernel; the first call of a signature in a process logs its compile / cache-load time."""
+    known = len(_rankz_kernel.signatures)
+    t0 = time.perf_counter()
+    _rankz_kernel(data, indptr, n_genes, table, out, offset, _COUNTING_SORT_MAX)
+    if len(_rankz_kernel.signatures) > known:
+        log.info("rankz: first call (numba compile, or load from its cache, included) took %.1f s for %d cells",
+                 time.perf_counter() - t0, indptr.shape[0] - 1)
+
+
+def rankz(X, dtype=np.float32) -> OffsetCSR:
     """Parameter-free rank / inverse-normal representation of each cell (Souza & Mehta 2026).
 
     Per cell: library-size fractions -> rank over ALL genes (ties averaged, so all zeros of a cell
@@ -117,47 +132,30 @@ def rankz(X, dtype=np.float32, block_cells: int = 1000) -> OffsetCSR:
     ``sqrt(m_i z0_i^2 + sum_nonzero z_ij^2)``). Ranks are invariant to the library-size scaling, so
     they are computed on the counts directly. Cells with no counts map to all zeros.
 
+    Every cell is computed from its own counts only (a stateless per-cell transform), so the
+    result of a row subset equals the same rows of the result.
+
     Parameters
     ----------
     X
-        Raw counts, CSR (cells x genes), over all genes.
+        Raw counts, CSR (cells x genes), over all genes. If ``X`` is in canonical form (sorted
+        indices, no duplicates, no explicit zeros), ``S`` shares ``X.indices`` and ``X.indptr``
+        (do not modify them in place); otherwise a canonical copy is made first.
     dtype
         dtype of the stored values of ``S`` (``offset`` is float64).
-    block_cells
-        Cells ranked at a time. Every cell is independent, so the result does not depend on it;
-        blocks keep the temporaries small (whole 16k-cell blocks spent as much time in page
-        faults as in ranking, see docs/performance.md).
 
     Returns
     -------
     :class:`OffsetCSR` with unit-norm rows.
     """
     X = _as_counts(X)
-    if X.shape[0] > block_cells:
-        parts = [_rankz_block(X[i:i + block_cells], dtype) for i in range(0, X.shape[0], block_cells)]
-        return OffsetCSR(sp.vstack([p.S for p in parts], format="csr"),
-                         np.concatenate([p.offset for p in parts]))
-    return _rankz_block(X, dtype)
-
-
-def _rankz_block(X, dtype) -> OffsetCSR:
-    """:func:`rankz` of the rows of ``X`` in one pass."""
-    X = X.copy()
-    X.eliminate_zeros()
-    X.sort_indices()
+    if not X.has_canonical_format or (X.nnz and not X.data.all()):
+        X = X.copy()
+        X.sum_duplicates()
+        X.eliminate_zeros()
     n, g = X.shape
-    nnz_row = np.diff(X.indptr)
-    n_zero = (g - nnz_row).astype(np.float64)
-    rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), nnz_row)
-
-    ranks = _within_row_ranks(X, rows)
-    ranks += n_zero[rows]
-    z = special.ndtri(ranks / (g + 1.0))
-    z0 = np.where(n_zero > 0, special.ndtri(((n_zero + 1.0) / 2.0) / (g + 1.0)), 0.0)
-
-    sq = np.bincount(rows, weights=z * z, minlength=n) + n_zero * z0**2
-    norm = np.sqrt(sq)
-    norm[norm == 0] = 1.0
-    data = (z - z0[rows]) / norm[rows]
-    S = sp.csr_matrix((data.astype(dtype), X.indices.copy(), X.indptr.copy()), shape=(n, g))
-    return OffsetCSR(S, z0 / norm)
+    out = np.empty(X.nnz, dtype=dtype)
+    offset = np.empty(n, dtype=np.float64)
+    _run_kernel(X.data, X.indptr, g, _ndtri_table(g), out, offset)
+    S = sp.csr_matrix((out, X.indices, X.indptr), shape=(n, g), copy=False)
+    return OffsetCSR(S, offset)

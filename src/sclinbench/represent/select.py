@@ -11,6 +11,7 @@ import logging
 import numbers
 import warnings
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from scipy import stats
@@ -51,19 +52,22 @@ def check_hvg_flavor(flavor: str) -> None:
             ) from None
 
 
-def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0) -> np.ndarray:
-    """Indices (ascending) of the ``n_top`` most variable genes of the counts ``X``, via scanpy.
-
-    Every flavour runs on the cells passed (the training cells):
+def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0, rows=None) -> np.ndarray:
+    """Indices (ascending) of the ``n_top`` most variable genes of the counts ``X`` (of its rows
+    ``rows``, if given: the training cells).
 
     - ``"pearson_residuals"`` (default): genes ranked by the variance of their analytic Pearson
-      residuals, ``sc.experimental.pp.highly_variable_genes`` (Lause et al. 2021), on the counts.
+      residuals (Lause et al. 2021) -- the quantity and the ranking of scanpy's
+      ``sc.experimental.pp.highly_variable_genes(flavor="pearson_residuals")``, computed by
+      :func:`pearson_residual_variances` over the training rows of ``X`` in place (no copy of
+      the counts, nothing dense of cells x genes).
     - ``"seurat"`` / ``"cell_ranger"``: ``sc.pp.highly_variable_genes(flavor=...)`` on
       log1p(CP10k) of the counts (scanpy's standard path; both expect logarithmized data).
     - ``"seurat_v3"``: ``sc.pp.highly_variable_genes(flavor="seurat_v3")`` on the counts; needs
       the optional package ``scikit-misc``.
 
-    Genes with no counts in ``X`` are never selected.
+    The scanpy flavours run on a copy of the training rows. Genes with no counts in the cells
+    used are never selected.
 
     Parameters
     ----------
@@ -75,18 +79,16 @@ def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0
         One of :data:`HVG_FLAVORS`.
     theta
         Overdispersion for the Pearson-residual flavor.
+    rows
+        Row indices of the cells to use (default: all rows).
     """
-    import anndata as ad
-    import pandas as pd
-    import scanpy as sc
-
-    from sclinbench.represent.normalize import shifted_log
-
     check_hvg_flavor(flavor)
     if not (isinstance(n_top, numbers.Integral) and n_top > 0):
         raise SclinbenchError(f"features: hvg 'n_top' must be a positive integer, got {n_top!r}")
     X = _as_counts(X)
-    expressed = np.flatnonzero(_col_sums(X) > 0)
+    rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    gene_sums, lib = _row_subset_sums(X.data, X.indices, X.indptr, rows, X.shape[1])
+    expressed = np.flatnonzero(gene_sums > 0)
     if n_top >= expressed.size:
         if n_top > expressed.size:
             log.warning(
@@ -94,6 +96,21 @@ def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0
                 n_top, expressed.size, expressed.size,
             )
         return expressed
+    if flavor == "pearson_residuals":
+        var = pearson_residual_variances(X, theta=theta, rows=rows, _sums=(gene_sums, lib))[expressed]
+        # scanpy's ranking: argsort twice (ties broken as np.argsort breaks them), top n_top
+        ranks = np.argsort(np.argsort(-var))
+        return expressed[ranks < n_top]
+    return _select_hvg_scanpy(X[rows] if rows.size != X.shape[0] else X, expressed, n_top, flavor)
+
+
+def _select_hvg_scanpy(X, expressed, n_top, flavor) -> np.ndarray:
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    from sclinbench.represent.normalize import shifted_log
+
     sub = X[:, expressed].astype(np.float32)
     if flavor in ("seurat", "cell_ranger"):  # library sizes over the expressed genes = over all genes
         sub = shifted_log(sub, target_sum=1e4)
@@ -102,12 +119,7 @@ def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0
         obs=pd.DataFrame(index=[str(i) for i in range(sub.shape[0])]),
         var=pd.DataFrame(index=[str(j) for j in expressed]),
     )
-    if flavor == "pearson_residuals":
-        df = sc.experimental.pp.highly_variable_genes(
-            adata, flavor="pearson_residuals", n_top_genes=int(n_top), theta=theta, inplace=False
-        )
-    else:
-        df = sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=int(n_top), inplace=False)
+    df = sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=int(n_top), inplace=False)
     if flavor in ("seurat", "cell_ranger"):
         # scanpy keeps every gene at or above the n_top-th normalized dispersion (ties add genes):
         # exactly n_top here, ties broken by gene order
@@ -116,6 +128,129 @@ def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0
         return expressed[np.sort(top)]
     mask = np.asarray(df["highly_variable"], dtype=bool)
     return expressed[mask]
+
+
+def pearson_residual_variances(X, theta: float = 100.0, clip: float | None = None, rows=None,
+                               _sums=None) -> np.ndarray:
+    """Variance over cells of each gene's clipped analytic Pearson residuals, without densifying.
+
+    With ``mu_ij = s_j n_i / N`` (gene sum, library size, total over the cells used),
+    ``r_ij = clip((x_ij - mu_ij) / sqrt(mu_ij + mu_ij^2 / theta), -c, c)`` and ``c = sqrt(n)``
+    (``clip=None``), the per-gene mean and the (two-pass, ddof=0) variance of ``r`` over ALL
+    cells, zeros included -- the statistic scanpy's
+    ``sc.experimental.pp.highly_variable_genes(flavor="pearson_residuals")`` ranks genes by.
+
+    A zero count's residual depends only on the cell's library size and the gene, so the sum over
+    all cells is computed over the distinct library sizes (weighted by how many cells have each),
+    and the stored counts add their difference to that zero residual: exact (up to float64
+    rounding; scanpy accumulates the gene and library sums in float32), in time
+    ``O(distinct library sizes x genes + nnz)`` and memory ``O(genes)``. Genes without counts get
+    variance 0 (as scanpy).
+
+    Parameters
+    ----------
+    X
+        Raw counts, CSR, cells x genes.
+    theta, clip
+        Overdispersion and residual clip (``None``: ``sqrt(number of cells used)``).
+    rows
+        Row indices of the cells to use (default: all rows); the counts are read in place.
+    """
+    X = _as_counts(X)
+    rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = rows.shape[0]
+    if _sums is None:
+        _sums = _row_subset_sums(X.data, X.indices, X.indptr, rows, X.shape[1])
+    gene_sums, lib = _sums
+    total = float(gene_sums.sum())
+    clip = float(np.sqrt(n)) if clip is None else float(clip)
+    lib_u, lib_w = np.unique(lib, return_counts=True)
+    lib_w = lib_w.astype(np.float64)
+    n_chunks = max(1, 4 * numba.get_num_threads())
+    zero = np.zeros(gene_sums.shape[0])
+    sums = _residual_zero_part(lib_u, lib_w, gene_sums, total, theta, clip, zero, False)
+    sums += _residual_nonzero_part(X.data, X.indices, X.indptr, rows, lib, gene_sums, total, theta,
+                                   clip, zero, False, n_chunks)
+    mean = sums / n
+    sq = _residual_zero_part(lib_u, lib_w, gene_sums, total, theta, clip, mean, True)
+    sq += _residual_nonzero_part(X.data, X.indices, X.indptr, rows, lib, gene_sums, total, theta,
+                                 clip, mean, True, n_chunks)
+    var = sq / n
+    var[gene_sums == 0] = 0.0
+    return var
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_subset_sums(data, indices, indptr, rows, n_genes):  # pragma: no cover (compiled)
+    """Gene sums and library sizes (float64) of rows ``rows`` of a CSR matrix, read in place."""
+    genes = np.zeros(n_genes, np.float64)
+    lib = np.zeros(rows.shape[0], np.float64)
+    for t in range(rows.shape[0]):
+        i = rows[t]
+        acc = 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            v = np.float64(data[k])
+            genes[indices[k]] += v
+            acc += v
+        lib[t] = acc
+    return genes, lib
+
+
+@numba.njit(inline="always")
+def _clipped_residual(x, mu, theta, clip):  # pragma: no cover (compiled)
+    r = (x - mu) / np.sqrt(mu + mu * mu / theta)
+    return min(max(r, -clip), clip)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _residual_zero_part(lib_u, lib_w, s, total, theta, clip, mean, square):  # pragma: no cover
+    """Per gene: sum over all cells of the zero-count residual (``square``: of its squared
+    deviation from ``mean``), over the distinct library sizes ``lib_u`` with weights ``lib_w``."""
+    g = s.shape[0]
+    out = np.zeros(g, np.float64)
+    for j in numba.prange(g):
+        sj = s[j]
+        if sj == 0:
+            continue
+        acc = 0.0
+        for u in range(lib_u.shape[0]):
+            r0 = _clipped_residual(0.0, sj * lib_u[u] / total, theta, clip)
+            if square:
+                d = r0 - mean[j]
+                acc += lib_w[u] * (d * d)
+            else:
+                acc += lib_w[u] * r0
+        out[j] = acc
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _residual_nonzero_part(data, indices, indptr, rows, lib, s, total, theta, clip, mean, square,
+                           n_chunks):  # pragma: no cover (compiled)
+    """Per gene: sum over the stored counts of (residual - zero residual) (``square``: of the
+    difference of their squared deviations from ``mean``), in parallel over chunks of rows."""
+    g = s.shape[0]
+    n = rows.shape[0]
+    acc = np.zeros((n_chunks, g), np.float64)
+    for c in numba.prange(n_chunks):
+        for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            i = rows[t]
+            ni = lib[t]
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                mu = s[j] * ni / total
+                r = _clipped_residual(np.float64(data[k]), mu, theta, clip)
+                r0 = _clipped_residual(0.0, mu, theta, clip)
+                if square:
+                    a = r - mean[j]
+                    b = r0 - mean[j]
+                    acc[c, j] += a * a - b * b
+                else:
+                    acc[c, j] += r - r0
+    out = np.zeros(g, np.float64)
+    for c in range(n_chunks):
+        out += acc[c]
+    return out
 
 
 

@@ -23,7 +23,7 @@ from sclinbench.represent.normalize import (
     shifted_log,
     sqrt_norm,
 )
-from sclinbench.represent.offset import MAX_DENSE_ELEMENTS
+from sclinbench.represent.offset import MAX_DENSE_ELEMENTS, OffsetCSR, RowSubset
 from sclinbench.represent.rank import rankz
 from sclinbench.represent.select import HVG_FLAVORS, check_hvg_flavor, select_hvg
 
@@ -142,22 +142,68 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
             check_hvg_flavor(self.hvg_flavor)
         return out
 
-    def fit(self, X, y=None):
-        """Learn the gene selection and representation parameters from training counts ``X``."""
+    def is_stateless(self) -> bool:
+        """True if the representation (before gene selection) has no fitted state: every cell is
+        computed from its own counts only -- ``rankz``, and ``log1p`` / ``sqrt`` to a fixed
+        ``target_sum``. Such a representation may be computed once for all cells of a dataset
+        (:meth:`represent_all`) and shared by every fold without any test cell informing a
+        training cell; the gene selection (HVG) is still fitted per fold on the training counts.
+        """
+        params = self.resolved_params()
+        if self.name == "rankz":
+            return True
+        return self.name in ("log1p", "sqrt") and params["target_sum"] != "median"
+
+    def represent_all(self, X):
+        """The stateless representation (:meth:`is_stateless`) of all cells, over ALL genes.
+
+        No fitting involved; select the fitted genes with :meth:`select_genes`. The rows of
+        ``select_genes(represent_all(X))`` equal ``fit(...).transform(X)`` exactly (library sizes
+        are over all genes in both).
+        """
+        if not self.is_stateless():
+            raise SclinbenchError(f"representation '{self.name}' with these parameters is fitted on training cells")
         params = self.resolved_params()
         X = _as_counts(X, where=f"representation '{self.name}'")
-        n, g = X.shape
+        if self.name == "rankz":
+            return rankz(X)
+        if self.name == "log1p":
+            return shifted_log(X, float(params["target_sum"]), params["pseudocount"])
+        return sqrt_norm(X, float(params["target_sum"]))
+
+    def select_genes(self, Z):
+        """Columns ``genes_`` of a representation of all genes (:meth:`represent_all`)."""
+        check_is_fitted(self, "genes_")
+        if self._all_genes():
+            return Z
+        return Z.select_columns(self.genes_) if isinstance(Z, OffsetCSR) else Z[:, self.genes_]
+
+    def fit(self, X, y=None):
+        """Learn the gene selection and representation parameters from training counts ``X``.
+
+        ``X`` may be a :class:`~sclinbench.represent.offset.RowSubset` of the counts of all
+        cells (the training rows): HVG selection then reads the training rows in place.
+        """
+        params = self.resolved_params()
+        rows = None
+        if isinstance(X, RowSubset):
+            X, rows = X.base, X.rows
+        X = _as_counts(X, where=f"representation '{self.name}'")
+        g = X.shape[1]
         self.n_features_in_ = g
         self.params_ = params
         if self.hvg is not None:
-            self.genes_ = select_hvg(X, int(self.hvg), flavor=self.hvg_flavor)
+            self.genes_ = select_hvg(X, int(self.hvg), flavor=self.hvg_flavor, rows=rows)
         else:
             self.genes_ = np.arange(g)
-        lib = library_size(X)
+        needs_counts = params.get("target_sum") == "median" or self.name == "pearson"
+        if rows is not None and needs_counts:
+            X = X[rows]
+        n = X.shape[0] if rows is None else rows.shape[0]
         if "target_sum" in params:
             ts = params["target_sum"]
             if ts == "median":
-                ts = float(np.median(lib))
+                ts = float(np.median(library_size(X)))
                 if ts <= 0:
                     raise SclinbenchError(
                         f"representation '{self.name}': target_sum 'median' is 0 (most training "
