@@ -1138,6 +1138,7 @@ class _StreamedCounts:
         self.drop = None  # genes (merged space) dropped after condition_from_feature
         self.var_names = None  # work genes (after the drop), set by the caller
         self.totals = self.n_genes = None
+        self._gene_cells = None  # (cells, genes' cells) of the last gene_cells over every gene
 
     def _ranges(self, rows: np.ndarray):
         """Contiguous file-row ranges of at most ``block`` stored values holding ``rows``."""
@@ -1203,6 +1204,12 @@ class _StreamedCounts:
         positions = self.names.get_indexer(adata.obs_names)
         if adata.n_vars == len(self.var_names) and adata.var_names.equals(self.var_names):
             return self.totals[positions], self.n_genes[positions]
+        last = self._gene_cells
+        if last is not None and np.array_equal(last[0], positions):
+            dropped = np.ones(len(self.var_names), dtype=bool)
+            dropped[self.var_names.get_indexer(adata.var_names)] = False
+            if not last[1][dropped].any():  # only genes without a count in these cells went
+                return self.totals[positions], self.n_genes[positions]
         totals, n_genes = np.zeros(adata.n_obs), np.zeros(adata.n_obs, dtype=np.int64)
         for rows, X, cols in self._work_blocks(adata):
             X = X[:, cols]
@@ -1214,6 +1221,8 @@ class _StreamedCounts:
         n_cells = np.zeros(len(self.var_names), dtype=np.int64)
         for _, X, _ in self._work_blocks(adata):
             n_cells += np.bincount(X.indices, minlength=len(self.var_names))
+        if adata.var_names.equals(self.var_names):
+            self._gene_cells = (self.names.get_indexer(adata.obs_names), n_cells)
         return n_cells[self.var_names.get_indexer(adata.var_names)]
 
     def write(self, adata: ad.AnnData, path: str | os.PathLike, compression: str | None) -> int:
@@ -1240,7 +1249,7 @@ class _StreamedCounts:
                 data.resize((nnz + m,))
                 indices.resize((nnz + m,))
                 data[nnz:], indices[nnz:] = X.data, X.indices
-                indptr[rows.start + 1:rows.stop + 1] = nnz + X.indptr[1:]
+                indptr[rows.start + 1:rows.stop + 1] = X.indptr[1:].astype(np.int64) + nnz
                 nnz += m
             g.create_dataset("indptr", data=indptr, **kwargs)
         return nnz
