@@ -202,8 +202,14 @@ def _check_datasets_fit():
         paths = [f["path"] for f in entry.get("files") or []]
         shape = job_resources.raw_shape(paths, entry.get("counts", "X"))
         if shape:
-            job_resources.check_fits(name, *shape, limit, source, where=", ".join(paths),
-                                     max_cells=entry.get("max_cells"))
+            job_resources.check_fits(
+                name,
+                *shape,
+                limit,
+                source,
+                where=", ".join(paths),
+                max_cells=entry.get("max_cells"),
+            )
 
 
 _check_datasets_fit()

@@ -137,3 +137,30 @@ def test_a_dataset_larger_than_the_memory_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert any(line.strip().endswith(expected) for line in text.splitlines()), text[-3000:]
     assert not (workdir / "resources" / "standardized").exists()  # stopped before any job
+
+
+def test_max_cells_is_a_registry_key_the_schema_checks():
+    from sclinbench.config import check
+
+    schema = str(Path(__file__).resolve().parents[1] / "config" / "datasets.schema.yaml")
+    entry = {"source": "local", "files": [{"path": "x.h5ad"}], "max_cells": 5000, "subsample_seed": 3}
+    check(entry, schema, "registry entry 'x'")
+    with pytest.raises(SclinbenchError, match="max_cells"):
+        check({**entry, "max_cells": 0}, schema, "registry entry 'x'")
+
+
+def test_a_downloaded_dataset_too_large_stops_before_it_is_read(tmp_path, monkeypatch):
+    from sclinbench import data
+    from sclinbench.datasets import standardized_dataset
+
+    path = counts_file(tmp_path / "download.h5ad")
+    entry = {"source": "url", "gene_id": "symbol", "columns": {"cell_type": "cell_type"},
+             "files": [{"url": "https://example.org/download.h5ad"}]}
+    monkeypatch.setattr(resources, "machine_memory_mb", lambda: 300.0)
+    read = []
+    monkeypatch.setattr(data, "standardize_h5ad", lambda *a, **k: read.append(a))
+    with pytest.raises(SclinbenchError, match=r"^dataset 'dl' \(.*download\.h5ad\): 200 cells with .* more than "
+                       r"the 0\.3 GiB available \(this machine's memory\); nothing was loaded\. .*max_cells: 1000"):
+        standardized_dataset("dl", entry, [str(path)], {}, lockfile=str(tmp_path / "lock.tsv"),
+                             out=str(tmp_path / "out.h5ad"))
+    assert not read and not (tmp_path / "out.h5ad").exists()

@@ -103,6 +103,13 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         files = entry["files"]
         digests, how = verify_inputs(name, entry, inputs, lockfile)
         source_text = ", ".join(f.get("url") or f.get("path") for f in files)
+        if source == "url":  # local files were checked when the workflow started; downloads are now
+            from sclinbench import resources
+
+            shape = resources.raw_shape(inputs, entry.get("counts", "X"))
+            if shape:
+                resources.check_fits(name, *shape, resources.machine_memory_mb(), "this machine's memory",
+                                     where=", ".join(inputs), max_cells=entry.get("max_cells"))
         if out and len(inputs) == 1 and entry.get("format", "h5ad") == "h5ad":
             streamed = data.standardize_h5ad(inputs[0], entry, qc, out, source=source_text,
                                              name=name, local=source == "local",
