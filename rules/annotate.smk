@@ -46,8 +46,8 @@ rule annotate:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb(factor=12.0),
-        runtime=runtime(factor=5.0),
+        mem_mb=mem_mb("annotate"),
+        runtime=runtime("annotate"),
     params:
         code=code_fingerprint("annotate"),
         job=lambda wc: ANNOTATE[wc.name],

@@ -163,28 +163,76 @@ wildcard_constraints:
     other=r"[a-z]+",
 
 
-# Resources: memory grows with the input size and with the attempt, so a retry (profiles/slurm sets
-# retries) asks for more. Runtime likewise.
-_RES = config.get("resources", {})
+# Resources: every rule's mem_mb / runtime from the measured models of sclinbench.resources (input
+# cells and stored counts read from the h5ad metadata, other inputs by size) x attempt, so a retry
+# (profiles/slurm sets retries) asks for more.
+from sclinbench import resources as job_resources
 
 
-def mem_mb(factor=1.0):
-    base = _RES.get("mem_mb_base", 1000)
-    per_mb = _RES.get("mem_mb_per_input_mb", 20)
-
+def mem_mb(rule):
     def _mem(wildcards, input, attempt):
-        return int((base + factor * per_mb * input.size_mb) * attempt)
+        return job_resources.job_mem_mb(rule, list(input), attempt)
 
     return _mem
 
 
-def runtime(factor=1.0):
-    floor = _RES.get("runtime_min", 15)
-
+def runtime(rule):
     def _runtime(wildcards, input, attempt):
-        return int((floor + factor * input.size_mb / 10) * attempt)
+        return job_resources.job_runtime(rule, list(input), attempt)
 
     return _runtime
+
+
+def _standardize_rule(wildcards, input):
+    entry = REGISTRY[wildcards.dataset]
+    return job_resources.standardize_model(list(input), entry.get("format", "h5ad"))
+
+
+def standardize_mem_mb(wildcards, input, attempt):
+    return job_resources.job_mem_mb(_standardize_rule(wildcards, input), list(input), attempt)
+
+
+def standardize_runtime(wildcards, input, attempt):
+    return job_resources.job_runtime(_standardize_rule(wildcards, input), list(input), attempt)
+
+
+def _memory_limit():
+    """(MiB, what it is) one job may use: --resources mem_mb, else this machine's memory when jobs
+    run here; (None, "") on a cluster without --resources."""
+    given = workflow.global_resources.get("mem_mb")
+    given = getattr(given, "value", given)
+    if isinstance(given, (int, float)) and given > 0:
+        return given, f"--resources mem_mb={given}"
+    if workflow.local_exec:
+        total = job_resources.machine_memory_mb()
+        if total:
+            return total, "this machine's memory"
+    return None, ""
+
+
+def _check_datasets_fit():
+    """Before any job: every local h5ad dataset's estimated peak against the memory limit."""
+    if not workflow.is_main_process:
+        return
+    limit, source = _memory_limit()
+    for name in USED_DATASETS:
+        entry = REGISTRY[name]
+        if entry["source"] != "local" or entry.get("format", "h5ad") != "h5ad":
+            continue
+        paths = [f["path"] for f in entry.get("files") or []]
+        shape = job_resources.raw_shape(paths, entry.get("counts", "X"))
+        if shape:
+            job_resources.check_fits(
+                name,
+                *shape,
+                limit,
+                source,
+                where=", ".join(paths),
+                max_cells=entry.get("max_cells"),
+            )
+
+
+_check_datasets_fit()
 
 
 CONDA_ENV = "../envs/sclinbench.yaml"

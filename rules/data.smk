@@ -39,8 +39,8 @@ rule synthesize:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=mem_mb("synthesize"),
+        runtime=runtime("synthesize"),
     params:
         code=code_fingerprint("synthesize"),
         synthetic=lambda wc: REGISTRY[wc.dataset].get("synthetic", {}),
@@ -81,8 +81,8 @@ rule standardize:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb(factor=4.0),
-        runtime=runtime(),
+        mem_mb=standardize_mem_mb,
+        runtime=standardize_runtime,
     params:
         code=code_fingerprint("standardize"),
         entry=lambda wc: REGISTRY[wc.dataset],

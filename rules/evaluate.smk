@@ -17,8 +17,8 @@ rule evaluate:
         CONDA_ENV
     threads: 1  # small dense BLAS calls gain nothing from threads; jobs run side by side instead
     resources:
-        mem_mb=mem_mb(factor=12.0),
-        runtime=runtime(factor=5.0),
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime("evaluate"),
     params:
         code=code_fingerprint("evaluate"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},

@@ -23,8 +23,8 @@ rule provenance:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=mem_mb("provenance"),
+        runtime=runtime("provenance"),
     params:
         code=code_fingerprint("provenance"),
         installed_code=lambda wc: {
@@ -60,8 +60,8 @@ rule tables:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=mem_mb("tables"),
+        runtime=runtime("tables"),
     params:
         code=code_fingerprint("tables"),
         tasks=list(TASKS),
@@ -100,8 +100,8 @@ rule figures:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=mem_mb("figures"),
+        runtime=runtime("figures"),
     params:
         code=code_fingerprint("figures"),
         outdir=lambda wildcards, output: os.path.dirname(output[0]),

@@ -22,8 +22,8 @@ rule score:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb(factor=10.0),
-        runtime=10,
+        mem_mb=mem_mb("score"),
+        runtime=runtime("score"),
     params:
         code=code_fingerprint("score"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},
@@ -54,8 +54,8 @@ rule metrics:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=mem_mb("metrics"),
+        runtime=runtime("metrics"),
     params:
         code=code_fingerprint("metrics"),
         datasets=[d for d, _ in DATASET_TASKS],

@@ -15,8 +15,8 @@ rule split:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=mem_mb("split"),
+        runtime=runtime("split"),
     params:
         code=code_fingerprint("split"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},

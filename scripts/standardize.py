@@ -18,9 +18,10 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     for warning in manifest.check_download(name, entry, list(sm.input), facts):
         log.warning("%s", warning)
     adata = standardized_dataset(name, entry, list(sm.input), sm.params.qc, registry=sm.params.registry,
-                                 lockfile=sm.params.lockfile)
+                                 lockfile=sm.params.lockfile, out=sm.output[0])  # large h5ad: streamed
     for line in manifest.describe(adata, name):  # per species: cells, cell types, donors found
         log.info("%s", line)
     for warning in manifest.check_standardized(name, entry, adata, facts):
         log.warning("%s", warning)
-    write_h5ad(adata, sm.output[0])
+    if adata.X is not None:  # a streamed file is already written (its AnnData here has no X)
+        write_h5ad(adata, sm.output[0])

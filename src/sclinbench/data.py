@@ -683,42 +683,57 @@ def _gene_id_advice(var: pd.DataFrame, ids: np.ndarray, share: float, var_column
             f"Ensembl ids (e.g. {ids[0]!r}): they look like gene symbols; {fix}")
 
 
-def _standardize_var(adata: ad.AnnData, entry: dict, where: str) -> ad.AnnData:
-    """Index genes by Ensembl id (version removed) or symbol; sum duplicated genes."""
+def _plan_var(var_in: pd.DataFrame, entry: dict, where: str) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The standardized var (gene id index, symbols) and, when gene ids repeat, the code of each
+    input gene's merged gene (``None`` = no duplicates). Reads var only, never the counts."""
     kind = entry.get("gene_id", "ensembl")
     var_columns = entry.get("var_columns") or {}
-    ids = _gene_values(adata.var, var_columns.get("gene_id"), "gene_id", where)
-    symbols = _gene_values(adata.var, var_columns.get("gene_symbol"), "gene_symbol", where)
+    ids = _gene_values(var_in, var_columns.get("gene_id"), "gene_id", where)
+    symbols = _gene_values(var_in, var_columns.get("gene_symbol"), "gene_symbol", where)
     ids = np.array([_ENSEMBL_VERSION.sub(r"\1", g) for g in ids], dtype=object)  # only Ensembl ids match
     symbols = np.where(symbols == "", ids, symbols)
     if kind == "ensembl" and len(ids):
         looks_ensembl = np.mean([g.startswith("ENS") for g in ids])
         if looks_ensembl < 0.5:
-            log.warning("%s: %s", where, _gene_id_advice(adata.var, ids, looks_ensembl, var_columns))
+            log.warning("%s: %s", where, _gene_id_advice(var_in, ids, looks_ensembl, var_columns))
     index = pd.Index(ids if kind == "ensembl" else symbols, dtype=str)
     if (index == "").any():
         raise SclinbenchError(f"{where}: some genes have an empty {kind} id; check var_columns in the registry entry.")
-    var = adata.var.copy()
+    var = var_in.copy()
     var["gene_id"], var["gene_symbol"] = ids.astype(str), symbols.astype(str)
     var.index = index
-    X = adata.X
+    codes = None
     if not index.is_unique:
         codes, uniques = pd.factorize(index)
         n_genes = len(codes)
-        merge = sp.csr_matrix(
-            (np.ones(n_genes, dtype=X.dtype), (np.arange(n_genes), codes)), shape=(n_genes, len(uniques))
-        )
-        X = _as_csr(X @ merge)
         first = pd.Series(np.arange(n_genes)).groupby(codes).first().to_numpy()
         var = var.iloc[first]
         log.info("%s: %d duplicated gene ids summed (%d -> %d genes)", where, n_genes - len(uniques), n_genes, len(uniques))
     var.index.name = None
+    return var, codes
+
+
+def _merge_genes(X, codes: np.ndarray | None, n_out: int):
+    """Sum the columns of ``X`` that share a code (duplicated gene ids); ``X`` when none do."""
+    if codes is None:
+        return X
+    n_genes = len(codes)
+    merge = sp.csr_matrix(
+        (np.ones(n_genes, dtype=X.dtype), (np.arange(n_genes), codes)), shape=(n_genes, n_out)
+    )
+    return _as_csr(X @ merge)
+
+
+def _standardize_var(adata: ad.AnnData, entry: dict, where: str) -> ad.AnnData:
+    """Index genes by Ensembl id (version removed) or symbol; sum duplicated genes."""
+    var, codes = _plan_var(adata.var, entry, where)
+    X = _merge_genes(adata.X, codes, len(var))
     return ad.AnnData(X=X, obs=adata.obs, var=var, obsm=dict(adata.obsm), uns=dict(adata.uns))
 
 
-def _condition_from_feature(adata: ad.AnnData, spec: dict, where: str) -> ad.AnnData:
+def _feature_hit(var: pd.DataFrame, spec: dict, where: str) -> np.ndarray:
+    """The genes named by ``condition_from_feature.feature`` (index, gene_id or gene_symbol)."""
     feature = spec["feature"]
-    var = adata.var
     hit = (var.index == feature) | (var["gene_id"] == feature) | (var["gene_symbol"] == feature)
     hit = np.asarray(hit)
     if not hit.any():
@@ -726,10 +741,14 @@ def _condition_from_feature(adata: ad.AnnData, spec: dict, where: str) -> ad.Ann
             f"{where}: feature '{feature}' (condition_from_feature.feature in the registry entry) is "
             f"not among the genes (index, gene_id or gene_symbol)."
         )
+    return hit
+
+
+def _condition_obs(obs: pd.DataFrame, spec: dict, feature_counts: np.ndarray, where: str) -> None:
+    """Set obs ``<feature>_counts`` and ``condition`` from the feature's counts per cell."""
+    feature = spec["feature"]
     min_count = int(spec.get("min_count", 1))
-    feature_counts = np.asarray(adata.X[:, np.flatnonzero(hit)].sum(axis=1)).reshape(-1)
     positive = feature_counts >= min_count
-    obs = adata.obs
     if "condition" in obs.columns:
         log.warning("%s: obs condition is replaced by condition_from_feature", where)
     obs[f"{feature}_counts"] = feature_counts.astype(np.int64)
@@ -737,7 +756,13 @@ def _condition_from_feature(adata: ad.AnnData, spec: dict, where: str) -> ad.Ann
         np.where(positive, spec.get("positive", "positive"), spec.get("negative", "negative"))
     )
     log.info("%s: condition from %s >= %d: %d of %d cells positive", where, feature, min_count,
-             int(positive.sum()), adata.n_obs)
+             int(positive.sum()), len(obs))
+
+
+def _condition_from_feature(adata: ad.AnnData, spec: dict, where: str) -> ad.AnnData:
+    hit = _feature_hit(adata.var, spec, where)
+    feature_counts = np.asarray(adata.X[:, np.flatnonzero(hit)].sum(axis=1)).reshape(-1)
+    _condition_obs(adata.obs, spec, feature_counts, where)
     if spec.get("drop_feature", True):
         adata = adata[:, ~hit].copy()
     return adata
@@ -786,8 +811,27 @@ def _flag_ood(adata: ad.AnnData, patterns: Sequence[str], only: bool, where: str
     return adata
 
 
-def _quality_control(adata: ad.AnnData, thresholds: dict, name: str) -> tuple[ad.AnnData, list[str]]:
-    """Cell filters (empty, min_counts, min_genes), rare labels, then gene filters."""
+class _InMemoryCounts:
+    """Per-cell and per-gene counts of the matrix an AnnData holds (see :class:`_StreamedCounts`
+    for the same statistics of an h5ad read in blocks of rows)."""
+
+    def cell_stats(self, adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
+        X = adata.X
+        return np.asarray(X.sum(axis=1)).reshape(-1), np.diff(X.indptr)
+
+    def gene_cells(self, adata: ad.AnnData) -> np.ndarray:
+        return np.bincount(adata.X.indices, minlength=adata.n_vars)
+
+
+def _quality_control(adata: ad.AnnData, thresholds: dict, name: str,
+                     counts=None) -> tuple[ad.AnnData, list[str]]:
+    """Cell filters (empty, min_counts, min_genes), rare labels, then gene filters.
+
+    ``counts`` gives the per-cell totals / genes and per-gene cells of the cells and genes
+    ``adata`` holds: by default from ``adata.X``; a :class:`_StreamedCounts` computes them from
+    the file in blocks, for an ``adata`` without ``X``.
+    """
+    counts = counts or _InMemoryCounts()
     steps: list[str] = []
     shown = ", ".join(f"{k}={thresholds[k]}" for k in QC_KEYS)
 
@@ -801,9 +845,7 @@ def _quality_control(adata: ad.AnnData, thresholds: dict, name: str) -> tuple[ad
         steps.append(message)
         log.info("%s: %s", name, message)
 
-    X = adata.X
-    totals = np.asarray(X.sum(axis=1)).reshape(-1)
-    n_genes = np.diff(X.indptr)
+    totals, n_genes = counts.cell_stats(adata)
     checks = [
         ("empty cells", totals > 0),
         (f"cells with < {thresholds['min_counts']} counts", totals >= thresholds["min_counts"]),
@@ -837,8 +879,7 @@ def _quality_control(adata: ad.AnnData, thresholds: dict, name: str) -> tuple[ad
                 if isinstance(adata.obs["cell_type"].dtype, pd.CategoricalDtype):
                     adata.obs["cell_type"] = adata.obs["cell_type"].cat.remove_unused_categories()
 
-    X = adata.X
-    n_cells = np.bincount(X.indices, minlength=adata.n_vars)
+    n_cells = counts.gene_cells(adata)
     keep_genes = np.ones(adata.n_vars, dtype=bool)
     for label, ok in [("empty genes", n_cells > 0),
                       (f"genes in < {thresholds['min_cells']} cells", n_cells >= thresholds["min_cells"])]:
@@ -850,7 +891,7 @@ def _quality_control(adata: ad.AnnData, thresholds: dict, name: str) -> tuple[ad
         raise nothing_left("genes")
     if not keep_genes.all():
         adata = adata[:, keep_genes].copy()
-        totals = np.asarray(adata.X.sum(axis=1)).reshape(-1)
+        totals = counts.cell_stats(adata)[0]
         if not (totals > 0).all():
             note(f"removed {int((totals == 0).sum())} cells left empty by the gene filters")
             if not (totals > 0).any():
@@ -938,14 +979,27 @@ def standardize(
                 f"{where}: set either columns.condition or condition_from_feature in the registry entry, not both."
             )
         work = _condition_from_feature(work, spec, where)
+    return _standardize_cells(work, entry, qc, name, where, source, raw_info, counts_key,
+                              n_cells_in, n_genes_in)
+
+
+def _standardize_cells(work: ad.AnnData, entry: dict, qc: dict | None, name: str, where: str,
+                       source: str, raw_info: dict, counts_key: str, n_cells_in: int, n_genes_in: int,
+                       counts=None) -> ad.AnnData:
+    """The steps of :func:`standardize` after the obs/var mapping: obs_filter, ood donors, quality
+    control, ``max_cells``, then the standard dtypes and provenance. ``work`` has no ``X`` when
+    ``counts`` (a :class:`_StreamedCounts`) computes the statistics from the file."""
     work = _obs_filter(work, entry.get("obs_filter") or {}, where)
     work = _flag_ood(work, entry.get("ood_donors") or [], bool(entry.get("ood_only", False)), where)
 
     thresholds = {k: int((qc or {}).get(k) or 0) for k in QC_KEYS}
     thresholds.update({k: int(v) for k, v in (entry.get("qc") or {}).items() if v is not None})
-    work, qc_log = _quality_control(work, thresholds, name)
+    work, qc_log = _quality_control(work, thresholds, name, counts=counts)
+    work, subsample = subsample_cells(work, entry.get("max_cells"), int(entry.get("subsample_seed") or 0),
+                                      where)
 
-    work.X = _canonical(_as_csr(work.X)).astype(np.float32)
+    if work.X is not None:
+        work.X = _canonical(_as_csr(work.X)).astype(np.float32)
     for column in STANDARD_OBS:
         if column in work.obs.columns and not isinstance(work.obs[column].dtype, pd.CategoricalDtype):
             work.obs[column] = pd.Categorical(work.obs[column].astype(str))
@@ -974,6 +1028,374 @@ def standardize(
             "verified": raw_info.get("verified", ""),
         }
     }
+    if subsample:
+        work.uns["sclinbench"]["subsample"] = _json(subsample)
     log.info("%s: standardized %d cells x %d genes (from %d x %d)", where, work.n_obs, work.n_vars,
              n_cells_in, n_genes_in)
+    return work
+
+
+def subsample_cells(adata: ad.AnnData, max_cells: int | None, seed: int = 0,
+                    where: str = "dataset") -> tuple[ad.AnnData, dict | None]:
+    """At most ``max_cells`` cells, drawn without replacement, stratified by ``cell_type``.
+
+    Each cell type (unlabelled cells form a stratum of their own) keeps its share of the cells:
+    ``max_cells * n_type / n`` rounded by largest remainder, so the shares add up to
+    ``max_cells``; the draw inside each stratum is seeded (``seed``) and the kept cells stay in
+    file order. ``max_cells`` null, or >= the number of cells, keeps every cell (and returns
+    ``None`` as the record). The record (max_cells, seed, cells before and after, the stratum
+    column) goes into ``uns["sclinbench"]["subsample"]``.
+    """
+    n = adata.n_obs
+    if max_cells is None or int(max_cells) >= n:
+        return adata, None
+    max_cells = int(max_cells)
+    if "cell_type" in adata.obs.columns:
+        labels = adata.obs["cell_type"].astype(object).where(adata.obs["cell_type"].notna(), "\0unlabelled")
+        codes, _ = pd.factorize(labels.astype(str), sort=True)
+        column = "cell_type"
+    else:
+        codes, column = np.zeros(n, dtype=np.int64), None
+    sizes = np.bincount(codes)
+    exact = max_cells * sizes / n
+    quota = np.floor(exact).astype(np.int64)
+    short = max_cells - int(quota.sum())
+    if short:
+        order = np.lexsort((np.arange(len(sizes)), -(exact - quota)))  # largest remainder, then code
+        quota[order[:short]] += 1
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(n, dtype=bool)
+    for code in range(len(sizes)):
+        members = np.flatnonzero(codes == code)
+        keep[rng.choice(members, size=int(quota[code]), replace=False)] = True
+    log.info("%s: max_cells %d: kept %d of %d cells (stratified by %s, seed %d)", where, max_cells,
+             int(keep.sum()), n, column or "nothing", seed)
+    record = {"max_cells": max_cells, "seed": int(seed), "n_cells_before": int(n),
+              "n_cells_after": int(keep.sum()), "stratified_by": column}
+    return adata[keep].copy(), record
+
+
+# --------------------------------------------------------------------------------------------
+# streaming: one h5ad file standardized block by block, never holding its counts
+# --------------------------------------------------------------------------------------------
+
+#: stored values read from disk per block by the streaming standardization (data + indices:
+#: 8 bytes each, plus the block's transforms: a few hundred MB at most)
+STREAM_BLOCK = 1 << 23
+
+
+def h5ad_counts_group(path: str | os.PathLike, counts: str = "X"):
+    """``(file, group)`` of the CSR counts matrix ``counts`` of an h5ad, or ``None`` when the file
+    cannot be streamed (legacy layout, dense or CSC matrix, matrix missing: the in-memory reader
+    then gives its own message). The caller closes the file."""
+    import h5py
+
+    f = h5py.File(path, "r")
+    try:
+        if f.attrs.get("encoding-type") != "anndata":
+            raise KeyError("legacy")
+        key = {"X": "X", "raw.X": "raw/X"}.get(counts, counts)
+        group = f[key]
+        if not isinstance(group, h5py.Group) or group.attrs.get("encoding-type") != "csr_matrix":
+            raise KeyError("not csr")
+    except (KeyError, OSError):
+        f.close()
+        return None
+    return f, group
+
+
+def h5ad_shape(path: str | os.PathLike, counts: str = "X") -> tuple[int, int, int] | None:
+    """``(cells, genes, stored values)`` of an h5ad's CSR counts matrix, read from the file's
+    metadata without loading the matrix; ``None`` when it is not a CSR h5ad matrix."""
+    opened = h5ad_counts_group(path, counts)
+    if opened is None:
+        return None
+    f, group = opened
+    with f:
+        n_obs, n_vars = (int(v) for v in group.attrs["shape"])
+        return n_obs, n_vars, int(group["data"].shape[0])
+
+
+class _StreamedCounts:
+    """The counts of one h5ad (CSR) as :func:`standardize` transforms them, read in row blocks.
+
+    Every block is put in canonical form, its duplicated genes summed (``codes``) and the
+    ``condition_from_feature`` genes dropped (``drop``), exactly as the in-memory path transforms
+    the whole matrix. :meth:`scan` checks the counts and computes per-cell totals/genes (and the
+    feature's counts); :meth:`cell_stats` / :meth:`gene_cells` answer :func:`_quality_control`
+    for the cells and genes an obs/var-only AnnData holds; :meth:`write` writes those cells x
+    genes as CSR float32, block by block. Peak memory: one block (``block`` stored values) plus
+    per-cell arrays.
+    """
+
+    def __init__(self, group, file_rows: np.ndarray, names: pd.Index, codes: np.ndarray | None,
+                 n_merged: int, where: str, block: int = STREAM_BLOCK):
+        self.group, self.file_rows, self.names = group, file_rows, names
+        self.codes, self.n_merged, self.where = codes, n_merged, where
+        self.block = int(block)
+        self.indptr = group["indptr"][:].astype(np.int64)
+        self.n_vars = int(group.attrs["shape"][1])
+        self.drop = None  # genes (merged space) dropped after condition_from_feature
+        self.var_names = None  # work genes (after the drop), set by the caller
+        self.totals = self.n_genes = None
+        self._gene_cells = None  # (cells, genes' cells) of the last gene_cells over every gene
+
+    def _ranges(self, rows: np.ndarray):
+        """Contiguous file-row ranges of at most ``block`` stored values holding ``rows``."""
+        indptr, n = self.indptr, len(self.indptr) - 1
+        i = 0
+        while i < len(rows):
+            r0 = int(rows[i])
+            r1 = int(np.searchsorted(indptr, indptr[r0] + self.block, side="right")) - 1
+            r1 = min(max(r1, r0 + 1), n)
+            j = int(np.searchsorted(rows, r1, side="left"))
+            yield r0, r1, rows[i:j] - r0, i, j
+            i = j
+
+    def _blocks(self, positions: np.ndarray, check: bool = False):
+        """``(slice of positions, block)``: the work rows ``positions`` (increasing) in blocks,
+        transformed (stored zeros dropped, duplicated genes summed)."""
+        rows = self.file_rows[positions]
+        data_ds, index_ds = self.group["data"], self.group["indices"]
+        for r0, r1, local, i, j in self._ranges(rows):
+            lo, hi = int(self.indptr[r0]), int(self.indptr[r1])
+            indptr = self.indptr[r0:r1 + 1] - lo
+            indices = index_ds[lo:hi]
+            values = data_ds[lo:hi]
+            X = sp.csr_matrix((values, indices, indptr), shape=(r1 - r0, self.n_vars))
+            if len(local) < r1 - r0:
+                X = X[local]
+            X = _canonical(X)
+            if check:
+                check_integer_counts(X, where=self.where)
+            X = _canonical(_merge_genes(X, self.codes, self.n_merged))
+            yield slice(i, j), X
+
+    def scan(self, hit: np.ndarray | None = None) -> np.ndarray | None:
+        """One pass over every work row: the integer check, totals and genes per cell (after the
+        dropped genes) and, with ``hit``, the feature's counts per cell."""
+        n = len(self.file_rows)
+        totals, n_genes = np.zeros(n), np.zeros(n, dtype=np.int64)
+        feature = np.zeros(n) if hit is not None else None
+        keep_cols = None
+        for rows, X in self._blocks(np.arange(n), check=True):
+            if hit is not None:
+                feature[rows] = np.asarray(X[:, np.flatnonzero(hit)].sum(axis=1)).reshape(-1)
+                if self.drop is not None:
+                    keep_cols = keep_cols if keep_cols is not None else np.flatnonzero(~self.drop)
+                    X = X[:, keep_cols]
+            totals[rows] = np.asarray(X.sum(axis=1)).reshape(-1)
+            n_genes[rows] = np.diff(X.indptr)
+        self.totals, self.n_genes = totals, n_genes
+        return feature
+
+    def _work_blocks(self, adata: ad.AnnData):
+        positions = self.names.get_indexer(adata.obs_names)
+        if (positions < 0).any() or (np.diff(positions) <= 0).any():
+            raise AssertionError("streamed standardization: cells out of file order")
+        cols = self.var_names.get_indexer(adata.var_names)
+        kept = np.flatnonzero(~self.drop) if self.drop is not None else None
+        for rows, X in self._blocks(positions):
+            if kept is not None:
+                X = X[:, kept]
+            yield rows, X, cols
+
+    def cell_stats(self, adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
+        positions = self.names.get_indexer(adata.obs_names)
+        if adata.n_vars == len(self.var_names) and adata.var_names.equals(self.var_names):
+            return self.totals[positions], self.n_genes[positions]
+        last = self._gene_cells
+        if last is not None and np.array_equal(last[0], positions):
+            dropped = np.ones(len(self.var_names), dtype=bool)
+            dropped[self.var_names.get_indexer(adata.var_names)] = False
+            if not last[1][dropped].any():  # only genes without a count in these cells went
+                return self.totals[positions], self.n_genes[positions]
+        totals, n_genes = np.zeros(adata.n_obs), np.zeros(adata.n_obs, dtype=np.int64)
+        for rows, X, cols in self._work_blocks(adata):
+            X = X[:, cols]
+            totals[rows] = np.asarray(X.sum(axis=1)).reshape(-1)
+            n_genes[rows] = np.diff(X.indptr)
+        return totals, n_genes
+
+    def gene_cells(self, adata: ad.AnnData) -> np.ndarray:
+        n_cells = np.zeros(len(self.var_names), dtype=np.int64)
+        for _, X, _ in self._work_blocks(adata):
+            n_cells += np.bincount(X.indices, minlength=len(self.var_names))
+        if adata.var_names.equals(self.var_names):
+            self._gene_cells = (self.names.get_indexer(adata.obs_names), n_cells)
+        return n_cells[self.var_names.get_indexer(adata.var_names)]
+
+    def write(self, adata: ad.AnnData, path: str | os.PathLike, compression: str | None) -> int:
+        """Append X (CSR float32, the cells x genes of ``adata``) to the h5ad at ``path`` (written
+        by anndata without X); returns the stored values written."""
+        import h5py
+
+        bound = int(self.n_genes[self.names.get_indexer(adata.obs_names)].sum())
+        index_dtype = np.int64 if bound >= np.iinfo(np.int32).max else np.int32
+        kwargs = {"compression": compression} if compression else {}
+        with h5py.File(path, "a") as f:
+            g = f.create_group("X")
+            g.attrs["encoding-type"], g.attrs["encoding-version"] = "csr_matrix", "0.1.0"
+            g.attrs["shape"] = np.array([adata.n_obs, adata.n_vars], dtype=np.int64)
+            chunk = (1 << 16,)
+            data = g.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float32, chunks=chunk, **kwargs)
+            indices = g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=chunk,
+                                       **kwargs)
+            indptr = np.zeros(adata.n_obs + 1, dtype=index_dtype)
+            nnz = 0
+            for rows, X, cols in self._work_blocks(adata):
+                X = _canonical(X[:, cols]).astype(np.float32)
+                m = X.nnz
+                data.resize((nnz + m,))
+                indices.resize((nnz + m,))
+                data[nnz:], indices[nnz:] = X.data, X.indices
+                indptr[rows.start + 1:rows.stop + 1] = X.indptr[1:].astype(np.int64) + nnz
+                nnz += m
+            g.create_dataset("indptr", data=indptr, **kwargs)
+        return nnz
+
+
+def _read_obs_var(f, counts: str, path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """obs, the counts matrix's var (``raw/var`` for raw.X, joined as :func:`_read_h5ad` does) and
+    the per-cell obsm arrays of an h5ad, without its matrices."""
+    from anndata.io import read_elem
+
+    obs = read_elem(f["obs"])
+    var = read_elem(f["var"])
+    if counts == "raw.X":
+        raw_var = read_elem(f["raw/var"])
+        extra = [c for c in var.columns if c not in raw_var.columns]
+        if extra and var.index.is_unique and raw_var.index.isin(var.index).all():
+            raw_var = raw_var.join(var[extra])
+        var = raw_var
+    obsm = {}
+    if "obsm" in f:
+        for key in f["obsm"]:
+            value = read_elem(f["obsm"][key])
+            if isinstance(value, np.ndarray) and value.shape[0] == obs.shape[0]:
+                obsm[key] = value
+    return obs, var, obsm
+
+
+def standardize_h5ad(
+    path: str | os.PathLike,
+    entry: dict,
+    qc: dict | None,
+    out: str | os.PathLike,
+    source: str = "",
+    name: str | None = None,
+    raw_info: dict | None = None,
+    local: bool = False,
+    block: int = STREAM_BLOCK,
+) -> ad.AnnData | None:
+    """:func:`read_raw` + :func:`standardize` of one h5ad file, streamed: the file's counts are
+    read in blocks of rows (twice or three times: checks and statistics, genes' cells when gene
+    filters apply, then the write) and the standardized file is written block by block, so the
+    peak memory is one block plus obs/var, whatever the file's size. Same checks, messages,
+    steps and output as the in-memory path (a test compares them).
+
+    Returns the standardized AnnData without ``X`` (obs, var, uns) after writing ``out``
+    atomically, or ``None`` (nothing written) when the file cannot be streamed (not an anndata
+    h5ad with CSR counts): the caller then takes the in-memory path.
+    """
+    from sclinbench.formats import format_problem
+    from sclinbench.io import atomic_path, choose_compression
+
+    path = Path(path)
+    raw_info = dict(raw_info or {})
+    name = name or entry.get("name") or "dataset"
+    counts = entry.get("counts", "X")
+    entry_where = f" of registry entry '{name}'"
+    if not path.exists():
+        if local:
+            raise SclinbenchError(f"{path} does not exist; fix its path under files:{entry_where} and re-run.")
+        raise SclinbenchError(f"{path} does not exist; download it (or fix its path in the registry entry) and re-run.")
+    problem = format_problem(path, "h5ad", name, local=local)
+    if problem:
+        raise SclinbenchError(problem)
+    opened = h5ad_counts_group(path, counts)
+    if opened is None:
+        return None
+    f, group = opened
+    try:
+        with f:
+            return _standardize_streamed(f, group, path, entry, qc, out, source, name, raw_info, counts,
+                                         block, atomic_path, choose_compression)
+    except SclinbenchError:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, TypeError) as exc:
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        if local:
+            raise SclinbenchError(
+                f"Cannot read {path} as h5ad ({detail}); it looks truncated or corrupt. It is your own "
+                f"file (source: local{entry_where}), so nothing was deleted: check it or export it again, "
+                f"or fix format:/counts: in the registry entry."
+            ) from exc
+        raise SclinbenchError(
+            f"Cannot read {path} as h5ad ({detail}); it is probably truncated or corrupt: "
+            f"delete it and re-run to download it again (or check format: in the registry entry)."
+        ) from exc
+
+
+def _standardize_streamed(f, group, path, entry, qc, out, source, name, raw_info, counts, block,
+                          atomic_path, choose_compression):
+    obs, var_in, obsm = _read_obs_var(f, counts, path)
+    n_file, n_vars = obs.shape[0], var_in.shape[0]
+    if n_file == 0 or n_vars == 0:
+        what = "cells" if n_file == 0 else "genes"
+        raise SclinbenchError(
+            f"{path} holds 0 {what} ({n_file} cells x {n_vars} genes, read as h5ad, "
+            f"counts: {counts}) of registry entry '{name}': the file itself is empty, so no threshold can "
+            f"help; check that it is the right file (e.g. a Cell Ranger run that found no cells)."
+        )
+    rows = ood_row_filter(entry)
+    keep = _rows_to_keep(obs, rows, path)
+    file_rows = np.arange(n_file) if keep is None else np.flatnonzero(keep)
+    if keep is not None:
+        obs = obs.iloc[file_rows]
+        obsm = {k: v[file_rows] for k, v in obsm.items()}
+        log.info("%s: kept %d of %d cells while reading (donors matching %s in obs '%s')", path,
+                 len(file_rows), n_file, rows["patterns"], rows["column"])
+    file_obs = ((entry.get("files") or [{}])[0] or {}).get("obs") or {}
+    for key, value in file_obs.items():
+        obs[key] = pd.Categorical([str(value)] * len(obs))
+    log.info("read %s: %d cells x %d genes (h5ad, %s; streamed in blocks of %d stored values)", path,
+             len(obs), n_vars, counts, block)
+
+    where = f"dataset '{name}'" + (f" ({source})" if source else "")
+    raw_info = {"files": str(path), "format": "h5ad", "counts": counts, "n_obs_file": n_file, **raw_info}
+    work = ad.AnnData(obs=obs.copy(), var=var_in.copy(), obsm=obsm)
+    work.obs.index = work.obs.index.astype(str)
+    if not work.obs_names.is_unique:
+        log.warning("cell names are not unique; making them unique")
+        work.obs_names_make_unique()
+    var, codes = _plan_var(work.var, entry, where)
+    work = ad.AnnData(obs=work.obs, var=var, obsm=dict(work.obsm))
+    _map_obs(work, entry, where)
+    stream = _StreamedCounts(group, file_rows, work.obs_names.copy(), codes, len(var),
+                             where=f"{path} ({counts})", block=block)
+    spec = entry.get("condition_from_feature")
+    hit = None
+    if spec:
+        if (entry.get("columns") or {}).get("condition") is not None:
+            raise SclinbenchError(
+                f"{where}: set either columns.condition or condition_from_feature in the registry entry, not both."
+            )
+        hit = _feature_hit(work.var, spec, where)
+        if spec.get("drop_feature", True):
+            stream.drop = hit
+    feature_counts = stream.scan(hit)
+    if spec:
+        _condition_obs(work.obs, spec, feature_counts, where)
+        if stream.drop is not None:
+            work = work[:, ~hit].copy()
+    stream.var_names = work.var_names.copy()
+    work = _standardize_cells(work, entry, qc, name, where, source, raw_info, counts, n_file, n_vars,
+                              counts=stream)
+    bound = int(stream.n_genes[stream.names.get_indexer(work.obs_names)].sum())
+    compression = choose_compression(bound)
+    with atomic_path(out) as tmp:
+        work.write_h5ad(tmp, compression="gzip")  # obs, var, uns, obsm: X is written below
+        nnz = stream.write(work, tmp, compression)
+    log.info("%s: wrote %s (%d stored values, X %s)", where, out, nnz, compression or "uncompressed")
     return work

@@ -72,8 +72,14 @@ def verify_inputs(name: str, entry: dict, inputs: list[str], lockfile: str | Non
 
 
 def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
-                         registry: dict | None = None, lockfile: str | None = None) -> ad.AnnData:
+                         registry: dict | None = None, lockfile: str | None = None,
+                         out: str | None = None) -> ad.AnnData:
     """The standardized AnnData of registry entry ``name``.
+
+    With ``out``, a single h5ad file with CSR counts (url/local sources) is standardized streamed
+    (:func:`sclinbench.data.standardize_h5ad`): written to ``out`` block by block, and the
+    returned AnnData has no ``X`` (obs, var, uns of the written file). Otherwise the caller
+    writes the returned AnnData.
 
     Parameters
     ----------
@@ -96,14 +102,27 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
     if source in ("url", "local"):
         files = entry["files"]
         digests, how = verify_inputs(name, entry, inputs, lockfile)
+        source_text = ", ".join(f.get("url") or f.get("path") for f in files)
+        if source == "url":  # local files were checked when the workflow started; downloads are now
+            from sclinbench import resources
+
+            shape = resources.raw_shape(inputs, entry.get("counts", "X"))
+            if shape:
+                resources.check_fits(name, *shape, resources.machine_memory_mb(), "this machine's memory",
+                                     where=", ".join(inputs), max_cells=entry.get("max_cells"))
+        if out and len(inputs) == 1 and entry.get("format", "h5ad") == "h5ad":
+            streamed = data.standardize_h5ad(inputs[0], entry, qc, out, source=source_text,
+                                             name=name, local=source == "local",
+                                             raw_info={"sha256": digests[0], "verified": how[0]})
+            if streamed is not None:
+                return streamed
         adata = data.read_raw(inputs, entry.get("format", "h5ad"), counts=entry.get("counts", "X"),
                               file_obs=[f.get("obs", {}) for f in files], checksum=False,
                               local=source == "local", entry_name=name,
                               rows=data.ood_row_filter(entry))
         adata.uns["sclinbench_raw"]["sha256"] = ", ".join(digests)
         adata.uns["sclinbench_raw"]["verified"] = ", ".join(how)
-        return data.standardize(adata, entry, qc, source=", ".join(f.get("url") or f.get("path") for f in files),
-                                name=name)
+        return data.standardize(adata, entry, qc, source=source_text, name=name)
     if source == "synthetic":
         folder = Path(inputs[0])
         table = pd.read_csv(folder / "orthologs.tsv", sep="\t")

@@ -103,10 +103,27 @@ def write_table(df, path: str | os.PathLike, **kwargs) -> None:
         df.to_csv(tmp, sep="\t", index=False, compression=compression, **kwargs)
 
 
+#: matrices with at least this many stored values are written uncompressed: gzip of a multi-GB
+#: counts matrix dominates the write time of the standardize step and saves little
+COMPRESS_BELOW_NNZ = 1 << 24
+
+
+def choose_compression(nnz: int) -> str | None:
+    """``"gzip"`` for a matrix of fewer than :data:`COMPRESS_BELOW_NNZ` stored values, else None."""
+    return "gzip" if nnz < COMPRESS_BELOW_NNZ else None
+
+
+def _stored(X) -> int:
+    if X is None:
+        return 0
+    nnz = getattr(X, "nnz", None)
+    return int(nnz) if nnz is not None else int(getattr(X, "size", 0))
+
+
 def write_h5ad(adata, path: str | os.PathLike) -> None:
-    """Write an AnnData atomically (compressed)."""
+    """Write an AnnData atomically: gzip-compressed unless its X is large (:func:`choose_compression`)."""
     with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression="gzip")
+        adata.write_h5ad(tmp, compression=choose_compression(_stored(adata.X)))
 
 
 def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging.INFO) -> None:

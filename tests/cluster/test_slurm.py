@@ -202,7 +202,7 @@ def test_project_workflow_on_slurm_matches_local_run(slurm_cluster: None, defaul
     extra = ["--configfile", configfile] if configfile else []
     if configfile:
         local = copy_workflow(tmp_path / "local")
-        run_snakemake(local, ["--profile", str(LOCAL_PROFILE), *extra], timeout=3600)
+        run_snakemake(local, ["--profile", str(LOCAL_PROFILE), "--cores", "2", *extra], timeout=3600)
     else:
         local, _ = default_run
     cluster = copy_workflow(tmp_path / "slurm")

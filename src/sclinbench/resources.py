@@ -1,0 +1,262 @@
+"""Memory (``mem_mb``) and runtime (minutes) of every workflow step, from measured records.
+
+One model per rule, every constant here (rules/*.smk only name the rule)::
+
+    peak MiB = base + (per_nnz * stored counts + per_cell * cells) / 2**20 + per_input_mb * other MB
+    mem_mb   = ceil(peak * HEADROOM) * attempt
+    runtime  = ceil(max(floor, seconds_per_nnz * stored counts / 60) * attempt)   (minutes)
+
+``stored counts`` and ``cells`` are read from the h5ad inputs' metadata (the CSR matrix's
+``shape`` attribute and the length of ``X/data``), never by loading a matrix; other inputs count
+by their size in MB. ``attempt`` (1, 2, 3 with ``retries: 2`` in profiles/slurm) asks a retried
+job for more.
+
+Where the numbers come from (Snakemake's ``benchmarks/<rule>/...tsv`` ``max_rss`` of the embedded
+default run, and the exact peaks of benchmarks/run_scale.py on 10k, 100k, 200k and 1M synthetic
+cells, 20,000 genes, ~2,400 detected genes per cell): see the comment of each model.
+:data:`EVALUATE_BYTES_PER_NNZ` is the one number to recalibrate when the evaluate step changes.
+
+:func:`check_fits` stops a dataset whose estimated peak exceeds the memory available before
+anything loads it (``max_cells:`` in the registry entry subsamples it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sclinbench.errors import SclinbenchError
+
+MIB = 1 << 20
+#: declared memory / modelled peak: the models fit the measured peaks; this covers the spread
+#: between runs, library versions and platforms
+HEADROOM = 1.25
+
+#: Bytes per stored count of the evaluate job (the largest job of a dataset). Measured with the
+#: per-fold evaluate of branch issue13 (run_scale.py, 2 cores): log1p_pca_logreg 14.17 GiB at
+#: 100k cells (240M stored counts: 59 B each + the process), rankz 17.65 GiB at 200k (478M: 37 B).
+#: The largest representation sets it. Recalibrate here (one number) when evaluate changes.
+EVALUATE_BYTES_PER_NNZ = 62.0
+#: Bytes per cell of the evaluate job beside the counts (obs, split table, predictions).
+EVALUATE_BYTES_PER_CELL = 2000.0
+
+
+@dataclass(frozen=True)
+class Model:
+    """Peak memory and runtime of one rule as a function of its inputs."""
+
+    base_mb: float  # the process (Python, scanpy/sklearn imports) with a tiny input
+    per_nnz: float = 0.0  # bytes per stored count of the h5ad inputs
+    per_cell: float = 0.0  # bytes per cell of the h5ad inputs
+    per_input_mb: float = 0.0  # MB per MB of the other inputs
+    runtime_floor: float = 10.0  # minutes
+    seconds_per_nnz: float = 0.0  # wall seconds per stored count (x3 margin included)
+
+    def peak_mb(self, nnz: int = 0, cells: int = 0, other_mb: float = 0.0) -> float:
+        """Modelled peak (MiB) of the job."""
+        return (self.base_mb + (self.per_nnz * nnz + self.per_cell * cells) / MIB
+                + self.per_input_mb * other_mb)
+
+    def mem_mb(self, nnz: int = 0, cells: int = 0, other_mb: float = 0.0, attempt: int = 1) -> int:
+        return int(math.ceil(self.peak_mb(nnz, cells, other_mb) * HEADROOM)) * int(attempt)
+
+    def runtime(self, nnz: int = 0, attempt: int = 1) -> int:
+        return int(math.ceil(max(self.runtime_floor, self.seconds_per_nnz * nnz / 60) * attempt))
+
+
+# Default run (snakemake --cores 2, 2026-12-01): max_rss of every job 147-517 MB. Scale runs:
+# split 0.20 / 0.25 / 0.34 GiB at 10k / 100k / 200k cells (obs only); score 0.22 / 0.70 GiB at
+# 10k / 100k cells (5 folds; inputs 11 / 108 MB of predictions); standardize streamed
+# 0.56 GiB at 200k, in memory (bundled, synthetic, several files, 10x/mtx) 10.9 GiB at 200k
+# (478M stored counts: ~22 B each); evaluate: EVALUATE_BYTES_PER_NNZ.
+MODELS: dict[str, Model] = {
+    "synthesize": Model(base_mb=300, runtime_floor=15),
+    # streamed single h5ad: one block + per-cell arrays + obs; 200k: 30.8 s, 1M: see the note
+    "standardize": Model(base_mb=420, per_cell=1500, runtime_floor=15, seconds_per_nnz=3 * 1.0e-7),
+    "standardize_in_memory": Model(base_mb=380, per_nnz=24, per_cell=1500, per_input_mb=6,
+                                   runtime_floor=15, seconds_per_nnz=3 * 3.0e-7),
+    "split": Model(base_mb=300, per_cell=800, runtime_floor=10),
+    "evaluate": Model(base_mb=520, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
+                      runtime_floor=15, seconds_per_nnz=3 * 1.4e-6),
+    "annotate": Model(base_mb=420, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
+                      runtime_floor=15, seconds_per_nnz=3 * 1.4e-6),
+    "score": Model(base_mb=300, per_input_mb=5, runtime_floor=10),
+    "metrics": Model(base_mb=300, per_input_mb=10, runtime_floor=10),
+    "tables": Model(base_mb=300, per_input_mb=10, runtime_floor=15),
+    "figures": Model(base_mb=420, per_input_mb=10, runtime_floor=15),
+    "provenance": Model(base_mb=300, runtime_floor=10),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    out = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out += sorted(c for c in p.rglob("*") if c.is_file())
+        elif p.exists():
+            out.append(p)
+    return out
+
+
+def input_size(paths: Iterable[str | os.PathLike]) -> tuple[int, int, float, bool]:
+    """``(stored counts, cells, MB of other inputs, every h5ad streamable)`` of a job's inputs.
+
+    h5ad files with a CSR ``X`` count by their metadata (cells, stored values); every other file
+    (and an h5ad whose ``X`` is dense or CSC) by its size in MB.
+    """
+    from sclinbench.data import h5ad_shape
+
+    nnz = cells = 0
+    other = 0.0
+    streamable = True
+    for path in _files(paths):
+        shape = None
+        if path.suffix == ".h5ad":
+            try:
+                shape = h5ad_shape(path)
+            except OSError:
+                shape = None
+        if shape is None:
+            other += path.stat().st_size / 1e6
+            streamable = streamable and path.suffix != ".h5ad"
+        else:
+            cells += shape[0]
+            nnz += shape[2]
+    return nnz, cells, other, streamable
+
+
+def standardize_model(paths: list[str], fmt: str) -> str:
+    """Which standardize model applies: streamed for one h5ad with CSR counts, else in memory."""
+    if len(paths) == 1 and fmt == "h5ad" and Path(paths[0]).suffix == ".h5ad":
+        from sclinbench.data import h5ad_shape
+
+        try:
+            if h5ad_shape(paths[0]) is not None:
+                return "standardize"
+        except OSError:
+            pass
+    return "standardize_in_memory"
+
+
+def job_mem_mb(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1) -> int:
+    nnz, cells, other, _ = input_size(paths)
+    return MODELS[rule].mem_mb(nnz, cells, other, attempt)
+
+
+def job_runtime(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1) -> int:
+    nnz, _, _, _ = input_size(paths)
+    return MODELS[rule].runtime(nnz, attempt)
+
+
+# --------------------------------------------------------------------------------------------
+# will it fit? (before anything is loaded)
+# --------------------------------------------------------------------------------------------
+
+
+def machine_memory_mb() -> float | None:
+    """Memory of this machine (MiB): MemTotal, or the cgroup's limit when smaller."""
+    total = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) / 1024
+                    break
+    except OSError:
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and total is not None:
+            total = min(total, int(text) / MIB)
+    return total
+
+
+def dataset_peak(cells: int, nnz: int) -> tuple[str, float]:
+    """The dataset's heaviest job and its modelled peak (MiB) for ``cells`` x ``nnz``."""
+    peaks = {rule: MODELS[rule].peak_mb(nnz, cells) for rule in ("evaluate", "standardize", "split")}
+    rule = max(peaks, key=peaks.get)
+    return rule, peaks[rule]
+
+
+def cells_that_fit(cells: int, nnz: int, limit_mb: float) -> int:
+    """The most cells (same stored counts per cell) whose modelled peak x HEADROOM fits in
+    ``limit_mb``, rounded down to a thousand (at least 1,000)."""
+    per_cell_mb = (EVALUATE_BYTES_PER_NNZ * nnz / max(cells, 1) + EVALUATE_BYTES_PER_CELL) / MIB
+    n = (limit_mb / HEADROOM - MODELS["evaluate"].base_mb) / per_cell_mb
+    return max(1000, int(n // 1000) * 1000)
+
+
+def check_fits(name: str, cells: int, nnz: int, limit_mb: float | None, limit_source: str,
+               where: str = "", max_cells: int | None = None) -> None:
+    """Stop, with a one-line message, a dataset whose heaviest job would not fit.
+
+    Parameters
+    ----------
+    name
+        Registry entry.
+    cells, nnz
+        Cells and stored counts of its raw file(s), from their metadata.
+    limit_mb
+        Memory available to one job (MiB): ``--resources mem_mb`` or the machine's memory;
+        ``None`` = unknown (nothing checked).
+    limit_source
+        Names the limit in the message (e.g. ``"--resources mem_mb=8000"``).
+    where
+        The file(s), for the message.
+    max_cells
+        The entry's ``max_cells:`` (the estimate uses the subsampled size).
+
+    Raises
+    ------
+    SclinbenchError
+        Estimated peak x :data:`HEADROOM` above ``limit_mb``.
+    """
+    if not limit_mb or not cells:
+        return
+    if max_cells and max_cells < cells:
+        nnz = int(nnz * max_cells / cells)
+        cells = int(max_cells)
+    rule, peak = dataset_peak(cells, nnz)
+    need = peak * HEADROOM
+    if need <= limit_mb:
+        return
+    fit = cells_that_fit(cells, nnz, limit_mb)
+    raise SclinbenchError(
+        f"dataset '{name}'{f' ({where})' if where else ''}: {cells:,} cells with {nnz:,} stored counts need "
+        f"an estimated {need / 1024:.1f} GiB in its {rule} jobs, more than the {limit_mb / 1024:.1f} GiB "
+        f"available ({limit_source}); nothing was loaded. Run it on a machine with more memory, give more "
+        f"with --resources mem_mb={int(math.ceil(need))}, or subsample it: max_cells: {fit} in its registry "
+        f"entry (seeded, stratified by cell type)."
+    )
+
+
+def raw_shape(paths: Iterable[str | os.PathLike], counts: str = "X") -> tuple[int, int] | None:
+    """``(cells, stored counts)`` summed over h5ad files with CSR counts, from their metadata;
+    ``None`` when one of them is not such a file (its size is then unknown before reading)."""
+    from sclinbench.data import h5ad_shape
+
+    cells = nnz = 0
+    for path in paths:
+        if Path(path).suffix != ".h5ad" or not Path(path).is_file():
+            return None
+        try:
+            shape = h5ad_shape(path, counts)
+        except OSError:
+            return None
+        if shape is None:
+            return None
+        cells += shape[0]
+        nnz += shape[2]
+    return cells, nnz
