@@ -96,9 +96,13 @@ def sha256_text(text: str) -> str:
 
 
 def write_table(df, path: str | os.PathLike, **kwargs) -> None:
-    """Write a TSV (gzip if the name ends in .gz) atomically."""
+    """Write a TSV (gzip if the name ends in .gz) atomically.
+
+    gzip at level 1: a million-row predictions table spends half its write time compressing at
+    level 9 for files ~15% smaller; ``mtime=0`` keeps the bytes independent of the write time.
+    """
     path = Path(path)
-    compression = "gzip" if path.suffix == ".gz" else None
+    compression = {"method": "gzip", "compresslevel": 1, "mtime": 0} if path.suffix == ".gz" else None
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False, compression=compression, **kwargs)
 
