@@ -44,7 +44,9 @@ def _load_registry(path):
         )  # before the schema: names become paths
         if not isinstance(entry, dict):
             raise SclinbenchError(f"registry entry '{name}' in {path} is not a mapping")
-        if schema.exists():
+        # the main process checks every entry; a job's own snakemake (cluster, group job) reads
+        # the same files, and the check (a YAML schema per entry) dominated its start-up
+        if schema.exists() and workflow.is_main_process:
             check_config(entry, str(schema), f"registry entry '{name}' in {path}")
     return registry
 
@@ -95,7 +97,8 @@ def _check_pipelines():
             raise SclinbenchError(f"pipeline '{name}' in the configuration: {exc}") from None
 
 
-_check_pipelines()
+if workflow.is_main_process:  # checked once per run: importing scikit-learn costs each job ~1 s
+    _check_pipelines()
 # what needs no download is checked now, before any job starts: URLs, duplicate files, local files
 USED_DATASETS = registry_checks.used_datasets(
     REGISTRY, sorted({d for s in TASKS.values() for d in s["datasets"]})
