@@ -179,6 +179,13 @@ def mem_mb(rule):
     return _mem
 
 
+def threads(rule):
+    def _threads(wildcards, input):
+        return job_resources.job_threads(rule, list(input))
+
+    return _threads
+
+
 def runtime(rule):
     def _runtime(wildcards, input, attempt):
         return job_resources.job_runtime(rule, list(input), attempt)

@@ -15,7 +15,7 @@ rule evaluate:
         "benchmarks/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.tsv"
     conda:
         CONDA_ENV
-    threads: 1  # small dense BLAS calls gain nothing from threads; jobs run side by side instead
+    threads: threads("evaluate")  # 1 for small datasets (jobs side by side), every core for large ones
     resources:
         mem_mb=mem_mb("evaluate"),
         runtime=runtime("evaluate"),

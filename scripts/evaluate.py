@@ -6,13 +6,12 @@ from sclinbench.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     import anndata as ad
-    from threadpoolctl import threadpool_limits
 
     from sclinbench.contracts import read_splits
     from sclinbench.evaluate import evaluate
-    from sclinbench.io import write_table
+    from sclinbench.io import limit_threads, write_table
 
-    with threadpool_limits(snakemake.threads):  # noqa: F821
+    with limit_threads(snakemake.threads):  # noqa: F821
         adata = ad.read_h5ad(snakemake.input.data)  # noqa: F821
         splits = read_splits(snakemake.input.splits)  # noqa: F821
         predictions = evaluate(adata, splits, snakemake.params.pipelines, snakemake.params.task,  # noqa: F821

@@ -173,3 +173,13 @@ def script_errors(logfile: str | os.PathLike | None = None) -> Iterator[None]:
                 fh.write("unexpected error (a bug in sclinbench, or an input it does not check yet: please "
                          "report it with this log)\n" + traceback.format_exc())
         raise
+
+
+def limit_threads(n: int):
+    """Context manager: BLAS / OpenMP pools (threadpoolctl) and numba's kernels use at most ``n``
+    threads, the job's declared ``threads``."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    return threadpool_limits(int(n))

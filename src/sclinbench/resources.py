@@ -35,11 +35,14 @@ MIB = 1 << 20
 #: between runs, library versions and platforms
 HEADROOM = 1.25
 
-#: Bytes per stored count of the evaluate job (the largest job of a dataset). Measured with the
-#: per-fold evaluate of branch issue13 (run_scale.py, 2 cores): log1p_pca_logreg 14.17 GiB at
-#: 100k cells (240M stored counts: 59 B each + the process), rankz 17.65 GiB at 200k (478M: 37 B).
-#: The largest representation sets it. Recalibrate here (one number) when evaluate changes.
-EVALUATE_BYTES_PER_NNZ = 62.0
+#: Bytes per stored count of the evaluate job (the largest job of a dataset). Measured exactly
+#: (benchmarks/bench_evaluate.py, ru_maxrss; the rule's watch.py peaks agree) with the shared
+#: stateless representations and row views of issue 10, ~2,400 stored counts per cell: rankz job
+#: 3.51 / 6.71 GiB and log1p_pca_logreg job 4.18 / 7.56 GiB at 100k / 200k cells (239M / 478M
+#: stored counts): the counts (8 B), the shared representation (4 B) and a fold's copies of the
+#: selected genes. 16 B + 520 MiB + 2,000 B per cell covers both sizes. Recalibrate here (one
+#: number) when evaluate changes.
+EVALUATE_BYTES_PER_NNZ = 16.0
 #: Bytes per cell of the evaluate job beside the counts (obs, split table, predictions).
 EVALUATE_BYTES_PER_CELL = 2000.0
 
@@ -150,6 +153,21 @@ def standardize_model(paths: list[str], fmt: str) -> str:
 def job_mem_mb(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1) -> int:
     nnz, cells, other, _ = input_size(paths)
     return MODELS[rule].mem_mb(nnz, cells, other, attempt)
+
+
+#: Evaluate jobs with at least this many stored counts take every core they are given (numba
+#: kernels, the BLAS of the PCA covariance); smaller ones take one, so that they run side by side.
+PARALLEL_FROM_NNZ = 50_000_000
+#: Threads asked for by a large job; Snakemake caps it at --cores (or the node's CPUs).
+MAX_THREADS = 64
+
+
+def job_threads(rule: str, paths: Iterable[str | os.PathLike]) -> int:
+    """Threads of a job: :data:`MAX_THREADS` for an evaluate / annotate job on a large dataset, else 1."""
+    if rule not in ("evaluate", "annotate"):
+        return 1
+    nnz, _, _, _ = input_size(paths)
+    return MAX_THREADS if nnz >= PARALLEL_FROM_NNZ else 1
 
 
 def job_runtime(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1) -> int:
