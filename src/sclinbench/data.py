@@ -438,6 +438,26 @@ def _file_keys(paths: list[Path], file_obs: list[dict]) -> list[str]:
     return keys
 
 
+#: What a reader raises on a truncated or corrupt file (turned into one line by :func:`unreadable`).
+READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, EOFError, TypeError)
+
+
+def unreadable(path, fmt: str, exc: Exception, local: bool, entry_where: str) -> SclinbenchError:
+    """The one-line error for a file that cannot be read: a user's own file is never deleted; a
+    downloaded one can be fetched again."""
+    detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    if local:
+        return SclinbenchError(
+            f"Cannot read {path} as {fmt} ({detail}); it looks truncated or corrupt. It is your own "
+            f"file (source: local{entry_where}), so nothing was deleted: check it or export it again, "
+            f"or fix format:/counts: in the registry entry."
+        )
+    return SclinbenchError(
+        f"Cannot read {path} as {fmt} ({detail}); it is probably truncated or corrupt: "
+        f"delete it and re-run to download it again (or check format: in the registry entry)."
+    )
+
+
 def read_raw(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     fmt: str,
@@ -519,18 +539,8 @@ def read_raw(
             adata = _READERS[fmt](path, counts, **({"rows": rows} if fmt == "h5ad" else {}))
         except SclinbenchError:
             raise
-        except (OSError, RuntimeError, ValueError, KeyError, EOFError, TypeError) as exc:
-            detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            if local:
-                raise SclinbenchError(
-                    f"Cannot read {path} as {fmt} ({detail}); it looks truncated or corrupt. It is your own "
-                    f"file (source: local{entry_where}), so nothing was deleted: check it or export it again, "
-                    f"or fix format:/counts: in the registry entry."
-                ) from exc
-            raise SclinbenchError(
-                f"Cannot read {path} as {fmt} ({detail}); it is probably truncated or corrupt: "
-                f"delete it and re-run to download it again (or check format: in the registry entry)."
-            ) from exc
+        except READ_ERRORS as exc:
+            raise unreadable(path, fmt, exc, local, entry_where) from exc
         if adata.n_obs == 0 or adata.n_vars == 0:
             what = "cells" if adata.n_obs == 0 else "genes"
             raise SclinbenchError(
@@ -1323,18 +1333,8 @@ def standardize_h5ad(
                                          block, atomic_path, choose_compression)
     except SclinbenchError:
         raise
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError, TypeError) as exc:
-        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        if local:
-            raise SclinbenchError(
-                f"Cannot read {path} as h5ad ({detail}); it looks truncated or corrupt. It is your own "
-                f"file (source: local{entry_where}), so nothing was deleted: check it or export it again, "
-                f"or fix format:/counts: in the registry entry."
-            ) from exc
-        raise SclinbenchError(
-            f"Cannot read {path} as h5ad ({detail}); it is probably truncated or corrupt: "
-            f"delete it and re-run to download it again (or check format: in the registry entry)."
-        ) from exc
+    except READ_ERRORS as exc:
+        raise unreadable(path, "h5ad", exc, local, entry_where) from exc
 
 
 def _standardize_streamed(f, group, path, entry, qc, out, source, name, raw_info, counts, block,

@@ -26,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from sclinbench.errors import SclinbenchError
+from sclinbench.errors import SclinbenchError, owners_of
 from sclinbench.represent import MAX_DENSE_ELEMENTS, OffsetCSR, to_dense
 from sclinbench.represent.offset import RowSubset
 
@@ -343,12 +343,11 @@ def _resolve_params(name: str, params: dict | None) -> dict:
     valid = MODELS[name]
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        owners = [f"'{k}' is an option of {', '.join(m for m, o in MODELS.items() if k in o)}"
-                  for k in unknown if any(k in o for o in MODELS.values())]
+        owners = owners_of(MODELS, unknown)
         raise SclinbenchError(
             f"model '{name}' has no option {', '.join(map(repr, unknown))} (its options: "
             f"{', '.join(valid) or 'none'})"
-            + (f"; {'; '.join(owners)}: remove it, or choose the model it belongs to" if owners else "")
+            + (f"; {owners}: remove it, or choose the model it belongs to" if owners else "")
         )
     return {**valid, **given}
 

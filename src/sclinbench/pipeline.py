@@ -25,7 +25,7 @@ import numbers
 
 from sklearn.pipeline import Pipeline
 
-from sclinbench.errors import SclinbenchError
+from sclinbench.errors import SclinbenchError, owners_of
 from sclinbench.models import MODELS, ShuffledLabels, build_model
 from sclinbench.represent import (
     FEATURE_SELECTORS,
@@ -104,12 +104,11 @@ def _choice(spec: dict, key: str, default: dict | None = None) -> dict:
     given = {k: v for k, v in section.items() if k != name_key}
     foreign = sorted(set(given) - set(options))
     if foreign:
-        owners = [f"'{k}' is an option of {', '.join(c for c, o in registry.items() if k in o)}"
-                  for k in foreign if any(k in o for o in registry.values())]
+        owners = owners_of(registry, foreign)
         raise SclinbenchError(
             f"pipeline key '{key}': {key} '{name}' has no option {', '.join(map(repr, foreign))} "
             f"(its options: {', '.join(options) or 'none'})"
-            + (f"; {'; '.join(owners)}: remove it, or choose the {key} it belongs to" if owners else "")
+            + (f"; {owners}: remove it, or choose the {key} it belongs to" if owners else "")
         )
     missing = [k for k, v in options.items() if v is REQUIRED and k not in given]
     if missing:

@@ -18,6 +18,7 @@ from sclinbench.represent.offset import (
     _check_dense_size,
     _col_sums,
     _row_sums,
+    row_blocks,
 )
 
 
@@ -60,18 +61,12 @@ def _scale_rows(X: sp.csr_matrix, factors: np.ndarray, dtype, then=None,
     written into one preallocated array of ``dtype``; the result shares ``X.indices`` and
     ``X.indptr`` (do not change its sparsity structure in place).
     """
-    n = X.shape[0]
     indptr = X.indptr
     out = np.empty(X.nnz, dtype=dtype)
-    start = 0
-    while start < n:
-        stop = int(np.searchsorted(indptr, indptr[start] + block_nnz, side="right")) - 1
-        stop = min(max(stop, start + 1), n)
-        lo, hi = indptr[start], indptr[stop]
+    for start, stop, lo, hi in row_blocks(indptr, block_nnz):
         d = X.data[lo:hi].astype(np.float64)
         d *= np.repeat(factors[start:stop], np.diff(indptr[start:stop + 1]))
         out[lo:hi] = d if then is None else then(d)
-        start = stop
     return sp.csr_matrix((out, X.indices, X.indptr), shape=X.shape, copy=False)
 
 

@@ -398,19 +398,26 @@ def _row_sums(X: sp.csr_matrix, power: int = 1, block_nnz: int = 10_000_000) -> 
     if X.nnz == 0:
         return out
     indptr = X.indptr
-    start = 0
-    while start < n:
-        stop = int(np.searchsorted(indptr, indptr[start] + block_nnz, side="right")) - 1
-        stop = min(max(stop, start + 1), n)
-        lo, hi = indptr[start], indptr[stop]
+    for start, stop, lo, hi in row_blocks(indptr, block_nnz):
         w = X.data[lo:hi].astype(np.float64)
         if power == 2:
             w *= w
         nonempty = np.flatnonzero(np.diff(indptr[start:stop + 1]) > 0)
         if w.size:
             out[start + nonempty] = np.add.reduceat(w, indptr[start:stop][nonempty] - lo)
-        start = stop
     return out
+
+
+def row_blocks(indptr: np.ndarray, block_nnz: int):
+    """Yield ``(start, stop, lo, hi)``: consecutive row ranges of a CSR matrix holding about
+    ``block_nnz`` stored values each (at least one row), and their value range ``lo:hi``."""
+    n = len(indptr) - 1
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(indptr, indptr[start] + block_nnz, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        yield start, stop, indptr[start], indptr[stop]
+        start = stop
 
 
 # --------------------------------------------------------------------------------------------------
