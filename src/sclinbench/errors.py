@@ -14,9 +14,21 @@ class SclinbenchError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-def owners_of(options: dict[str, dict], keys) -> str:
-    """For options given to the wrong choice: "'k' is an option of a, b; ...: remove it, or choose
-    the one it belongs to" (empty when no other choice has them). ``options``: choice -> its options."""
-    owners = [f"'{k}' is an option of {', '.join(c for c, o in options.items() if k in o)}"
-              for k in keys if any(k in o for o in options.values())]
-    return "; ".join(owners)
+
+def refuse_foreign_options(options: dict[str, dict], kind: str, name: str, given, prefix: str = "") -> None:
+    """Stop when ``given`` holds a key that choice ``name`` of ``options`` (choice -> its options)
+    does not have, naming the choices it belongs to: an option is never silently dropped.
+
+    Message: ``"<prefix><kind> '<name>' has no option 'k' (its options: ...); 'k' is an option of
+    a, b: remove it, or choose the <kind> it belongs to"``."""
+    valid = options[name]
+    foreign = sorted(set(given) - set(valid))
+    if not foreign:
+        return
+    owners = "; ".join(f"'{k}' is an option of {', '.join(c for c, o in options.items() if k in o)}"
+                       for k in foreign if any(k in o for o in options.values()))
+    raise SclinbenchError(
+        f"{prefix}{kind} '{name}' has no option {', '.join(map(repr, foreign))} (its options: "
+        f"{', '.join(valid) or 'none'})"
+        + (f"; {owners}: remove it, or choose the {kind} it belongs to" if owners else "")
+    )

@@ -26,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from sclinbench.errors import SclinbenchError, owners_of
+from sclinbench.errors import SclinbenchError, refuse_foreign_options
 from sclinbench.represent import MAX_DENSE_ELEMENTS, OffsetCSR, to_dense
 from sclinbench.represent.offset import RowSubset
 
@@ -340,16 +340,8 @@ def _resolve_params(name: str, params: dict | None) -> dict:
     if name not in MODELS:
         raise SclinbenchError(f"model name '{name}' is unknown; valid: {', '.join(MODELS)}")
     given = dict(params or {})
-    valid = MODELS[name]
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-        owners = owners_of(MODELS, unknown)
-        raise SclinbenchError(
-            f"model '{name}' has no option {', '.join(map(repr, unknown))} (its options: "
-            f"{', '.join(valid) or 'none'})"
-            + (f"; {owners}: remove it, or choose the model it belongs to" if owners else "")
-        )
-    return {**valid, **given}
+    refuse_foreign_options(MODELS, "model", name, given)
+    return {**MODELS[name], **given}
 
 
 def _positive(name: str, key: str, value, integer: bool = False):

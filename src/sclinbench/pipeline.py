@@ -25,7 +25,7 @@ import numbers
 
 from sklearn.pipeline import Pipeline
 
-from sclinbench.errors import SclinbenchError, owners_of
+from sclinbench.errors import SclinbenchError, refuse_foreign_options
 from sclinbench.models import MODELS, ShuffledLabels, build_model
 from sclinbench.represent import (
     FEATURE_SELECTORS,
@@ -102,14 +102,7 @@ def _choice(spec: dict, key: str, default: dict | None = None) -> dict:
         )
     options = registry[name]
     given = {k: v for k, v in section.items() if k != name_key}
-    foreign = sorted(set(given) - set(options))
-    if foreign:
-        owners = owners_of(registry, foreign)
-        raise SclinbenchError(
-            f"pipeline key '{key}': {key} '{name}' has no option {', '.join(map(repr, foreign))} "
-            f"(its options: {', '.join(options) or 'none'})"
-            + (f"; {owners}: remove it, or choose the {key} it belongs to" if owners else "")
-        )
+    refuse_foreign_options(registry, key, name, given, prefix=f"pipeline key '{key}': ")
     missing = [k for k, v in options.items() if v is REQUIRED and k not in given]
     if missing:
         raise SclinbenchError(f"{key} '{name}' needs {', '.join(map(repr, missing))}")
