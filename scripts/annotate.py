@@ -5,11 +5,10 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
 from sclinbench.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from threadpoolctl import threadpool_limits
-
+    from sclinbench.io import limit_threads
     from sclinbench.tool.annotate import run_job
 
-    with threadpool_limits(snakemake.threads):  # noqa: F821
+    with limit_threads(snakemake.threads):  # noqa: F821
         run_job(
             snakemake.wildcards.name, snakemake.params.job, snakemake.params.pipeline,  # noqa: F821
             snakemake.params.spec, reference=snakemake.input.reference, query=snakemake.input.query,  # noqa: F821
