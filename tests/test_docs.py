@@ -59,7 +59,9 @@ def test_every_path_design_names_exists():
         if re.match(r"[A-Za-z_]+\.[a-z_]+/", token):  # attributes (snakemake.input/output), not a path
             continue
         path = token.split("|")[0]
-        if "__pycache__" in path:  # made by Python when the package is imported
+        if "__pycache__" in path or path == ".snakemake/":
+            # made by Python when the package is imported / by Snakemake at its first run: a fresh
+            # clone has neither
             continue
         if path.startswith(RUN_FOLDERS) or any(c in path for c in "<>{}~*"):
             # a file the run writes: its folder is named by a rule (or by the package)
