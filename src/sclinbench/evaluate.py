@@ -123,8 +123,8 @@ def _predict(model, Z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return y_pred, conf, scores, classes
 
 
-def _indexer(adata, ids: np.ndarray, dataset: str) -> np.ndarray:
-    idx = adata.obs_names.get_indexer(ids)
+def _indexer(obs_names: pd.Index, ids: np.ndarray, dataset: str) -> np.ndarray:
+    idx = obs_names.get_indexer(ids)
     if (idx < 0).any():
         missing = ids[idx < 0][0]
         raise SclinbenchError(
@@ -166,12 +166,16 @@ class _SharedFold:
     steps (ANOVA, scale, PCA) are fitted on the training rows.
     """
 
-    def __init__(self, spec, seed, counts, shared, itrain, itest, views: bool):
+    def __init__(self, spec, seed, counts, shared, itrain, itest, views: bool, genes=None):
         self.spec, self.seed = spec, seed
         self.counts, self.shared, self.itrain, self.itest, self.views = counts, shared, itrain, itest, views
+        self.genes = genes  # the fold's genes as columns of ``shared``, when selected beforehand
         self._rows = None
 
     def _fold_rows(self):
+        if self._rows is None and self.genes is not None:  # selected already (sclinbench.streamed)
+            cols = None if self.genes.size == self.shared.shape[1] else self.genes
+            self._rows = take(self.shared, self.itrain, cols), take(self.shared, self.itest, cols)
         if self._rows is None:
             rep = build_preprocessing(self.spec, self.seed).steps[0][1]
             rep.fit(RowSubset(self.counts, self.itrain))
@@ -227,12 +231,7 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     donors_all = (adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in adata.obs.columns
                   else np.full(adata.n_obs, "unknown", dtype=object))
 
-    # each spec validated once; "role" and "description" label results, they are no step
-    normal = {name: normalize_spec({k: v for k, v in spec.items() if k not in ("role", "description")})
-              for name, spec in pipelines.items()}
-    by_signature: dict[str, list[str]] = {}
-    for name, spec in normal.items():
-        by_signature.setdefault(preprocessing_signature(spec), []).append(name)
+    normal, by_signature = group_pipelines(pipelines)
 
     inputs = {sig: input_matrix(adata, normal[names[0]], dataset) for sig, names in by_signature.items()}
     # stateless representations of all cells, computed once (see the module docstring); keyed by
@@ -258,7 +257,7 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     n_folds = splits["fold"].nunique()
     for k, (fold, test_groups, train_ids, test_ids) in enumerate(iter_folds(splits), start=1):
         t0 = time.perf_counter()
-        itrain, itest = _indexer(adata, train_ids, dataset), _indexer(adata, test_ids, dataset)
+        itrain, itest = _indexer(adata.obs_names, train_ids, dataset), _indexer(adata.obs_names, test_ids, dataset)
         log.info("starting fold %d/%d: %d train, %d test cells, %d pipeline(s)", k, n_folds, len(itrain),
                  len(itest), len(pipelines))
         for sig, names in by_signature.items():
@@ -276,37 +275,67 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
                     Xte, yte, cell_ids = pseudobulk(Xte, yte, donors_all[itest])
                     groups = donors = np.asarray(cell_ids)
                 fitted = _PerFold(spec0, seed, Xtr, Xte)
-            in_training = np.isin(yte, np.unique(ytr))
-            Ztr, Zte = fitted.fit_transform(ytr)
-            for name in names:
-                spec = normal[name]
-                shuffled = spec["control"] == "shuffled"
-                for repeat in range(spec["repeats"] if shuffled else 1):
-                    model = build_classifier(spec, seed)
-                    Ztr_r, Zte_r = Ztr, Zte
-                    if shuffled:
-                        draw = control_seed(seed, fold, repeat)
-                        model.set_params(random_state=draw)
-                        if spec["features"]["method"] == "anova":  # label-dependent: permuted labels too
-                            perm = np.random.default_rng(draw).permutation(len(ytr))
-                            Ztr_r, Zte_r = fitted.fit_transform(ytr[perm])
-                    model.fit(Ztr_r, ytr)
-                    y_pred, conf, scores, classes = _predict(model, Zte_r)
-                    if spec["model"]["name"] in CONSTANT_SCORE_MODELS:
-                        scores, conf = np.zeros_like(scores), np.zeros_like(conf)
-                    frame = pd.DataFrame({
-                        "cell_id": np.asarray(cell_ids, dtype=object), "fold": fold, "group": groups,
-                        "pipeline": name, "repeat": repeat, "donor_id": np.asarray(donors, dtype=object),
-                        "y_true": yte, "y_pred": y_pred, "score": conf,
-                    })
-                    frame["novel"] = (frame["y_true"] == frame["group"] if split_kind == "novel_type"
-                                      else False)
-                    frame["label_in_training"] = in_training
-                    frame = pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])],
-                                      axis=1)
-                    frames.append(frame)
-            del fitted, Ztr, Zte, Ztr_r, Zte_r
+            frames += fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, donors,
+                                  split_kind)
+            del fitted
         log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
+    return assemble(frames)
+
+
+def group_pipelines(pipelines: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """``(name -> canonical spec, preprocessing signature -> names)``: each spec validated once
+    ("role" and "description" label results, they are no step); pipelines with the same
+    signature share one fitted preprocessing per fold."""
+    normal = {name: normalize_spec({k: v for k, v in spec.items() if k not in ("role", "description")})
+              for name, spec in pipelines.items()}
+    by_signature: dict[str, list[str]] = {}
+    for name, spec in normal.items():
+        by_signature.setdefault(preprocessing_signature(spec), []).append(name)
+    return normal, by_signature
+
+
+def prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, conf, scores, classes,
+                     split_kind: str, in_training) -> pd.DataFrame:
+    """The rows of one pipeline x fold x repeat (:data:`PREDICTION_COLUMNS` + class scores)."""
+    frame = pd.DataFrame({
+        "cell_id": np.asarray(cell_ids, dtype=object), "fold": fold, "group": groups,
+        "pipeline": name, "repeat": repeat, "donor_id": np.asarray(donors, dtype=object),
+        "y_true": yte, "y_pred": y_pred, "score": conf,
+    })
+    frame["novel"] = frame["y_true"] == frame["group"] if split_kind == "novel_type" else False
+    frame["label_in_training"] = in_training
+    return pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])], axis=1)
+
+
+def fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, donors, split_kind):
+    """Fit the models of the pipelines ``names`` (one shared preprocessing ``fitted``) on one fold
+    and predict its test cells; one :func:`prediction_frame` per pipeline and repeat."""
+    frames = []
+    in_training = np.isin(yte, np.unique(ytr))
+    Ztr, Zte = fitted.fit_transform(ytr)
+    for name in names:
+        spec = normal[name]
+        shuffled = spec["control"] == "shuffled"
+        for repeat in range(spec["repeats"] if shuffled else 1):
+            model = build_classifier(spec, seed)
+            Ztr_r, Zte_r = Ztr, Zte
+            if shuffled:
+                draw = control_seed(seed, fold, repeat)
+                model.set_params(random_state=draw)
+                if spec["features"]["method"] == "anova":  # label-dependent: permuted labels too
+                    perm = np.random.default_rng(draw).permutation(len(ytr))
+                    Ztr_r, Zte_r = fitted.fit_transform(ytr[perm])
+            model.fit(Ztr_r, ytr)
+            y_pred, conf, scores, classes = _predict(model, Zte_r)
+            if spec["model"]["name"] in CONSTANT_SCORE_MODELS:
+                scores, conf = np.zeros_like(scores), np.zeros_like(conf)
+            frames.append(prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, conf,
+                                           scores, classes, split_kind, in_training))
+    return frames
+
+
+def assemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One prediction table: :data:`PREDICTION_COLUMNS`, then the class-score columns sorted."""
     out = pd.concat(frames, ignore_index=True)
     score_cols = sorted(c for c in out.columns if c.startswith(SCORE_PREFIX))
     return out[PREDICTION_COLUMNS + score_cols]

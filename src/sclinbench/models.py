@@ -144,15 +144,28 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
         self.rcond = rcond
 
     def fit(self, X, y):
+        y = np.asarray(y)
+        n, g = X.shape
+        if y.shape[0] != n:
+            raise ValueError(f"X has {n} rows but y has {y.shape[0]} labels")
+        rows, codes = self.training_codes(y)
+        Xk = X if rows.size == n else X[rows]
+        return self.fit_class_means(_class_means(Xk, codes, self.classes_.size), g)
+
+    def training_codes(self, y) -> tuple[np.ndarray, np.ndarray]:
+        """The first half of :meth:`fit`, which needs only the labels: sets ``classes_``,
+        ``class_counts_`` and ``excluded_classes_``; returns the rows of ``y`` that enter the class
+        means and their class codes (positions in ``classes_``).
+
+        :meth:`fit` is ``training_codes`` + the class means of those rows +
+        :meth:`fit_class_means`; a caller that accumulates the means itself (over blocks of rows
+        read from disk, :mod:`sclinbench.streamed`) calls the two halves.
+        """
         if not (isinstance(self.min_class_size, numbers.Integral) and self.min_class_size >= 1):
             raise SclinbenchError(
                 f"model 'centroid': min_class_size must be an integer >= 1, got {self.min_class_size!r}"
             )
         y = np.asarray(y)
-        n, g = X.shape
-        if y.shape[0] != n:
-            raise ValueError(f"X has {n} rows but y has {y.shape[0]} labels")
-        self.n_features_in_ = g
         labels, counts = np.unique(y, return_counts=True)
         keep = counts >= self.min_class_size
         self.excluded_classes_ = labels[~keep]
@@ -167,9 +180,13 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = labels[keep]
         self.class_counts_ = counts[keep]
         rows = np.flatnonzero(np.isin(y, self.classes_))
-        Xk = X if rows.size == n else X[rows]
-        codes = np.searchsorted(self.classes_, y[rows])
-        P = _class_means(Xk, codes, self.classes_.size)
+        return rows, np.searchsorted(self.classes_, y[rows])
+
+    def fit_class_means(self, P: np.ndarray, n_features: int):
+        """The second half of :meth:`fit`: the least-squares solution of the class means ``P``
+        (``classes_`` x features, from the rows and codes of :meth:`training_codes`)."""
+        self.n_features_in_ = int(n_features)
+        P = np.asarray(P, dtype=np.float64)
         self.profiles_ = P
         U, s, Vt = np.linalg.svd(P.T, full_matrices=False)  # P^T = U diag(s) Vt
         rcond = self.rcond if self.rcond is not None else max(P.shape) * np.finfo(np.float64).eps

@@ -97,10 +97,8 @@ def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0
             )
         return expressed
     if flavor == "pearson_residuals":
-        var = pearson_residual_variances(X, theta=theta, rows=rows, _sums=(gene_sums, lib))[expressed]
-        # scanpy's ranking: argsort twice (ties broken as np.argsort breaks them), top n_top
-        ranks = np.argsort(np.argsort(-var))
-        return expressed[ranks < n_top]
+        var = pearson_residual_variances(X, theta=theta, rows=rows, _sums=(gene_sums, lib))
+        return top_variable(var, expressed, n_top)
     return _select_hvg_scanpy(X[rows] if rows.size != X.shape[0] else X, expressed, n_top, flavor)
 
 
@@ -164,20 +162,51 @@ def pearson_residual_variances(X, theta: float = 100.0, clip: float | None = Non
     gene_sums, lib = _sums
     total = float(gene_sums.sum())
     clip = float(np.sqrt(n)) if clip is None else float(clip)
-    lib_u, lib_w = np.unique(lib, return_counts=True)
-    lib_w = lib_w.astype(np.float64)
-    n_chunks = max(1, 4 * numba.get_num_threads())
-    zero = np.zeros(gene_sums.shape[0])
-    sums = _residual_zero_part(lib_u, lib_w, gene_sums, total, theta, clip, zero, False)
-    sums += _residual_nonzero_part(X.data, X.indices, X.indptr, rows, lib, gene_sums, total, theta,
-                                   clip, zero, False, n_chunks)
+    sums = residual_zero_sums(lib, gene_sums, total, theta, clip)
+    sums += residual_stored_sums(X, rows, lib, gene_sums, total, theta, clip)
     mean = sums / n
-    sq = _residual_zero_part(lib_u, lib_w, gene_sums, total, theta, clip, mean, True)
-    sq += _residual_nonzero_part(X.data, X.indices, X.indptr, rows, lib, gene_sums, total, theta,
-                                 clip, mean, True, n_chunks)
+    sq = residual_zero_sums(lib, gene_sums, total, theta, clip, mean)
+    sq += residual_stored_sums(X, rows, lib, gene_sums, total, theta, clip, mean)
     var = sq / n
     var[gene_sums == 0] = 0.0
     return var
+
+
+def top_variable(var: np.ndarray, expressed: np.ndarray, n_top: int) -> np.ndarray:
+    """The ``n_top`` genes of ``expressed`` with the largest ``var`` (over all genes), ascending:
+    scanpy's ranking (argsort twice, ties broken as ``np.argsort`` breaks them)."""
+    ranks = np.argsort(np.argsort(-var[expressed]))
+    return expressed[ranks < n_top]
+
+
+def training_sums(X, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """Gene sums and library sizes (float64) of the rows ``rows`` of the counts ``X``, in place."""
+    X = _as_counts(X)
+    rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    return _row_subset_sums(X.data, X.indices, X.indptr, rows, X.shape[1])
+
+
+def residual_zero_sums(lib, gene_sums, total, theta, clip, mean=None) -> np.ndarray:
+    """Per gene, the sum over the cells of library sizes ``lib`` of the zero-count residual, or
+    (``mean`` given) of its squared deviation from ``mean``: one half of a pass of
+    :func:`pearson_residual_variances` (the other is :func:`residual_stored_sums`)."""
+    lib_u, lib_w = np.unique(lib, return_counts=True)
+    square = mean is not None
+    mean = np.zeros(gene_sums.shape[0]) if mean is None else mean
+    return _residual_zero_part(lib_u, lib_w.astype(np.float64), gene_sums, total, theta, clip, mean,
+                               square)
+
+
+def residual_stored_sums(X, rows, lib, gene_sums, total, theta, clip, mean=None) -> np.ndarray:
+    """Per gene, the sum over the stored counts of rows ``rows`` of ``X`` (library sizes ``lib``,
+    one per row of ``rows``) of their residual minus the zero residual, or (``mean`` given) of the
+    difference of their squared deviations from ``mean``. Sums over blocks of rows add up to the
+    sum over all of them (up to float64 rounding)."""
+    square = mean is not None
+    mean = np.zeros(gene_sums.shape[0]) if mean is None else mean
+    n_chunks = max(1, 4 * numba.get_num_threads())
+    return _residual_nonzero_part(X.data, X.indices, X.indptr, np.asarray(rows, dtype=np.int64), lib,
+                                  gene_sums, total, theta, clip, mean, square, n_chunks)
 
 
 @numba.njit(cache=True, nogil=True)
