@@ -45,6 +45,13 @@ HEADROOM = 1.25
 EVALUATE_BYTES_PER_NNZ = 16.0
 #: Bytes per cell of the evaluate job beside the counts (obs, split table, predictions).
 EVALUATE_BYTES_PER_CELL = 2000.0
+#: Datasets with at least this many stored counts are evaluated in blocks of cells read from the
+#: file (:mod:`sclinbench.streamed`) instead of whole: above it the counts alone take 8 GB.
+STREAM_FROM_NNZ = 1_000_000_000
+#: The streamed evaluate job (:data:`MODELS` ``"evaluate_streamed"``).
+STREAMED_BASE_MB = 2700.0
+STREAMED_BYTES_PER_NNZ = 4.0
+STREAMED_BYTES_PER_CELL = 4000.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,12 @@ MODELS: dict[str, Model] = {
     "split": Model(base_mb=300, per_cell=800, runtime_floor=10),
     "evaluate": Model(base_mb=700, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
                       runtime_floor=15, seconds_per_nnz=3 * 1.4e-6),
+    # from STREAM_FROM_NNZ stored counts (sclinbench.streamed): one block of counts and its
+    # representation (~2 GiB), arrays per cell and fold, predictions; with HVG the selected genes of
+    # all cells and a fold's copies of them (per_nnz). Measured at 1M cells: see the note.
+    "evaluate_streamed": Model(base_mb=STREAMED_BASE_MB, per_nnz=STREAMED_BYTES_PER_NNZ,
+                               per_cell=STREAMED_BYTES_PER_CELL, runtime_floor=15,
+                               seconds_per_nnz=3 * 1.4e-6),
     "annotate": Model(base_mb=420, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
                       runtime_floor=15, seconds_per_nnz=3 * 1.4e-6),
     "score": Model(base_mb=300, per_input_mb=5, runtime_floor=10),
@@ -150,9 +163,18 @@ def standardize_model(paths: list[str], fmt: str) -> str:
     return "standardize_in_memory"
 
 
+def evaluate_model(nnz: int) -> str:
+    """The model of an evaluate job on a dataset of ``nnz`` stored counts: in memory or streamed."""
+    return "evaluate_streamed" if nnz >= STREAM_FROM_NNZ else "evaluate"
+
+
+def _model(rule: str, nnz: int) -> Model:
+    return MODELS[evaluate_model(nnz) if rule == "evaluate" else rule]
+
+
 def job_mem_mb(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1) -> int:
     nnz, cells, other, _ = input_size(paths)
-    return MODELS[rule].mem_mb(nnz, cells, other, attempt)
+    return _model(rule, nnz).mem_mb(nnz, cells, other, attempt)
 
 
 #: Evaluate jobs with at least this many stored counts take every core they are given (numba
@@ -172,7 +194,7 @@ def job_threads(rule: str, paths: Iterable[str | os.PathLike]) -> int:
 
 def job_runtime(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1) -> int:
     nnz, _, _, _ = input_size(paths)
-    return MODELS[rule].runtime(nnz, attempt)
+    return _model(rule, nnz).runtime(nnz, attempt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +225,7 @@ def machine_memory_mb() -> float | None:
 
 def dataset_peak(cells: int, nnz: int) -> tuple[str, float]:
     """The dataset's heaviest job and its modelled peak (MiB) for ``cells`` x ``nnz``."""
-    peaks = {rule: MODELS[rule].peak_mb(nnz, cells) for rule in ("evaluate", "standardize", "split")}
+    peaks = {rule: _model(rule, nnz).peak_mb(nnz, cells) for rule in ("evaluate", "standardize", "split")}
     rule = max(peaks, key=peaks.get)
     return rule, peaks[rule]
 
@@ -211,9 +233,15 @@ def dataset_peak(cells: int, nnz: int) -> tuple[str, float]:
 def cells_that_fit(cells: int, nnz: int, limit_mb: float) -> int:
     """The most cells (same stored counts per cell) whose modelled peak x HEADROOM fits in
     ``limit_mb``, rounded down to a thousand (at least 1,000)."""
-    per_cell_mb = (EVALUATE_BYTES_PER_NNZ * nnz / max(cells, 1) + EVALUATE_BYTES_PER_CELL) / MIB
-    n = (limit_mb / HEADROOM - MODELS["evaluate"].base_mb) / per_cell_mb
-    return max(1000, int(n // 1000) * 1000)
+    per_cell_nnz = nnz / max(cells, 1)
+    fits = []
+    for name in ("evaluate", "evaluate_streamed"):  # the subsample may fall below STREAM_FROM_NNZ
+        model = MODELS[name]
+        n = (limit_mb / HEADROOM - model.base_mb) / ((model.per_nnz * per_cell_nnz + model.per_cell) / MIB)
+        n = min(int(n // 1000) * 1000, cells)
+        if n > 0 and evaluate_model(int(n * per_cell_nnz)) == name:
+            fits.append(n)
+    return max([1000, *fits])
 
 
 def check_fits(name: str, cells: int, nnz: int, limit_mb: float | None, limit_source: str,

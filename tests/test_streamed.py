@@ -1,0 +1,87 @@
+"""Evaluation in blocks of cells read from the h5ad (sclinbench.streamed) = evaluation in memory.
+
+Real data (three COVID-19 lavage patients, 10x files of ../shared reduced to the committed fixture)
+through both paths with tiny blocks (dozens per pass), for the default pipelines (rankz centroid,
+its majority and shuffled-label controls, log1p + Pearson HVG + scale + PCA + logistic
+regression) and two more that take the HVG path (sqrt + HVG + centroid; rankz + HVG + PCA + logreg),
+on donor-held-out and stratified splits: the same rows in the same order, the same labels, the same
+scores to float64 rounding (class means and HVG statistics are summed block by block).
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_evaluate import PIPELINES, ROOT, liao  # noqa: F401  (the fixture)
+
+from sclinbench.errors import SclinbenchError
+from sclinbench.evaluate import evaluate
+from sclinbench.splits import make_splits
+from sclinbench.streamed import evaluate_file, evaluate_streamed, why_not_streamed
+
+MORE = {
+    "log1p_hvg300_pca_logreg": {**PIPELINES["log1p_pca_logreg"], "features": {"method": "hvg", "n_top": 300}},
+    "sqrt_hvg_centroid": {"representation": {"name": "sqrt", "target_sum": 10000},
+                          "features": {"method": "hvg", "n_top": 250}, "model": {"name": "centroid"}},
+    "rankz_hvg_pca_logreg": {"representation": {"name": "rankz"}, "features": {"method": "hvg", "n_top": 400},
+                             "reduction": {"method": "pca", "n_components": 20}, "model": {"name": "logreg"}},
+}
+
+
+@pytest.fixture(scope="module")
+def liao_file(liao, tmp_path_factory):  # noqa: F811
+    path = tmp_path_factory.mktemp("streamed") / "liao2020.h5ad"
+    liao.write_h5ad(path)
+    return path
+
+
+@pytest.mark.parametrize("task", [
+    {"kind": "disease", "split": "donor", "n_folds": 3},
+    {"kind": "celltype", "split": "stratified", "n_folds": 4, "label": "condition"},
+])
+def test_streamed_equals_in_memory(liao, liao_file, task):  # noqa: F811
+    pipelines = {**PIPELINES, **MORE}
+    splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
+    memory = evaluate(liao, splits, pipelines, task, seed=3, dataset="liao2020")
+    blocks = evaluate_streamed(liao_file, splits, pipelines, task, seed=3, dataset="liao2020",
+                               block_values=4000)
+    assert liao.X.nnz / 4000 > 20  # many blocks per pass
+    assert list(blocks.columns) == list(memory.columns)
+    assert len(blocks) == len(memory)
+    text = [c for c in memory.columns if not c.startswith("s:") and c != "score"]
+    pd.testing.assert_frame_equal(blocks[text], memory[text])
+    numbers = [c for c in memory.columns if c.startswith("s:")] + ["score"]
+    np.testing.assert_allclose(blocks[numbers].to_numpy(float), memory[numbers].to_numpy(float),
+                               rtol=1e-9, atol=1e-9)
+    # every kind of pipeline was there, and the HVG ones did select genes (n_top < genes)
+    assert set(blocks.pipeline) == set(pipelines)
+    assert liao.n_vars > 400
+
+
+def test_evaluate_file_streams_above_the_threshold_only(liao, liao_file, caplog):  # noqa: F811
+    task = {"kind": "disease", "split": "donor", "n_folds": 3}
+    splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
+    with caplog.at_level("INFO", logger="sclinbench.streamed"):
+        whole = evaluate_file(liao_file, splits, PIPELINES, task, dataset="liao2020")
+        assert "evaluated in blocks" not in caplog.text
+        streamed = evaluate_file(liao_file, splits, PIPELINES, task, dataset="liao2020", stream_from_nnz=1,
+                                 block_values=4000)
+        assert "evaluated in blocks" in caplog.text
+    pd.testing.assert_frame_equal(whole[["cell_id", "pipeline", "y_pred"]], streamed[["cell_id", "pipeline", "y_pred"]])
+
+
+def test_what_cannot_be_streamed_says_why(liao, liao_file):  # noqa: F811
+    task = {"kind": "disease", "split": "donor", "n_folds": 3}
+    splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
+    median = {"m": {"representation": {"name": "log1p", "target_sum": "median"}, "model": {"name": "centroid"}}}
+    assert "fitted on the training cells" in why_not_streamed(median, "donor")
+    pca_all = {"p": {"representation": {"name": "rankz"}, "reduction": {"method": "pca", "n_components": 5},
+                     "model": {"name": "logreg"}}}
+    assert "all genes" in why_not_streamed(pca_all, "donor")
+    assert "pseudobulk" in why_not_streamed(PIPELINES, "donor_pseudobulk")
+    seurat = {"s": {**PIPELINES["log1p_pca_logreg"], "features": {"method": "hvg", "n_top": 100, "flavor": "seurat"}}}
+    assert "scanpy" in why_not_streamed(seurat, "donor")
+    with pytest.raises(SclinbenchError, match="cannot be evaluated in blocks: .*all genes"):
+        evaluate_streamed(liao_file, splits, pca_all, task, dataset="liao2020")
+    # evaluate_file reads such a dataset whole (and says so): the same as evaluate
+    out = evaluate_file(liao_file, splits, pca_all, task, dataset="liao2020", stream_from_nnz=1)
+    assert set(out.pipeline) == {"p"}
