@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jsonschema
 import yaml
 
@@ -16,11 +18,18 @@ def _where(path) -> str:
     return ".".join(parts) if parts else "top level"
 
 
+@functools.lru_cache(maxsize=8)
+def _validator(schema_path: str) -> jsonschema.Draft202012Validator:
+    """The schema of ``schema_path``, parsed once per process (the registry checks every entry
+    against the same schema; libyaml's loader when PyYAML has it)."""
+    with open(schema_path) as handle:
+        schema = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return jsonschema.Draft202012Validator(schema)
+
+
 def schema_errors(instance: dict, schema_path: str) -> list[str]:
     """One readable line per schema violation (most specific first)."""
-    with open(schema_path) as handle:
-        schema = yaml.safe_load(handle)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator(str(schema_path))
     lines = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: (len(e.path), list(map(str, e.path)))):
         if error.validator == "additionalProperties":

@@ -225,7 +225,8 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     lacks, and for the held-out type of a novel-type fold).
     """
     label = task_label(task)
-    y_all = adata.obs[label].astype(str).to_numpy()
+    # fixed-width strings: np.unique / isin / searchsorted of every fit are ~10x faster than on objects
+    y_all = np.asarray(adata.obs[label].astype(str).to_numpy(), dtype=str)
     split_kind = str(splits["split_kind"].iloc[0])
     donor_level = split_kind == "donor_pseudobulk"
     donors_all = (adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in adata.obs.columns

@@ -51,7 +51,7 @@ STREAM_FROM_NNZ = 1_000_000_000
 #: The streamed evaluate job (:data:`MODELS` ``"evaluate_streamed"``).
 STREAMED_BASE_MB = 2700.0
 STREAMED_BYTES_PER_NNZ = 4.0
-STREAMED_BYTES_PER_CELL = 4000.0
+STREAMED_BYTES_PER_CELL = 3000.0
 
 
 @dataclass(frozen=True)

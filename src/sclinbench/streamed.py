@@ -321,7 +321,8 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
     label = task_label(task)
     if label not in obs.columns:
         raise SclinbenchError(f"dataset '{dataset}' has no obs column '{label}' (task label)")
-    y_all = obs[label].astype(str).to_numpy()
+    # fixed-width strings: np.unique / isin / searchsorted of every fit are ~10x faster than on objects
+    y_all = np.asarray(obs[label].astype(str).to_numpy(), dtype=str)
     donors_all = (obs["donor_id"].astype(str).to_numpy() if "donor_id" in obs.columns
                   else np.full(len(obs), "unknown", dtype=object))
     normal, by_signature = group_pipelines(pipelines)
