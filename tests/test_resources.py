@@ -78,6 +78,24 @@ def test_a_dataset_too_large_stops_with_the_estimate_and_the_fixes():
     resources.check_fits("scale", cells, nnz, None, "")  # unknown limit: nothing checked
 
 
+def test_from_a_billion_stored_counts_the_evaluate_job_is_modelled_streamed():
+    """sclinbench.streamed reads such a dataset in blocks: its model holds no copy of the counts,
+    and a suggested subsample below the threshold is checked against the in-memory model."""
+    assert resources.evaluate_model(resources.STREAM_FROM_NNZ - 1) == "evaluate"
+    assert resources.evaluate_model(resources.STREAM_FROM_NNZ) == "evaluate_streamed"
+    cells, nnz = 1_000_000, 2_391_297_512  # the 1M synthetic case of docs/performance.md
+    in_memory = resources.MODELS["evaluate"].peak_mb(nnz, cells) * resources.HEADROOM
+    streamed = resources.dataset_peak(cells, nnz)[1] * resources.HEADROOM
+    assert streamed < 24_000 < in_memory
+    resources.check_fits("scale", cells, nnz, 24_000, "x")
+    for limit in (8_000, 16_000):
+        fit = resources.cells_that_fit(cells, nnz, limit)
+        assert resources.dataset_peak(fit, nnz * fit // cells)[1] * resources.HEADROOM <= limit
+    # 8 GB: only an in-memory subsample fits; 16 GB: a streamed one, larger than 1e9 counts
+    assert resources.evaluate_model(nnz * resources.cells_that_fit(cells, nnz, 8_000) // cells) == "evaluate"
+    assert resources.evaluate_model(nnz * resources.cells_that_fit(cells, nnz, 16_000) // cells) == "evaluate_streamed"
+
+
 def _benchmark_jobs(dry_run: str) -> list[tuple[str, int, str]]:
     """(rule, declared mem_mb, benchmark file) of every job a dry run lists."""
     jobs = []
