@@ -1,21 +1,23 @@
 # Annotate: label query cells with a pipeline fitted on a labelled reference -- the steps of the
 # `sclinbench annotate` command inside the DAG. One job per entry of the config's `annotate:`
 # (config/schema.yaml; `use_annotate` selects, and a config with `use_tasks` runs none unless it
-# names them); the helpers live in sclinbench.tool.annotate.
+# names them); the helpers live in sclinbench.tool.jobs (light: every process of a run parses this).
 
-from sclinbench.tool import annotate as annotate_tool
+from sclinbench.tool import DEFAULT_PIPELINE
+from sclinbench.tool import jobs as annotate_jobs
 
-ANNOTATE = annotate_tool.selected_jobs(config)
-annotate_tool.check_jobs(ANNOTATE, REGISTRY, PIPELINES, f"the registry {config['registry']}")
+ANNOTATE = annotate_jobs.selected_jobs(config)
+if workflow.is_main_process:  # checked once per run: the pipeline checks import scikit-learn
+    annotate_jobs.check_jobs(ANNOTATE, REGISTRY, PIPELINES, f"the registry {config['registry']}")
 ANNOTATE_PIPELINE = {
-    name: job.get("pipeline") or annotate_tool.DEFAULT_PIPELINE for name, job in ANNOTATE.items()
+    name: job.get("pipeline") or DEFAULT_PIPELINE for name, job in ANNOTATE.items()
 }
 
 
 rule annotate:
     """Fit a pipeline on all cells of a reference, label every query cell (+ novelty), tables for the report."""
     input:
-        unpack(lambda wc: annotate_tool.job_inputs(ANNOTATE[wc.name], REGISTRY)),
+        unpack(lambda wc: annotate_jobs.job_inputs(ANNOTATE[wc.name], REGISTRY)),
     output:
         h5ad="results/annotate/{name}.h5ad",
         labels=report(
@@ -53,10 +55,10 @@ rule annotate:
         job=lambda wc: ANNOTATE[wc.name],
         pipeline=lambda wc: ANNOTATE_PIPELINE[wc.name],
         spec=lambda wc: PIPELINES[ANNOTATE_PIPELINE[wc.name]],
-        reference_species=lambda wc: annotate_tool.job_species(
+        reference_species=lambda wc: annotate_jobs.job_species(
             ANNOTATE[wc.name], "reference", REGISTRY
         ),
-        query_species=lambda wc: annotate_tool.job_species(ANNOTATE[wc.name], "query", REGISTRY),
+        query_species=lambda wc: annotate_jobs.job_species(ANNOTATE[wc.name], "query", REGISTRY),
         seed=SEED,
     script:
         "../scripts/annotate.py"

@@ -28,6 +28,7 @@ from sclinbench.synthetic import make_atlas
 from sclinbench.tool import annotate as tool
 from sclinbench.tool import catalog, portable
 from sclinbench.tool import genes as gm
+from sclinbench.tool.jobs import selected_jobs as jobs_of_config
 
 ORTHOLOGS = REPO / "tests" / "data" / "orthologs" / "human_mouse_subset.tsv.gz"
 
@@ -436,11 +437,11 @@ def test_annotate_rule_on_the_embedded_default(default_run):
 
 def test_which_annotate_jobs_a_config_runs():
     jobs = {"a": {}, "b": {}}
-    assert list(tool.selected_jobs({"annotate": jobs})) == ["a", "b"]
-    assert tool.selected_jobs({"annotate": jobs, "use_tasks": ["t"]}) == {}  # a config of one's own
-    assert list(tool.selected_jobs({"annotate": jobs, "use_tasks": ["t"], "use_annotate": ["b"]})) == ["b"]
+    assert list(jobs_of_config({"annotate": jobs})) == ["a", "b"]
+    assert jobs_of_config({"annotate": jobs, "use_tasks": ["t"]}) == {}  # a config of one's own
+    assert list(jobs_of_config({"annotate": jobs, "use_tasks": ["t"], "use_annotate": ["b"]})) == ["b"]
     with pytest.raises(SclinbenchError, match="use_annotate names 'c', which is not under 'annotate:'"):
-        tool.selected_jobs({"annotate": jobs, "use_annotate": ["c"]})
+        jobs_of_config({"annotate": jobs, "use_annotate": ["c"]})
 
 
 def test_annotate_job_with_an_unknown_dataset_is_one_line(tmp_path):

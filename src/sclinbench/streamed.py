@@ -235,6 +235,9 @@ class _ViewTarget:
     def frame(self, y_all, donors_all, split_kind) -> pd.DataFrame:
         fold = self.fold
         ytr, yte = y_all[fold.itrain], y_all[fold.itest]
+        if self.results is None:  # a fold without test cells
+            classes = np.asarray(self.model.classes_).astype(str)
+            self.results = (np.empty(0, dtype=object), np.empty(0), np.empty((0, classes.size)), classes)
         y_pred, conf, scores, classes = self.results
         if self.spec["model"]["name"] in CONSTANT_SCORE_MODELS:
             scores, conf = np.zeros_like(scores), np.zeros_like(conf)
