@@ -88,12 +88,14 @@ def test_from_a_billion_stored_counts_the_evaluate_job_is_modelled_streamed():
     streamed = resources.dataset_peak(cells, nnz)[1] * resources.HEADROOM
     assert streamed < 24_000 < in_memory
     resources.check_fits("scale", cells, nnz, 24_000, "x")
-    for limit in (8_000, 16_000):
+    for limit in (3_500, 8_000, 16_000):
         fit = resources.cells_that_fit(cells, nnz, limit)
         assert resources.dataset_peak(fit, nnz * fit // cells)[1] * resources.HEADROOM <= limit
-    # 8 GB: only an in-memory subsample fits; 16 GB: a streamed one, larger than 1e9 counts
-    assert resources.evaluate_model(nnz * resources.cells_that_fit(cells, nnz, 8_000) // cells) == "evaluate"
-    assert resources.evaluate_model(nnz * resources.cells_that_fit(cells, nnz, 16_000) // cells) == "evaluate_streamed"
+    # 3.5 GB: only a subsample read whole fits (just below the threshold); 8 GB: a streamed one
+    small = resources.cells_that_fit(cells, nnz, 3_500)
+    assert resources.evaluate_model(nnz * small // cells) == "evaluate"
+    assert small == (resources.STREAM_FROM_NNZ * cells // nnz) // 1000 * 1000
+    assert resources.evaluate_model(nnz * resources.cells_that_fit(cells, nnz, 8_000) // cells) == "evaluate_streamed"
 
 
 def _benchmark_jobs(dry_run: str) -> list[tuple[str, int, str]]:
