@@ -47,8 +47,8 @@ EVALUATE_BYTES_PER_NNZ = 16.0
 EVALUATE_BYTES_PER_CELL = 2000.0
 #: Datasets with at least this many stored counts (~40k cells of ~2,400 genes) are evaluated in
 #: blocks of cells read from the file (:mod:`sclinbench.streamed`) instead of whole: at 200k cells
-#: that is faster (rankz job 47 s instead of 62 s, log1p 94 s instead of 109 s) at half the memory,
-#: and at 1M cells the only way to fit (the counts alone take 19 GB).
+#: as fast at half the memory (rankz job 64 s / 3.5 GiB instead of 62 s / 6.7 GiB, log1p 104 s /
+#: 3.7 GiB instead of 109 s / 7.6 GiB), at 1M cells the only way to fit (the counts take 19 GB).
 STREAM_FROM_NNZ = 100_000_000
 #: The streamed evaluate job (:data:`MODELS` ``"evaluate_streamed"``).
 STREAMED_BASE_MB = 2700.0
