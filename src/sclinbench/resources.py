@@ -83,12 +83,13 @@ class Model:
 # split 0.20 / 0.25 / 0.34 GiB at 10k / 100k / 200k cells (obs only); score 0.22 / 0.70 GiB at
 # 10k / 100k cells (5 folds; inputs 11 / 108 MB of predictions); standardize streamed
 # 0.56 GiB at 200k, in memory (bundled, synthetic, several files, 10x/mtx) 10.9 GiB at 200k
-# (478M stored counts: ~22 B each); evaluate: EVALUATE_BYTES_PER_NNZ.
+# (478M stored counts: ~22 B each), the embedded atlas 0.16 GiB exact (benchmarks/watch.py; its
+# 1-s job's Snakemake max_rss reads 114-140 MB); evaluate: EVALUATE_BYTES_PER_NNZ.
 MODELS: dict[str, Model] = {
     "synthesize": Model(base_mb=300, runtime_floor=15),
     # streamed single h5ad: one block + per-cell arrays + obs; 200k: 30.8 s, 1M: see the note
     "standardize": Model(base_mb=420, per_cell=1500, runtime_floor=15, seconds_per_nnz=3 * 1.0e-7),
-    "standardize_in_memory": Model(base_mb=380, per_nnz=24, per_cell=1500, per_input_mb=6,
+    "standardize_in_memory": Model(base_mb=300, per_nnz=24, per_cell=1500, per_input_mb=6,
                                    runtime_floor=15, seconds_per_nnz=3 * 3.0e-7),
     "split": Model(base_mb=300, per_cell=800, runtime_floor=10),
     "evaluate": Model(base_mb=700, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
