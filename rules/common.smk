@@ -220,6 +220,34 @@ def _memory_limit():
     return None, ""
 
 
+def _streamable_evaluations():
+    """(task, representation) -> whether its evaluate jobs can read a large dataset in blocks
+    (sclinbench.streamed.why_not_streamed). Main process only (it imports scikit-learn); a job's
+    own snakemake inside its allocation needs no resource estimate."""
+    if not workflow.is_main_process:
+        return {}
+    from sclinbench.streamed import why_not_streamed
+
+    return {
+        (t, r): why_not_streamed(representation_pipelines(t, r), TASKS[t].get("split", "")) is None
+        for t in TASKS
+        for r in task_representations(t)
+    }
+
+
+STREAMABLE = _streamable_evaluations()
+
+
+def evaluate_mem_mb(wildcards, input, attempt):
+    streamable = STREAMABLE.get((wildcards.task, wildcards.representation), True)
+    return job_resources.job_mem_mb("evaluate", list(input), attempt, streamable)
+
+
+def evaluate_runtime(wildcards, input, attempt):
+    streamable = STREAMABLE.get((wildcards.task, wildcards.representation), True)
+    return job_resources.job_runtime("evaluate", list(input), attempt, streamable)
+
+
 def _check_datasets_fit():
     """Before any job: every local h5ad dataset's estimated peak against the memory limit."""
     if not workflow.is_main_process:
@@ -239,6 +267,9 @@ def _check_datasets_fit():
                 source,
                 where=", ".join(paths),
                 max_cells=entry.get("max_cells"),
+                streamable=all(
+                    ok for (t, _), ok in STREAMABLE.items() if name in TASKS[t]["datasets"]
+                ),
             )
 
 

@@ -17,8 +17,8 @@ rule evaluate:
         CONDA_ENV
     threads: threads("evaluate")  # 1 for small datasets (jobs side by side), every core for large ones
     resources:
-        mem_mb=mem_mb("evaluate"),
-        runtime=runtime("evaluate"),
+        mem_mb=evaluate_mem_mb,  # in blocks from 1e8 stored counts when its pipelines allow it
+        runtime=evaluate_runtime,
     params:
         code=code_fingerprint("evaluate"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},

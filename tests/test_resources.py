@@ -98,6 +98,20 @@ def test_from_a_billion_stored_counts_the_evaluate_job_is_modelled_streamed():
     assert resources.evaluate_model(nnz * resources.cells_that_fit(cells, nnz, 8_000) // cells) == "evaluate_streamed"
 
 
+def test_a_job_whose_pipelines_cannot_stream_is_modelled_in_memory():
+    """A large dataset whose evaluate job reads it whole (e.g. an ANOVA pipeline,
+    sclinbench.streamed.why_not_streamed) is estimated, declared and checked as read whole."""
+    cells, nnz = 1_000_000, 2_391_297_512
+    assert resources.evaluate_model(nnz, streamable=False) == "evaluate"
+    whole = resources.dataset_peak(cells, nnz, streamable=False)[1]
+    assert whole == resources.MODELS["evaluate"].peak_mb(nnz, cells) > resources.dataset_peak(cells, nnz)[1]
+    resources.check_fits("scale", cells, nnz, 24_000, "x")  # streamed: fits
+    with pytest.raises(SclinbenchError, match=r"need an estimated 47\.7 GiB"):
+        resources.check_fits("scale", cells, nnz, 24_000, "x", streamable=False)
+    fit = resources.cells_that_fit(cells, nnz, 24_000, streamable=False)
+    assert resources.MODELS["evaluate"].peak_mb(nnz * fit // cells, fit) * resources.HEADROOM <= 24_000
+
+
 def _benchmark_jobs(dry_run: str) -> list[tuple[str, int, str]]:
     """(rule, declared mem_mb, benchmark file) of every job a dry run lists."""
     jobs = []

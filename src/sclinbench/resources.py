@@ -166,18 +166,20 @@ def standardize_model(paths: list[str], fmt: str) -> str:
     return "standardize_in_memory"
 
 
-def evaluate_model(nnz: int) -> str:
-    """The model of an evaluate job on a dataset of ``nnz`` stored counts: in memory or streamed."""
-    return "evaluate_streamed" if nnz >= STREAM_FROM_NNZ else "evaluate"
+def evaluate_model(nnz: int, streamable: bool = True) -> str:
+    """The model of an evaluate job on a dataset of ``nnz`` stored counts: streamed from
+    :data:`STREAM_FROM_NNZ` when its pipelines can be (``streamable``:
+    :func:`sclinbench.streamed.why_not_streamed` is ``None``), else in memory."""
+    return "evaluate_streamed" if streamable and nnz >= STREAM_FROM_NNZ else "evaluate"
 
 
-def _model(rule: str, nnz: int) -> Model:
-    return MODELS[evaluate_model(nnz) if rule == "evaluate" else rule]
+def _model(rule: str, nnz: int, streamable: bool = True) -> Model:
+    return MODELS[evaluate_model(nnz, streamable) if rule == "evaluate" else rule]
 
 
-def job_mem_mb(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1) -> int:
+def job_mem_mb(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1, streamable: bool = True) -> int:
     nnz, cells, other, _ = input_size(paths)
-    return _model(rule, nnz).mem_mb(nnz, cells, other, attempt)
+    return _model(rule, nnz, streamable).mem_mb(nnz, cells, other, attempt)
 
 
 #: Evaluate jobs with at least this many stored counts take every core they are given (numba
@@ -195,9 +197,9 @@ def job_threads(rule: str, paths: Iterable[str | os.PathLike]) -> int:
     return MAX_THREADS if nnz >= PARALLEL_FROM_NNZ else 1
 
 
-def job_runtime(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1) -> int:
+def job_runtime(rule: str, paths: Iterable[str | os.PathLike], attempt: int = 1, streamable: bool = True) -> int:
     nnz, _, _, _ = input_size(paths)
-    return _model(rule, nnz).runtime(nnz, attempt)
+    return _model(rule, nnz, streamable).runtime(nnz, attempt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,19 +228,21 @@ def machine_memory_mb() -> float | None:
     return total
 
 
-def dataset_peak(cells: int, nnz: int) -> tuple[str, float]:
-    """The dataset's heaviest job and its modelled peak (MiB) for ``cells`` x ``nnz``."""
-    peaks = {rule: _model(rule, nnz).peak_mb(nnz, cells) for rule in ("evaluate", "standardize", "split")}
+def dataset_peak(cells: int, nnz: int, streamable: bool = True) -> tuple[str, float]:
+    """The dataset's heaviest job and its modelled peak (MiB) for ``cells`` x ``nnz``
+    (``streamable``: every evaluate job of the dataset can read it in blocks)."""
+    peaks = {rule: _model(rule, nnz, streamable).peak_mb(nnz, cells)
+             for rule in ("evaluate", "standardize", "split")}
     rule = max(peaks, key=peaks.get)
     return rule, peaks[rule]
 
 
-def cells_that_fit(cells: int, nnz: int, limit_mb: float) -> int:
+def cells_that_fit(cells: int, nnz: int, limit_mb: float, streamable: bool = True) -> int:
     """The most cells (same stored counts per cell) whose modelled peak x HEADROOM fits in
     ``limit_mb``, rounded down to a thousand (at least 1,000)."""
     per_cell_nnz = nnz / max(cells, 1)
     # the subsample may fall below STREAM_FROM_NNZ: the most cells read whole, then the streamed range
-    whole = int((STREAM_FROM_NNZ - 1) // per_cell_nnz) if per_cell_nnz else cells
+    whole = int((STREAM_FROM_NNZ - 1) // per_cell_nnz) if per_cell_nnz and streamable else cells
     fits = []
     for name, lo, hi in (("evaluate", 1, whole), ("evaluate_streamed", whole + 1, cells)):
         model = MODELS[name]
@@ -250,7 +254,7 @@ def cells_that_fit(cells: int, nnz: int, limit_mb: float) -> int:
 
 
 def check_fits(name: str, cells: int, nnz: int, limit_mb: float | None, limit_source: str,
-               where: str = "", max_cells: int | None = None) -> None:
+               where: str = "", max_cells: int | None = None, streamable: bool = True) -> None:
     """Stop, with a one-line message, a dataset whose heaviest job would not fit.
 
     Parameters
@@ -268,6 +272,8 @@ def check_fits(name: str, cells: int, nnz: int, limit_mb: float | None, limit_so
         The file(s), for the message.
     max_cells
         The entry's ``max_cells:`` (the estimate uses the subsampled size).
+    streamable
+        Every evaluate job of the dataset can read it in blocks (:func:`evaluate_model`).
 
     Raises
     ------
@@ -279,11 +285,11 @@ def check_fits(name: str, cells: int, nnz: int, limit_mb: float | None, limit_so
     if max_cells and max_cells < cells:
         nnz = int(nnz * max_cells / cells)
         cells = int(max_cells)
-    rule, peak = dataset_peak(cells, nnz)
+    rule, peak = dataset_peak(cells, nnz, streamable)
     need = peak * HEADROOM
     if need <= limit_mb:
         return
-    fit = cells_that_fit(cells, nnz, limit_mb)
+    fit = cells_that_fit(cells, nnz, limit_mb, streamable)
     raise SclinbenchError(
         f"dataset '{name}'{f' ({where})' if where else ''}: {cells:,} cells with {nnz:,} stored counts need "
         f"an estimated {need / 1024:.1f} GiB in its {rule} jobs, more than the {limit_mb / 1024:.1f} GiB "
