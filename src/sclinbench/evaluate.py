@@ -317,7 +317,7 @@ def fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, d
     for name in names:
         spec = normal[name]
         shuffled = spec["control"] == "shuffled"
-        for repeat in range(spec["repeats"] if shuffled else 1):
+        for repeat in repeats_of(spec):
             model = build_classifier(spec, seed)
             Ztr_r, Zte_r = Ztr, Zte
             if shuffled:
@@ -333,6 +333,12 @@ def fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, d
             frames.append(prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, conf,
                                            scores, classes, split_kind, in_training))
     return frames
+
+
+def repeats_of(spec: dict) -> range:
+    """The repeats of a pipeline (canonical spec): its label permutations for a shuffled-label
+    control, else one."""
+    return range(spec["repeats"] if spec["control"] == "shuffled" else 1)
 
 
 def assemble(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -49,6 +49,7 @@ from sclinbench.evaluate import (
     fold_frames,
     group_pipelines,
     prediction_frame,
+    repeats_of,
 )
 from sclinbench.models import (
     CONSTANT_SCORE_MODELS,
@@ -298,11 +299,6 @@ class _HvgFold:
         self.sums = self.sq = self.mean = self.lib_all = None
 
 
-def _repeats(spec: dict) -> range:
-    """The repeats of a pipeline in :func:`sclinbench.evaluate.fold_frames`' order."""
-    return range(spec["repeats"] if spec["control"] == "shuffled" else 1)
-
-
 def evaluate_streamed(path, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
                       dataset: str = "dataset", block_values: int = BLOCK_VALUES) -> pd.DataFrame:
     """:func:`sclinbench.evaluate.evaluate` of the standardized h5ad ``path``, its counts read in
@@ -339,14 +335,14 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
     for k in range(len(folds)):
         for s, names in enumerate(by_signature.values()):
             for name in names:
-                for repeat in _repeats(normal[name]):
+                for repeat in repeats_of(normal[name]):
                     order[(k, s, name, repeat)] = len(order)
     for s, (sig, names) in enumerate(by_signature.items()):
         reps[sig] = build_preprocessing(normal[names[0]], seed).steps[0][1]
         if reps[sig].hvg is None:
             views[sig] = [_ViewTarget(order[(k, s, name, repeat)], fold, name, repeat, normal[name], seed, y_all,
                                       n, g)
-                          for k, fold in enumerate(folds) for name in names for repeat in _repeats(normal[name])]
+                          for k, fold in enumerate(folds) for name in names for repeat in repeats_of(normal[name])]
         else:
             hvgs[sig] = [_HvgFold(fold, reps[sig].hvg, g) for fold in folds]
 
@@ -410,7 +406,7 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
             ytr, yte = y_all[fold.itrain], y_all[fold.itest]
             out = fold_frames(fitted, names, normal, seed, fold.fold, ytr, yte, fold.test_ids, fold.groups,
                               donors_all[fold.itest], split_kind)
-            keys = [order[(k, s, name, repeat)] for name in names for repeat in _repeats(normal[name])]
+            keys = [order[(k, s, name, repeat)] for name in names for repeat in repeats_of(normal[name])]
             frames.update(zip(keys, out))
             del fitted
             log.info("fold %d/%d (%s) done in %.1f s", k + 1, len(folds), ", ".join(names),
