@@ -247,7 +247,7 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
             rep = build_preprocessing(normal[names[0]], seed).steps[0][1]
             if not rep.is_stateless():
                 continue
-            key = json.dumps(rep_spec, sort_keys=True, default=str)
+            key = representation_key(normal[names[0]])
             if key not in shared_rep:
                 t0 = time.perf_counter()
                 shared_rep[key] = rep.represent_all(inputs[sig])
@@ -281,6 +281,12 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
             del fitted
         log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
     return assemble(frames)
+
+
+def representation_key(spec: dict) -> str:
+    """Pipelines (canonical specs) with the same key compute the same representation of all genes
+    (before any gene selection), so a stateless one is computed once for all of them."""
+    return json.dumps(spec["representation"], sort_keys=True, default=str)
 
 
 def group_pipelines(pipelines: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list[str]]]:

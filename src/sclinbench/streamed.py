@@ -50,6 +50,7 @@ from sclinbench.evaluate import (
     group_pipelines,
     prediction_frame,
     repeats_of,
+    representation_key,
 )
 from sclinbench.models import (
     CONSTANT_SCORE_MODELS,
@@ -346,6 +347,16 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
         else:
             hvgs[sig] = [_HvgFold(fold, reps[sig].hvg, g) for fold in folds]
 
+    rep_keys = {sig: representation_key(normal[names[0]]) for sig, names in by_signature.items()}
+
+    def represented(X, sigs):
+        """The block's representation for each signature, computed once per representation."""
+        out = {}
+        for sig in sigs:
+            if rep_keys[sig] not in out:
+                out[rep_keys[sig]] = reps[sig].represent_all(X)
+        return {sig: out[rep_keys[sig]] for sig in sigs}
+
     # pass 1: library sizes and HVG gene sums; class means of the training-free models
     lib_all = np.zeros(n)
     for start, stop, X in blocks:
@@ -354,9 +365,8 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
             for fs in hvgs.values():
                 for f in fs:
                     f.add_gene_sums(start, stop, X)
-        for sig, targets in views.items():
-            Z = reps[sig].represent_all(X)
-            for t in targets:
+        for sig, Z in represented(X, views).items():
+            for t in views[sig]:
                 t.add_block(start, stop, Z)
     for targets in views.values():
         for t in targets:
@@ -378,13 +388,14 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
     union = {sig: np.unique(np.concatenate([f.genes for f in fs])) for sig, fs in hvgs.items()}
     kept = {sig: [] for sig in hvgs}
     for start, stop, X in blocks:
+        Zs = represented(X, [*views, *hvgs])
         for sig, targets in views.items():
-            Z = reps[sig].represent_all(X)
             for t in targets:
-                t.predict_block(start, stop, Z)
+                t.predict_block(start, stop, Zs[sig])
         for sig in hvgs:
-            Z = reps[sig].represent_all(X)
+            Z = Zs[sig]
             kept[sig].append(Z.select_columns(union[sig]) if isinstance(Z, OffsetCSR) else Z[:, union[sig]])
+        del Zs
     del lib_all
 
     frames: dict[int, pd.DataFrame] = {}
