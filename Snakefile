@@ -65,3 +65,7 @@ rule all:
     input:
         "results/metrics.tsv",
         REPORT_OUTPUTS,
+
+
+onsuccess:
+    where_results_are()

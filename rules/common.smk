@@ -6,6 +6,7 @@ import yaml
 
 from sclinbench import registry as registry_checks
 from sclinbench.species import ensembl_prefix
+from sclinbench.config import load_yaml
 from sclinbench.errors import SclinbenchError
 
 
@@ -35,8 +36,7 @@ def config_file(path, key):
 
 def _load_registry(path):
     path = config_file(path, "registry")
-    with open(path) as handle:
-        registry = yaml.safe_load(handle) or {}
+    registry = load_yaml(path, "the registry") or {}
     schema = Path(workflow_file("config/datasets.schema.yaml"))
     for name, entry in registry.items():
         registry_checks.check_name(
@@ -407,3 +407,21 @@ def job_benchmarks():
         rules.metrics.benchmark,
         *expand(rules.annotate.benchmark, name=list(ANNOTATE)),
     ]
+
+
+def where_results_are():
+    """The last lines of a successful run: where to look (the results' README, the HTML report)."""
+    readme = Path("results/README.md")
+    if not readme.exists() or "--dry-run" in sys.argv or "-n" in sys.argv:
+        return
+    html = Path("results/report.html")
+    print(
+        f"sclinbench: results in {readme.resolve()} (tables: results/tables/, figures: results/figures/)"
+    )
+    if html.exists() and html.stat().st_mtime >= readme.stat().st_mtime:
+        print(f"sclinbench: HTML report: {html.resolve()}")
+    else:
+        print(
+            "sclinbench: for the HTML report run the same command with --report results/report.html "
+            "(./bootstrap run does both)"
+        )

@@ -222,6 +222,22 @@ def test_truncated_h5ad_gives_a_clear_error(tmp_path):
     assert str(path) in message and "delete it and re-run" in message and "\n" not in message
 
 
+def test_truncated_h5ad_gives_one_line_in_the_block_reader(tmp_path):
+    """Issue 24: the block reader (standardize_h5ad, evaluate in blocks) opened the file outside
+    the unreadable-file handling: a truncated h5ad stopped with h5py's traceback."""
+    path = tmp_path / "mine.h5ad"
+    _cellxgene_like(path)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    entry = {"source": "local", "name": "mine", "counts": "raw.X", "organism": "Homo sapiens"}
+    with pytest.raises(SclinbenchError) as err:
+        data.standardize_h5ad(path, entry, {}, tmp_path / "out.h5ad", source=str(path), name="mine",
+                              local=True)
+    message = str(err.value)
+    assert str(path) in message and "nothing was deleted" in message and "\n" not in message
+    assert data.h5ad_shape(path) is None  # metadata readers answer "cannot tell" on such a file
+
+
 def test_truncated_10x_file_gives_a_clear_error(tmp_path):
     path = tmp_path / "x.h5"
     path.write_bytes(FIXTURE.read_bytes()[:50_000])

@@ -123,11 +123,35 @@ def test_symbol_indexed_file_says_set_gene_id_symbol(tmp_path, caplog):
     """Issue 12: 'gene_id: ensembl but only 0% ... look like Ensembl ids' gave no fix."""
     adata = ad.read_h5ad(_h5ad(tmp_path / "s.h5ad", var_index=["CD3E", "MS4A1", "LYZ"]))
     with caplog.at_level("WARNING"):
-        data.standardize(adata, {"organism": "Homo sapiens"}, {}, name="mine")
+        data.standardize(adata, {"organism": "Homo sapiens", "gene_id": "ensembl"}, {}, name="mine")
     assert "set gene_id: symbol" in caplog.text
     caplog.clear()
     adata = ad.read_h5ad(_h5ad(tmp_path / "e.h5ad", var_index=["CD3E", "MS4A1", "LYZ"],
                                ensembl=["ENSG00000198851", "ENSG00000156738", "ENSG00000090382"]))
     with caplog.at_level("WARNING"):
-        data.standardize(adata, {"organism": "Homo sapiens"}, {}, name="mine")
+        data.standardize(adata, {"organism": "Homo sapiens", "gene_id": "ensembl"}, {}, name="mine")
     assert "set var_columns.gene_id: ensembl" in caplog.text
+
+
+def test_gene_id_kind_is_read_from_the_ids_when_not_given(tmp_path, caplog):
+    """Issue 24: the own-data example warned for every user (gene_id defaulted to ensembl while most
+    files carry symbols); now the kind is read from the ids, and each wrong declaration is flagged."""
+    symbols = ["CD3E", "MS4A1", "LYZ"]
+    ensembl = ["ENSG00000198851", "ENSG00000156738", "ENSG00000090382"]
+    with caplog.at_level("INFO"):
+        out = data.standardize(ad.read_h5ad(_h5ad(tmp_path / "s.h5ad", var_index=symbols)),
+                               {"organism": "Homo sapiens"}, {}, name="mine")
+    assert list(out.var_names) == symbols
+    assert "indexed by symbol" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        out = data.standardize(ad.read_h5ad(_h5ad(tmp_path / "e.h5ad", var_index=ensembl)),
+                               {"organism": "Homo sapiens"}, {}, name="mine")
+    assert list(out.var_names) == ensembl and "indexed by ensembl" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # the reverse case: Ensembl ids declared as symbols
+        data.standardize(ad.read_h5ad(_h5ad(tmp_path / "r.h5ad", var_index=ensembl)),
+                         {"organism": "Homo sapiens", "gene_id": "symbol"}, {}, name="mine")
+    assert "gene_id: symbol, but 100% of the 3 gene symbols look like Ensembl ids" in caplog.text

@@ -294,7 +294,7 @@ def test_hvg_never_selects_genes_without_training_counts(caplog):
     X = X.tolil()
     X[:, 5] = 0
     X = X.tocsr()
-    with caplog.at_level(logging.WARNING, logger="sclinbench.represent"):
+    with caplog.at_level(logging.INFO, logger="sclinbench.represent"):
         genes = select_hvg(X, 50)
     expressed = np.flatnonzero(np.asarray(X.sum(0)).ravel() > 0)
     assert 5 not in expressed and np.array_equal(genes, expressed)
@@ -406,7 +406,7 @@ def test_pca_randomized_solver_recovers_the_leading_components(kind):
 
 def test_pca_is_deterministic_and_caps_components(caplog):
     X, _ = nb_counts(n_cells=10, n_genes=30, seed=17)
-    with caplog.at_level(logging.WARNING, logger="sclinbench.represent"):
+    with caplog.at_level(logging.INFO, logger="sclinbench.represent"):
         pt = PCATransformer(n_components=50).fit(X)
     assert pt.n_components_ == 9 and pt.transform(X).shape == (10, 9)
     assert "capped at 9" in caplog.text

@@ -177,6 +177,30 @@ def test_misspelled_config_key_is_one_line(workdir):
     assert "unknown key 'pipelnes' at top level" in proc.stdout + proc.stderr
 
 
+def test_yaml_syntax_errors_name_the_file_and_line(workdir):
+    """Issue 24: a YAML syntax error gave Snakemake's generic 'not valid JSON or YAML'. The config
+    files are checked by ``python -m sclinbench.config`` (./bootstrap run does it first); the
+    registry, which the Snakefile reads, says file and line itself."""
+    import subprocess
+    import sys
+
+    (workdir / "bad.yaml").write_text("use_tasks: [celltype_donor\ntasks: {}\n")
+    proc = subprocess.run([sys.executable, "-m", "sclinbench.config", "bad.yaml"], cwd=workdir,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("sclinbench error: bad.yaml:2:") and "started at line 1" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    ok = subprocess.run([sys.executable, "-m", "sclinbench.config", "config/config.yaml"], cwd=workdir,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and not ok.stderr
+    (workdir / "reg.yaml").write_text("mine:\n  source: bundled\n\tbundled: pbmc68k_reduced\n")
+    (workdir / "mine.yaml").write_text("registry: reg.yaml\n")
+    proc = run_snakemake(workdir, "-n", "--configfile", "config/config.yaml", "mine.yaml", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "reg.yaml:3:1: the registry is not valid YAML" in text, text[-2000:]
+    assert "Traceback" not in text
+
+
 def test_an_option_of_another_model_stops_the_run_at_validation(workdir):
     (workdir / "bad.yaml").write_text("pipelines:\n  mine: {representation: {name: rankz}, model: {name: logreg, alpha: 2}}\n")
     proc = run_snakemake(workdir, "-n", "--configfile", "config/config.yaml", "bad.yaml", check=False)
@@ -236,11 +260,14 @@ def test_local_dataset_gets_metrics_and_figures(workdir):
     adata.write_h5ad(workdir / "mine.h5ad")
     with open(workdir / "config/datasets.yaml", "a") as handle:
         handle.write(f"\nmydata:\n  source: local\n  files: [{{path: {workdir / 'mine.h5ad'}}}]\n"
-                     "  columns: {cell_type: cell_type, donor_id: sample}\n")
+                     "  organism: Homo sapiens\n  columns: {cell_type: cell_type, donor_id: sample}\n")
     (workdir / "mine.yaml").write_text(
         "use_tasks: [mine_celltype]\ntasks:\n  mine_celltype: {kind: celltype, split: donor, n_folds: 3, "
         "datasets: [mydata]}\n")
-    run_snakemake(workdir, "--configfile", "config/config.yaml", "mine.yaml")
+    proc = run_snakemake(workdir, "--configfile", "config/config.yaml", "mine.yaml")
+    # the README's example runs clean: gene ids read from the ids, the organism given (issue 24)
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if " WARNING sclinbench" in line]
+    assert not warnings, warnings
     m = _read_metrics(workdir)
     assert set(m.dataset) == {"mydata"} and set(m.task) == {"mine_celltype"}
     f1 = m[m.metric == "macro_f1"].groupby("pipeline")["value"].mean()
@@ -249,6 +276,21 @@ def test_local_dataset_gets_metrics_and_figures(workdir):
         png = workdir / f"results/figures/{stem}.png"
         assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mydata" in (workdir / "results/tables/summary.tsv").read_text()
+
+
+def test_the_default_run_prints_no_warning_and_says_where_the_results_are(default_run):
+    """Issue 24: 68 sclinbench warnings about the embedded data and 41 JSON job records on the
+    console; nothing at the end said where the results were."""
+    workdir, proc = default_run
+    console = proc.stdout + proc.stderr
+    noise = [line for line in console.splitlines()
+             if " WARNING sclinbench" in line or "job record:" in line or "Warning:" in line]
+    assert not noise, noise[:5]
+    assert f"sclinbench: results in {workdir.resolve() / 'results/README.md'}" in console
+    assert "--report results/report.html" in console.splitlines()[-1] or "report.html" in console
+    # the job records are in the job logs
+    assert "job record:" in (workdir / "logs/evaluate/dataset~atlas/task~celltype_donor/"
+                             "representation~rankz.log").read_text()
 
 
 def test_logs_say_what_each_step_does_and_no_more(default_run):

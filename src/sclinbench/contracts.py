@@ -128,7 +128,9 @@ def read_predictions(paths) -> pd.DataFrame:
     """Read and concatenate prediction tables (labels and ids stay strings)."""
     frames = [pd.read_csv(p, sep="\t", dtype={"cell_id": str, "group": str, "y_true": str, "y_pred": str,
                                               "donor_id": str},
-                          keep_default_na=False, na_values={"score": ["", "nan", "NaN"]}) for p in paths]
+                          keep_default_na=False, na_values={"score": ["", "nan", "NaN"]},
+                          low_memory=False)  # one type per column (class scores mix numbers and NaN)
+              for p in paths]
     out = pd.concat(frames, ignore_index=True)
     for column in out.columns:
         if column == "score" or column.startswith(SCORE_PREFIX):

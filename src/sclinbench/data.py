@@ -659,7 +659,9 @@ def _map_obs(adata: ad.AnnData, entry: dict, where: str) -> None:
             log.info("%s: using the source's obs column donor_id", where)
             obs["donor_id"] = _as_label(obs["donor_id"], where, "donor_id")
         else:
-            log.warning("%s: no donor column; donor_id set to '%s' (donor-held-out splits are refused)", where, UNKNOWN)
+            # a bundled dataset is a fixed file shipped by a package: nothing for the user to act on
+            say = log.info if entry.get("source") == "bundled" else log.warning
+            say("%s: no donor column; donor_id set to '%s' (donor-held-out splits are refused)", where, UNKNOWN)
             obs["donor_id"] = pd.Categorical([UNKNOWN] * adata.n_obs)
     for target in LABEL_COLUMNS:
         if columns.get(target) is None and target in obs.columns:
@@ -678,6 +680,12 @@ def _gene_values(var: pd.DataFrame, column: str | None, key: str, where: str) ->
     return values.where(values.notna(), "").astype(str).to_numpy()
 
 
+def ensembl_share(ids) -> float:
+    """The share of gene ids that look like Ensembl ids (``ENS...``, e.g. ENSG00000141510)."""
+    ids = np.asarray(ids, dtype=object)
+    return float(np.mean([str(g).startswith("ENS") for g in ids])) if ids.size else 0.0
+
+
 def _gene_id_advice(var: pd.DataFrame, ids: np.ndarray, share: float, var_columns: dict) -> str:
     """What to set when ``gene_id: ensembl`` meets gene ids that are not Ensembl ids."""
     ensembl_columns = []
@@ -689,23 +697,31 @@ def _gene_id_advice(var: pd.DataFrame, ids: np.ndarray, share: float, var_column
             ensembl_columns.append(column)
     fix = (f"set var_columns.gene_id: {ensembl_columns[0]} (that var column holds Ensembl ids)"
            if ensembl_columns else "set gene_id: symbol in the registry entry")
-    return (f"gene_id: ensembl (the default) but {100 * share:.0f}% of the {len(ids)} gene ids look like "
-            f"Ensembl ids (e.g. {ids[0]!r}): they look like gene symbols; {fix}")
+    return (f"gene_id: ensembl, but only {100 * share:.0f}% of the {len(ids)} gene ids look like Ensembl "
+            f"ids (e.g. {ids[0]!r}): they look like gene symbols; {fix} (or gene_id: auto)")
 
 
 def _plan_var(var_in: pd.DataFrame, entry: dict, where: str) -> tuple[pd.DataFrame, np.ndarray | None]:
     """The standardized var (gene id index, symbols) and, when gene ids repeat, the code of each
     input gene's merged gene (``None`` = no duplicates). Reads var only, never the counts."""
-    kind = entry.get("gene_id", "ensembl")
+    kind = entry.get("gene_id", "auto")
     var_columns = entry.get("var_columns") or {}
     ids = _gene_values(var_in, var_columns.get("gene_id"), "gene_id", where)
     symbols = _gene_values(var_in, var_columns.get("gene_symbol"), "gene_symbol", where)
     ids = np.array([_ENSEMBL_VERSION.sub(r"\1", g) for g in ids], dtype=object)  # only Ensembl ids match
     symbols = np.where(symbols == "", ids, symbols)
-    if kind == "ensembl" and len(ids):
-        looks_ensembl = np.mean([g.startswith("ENS") for g in ids])
-        if looks_ensembl < 0.5:
-            log.warning("%s: %s", where, _gene_id_advice(var_in, ids, looks_ensembl, var_columns))
+    ids_ensembl = ensembl_share(ids)
+    if kind == "auto":  # read from the ids themselves: most files carry either one or the other
+        kind = "ensembl" if ids_ensembl >= 0.5 else "symbol"
+        log.info("%s: gene_id not given; %.0f%% of the %d gene ids look like Ensembl ids, so genes are "
+                 "indexed by %s (set gene_id: in the registry entry to choose)", where,
+                 100 * ids_ensembl, len(ids), kind)
+    elif kind == "ensembl" and len(ids) and ids_ensembl < 0.5:
+        log.warning("%s: %s", where, _gene_id_advice(var_in, ids, ids_ensembl, var_columns))
+    elif kind == "symbol" and len(symbols) and ensembl_share(symbols) >= 0.5:
+        log.warning("%s: gene_id: symbol, but %.0f%% of the %d gene symbols look like Ensembl ids (e.g. "
+                    "%r): set gene_id: ensembl (or auto), or var_columns.gene_symbol: to the var column "
+                    "that holds symbols", where, 100 * ensembl_share(symbols), len(symbols), symbols[0])
     index = pd.Index(ids if kind == "ensembl" else symbols, dtype=str)
     if (index == "").any():
         raise SclinbenchError(f"{where}: some genes have an empty {kind} id; check var_columns in the registry entry.")
@@ -1100,7 +1116,10 @@ def h5ad_counts_group(path: str | os.PathLike, counts: str = "X"):
     then gives its own message). The caller closes the file."""
     import h5py
 
-    f = h5py.File(path, "r")
+    try:
+        f = h5py.File(path, "r")
+    except READ_ERRORS:  # truncated or not HDF5: the callers' readers name the file in one line
+        return None
     try:
         if f.attrs.get("encoding-type") != "anndata":
             raise KeyError("legacy")
@@ -1308,6 +1327,8 @@ def standardize_h5ad(
     atomically, or ``None`` (nothing written) when the file cannot be streamed (not an anndata
     h5ad with CSR counts): the caller then takes the in-memory path.
     """
+    import h5py
+
     from sclinbench.formats import format_problem
     from sclinbench.io import atomic_path, choose_compression
 
@@ -1325,6 +1346,10 @@ def standardize_h5ad(
         raise SclinbenchError(problem)
     opened = h5ad_counts_group(path, counts)
     if opened is None:
+        try:  # a file HDF5 cannot open at all is refused here, in one line, not by the fallback
+            h5py.File(path, "r").close()
+        except READ_ERRORS as exc:
+            raise unreadable(path, "h5ad", exc, local, entry_where) from exc
         return None
     f, group = opened
     try:

@@ -131,8 +131,16 @@ def write_h5ad(adata, path: str | os.PathLike) -> None:
 
 
 def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, if given, to ``logfile`` (truncated)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Log to ``logfile`` (truncated) at ``level`` and to stderr.
+
+    With a log file (a workflow job), stderr -- the console of the snakemake run -- gets warnings
+    and errors only: the job record and progress lines belong in the job's log. Without one,
+    stderr gets everything at ``level``.
+    """
+    console = logging.StreamHandler(sys.stderr)
+    if logfile:
+        console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(logfile, mode="w"))

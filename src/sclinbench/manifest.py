@@ -456,7 +456,7 @@ def check_download(name: str, entry: Mapping, paths: Sequence[str | Path], path:
         bad = sum(1 for s in symbols if _NOT_SYMBOL.search(s))
         log.info("dataset '%s': %d of %d var '%s' values are not gene symbols (Ensembl ids or "
                  "SYMBOL_ENSG...); genes are indexed by %s", name, bad, len(symbols), symbol_column,
-                 entry.get("gene_id", "ensembl"))
+                 entry.get("gene_id", "auto"))
         fact = m.fact(name, "gene_symbols")
         if fact.known and fact.extra.get("all_symbols") is True and bad:
             warnings.append(f"dataset '{name}': {bad:,} of {len(symbols):,} var '{symbol_column}' values are "

@@ -94,7 +94,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
             raise SclinbenchError(f"reduction: pca needs at least 2 training cells and 2 features, got {n} x {g}")
         k = int(self.n_components)
         if k > k_max:
-            log.warning("pca: n_components=%d capped at %d (min(n_train - 1, n_features - 1))", k, k_max)
+            log.info("pca: n_components=%d capped at %d (min(n_train - 1, n_features - 1))", k, k_max)
             k = k_max
         self.n_components_ = k
         if not (sp.issparse(X) or isinstance(X, OffsetCSR)):

@@ -91,7 +91,7 @@ def select_hvg(X, n_top: int, flavor: str = HVG_FLAVORS[0], theta: float = 100.0
     expressed = np.flatnonzero(gene_sums > 0)
     if n_top >= expressed.size:
         if n_top > expressed.size:
-            log.warning(
+            log.info(  # an adaptation to a small gene set, nothing to act on: the job log says it
                 "hvg: n_top=%d >= %d genes with training counts; keeping all %d",
                 n_top, expressed.size, expressed.size,
             )
@@ -356,7 +356,7 @@ class AnovaSelector(TransformerMixin, BaseEstimator):
         k = int(self.k)
         if k >= g:
             if k > g:
-                log.warning("anova: k=%d >= %d features; keeping all", k, g)
+                log.info("anova: k=%d >= %d features; keeping all", k, g)
             self.genes_ = np.arange(g)
             return self
         key = np.where(np.isnan(self.scores_), -np.inf, self.scores_)
