@@ -260,6 +260,15 @@ def test_liao_fallback_cells_are_kept_counted_and_scored_by_the_global_model(lia
     assert row.loc["leiden", "interval"] == "count (no interval)" and np.isnan(row.loc["leiden", "ci_low"])
     auc = summary[(summary.metric == "auroc_ovr") & (summary.pipeline == "leiden")]["value"].iloc[0]
     assert np.isfinite(auc)
+    # the task's Markdown table says how many cells the fallback model scored
+    from sclinbench.report.tables import _task_markdown
+
+    labelled = summary.assign(dataset="liao2020", task="infection", kind="disease", split_kind="donor",
+                              protocol="strict", role="method", representation="rankz",
+                              family=summary.pipeline.map({"leiden": "piecewise_linear", "logreg": "linear"}),
+                              model=summary.pipeline.map({"leiden": "leiden_logreg", "logreg": "logreg"}))
+    md = _task_markdown(labelled, "Task infection")
+    assert f"leiden {fb.sum()} of {len(fb)}" in md and "logreg 0" not in md
 
 
 def test_prediction_tables_without_the_fallback_column_still_read(tmp_path):
