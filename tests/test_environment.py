@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 #: pip name -> conda-forge name, where they differ
-CONDA_NAME = {"matplotlib": "matplotlib-base"}
+CONDA_NAME = {"matplotlib": "matplotlib-base", "igraph": "python-igraph"}
 #: import name -> distribution name
 DISTRIBUTION = {"sklearn": "scikit-learn", "yaml": "pyyaml", "skmisc": "scikit-misc"}
 #: imported only behind an ImportError with a message (optional features) or by the benchmark script

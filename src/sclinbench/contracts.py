@@ -46,8 +46,10 @@ UNASSIGNED = "unassigned"
 #: Prefix of the per-class score columns of a predictions table (``s:<label>``).
 SCORE_PREFIX = "s:"
 #: One row per test cell per fold, pipeline and repeat, then the ``s:<label>`` columns (sorted).
+#: ``fallback``: the cell was scored by its model's fallback (``leiden_logreg``: its cluster has
+#: no model of its own), False for every other model.
 PREDICTION_COLUMNS = ["cell_id", "fold", "group", "pipeline", "repeat", "donor_id", "y_true", "y_pred",
-                      "score", "novel", "label_in_training"]
+                      "score", "novel", "label_in_training", "fallback"]
 #: Per-fold scores of one dataset x task (the score stage's ``task~T.tsv``).
 FOLD_SCORE_COLUMNS = ["pipeline", "fold", "group", "repeat", "metric", "value"]
 #: F1 and support per true label.
@@ -138,6 +140,8 @@ def read_predictions(paths) -> pd.DataFrame:
     out["novel"] = _bools(out["novel"])
     if "label_in_training" in out.columns:
         out["label_in_training"] = _bools(out["label_in_training"])
+    # tables written before the column existed: no model had a fallback then
+    out["fallback"] = _bools(out["fallback"]) if "fallback" in out.columns else False
     if "repeat" not in out.columns:
         out["repeat"] = 0
     return out

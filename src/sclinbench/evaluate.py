@@ -44,6 +44,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
+from sclinbench.clustered import LeidenLogisticRegression
 from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import (
@@ -112,8 +113,9 @@ def class_scores(model, X) -> tuple[np.ndarray, np.ndarray]:
 def _predict(model, Z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Predicted labels, confidence score and class-score matrix; NaN scores -> unassigned."""
     scores, classes = class_scores(model, Z)
-    inner = model.estimator_ if isinstance(model, ShuffledLabels) else model
-    if isinstance(inner, CentroidClassifier):  # its predict is the argmax of these scores: not twice
+    inner = _inner(model)
+    # their predict is the argmax of these scores: not computed twice
+    if isinstance(inner, (CentroidClassifier, LeidenLogisticRegression)):
         y_pred = np.asarray(inner.classes_[np.argmax(scores, axis=1)]).astype(object).astype(str)
     else:
         y_pred = np.asarray(model.predict(Z)).astype(object).astype(str)
@@ -121,6 +123,20 @@ def _predict(model, Z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     y_pred[bad] = UNASSIGNED
     conf = np.where(bad, np.nan, np.nanmax(np.where(np.isfinite(scores), scores, -np.inf), axis=1))
     return y_pred, conf, scores, classes
+
+
+def _inner(model):
+    """The fitted classifier itself (inside a shuffled-label control)."""
+    return model.estimator_ if isinstance(model, ShuffledLabels) else model
+
+
+def fallback_cells(model, Z) -> np.ndarray:
+    """True for the test cells ``Z`` a fitted model scored with its fallback model (a
+    ``leiden_logreg`` cell whose cluster has no model); all False for every other model."""
+    inner = _inner(model)
+    if isinstance(inner, LeidenLogisticRegression):
+        return inner.fallback_mask(Z)
+    return np.zeros(Z.shape[0], dtype=bool)
 
 
 def _indexer(obs_names: pd.Index, ids: np.ndarray, dataset: str) -> np.ndarray:
@@ -222,7 +238,9 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     of a shuffled-label control (0 for every other pipeline); ``donor_id`` is the cell's donor (the
     sample itself for pseudobulk rows); ``label_in_training`` says whether the cell's true label
     is among the training labels of its fold (False for cells of a label the training species
-    lacks, and for the held-out type of a novel-type fold).
+    lacks, and for the held-out type of a novel-type fold); ``fallback`` whether the model scored
+    the cell with its fallback model (a ``leiden_logreg`` cell whose cluster has no model; False
+    for every other model).
     """
     label = task_label(task)
     # fixed-width strings: np.unique / isin / searchsorted of every fit are ~10x faster than on objects
@@ -302,8 +320,9 @@ def group_pipelines(pipelines: dict[str, dict]) -> tuple[dict[str, dict], dict[s
 
 
 def prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, conf, scores, classes,
-                     split_kind: str, in_training) -> pd.DataFrame:
-    """The rows of one pipeline x fold x repeat (:data:`PREDICTION_COLUMNS` + class scores)."""
+                     split_kind: str, in_training, fallback=False) -> pd.DataFrame:
+    """The rows of one pipeline x fold x repeat (:data:`PREDICTION_COLUMNS` + class scores);
+    ``fallback``: per cell, scored by the model's fallback (:func:`fallback_cells`)."""
     frame = pd.DataFrame({
         "cell_id": np.asarray(cell_ids, dtype=object), "fold": fold, "group": groups,
         "pipeline": name, "repeat": repeat, "donor_id": np.asarray(donors, dtype=object),
@@ -311,6 +330,7 @@ def prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, 
     })
     frame["novel"] = frame["y_true"] == frame["group"] if split_kind == "novel_type" else False
     frame["label_in_training"] = in_training
+    frame["fallback"] = np.asarray(fallback, dtype=bool) if np.ndim(fallback) else bool(fallback)
     return pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])], axis=1)
 
 
@@ -337,7 +357,8 @@ def fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, d
             if spec["model"]["name"] in CONSTANT_SCORE_MODELS:
                 scores, conf = np.zeros_like(scores), np.zeros_like(conf)
             frames.append(prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, conf,
-                                           scores, classes, split_kind, in_training))
+                                           scores, classes, split_kind, in_training,
+                                           fallback_cells(model, Zte_r)))
     return frames
 
 

@@ -46,11 +46,13 @@ from sclinbench.contracts import PAIRED_COLUMNS, SCORE_PREFIX, SUMMARY_COLUMNS, 
 from sclinbench.errors import SclinbenchError
 from sclinbench.metrics import (
     CONFUSION_METRICS,
+    COUNT_METRICS,
     _in_training,
     _with_repeat,
     confusion_metrics,
     encode,
     label_index,
+    n_fallback,
     score_rows,
 )
 
@@ -437,10 +439,10 @@ def summarize_predictions(predictions: pd.DataFrame, task: dict, n_boot: int = 2
 
     if kind == "novel_type":
         per_type = _unit_values(preds, kind)
-        metric_names = sorted(set(per_type["metric"]) - {"n_test_cells", "n_unassigned", "n_test_classes"})
+        metric_names = sorted(set(per_type["metric"]) - set(COUNT_METRICS))
         run(MeanScope(per_type[per_type.metric.isin(metric_names)], "held-out type"), metric_names, "", paired)
-        summary.extend(_point_rows(per_type[per_type.metric.isin(["n_test_cells", "n_unassigned"])], "",
-                                   "held-out type"))
+        summary.extend(_point_rows(per_type[per_type.metric.isin(["n_test_cells", "n_unassigned", "n_fallback"])],
+                                   "", "held-out type"))
     elif kind == "cross_species":
         _cross_species(preds, split, run, summary)
     else:
@@ -449,6 +451,9 @@ def summarize_predictions(predictions: pd.DataFrame, task: dict, n_boot: int = 2
         run(PooledScope(preds, units, "union", where), POOLED_METRICS, "", paired)
         counts = preds.groupby(["pipeline", "repeat"]).size().rename("value").reset_index()
         summary.extend(_point_rows(counts.assign(metric="n_test_cells"), "", units))
+        fallback = [(p, r, "n_fallback", n_fallback(df)) for (p, r), df in preds.groupby(["pipeline", "repeat"])]
+        summary.extend(_point_rows(pd.DataFrame(fallback, columns=["pipeline", "repeat", "metric", "value"]), "",
+                                   units))
     return (pd.DataFrame(summary, columns=SUMMARY_COLUMNS), pd.DataFrame(pairs, columns=PAIRED_COLUMNS))
 
 
@@ -496,7 +501,7 @@ def _cross_species(preds: pd.DataFrame, split: str, run, summary: list) -> None:
         points(everything, g, {"macro_f1": "macro_f1_all_target_labels"})
         counts = []
         for (p, r), df in rows.groupby(["pipeline", "repeat"]):
-            counts += [(p, r, "n_test_cells", len(df)),
+            counts += [(p, r, "n_test_cells", len(df)), (p, r, "n_fallback", n_fallback(df)),
                        (p, r, "n_cells_unseen_label", int((~_in_training(df)).sum()))]
         summary.extend(_point_rows(pd.DataFrame(counts, columns=["pipeline", "repeat", "metric", "value"]),
                                    g, units))

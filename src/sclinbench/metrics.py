@@ -165,12 +165,28 @@ def _in_training(df: pd.DataFrame) -> np.ndarray:
     return np.isin(df["y_true"].to_numpy(str), list(trained))
 
 
+def n_fallback(df: pd.DataFrame) -> int:
+    """Test rows scored by their model's fallback (the predictions' ``fallback`` column; 0 for a
+    table without it)."""
+    if "fallback" not in df.columns:
+        return 0
+    return int(df["fallback"].astype(str).str.lower().isin(["true", "1"]).sum())
+
+
+#: Counts among the per-fold scores: reported summed, without an interval.
+COUNT_METRICS = ("n_test_cells", "n_unassigned", "n_fallback", "n_test_classes")
+
+
 def score_rows(df: pd.DataFrame, kind: str, group: str = "") -> dict[str, float]:
-    """Every score of one set of test rows (one fold, or one species pair of a fold)."""
+    """Every score of one set of test rows (one fold, or one species pair of a fold).
+
+    Counts: ``n_test_cells``, ``n_unassigned`` (the explicit ``"unassigned"`` calls),
+    ``n_fallback`` (cells scored by the model's fallback model, :func:`n_fallback`)."""
     cols = score_columns(df)
     y_true, y_pred = df["y_true"].to_numpy(str), df["y_pred"].to_numpy(str)
     out: dict[str, float] = {"n_test_cells": float(len(df)),
-                             "n_unassigned": float((y_pred == UNASSIGNED).sum())}
+                             "n_unassigned": float((y_pred == UNASSIGNED).sum()),
+                             "n_fallback": float(n_fallback(df))}
     if kind == "novel_type":
         novel = df["novel"].to_numpy(bool)
         known = ~novel

@@ -5,8 +5,8 @@
 - :class:`InputAdapter`        lets any sklearn classifier take :class:`~sclinbench.represent.OffsetCSR`
                                input (dense copy below a size limit) and logs non-convergence
 - :class:`ShuffledLabels`      control: fit the wrapped estimator on permuted training labels
-- :data:`MODEL_FAMILIES`       every model's family (linear / nonlinear / baseline): tables of
-                               "linear" pipelines only ever show the linear family
+- :data:`MODEL_FAMILIES`       every model's family (linear / piecewise_linear / nonlinear /
+                               baseline): tables of "linear" pipelines only ever show the linear family
 - :func:`control_seed`         the seed of one shuffled-label draw (seed, fold, repeat)
 
 All estimators follow the scikit-learn contract (state set in ``fit``, fitted attributes end in ``_``).
@@ -26,6 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from sclinbench.clustered import LEIDEN_LOGREG_OPTIONS, LeidenLogisticRegression
 from sclinbench.errors import SclinbenchError, refuse_foreign_options
 from sclinbench.represent import MAX_DENSE_ELEMENTS, OffsetCSR, to_dense
 from sclinbench.represent.offset import RowSubset
@@ -44,16 +45,19 @@ MODELS: dict[str, dict] = {
     "centroid": {"min_class_size": 1},
     "knn": {"n_neighbors": 5, "weights": "uniform", "metric": "euclidean", **_DENSE},
     "majority": {},
+    "leiden_logreg": {**LEIDEN_LOGREG_OPTIONS, **_DENSE},
 }
 
 #: The family of every model of :data:`MODELS`. ``linear``: decision boundaries linear in the
 #: (represented) features -- the centroid classifier's least-squares coefficients are a linear map
-#: of the cell; ``nonlinear``: kNN; ``baseline``: ignores the features (majority class).
+#: of the cell; ``piecewise_linear``: one linear model per region of the feature space
+#: (``leiden_logreg``: a logistic regression per Leiden cluster, regions from a kNN vote -- not
+#: linear overall); ``nonlinear``: kNN; ``baseline``: ignores the features (majority class).
 MODEL_FAMILIES: dict[str, str] = {
     "logreg": "linear", "linear_svm": "linear", "ridge": "linear", "lda": "linear",
-    "centroid": "linear", "knn": "nonlinear", "majority": "baseline",
+    "centroid": "linear", "knn": "nonlinear", "majority": "baseline", "leiden_logreg": "piecewise_linear",
 }
-FAMILIES = ("linear", "nonlinear", "baseline")
+FAMILIES = ("linear", "piecewise_linear", "nonlinear", "baseline")
 
 #: Models whose class scores carry no information about the cell: their predictions get one
 #: constant score for every class and cell (so any AUROC of them is 0.5 by definition, also when
@@ -419,8 +423,12 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
         - ``centroid``: :class:`CentroidClassifier` (``min_class_size``).
         - ``knn``: ``KNeighborsClassifier`` (``n_neighbors`` 5, ``weights``, ``metric``).
         - ``majority``: ``DummyClassifier(strategy="most_frequent")``.
+        - ``leiden_logreg``: :class:`~sclinbench.clustered.LeidenLogisticRegression`, a
+          class-balanced logistic regression per Leiden cluster of the training cells
+          (``n_neighbors`` 15, ``resolution`` 0.4, ``assign_neighbors`` 15,
+          ``min_cluster_cells`` 5, ``C``, ``max_iter``, ``tol``; Souza & Mehta's disease model).
 
-        Every model except ``centroid`` is wrapped in :class:`InputAdapter` (``max_dense_elements``
+        Every model except ``centroid`` and ``leiden_logreg`` is wrapped in :class:`InputAdapter` (``max_dense_elements``
         sets the densifying limit of those that may densify).
     params
         Model options (the ``model:`` entry without ``name``), see :data:`MODELS`; an option the
@@ -441,6 +449,10 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
     p = _resolve_params(name, params)
     if name == "centroid":
         return CentroidClassifier(min_class_size=p["min_class_size"])
+    if name == "leiden_logreg":  # densifies its own input (up to max_dense_elements)
+        est = LeidenLogisticRegression(**p, random_state=seed)
+        est.check_params()
+        return est
     if name == "majority":  # ignores the features: never densifies
         return InputAdapter(DummyClassifier(strategy="most_frequent"), "none")
     cap = _positive(name, "max_dense_elements", p["max_dense_elements"], integer=True)

@@ -88,7 +88,25 @@ def _task_markdown(summary: pd.DataFrame, title: str, level: float = 0.95, n_boo
             parts.append(f"\n## {r.dataset} — {r.task} ({r.split_kind}, protocol: {r.protocol}){scope}\n")
             parts.append(f"Interval: {interval}.\n")
             parts.append(to_markdown(_metric_wide(part, kind=r.kind, group=g)))
+            note = _fallback_note(s[s["group"] == g])
+            if note:
+                parts.append(note)
     return "\n".join(parts)
+
+
+def _fallback_note(rows: pd.DataFrame) -> str:
+    """The pipelines of one table that scored test cells with a fallback model (``n_fallback``),
+    as one line; "" when none did."""
+    counts = rows[rows["metric"].isin(["n_fallback", "n_test_cells"])]
+    wide = counts.pivot_table(index="pipeline", columns="metric", values="value", aggfunc="first")
+    if "n_fallback" not in wide.columns or not (wide["n_fallback"] > 0).any():
+        return ""
+    used = wide[wide["n_fallback"] > 0]
+    total = used["n_test_cells"] if "n_test_cells" in used.columns else pd.Series(np.nan, index=used.index)
+    items = [f"{p} {int(n)} of {int(t)}" if np.isfinite(t) else f"{p} {int(n)}"
+             for p, n, t in zip(used.index, used["n_fallback"], total)]
+    return ("\nTest cells scored by the fallback model on all training cells (their Leiden cluster had "
+            "no model of its own; none dropped; `n_fallback` in summary.tsv): " + "; ".join(items) + ".\n")
 
 
 def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
