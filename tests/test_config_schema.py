@@ -12,7 +12,9 @@ from sclinbench.errors import SclinbenchError
 from sclinbench.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline, normalize_spec
 from sclinbench.splits import (
     DEFAULT_DIAGONAL,
+    DEFAULT_DIAGONAL_FRACTION,
     DIAGONAL_SPLITS,
+    HOLDOUT_DEFAULTS,
     PROTOCOLS,
     SPLIT_KINDS,
     diagonal_spec,
@@ -35,6 +37,9 @@ def test_enums_match_the_package():
     obj = TASK["diagonal"]["oneOf"][1]["properties"]
     assert obj["split"]["enum"] == list(DIAGONAL_SPLITS)
     assert TASK["diagonal"]["default"] == DEFAULT_DIAGONAL
+    assert obj["test_fraction"]["default"] == DEFAULT_DIAGONAL_FRACTION
+    assert TASK["n_repeats"]["default"] == HOLDOUT_DEFAULTS["n_repeats"]
+    assert TASK["test_fraction"]["default"] == HOLDOUT_DEFAULTS["test_fraction"]
     assert SCHEMA["$defs"]["pipeline"]["properties"]["repeats"]["default"] is None
     assert normalize_spec({"representation": "rankz", "model": "centroid", "control": "shuffled"})["repeats"] \
         == DEFAULT_SHUFFLED_REPEATS
@@ -43,7 +48,10 @@ def test_enums_match_the_package():
 @pytest.mark.parametrize("diagonal, ok", [
     ("none", True), ({"split": "donor", "n_folds": 4}, True), ({"split": "stratified"}, True),
     ({"split": "none"}, False), ({"split": "loo"}, False), ({"n_folds": 1}, False), ({"folds": 3}, False),
-    (None, False),
+    (None, False), ({"split": "stratified_holdout", "test_fraction": 0.1}, True),
+    ({"split": "stratified_holdout"}, True), ({"split": "stratified_holdout", "n_folds": 5}, False),
+    ({"split": "stratified", "test_fraction": 0.1}, False), ({"test_fraction": 0.1}, False),
+    ({"split": "stratified_holdout", "test_fraction": 1.0}, False),
 ])
 def test_diagonal_accepted_by_schema_iff_by_package(diagonal, ok):
     schema_ok = not schema_errors(_config(diagonal=diagonal), str(ROOT / "config/schema.yaml"))
