@@ -425,6 +425,11 @@ def test_one_place_switches_the_counts_of_every_tabula_sapiens_entry():
     assert text.count("counts: &ts_counts") == 1 and text.count("counts: *ts_counts") == 33
     switched = yaml.safe_load(text.replace("&ts_counts raw.X", "&ts_counts layers/decontXcounts"))
     assert {e["counts"] for n, e in switched.items() if n.startswith("ts_")} == {"layers/decontXcounts"}
+    # the paper's gene filter, one place for every Tabula Sapiens entry (and no other)
+    assert text.count("qc: &ts_qc {min_gene_counts: 10}") == 1 and text.count("qc: *ts_qc") == 33
+    registry = yaml.safe_load(text)
+    assert all((e.get("qc") or {}).get("min_gene_counts") == (10 if n.startswith("ts_") else None)
+               for n, e in registry.items())
 
 
 # ----------------------------------------------------------------------------- the workflow
