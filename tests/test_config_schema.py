@@ -70,12 +70,31 @@ def test_report_declared_and_new_task_keys_validate():
     assert schema_errors(_config(protocol="lenient"), str(ROOT / "config/schema.yaml"))
 
 
-def test_the_papers_exact_pipeline_builds():
-    spec = yaml.safe_load((ROOT / "config/paper_pipeline.yaml").read_text())["pipelines"]["paper_rankz_anova_pca_logreg"]
-    pipe = build_pipeline(spec)
+def test_the_paper_configuration_declares_the_papers_pipelines():
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    assert not (ROOT / "config/paper_pipeline.yaml").exists()          # no opt-in file any more
+    pipes = paper["pipelines"]
+    pipe = build_pipeline(pipes["paper_rankz_anova_pca_logreg"])
+    assert pipe.named_steps["represent"].name == "rankz"
     assert pipe.named_steps["select"].k == 20000
+    assert pipe.named_steps["scale"].max_value is None                 # StandardScaler: no clipping
     assert pipe.named_steps["reduce"].n_components == 220 and pipe.named_steps["reduce"].whiten
-    assert pipe.named_steps["model"].estimator.class_weight == "balanced"
+    model = pipe.named_steps["model"].estimator
+    assert model.class_weight == "balanced" and model.max_iter == 1000 and model.C == 1.0
+    centroid = build_pipeline(pipes["paper_pseudobulk_centroid"]).named_steps["model"]
+    assert centroid.basis == "pseudobulk_rankz"
+    assert set(pipes) <= set(paper["report"]["declared"])
+    cfg = {**yaml.safe_load((ROOT / "config/config.yaml").read_text()), **paper}
+    cfg["pipelines"] = {**yaml.safe_load((ROOT / "config/config.yaml").read_text())["pipelines"], **pipes}
+    assert not schema_errors(cfg, str(ROOT / "config/schema.yaml"))
+    tasks = paper["tasks"]
+    ts = tasks["ts_celltype_stratified"]
+    assert (ts["split"], ts["n_repeats"], ts["test_fraction"], ts["min_cells_per_class"]) == \
+        ("stratified_holdout", 5, 0.2, 100)
+    assert tasks["spermatogenesis_cross_species"]["diagonal"] == {"split": "stratified_holdout", "test_fraction": 0.1}
+    assert (tasks["infection_cell_paper"]["split"], tasks["infection_cell_paper"]["n_folds"]) == ("stratified", 10)
+    assert {t for t, s in tasks.items() if s.get("protocol") == "paper"} == \
+        {"ts_celltype_stratified", "spermatogenesis_cross_species", "infection_cell_paper"}
 
 
 # --------------------------------------------------------------------------- one source of truth for options
