@@ -49,6 +49,30 @@ def kfold_predictions(pipelines: dict, n_donors=6, cells_per_donor=40, n_folds=3
     return pd.concat(frames, ignore_index=True)
 
 
+def holdout_predictions(pipelines: dict, n_donors=6, cells_per_donor=40, n_splits=5, test_fraction=0.2,
+                        seed=0, repeats=3, donor_ids=True, labels=LABELS):
+    """Predictions of repeated hold-outs (``split: stratified_holdout``): split ``i`` tests a random
+    ``test_fraction`` of the cells, so a cell is tested in several splits."""
+    rng = np.random.default_rng(seed)
+    n = n_donors * cells_per_donor
+    donors = np.repeat([f"d{i}" for i in range(n_donors)], cells_per_donor)
+    y_all = rng.choice(labels, n)
+    frames = []
+    for fold in range(n_splits):
+        test = np.sort(rng.choice(n, int(round(test_fraction * n)), replace=False))
+        for name, acc in pipelines.items():
+            for r in range(repeats if name == "control_shuffled" else 1):
+                f = _rows(rng, y_all[test], name, acc, r, labels, constant=name == "control_majority")
+                f.insert(0, "cell_id", [f"c{i}" for i in test])
+                f.insert(1, "fold", fold)
+                f.insert(2, "group", "")
+                f["donor_id"] = donors[test] if donor_ids else "unknown"
+                f["novel"] = False
+                f["label_in_training"] = True
+                frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
 def cross_species_predictions(pipelines: dict, species=("alpha", "beta", "gamma"), cells=60, seed=0,
                               only_in="beta", repeats=3):
     """Transfer pairs and diagonal folds; species ``only_in`` has an extra label 'X' no other species has."""

@@ -12,7 +12,9 @@ from sclinbench.errors import SclinbenchError
 from sclinbench.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline, normalize_spec
 from sclinbench.splits import (
     DEFAULT_DIAGONAL,
+    DEFAULT_DIAGONAL_FRACTION,
     DIAGONAL_SPLITS,
+    HOLDOUT_DEFAULTS,
     PROTOCOLS,
     SPLIT_KINDS,
     diagonal_spec,
@@ -35,6 +37,14 @@ def test_enums_match_the_package():
     obj = TASK["diagonal"]["oneOf"][1]["properties"]
     assert obj["split"]["enum"] == list(DIAGONAL_SPLITS)
     assert TASK["diagonal"]["default"] == DEFAULT_DIAGONAL
+    # defaults of keys that apply to some splits only are in the descriptions (a schema default
+    # would be filled into every diagonal / task by snakemake's validate with set_default)
+    assert "default" not in obj["test_fraction"] and f"{DEFAULT_DIAGONAL_FRACTION} when not given" in \
+        obj["test_fraction"]["description"]
+    assert "default" not in obj["n_folds"] and f"{DEFAULT_DIAGONAL['n_folds']} when not given" in obj["n_folds"]["description"]
+    assert "default" not in TASK["n_repeats"] and f"{HOLDOUT_DEFAULTS['n_repeats']} when not given" in \
+        TASK["n_repeats"]["description"]
+    assert TASK["test_fraction"]["default"] == HOLDOUT_DEFAULTS["test_fraction"]
     assert SCHEMA["$defs"]["pipeline"]["properties"]["repeats"]["default"] is None
     assert normalize_spec({"representation": "rankz", "model": "centroid", "control": "shuffled"})["repeats"] \
         == DEFAULT_SHUFFLED_REPEATS
@@ -43,7 +53,10 @@ def test_enums_match_the_package():
 @pytest.mark.parametrize("diagonal, ok", [
     ("none", True), ({"split": "donor", "n_folds": 4}, True), ({"split": "stratified"}, True),
     ({"split": "none"}, False), ({"split": "loo"}, False), ({"n_folds": 1}, False), ({"folds": 3}, False),
-    (None, False),
+    (None, False), ({"split": "stratified_holdout", "test_fraction": 0.1}, True),
+    ({"split": "stratified_holdout"}, True), ({"split": "stratified_holdout", "n_folds": 5}, False),
+    ({"split": "stratified", "test_fraction": 0.1}, False), ({"test_fraction": 0.1}, False),
+    ({"split": "stratified_holdout", "test_fraction": 1.0}, False),
 ])
 def test_diagonal_accepted_by_schema_iff_by_package(diagonal, ok):
     schema_ok = not schema_errors(_config(diagonal=diagonal), str(ROOT / "config/schema.yaml"))
@@ -62,12 +75,31 @@ def test_report_declared_and_new_task_keys_validate():
     assert schema_errors(_config(protocol="lenient"), str(ROOT / "config/schema.yaml"))
 
 
-def test_the_papers_exact_pipeline_builds():
-    spec = yaml.safe_load((ROOT / "config/paper_pipeline.yaml").read_text())["pipelines"]["paper_rankz_anova_pca_logreg"]
-    pipe = build_pipeline(spec)
+def test_the_paper_configuration_declares_the_papers_pipelines():
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    assert not (ROOT / "config/paper_pipeline.yaml").exists()          # no opt-in file any more
+    pipes = paper["pipelines"]
+    pipe = build_pipeline(pipes["paper_rankz_anova_pca_logreg"])
+    assert pipe.named_steps["represent"].name == "rankz"
     assert pipe.named_steps["select"].k == 20000
+    assert pipe.named_steps["scale"].max_value is None                 # StandardScaler: no clipping
     assert pipe.named_steps["reduce"].n_components == 220 and pipe.named_steps["reduce"].whiten
-    assert pipe.named_steps["model"].estimator.class_weight == "balanced"
+    model = pipe.named_steps["model"].estimator
+    assert model.class_weight == "balanced" and model.max_iter == 1000 and model.C == 1.0
+    centroid = build_pipeline(pipes["paper_pseudobulk_centroid"]).named_steps["model"]
+    assert centroid.basis == "pseudobulk_rankz"
+    assert set(pipes) <= set(paper["report"]["declared"])
+    cfg = {**yaml.safe_load((ROOT / "config/config.yaml").read_text()), **paper}
+    cfg["pipelines"] = {**yaml.safe_load((ROOT / "config/config.yaml").read_text())["pipelines"], **pipes}
+    assert not schema_errors(cfg, str(ROOT / "config/schema.yaml"))
+    tasks = paper["tasks"]
+    ts = tasks["ts_celltype_stratified"]
+    assert (ts["split"], ts["n_repeats"], ts["test_fraction"], ts["min_cells_per_class"]) == \
+        ("stratified_holdout", 5, 0.2, 100)
+    assert tasks["spermatogenesis_cross_species"]["diagonal"] == {"split": "stratified_holdout", "test_fraction": 0.1}
+    assert (tasks["infection_cell_paper"]["split"], tasks["infection_cell_paper"]["n_folds"]) == ("stratified", 10)
+    assert {t for t, s in tasks.items() if s.get("protocol") == "paper"} == \
+        {"ts_celltype_stratified", "spermatogenesis_cross_species", "infection_cell_paper"}
 
 
 # --------------------------------------------------------------------------- one source of truth for options

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import json
 from pathlib import Path
 
 import anndata as ad
@@ -152,7 +153,8 @@ def test_min_genes_qc_on_the_fixture_matches_a_hand_count():
     human = truth[:, [j for j, g in enumerate(ids) if g != "nCoV"]].tocsr()
     expected = int((np.diff(human.indptr) >= 200).sum())
     assert std.n_obs == expected < 310
-    assert std.uns["sclinbench"]["qc"] == '{"min_cells": 0, "min_cells_per_label": 0, "min_counts": 1, "min_genes": 200}'
+    assert std.uns["sclinbench"]["qc"] == ('{"min_cells": 0, "min_cells_per_label": 0, "min_counts": 1, '
+                                           '"min_gene_counts": 0, "min_genes": 200}')
 
 
 def test_several_10x_files_are_concatenated_with_per_file_obs():
@@ -292,6 +294,26 @@ def test_qc_thresholds_by_hand():
     assert '"min_cells_per_label": 2' in std.uns["sclinbench"]["qc"]
 
 
+def test_min_gene_counts_drops_genes_by_total_count_over_the_kept_cells():
+    """The paper's gene filter (total count >= 10): over the cells the cell filters keep."""
+    counts = [
+        [5, 1, 0, 9],   # c0: kept
+        [4, 1, 2, 0],   # c1: kept
+        [0, 0, 0, 30],  # c2: 1 gene < min_genes -> removed first, so G3's 30 counts do not count
+        [0, 8, 1, 0],   # c3: kept
+    ]
+    adata = small_adata(counts, celltype=["A", "A", "B", "B"])
+    entry = {"organism": "Mus musculus", "gene_id": "symbol", "columns": {"cell_type": "celltype"},
+             "qc": {"min_gene_counts": 10}}
+    std = data.standardize(adata, entry, {"min_genes": 2}, name="toy")
+    # totals over c0, c1, c3: G0 9, G1 10, G2 3, G3 9 -> only G1 reaches 10
+    assert list(std.obs_names) == ["c0", "c1", "c3"] and list(std.var_names) == ["G1"]
+    assert '"min_gene_counts": 10' in std.uns["sclinbench"]["qc"]
+    assert any("genes with < 10 counts in total" in step for step in json.loads(std.uns["sclinbench"]["qc_log"]))
+    kept = data.standardize(adata, {**entry, "qc": {}}, {"min_genes": 2}, name="toy")
+    assert kept.n_vars == 4                                  # off by default
+
+
 def test_gene_ids_lose_version_and_duplicates_are_summed():
     genes = ["g_a", "g_b", "g_c"]
     adata = small_adata([[1, 2, 4], [0, 3, 5]], genes=genes)
@@ -361,7 +383,7 @@ def test_every_registry_entry_validates_and_gets_defaults():
     for name, entry in entries.items():
         filled = copy.deepcopy(entry)
         validate(filled, str(SCHEMA))
-        assert filled["gene_id"] in ("ensembl", "symbol") and "qc" in filled, name
+        assert filled["gene_id"] in ("auto", "ensembl", "symbol") and "qc" in filled, name
     assert sum(name.startswith("ts_") for name in entries) == 34
     collection = entries["spermatogenesis"]
     for organism, member in collection["members"].items():

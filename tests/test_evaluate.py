@@ -262,3 +262,31 @@ def test_shared_stateless_representations_give_identical_predictions(case, liao,
     else:  # each stateless representation of all cells once, whatever the number of folds
         assert sorted(calls) == ["log1p", "rankz", "sqrt"]
     pd.testing.assert_frame_equal(shared, per_fold, check_exact=True)
+
+
+def test_papers_cross_species_centroid_through_the_evaluation():
+    """The paper's basis (rankz of pseudobulk library fractions) on raw counts, transfer folds and a
+    10% same-species hold-out: every test cell once, and the transfer fold is the model fitted on
+    every cell of the training species."""
+    from sclinbench.orthologs import map_to_reference
+
+    adatas, orth = make_atlas(seed=1, n_genes=300, cells_per_species=240, n_cell_types=4, n_donors=4,
+                              n_disease_genes=10, species=("alpha", "beta"), divergence=(0.0, 0.3))
+    adata = map_to_reference(adatas, orth, "alpha")
+    task = {"kind": "cross_species", "split": "cross_species", "protocol": "paper",
+            "diagonal": {"split": "stratified_holdout", "test_fraction": 0.1}}
+    splits = make_splits(adata.obs, task, seed=0)
+    spec = {"representation": {"name": "counts"}, "model": {"name": "centroid", "basis": "pseudobulk_rankz"}}
+    pred = evaluate(adata, splits, {"paper_centroid": spec, "rankz_centroid": PIPELINES["rankz_centroid"]}, task)
+    alpha = (adata.obs.organism == "alpha").to_numpy()
+    y = adata.obs.cell_type.astype(str).to_numpy()
+    full = CentroidClassifier(basis="pseudobulk_rankz").fit(adata.X[alpha], y[alpha])
+    ab = pred[(pred.group == "alpha->beta") & (pred.pipeline == "paper_centroid")]
+    idx = adata.obs_names.get_indexer(ab.cell_id)
+    np.testing.assert_array_equal(ab.y_pred.to_numpy(), full.predict(adata.X[idx]))
+    diag = pred[(pred.group == "alpha->alpha") & (pred.pipeline == "paper_centroid")]
+    assert diag.cell_id.value_counts().eq(1).all() and len(diag) == 24          # 10% of alpha's 240
+    summary, _ = intervals.summarize_predictions(pred, task, n_boot=100)
+    acc = summary[summary.metric == "accuracy"].set_index(["group", "pipeline"])["value"]
+    # 4 types (chance 0.25); the paper's basis is a real classifier on and off the diagonal
+    assert acc[("alpha->alpha", "paper_centroid")] > 0.6 and acc[("alpha->beta", "paper_centroid")] > 0.6

@@ -3,7 +3,12 @@
 import numpy as np
 import pandas as pd
 import pytest
-from fake_predictions import cross_species_predictions, kfold_predictions, novel_predictions
+from fake_predictions import (
+    cross_species_predictions,
+    holdout_predictions,
+    kfold_predictions,
+    novel_predictions,
+)
 from sklearn.metrics import roc_auc_score
 
 from sclinbench import intervals, metrics
@@ -156,3 +161,79 @@ def test_novel_type_headline_is_mean_over_held_out_types():
     r = _row(s, "good", "novelty_auroc")
     assert r["value"] == pytest.approx(want) and r["n_units"] == 4 and r["unit"] == "held-out type"
     assert "novelty_auroc" in set(p.metric)
+
+
+# --------------------------------------------------------------------------- repeated hold-outs
+
+def _weighted_split_scores(part, weight):
+    """macro F1 / accuracy / AUROC of one split's rows, each row repeated ``weight`` times."""
+    rows = part.loc[part.index.repeat(weight.astype(int))]
+    out = metrics.classification_scores(rows.y_true, rows.y_pred)
+    aucs = []
+    for c in [c for c in part.columns if c.startswith("s:")]:
+        pos = part.y_true.to_numpy() == c[2:]
+        if weight[pos].sum() and weight[~pos].sum():
+            aucs.append(roc_auc_score(pos, part[c], sample_weight=weight))
+    out["auroc_ovr"] = float(np.mean(aucs))
+    return out
+
+
+def test_repeated_holdout_headline_is_the_mean_over_splits_and_never_pools_a_cell_twice():
+    """The paper's statistic: the mean of the 5 splits' scores; n = distinct cells (or donors)."""
+    pred = holdout_predictions(PIPES, n_donors=6, seed=3, donor_ids=False)
+    good = pred[pred.pipeline == "good"]
+    assert good.cell_id.value_counts().max() >= 3                      # cells are tested in several splits
+    task = {"kind": "celltype", "split": "stratified_holdout"}
+    s, p = intervals.summarize_predictions(pred, task, n_boot=200)
+    per_split = [metrics.classification_scores(d.y_true, d.y_pred) for _, d in good.groupby("fold")]
+    cols = [c for c in good.columns if c.startswith("s:")]
+    aucs = [metrics.auroc_ovr(d.y_true, d[cols]) for _, d in good.groupby("fold")]
+    r = _row(s, "good", "macro_f1")
+    assert r["value"] == pytest.approx(np.mean([x["macro_f1"] for x in per_split]))
+    assert _row(s, "good", "accuracy")["value"] == pytest.approx(np.mean([x["accuracy"] for x in per_split]))
+    assert _row(s, "good", "auroc_ovr")["value"] == pytest.approx(np.mean(aucs))
+    pooled = metrics.classification_scores(good.y_true, good.y_pred)["macro_f1"]
+    assert r["value"] != pytest.approx(pooled, abs=1e-9)               # not the pooled figure
+    n_cells = good.cell_id.nunique()
+    assert r["unit"] == "cell" and r["n_units"] == n_cells < len(good)
+    assert "each of the 5 hold-out splits" in r["interval"] and "is one unit" in r["interval"]
+    assert r["ci_low"] < r["value"] < r["ci_high"]
+    assert _row(s, "good", "n_test_cells")["value"] == n_cells
+    # the shuffled control: mean over its label permutations of the mean over splits
+    sh = pred[pred.pipeline == "control_shuffled"]
+    want = np.mean([np.mean([metrics.classification_scores(d.y_true, d.y_pred)["macro_f1"]
+                             for _, d in rep.groupby("fold")]) for _, rep in sh.groupby("repeat")])
+    assert _row(s, "control_shuffled", "macro_f1")["value"] == pytest.approx(want)
+    assert ((p.a == "good") & (p.b == "ok") & (p.metric == "macro_f1")).sum() == 1
+    # with >= 3 real donors, donors are the units
+    by_donor, _ = intervals.summarize_predictions(holdout_predictions(PIPES, n_donors=5), task, n_boot=100)
+    assert _row(by_donor, "good", "macro_f1")["unit"] == "donor" and _row(by_donor, "good", "macro_f1")["n_units"] == 5
+
+
+@pytest.mark.parametrize("units, per_donor", [("donor", 40), ("cell", 40), ("cell", 700)])
+def test_a_repeated_holdout_draw_resamples_each_unit_once_in_every_split(units, per_donor):
+    """A unit drawn w times weighs w in every split it is tested in (> 2,000 cells: the same block)."""
+    pred = holdout_predictions({"good": 0.8, "ok": 0.5}, seed=4, cells_per_donor=per_donor)
+    scope = intervals.RepeatedHoldoutScope(pred, units)
+    n_distinct = pred.cell_id.nunique() if units == "cell" else 6
+    assert scope.n_reported == n_distinct
+    if per_donor == 700:
+        assert scope.n_units == intervals.CELL_BLOCKS and "random blocks" in scope.note
+    W = next(intervals.unit_draws(scope.n_units, 3, np.random.default_rng(7)))
+    got = scope.metrics(W)[("good", 0)]
+    good = pred[pred.pipeline == "good"]
+    key = "cell_id" if units == "cell" else "donor_id"
+    names = np.unique(pred[key].astype(str))
+    unit_of = dict(zip(names, range(len(names))))
+    block = np.arange(len(names))
+    if per_donor == 700:
+        block = np.random.default_rng(0).permutation(len(names)) % intervals.CELL_BLOCKS
+    for b in range(3):
+        want = {"macro_f1": [], "accuracy": [], "auroc_ovr": []}
+        for _, part in good.groupby("fold"):
+            weight = W[b, block[[unit_of[u] for u in part[key].astype(str)]]]
+            values = _weighted_split_scores(part, weight)
+            for m in want:
+                want[m].append(values[m])
+        for m, v in want.items():
+            assert got[m][b] == pytest.approx(np.mean(v), rel=1e-6), (m, b)

@@ -425,6 +425,11 @@ def test_one_place_switches_the_counts_of_every_tabula_sapiens_entry():
     assert text.count("counts: &ts_counts") == 1 and text.count("counts: *ts_counts") == 33
     switched = yaml.safe_load(text.replace("&ts_counts raw.X", "&ts_counts layers/decontXcounts"))
     assert {e["counts"] for n, e in switched.items() if n.startswith("ts_")} == {"layers/decontXcounts"}
+    # the paper's gene filter, one place for every Tabula Sapiens entry (and no other)
+    assert text.count("qc: &ts_qc {min_gene_counts: 10}") == 1 and text.count("qc: *ts_qc") == 33
+    registry = yaml.safe_load(text)
+    assert all((e.get("qc") or {}).get("min_gene_counts") == (10 if n.startswith("ts_") else None)
+               for n, e in registry.items())
 
 
 # ----------------------------------------------------------------------------- the workflow
@@ -487,3 +492,19 @@ def test_read_benchmark_runs_small_and_keeps_the_same_cells(tmp_path, capsys):
     assert whole["cells"] == rows["cells"] == result["file"]["kept_cells"] > 0
     assert whole["matrix_mib"] == rows["matrix_mib"] and rows["peak_mib"] > 0
     assert "peak RSS (MiB)" in capsys.readouterr().out
+
+
+def test_the_paper_protocol_splits_are_checked_offline(real):
+    """stratified_holdout and a hold-out diagonal are accepted; the paper's >= 100 cells per type is
+    checked against the held-out cells the manifest knows."""
+    m, registry, paper = real
+    tasks = copy.deepcopy({k: paper["tasks"][k] for k in ("ts_celltype_stratified", "spermatogenesis_cross_species")})
+    assert tasks["ts_celltype_stratified"]["split"] == "stratified_holdout"
+    assert manifest.task_problems(tasks, registry, m) == []
+    tasks["ts_celltype_stratified"]["datasets"].append("ts_pancreas")
+    lines = [p.line() for p in manifest.task_problems(tasks, registry, m)]
+    assert len(lines) == 1 and "'ts_pancreas'" in lines[0]
+    assert "41 cells from held-out donors cannot hold 2 classes of >= 100 cells" in lines[0]
+    # without a class filter a stratified hold-out still needs 2 cells per class
+    tasks = {"t": {"kind": "celltype", "split": "stratified_holdout", "datasets": ["ts_kidney"]}}
+    assert "0 cells from held-out donors" in manifest.task_problems(tasks, registry, m)[0].line()

@@ -228,3 +228,63 @@ def test_control_seeds_differ_per_fold_and_repeat():
     seeds = {control_seed(0, f, r) for f in range(5) for r in range(5)}
     assert len(seeds) == 25
     assert control_seed(3, 1, 2) == control_seed(3, 1, 2) != control_seed(4, 1, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# the paper's cross-species basis: rankz of pseudobulk library fractions
+# ------------------------------------------------------------------------------------------------
+def _hand_rankz(v: np.ndarray) -> np.ndarray:
+    """One profile by hand: average ranks over all genes -> Phi^-1(rank / (G + 1)) -> unit L2 norm."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    z = ndtri(rankdata(v) / (v.size + 1))
+    return z / np.linalg.norm(z)
+
+
+def test_pseudobulk_rankz_basis_equals_a_hand_computation():
+    counts = np.array([
+        [3.0, 0, 1, 0, 6, 0],     # a
+        [10, 2, 0, 0, 8, 0],      # a  (a larger library: fractions, not counts, are averaged)
+        [0, 4, 0, 2, 1, 1],       # b
+        [0, 1, 0, 1, 0, 0],       # b
+        [1, 0, 5, 0, 0, 3],       # c
+    ])
+    y = np.array(["a", "a", "b", "b", "c"])
+    model = build_model("centroid", {"basis": "pseudobulk_rankz"}).fit(sp.csr_matrix(counts), y)
+    fractions = counts / counts.sum(axis=1, keepdims=True)
+    pseudobulk = np.vstack([fractions[y == c].mean(axis=0) for c in ("a", "b", "c")])
+    basis = np.vstack([_hand_rankz(p) for p in pseudobulk])
+    assert_allclose(model.pseudobulk_, pseudobulk, rtol=1e-12)
+    assert_allclose(model.profiles_, basis, rtol=1e-6, atol=1e-7)
+    # not the class mean of the counts (nor of the rankz'd cells): the option changes the basis
+    assert not np.allclose(model.pseudobulk_[0], counts[:2].mean(axis=0) / counts[:2].mean(axis=0).sum())
+    plain = CentroidClassifier().fit(rankz(sp.csr_matrix(counts)), y)
+    assert not np.allclose(plain.profiles_, basis, atol=1e-3)
+    # cells: rankz'd one by one, decomposed on the basis by least squares
+    query = np.array([[2.0, 0, 3, 0, 0, 1], [0, 3, 0, 2, 0, 0], [4, 1, 0, 0, 5, 0]])
+    cells = np.vstack([_hand_rankz(q) for q in query])
+    beta = np.linalg.lstsq(basis.T, cells.T, rcond=None)[0].T
+    assert_allclose(model.decision_function(sp.csr_matrix(query)), beta, rtol=1e-5, atol=1e-6)
+    assert list(model.predict(sp.csr_matrix(query))) == ["c", "b", "a"]
+
+
+def test_pseudobulk_rankz_basis_takes_counts_only():
+    from sclinbench.pipeline import build_pipeline, normalize_spec
+    from sclinbench.tool.portable import LinearScorer
+
+    spec = {"representation": {"name": "counts"}, "model": {"name": "centroid", "basis": "pseudobulk_rankz"}}
+    assert normalize_spec(spec)["model"] == {"name": "centroid", "min_class_size": 1, "basis": "pseudobulk_rankz"}
+    X, y = nb_counts(seed=3)
+    pipe = build_pipeline(spec).fit(X[:100], y[:100])
+    assert (pipe.predict(X[100:]) == y[100:]).mean() > 0.9
+    for other in ({"representation": {"name": "rankz"}}, {"scale": True},
+                  {"reduction": {"method": "pca", "n_components": 5}}):
+        with pytest.raises(SclinbenchError, match="basis pseudobulk_rankz builds its profiles from raw counts"):
+            normalize_spec({**spec, **other})
+    with pytest.raises(SclinbenchError, match="basis must be one of cells, pseudobulk_rankz"):
+        build_model("centroid", {"basis": "means"})
+    with pytest.raises(SclinbenchError, match="expected raw counts"):
+        build_model("centroid", {"basis": "pseudobulk_rankz"}).fit(rankz(X[:100]), y[:100])
+    with pytest.raises(SclinbenchError, match="a model file cannot hold"):
+        LinearScorer.from_estimator(pipe.named_steps["model"])

@@ -187,3 +187,71 @@ def test_leave_one_donor_out_cell_level(obs):
     for donor, rows in merged.groupby("group"):
         assert set(rows[rows.role == "test"].donor_id) == {donor}
         assert merged.loc[rows.index[rows.role == "test"], "cell_type"].nunique() > 1   # cells, not one label
+
+
+# --------------------------------------------------------------------------- repeated stratified hold-outs
+
+def test_stratified_holdout_is_the_papers_train_test_split_with_random_state_0_to_4(obs):
+    """Split i is sklearn's train_test_split(stratify=y, test_size=0.2, random_state=i) on the cells
+    in dataset order: the paper's five Tabula Sapiens splits."""
+    from sklearn.model_selection import train_test_split
+
+    t = make_splits(obs, {"kind": "celltype", "split": "stratified_holdout", "n_repeats": 5, "test_fraction": 0.2})
+    assert sorted(t["fold"].unique()) == [0, 1, 2, 3, 4] and (t.split_kind == "stratified_holdout").all()
+    for i, rows in t.groupby("fold"):
+        _, want_test = train_test_split(obs.index.to_numpy(), test_size=0.2, random_state=i,
+                                        stratify=obs["cell_type"].to_numpy())
+        test = rows[rows.role == "test"].cell_id
+        train = rows[rows.role == "train"].cell_id
+        assert set(test) == set(want_test) and len(test) == 120
+        assert not set(train) & set(test) and set(train) | set(test) == set(obs.index)
+        share = obs.loc[test, "cell_type"].value_counts(normalize=True)
+        assert (share - obs["cell_type"].value_counts(normalize=True)).abs().max() < 0.01   # stratified
+    # independent draws: cells are tested in several splits (not a partition, unlike k-fold)
+    tested = t[t.role == "test"].cell_id.value_counts()
+    assert tested.max() >= 3 and len(tested) < len(obs)
+    # the config seed shifts every random_state (seed 2: random_state 2..6)
+    shifted = make_splits(obs, {"kind": "celltype", "split": "stratified_holdout"}, seed=2)
+    first = t[(t.fold == 2) & (t.role == "test")].cell_id
+    assert set(shifted[(shifted.fold == 0) & (shifted.role == "test")].cell_id) == set(first)
+
+
+def test_stratified_holdout_options_are_checked(obs):
+    base = {"kind": "celltype", "split": "stratified_holdout"}
+    assert make_splits(obs, base)["fold"].nunique() == 5                     # defaults: 5 x 80/20
+    with pytest.raises(SclinbenchError, match="n_folds does not apply to split stratified_holdout"):
+        make_splits(obs, {**base, "n_folds": 5})
+    with pytest.raises(SclinbenchError, match="n_repeats applies to split stratified_holdout only"):
+        make_splits(obs, {"kind": "celltype", "split": "stratified", "n_repeats": 3})
+    with pytest.raises(SclinbenchError, match="test_fraction must be a number between 0 and 1"):
+        make_splits(obs, {**base, "test_fraction": 1.5})
+    with pytest.raises(SclinbenchError, match="n_repeats must be an integer >= 1"):
+        make_splits(obs, {**base, "n_repeats": 0})
+    single = obs.copy()
+    single.iloc[0, 0] = "lonely"
+    with pytest.raises(SclinbenchError, match=r"class 'lonely' .* needs >= 2 per class; set the task's min_cells_per_class"):
+        make_splits(single, base, dataset="x")
+    t = make_splits(single, {**base, "min_cells_per_class": 100}, dataset="x")   # the paper's >= 100 cells
+    kept = single.cell_type.value_counts()
+    assert set(single.loc[t.cell_id.unique(), "cell_type"]) == set(kept[kept >= 100].index)
+
+
+def test_cross_species_diagonal_as_one_stratified_holdout(obs):
+    """The paper's same-species diagonal: one stratified 90/10 hold-out per species."""
+    from sklearn.model_selection import train_test_split
+
+    t = make_splits(obs, {"kind": "cross_species", "split": "cross_species",
+                          "diagonal": {"split": "stratified_holdout", "test_fraction": 0.1}}, seed=0)
+    diag = t[t.group.str.split("->").map(lambda g: g[0] == g[1])]
+    assert diag["fold"].nunique() == 3 and diag["fold"].min() == 3          # one fold per species
+    for a in ("alpha", "beta", "gamma"):
+        mine = diag[diag.group == f"{a}->{a}"]
+        test = mine[mine.role == "test"].cell_id
+        cells = obs[obs.organism == a]
+        _, want = train_test_split(cells.index.to_numpy(), test_size=0.1, random_state=0,
+                                   stratify=cells.cell_type.to_numpy())
+        assert set(test) == set(want) and len(test) == 20
+        assert set(mine[mine.role == "train"].cell_id) == set(cells.index) - set(want)
+    # transfer folds unchanged: every cell of the training species
+    transfer = t[(t.fold < 3) & (t.role == "train")]
+    assert len(transfer) == len(obs)

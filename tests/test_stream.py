@@ -84,7 +84,8 @@ def assert_same(a: ad.AnnData, b: ad.AnnData) -> None:
     assert dict(a.uns["sclinbench"]) == dict(b.uns["sclinbench"])
 
 
-@pytest.mark.parametrize("case", ["plain", "qc", "feature", "filters", "ood_only", "max_cells", "raw_int"])
+@pytest.mark.parametrize("case", ["plain", "qc", "feature", "filters", "ood_only", "max_cells", "raw_int",
+                                  "gene_counts"])
 def test_streamed_file_equals_in_memory_file(tmp_path, case):
     entry, qc = dict(ENTRY), {}
     dtype = np.float32
@@ -105,11 +106,17 @@ def test_streamed_file_equals_in_memory_file(tmp_path, case):
         qc = QC
     elif case == "raw_int":
         dtype = np.int64
+    elif case == "gene_counts":  # the paper's gene filter (total count), after the cell filters
+        qc = {**QC, "min_gene_counts": 165}
     path = raw_file(tmp_path / "raw.h5ad", dtype=dtype)
     a = in_memory(path, entry, qc, tmp_path / "memory.h5ad")
     b = streamed(path, entry, qc, tmp_path / "streamed.h5ad")
     assert a.n_obs > 50
     assert_same(a, b)
+    if case == "gene_counts":
+        assert "genes with < 165 counts in total" in a.uns["sclinbench"]["qc_log"]
+        assert a.n_vars < in_memory(path, entry, QC, tmp_path / "no_gene_filter.h5ad").n_vars
+        assert np.asarray(a.X.sum(axis=0)).min() >= 165
     if case == "max_cells":
         assert a.n_obs == 101
         record = json.loads(a.uns["sclinbench"]["subsample"])

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 BUNDLED = ("pbmc68k_reduced",)
 FORMATS = ("h5ad", "10x_h5", "mtx")
 STANDARD_OBS = ("cell_type", "donor_id", "condition", "organism")
-QC_KEYS = ("min_genes", "min_counts", "min_cells", "min_cells_per_label")
+QC_KEYS = ("min_genes", "min_counts", "min_cells", "min_cells_per_label", "min_gene_counts")
 UNKNOWN = "unknown"
 #: obs columns holding labels a task predicts: a cell without one is unlabelled (NaN), never a class
 LABEL_COLUMNS = ("cell_type", "condition")
@@ -848,10 +848,15 @@ class _InMemoryCounts:
     def gene_cells(self, adata: ad.AnnData) -> np.ndarray:
         return np.bincount(adata.X.indices, minlength=adata.n_vars)
 
+    def gene_totals(self, adata: ad.AnnData) -> np.ndarray:
+        return np.bincount(adata.X.indices, weights=adata.X.data, minlength=adata.n_vars)
+
 
 def _quality_control(adata: ad.AnnData, thresholds: dict, name: str,
                      counts=None) -> tuple[ad.AnnData, list[str]]:
-    """Cell filters (empty, min_counts, min_genes), rare labels, then gene filters.
+    """Cell filters (empty, min_counts, min_genes), rare labels, then gene filters (empty,
+    min_cells, min_gene_counts: label-free statistics of every kept cell, whichever task or fold
+    later tests it -- Souza & Mehta filter Tabula Sapiens genes by total count before splitting).
 
     ``counts`` gives the per-cell totals / genes and per-gene cells of the cells and genes
     ``adata`` holds: by default from ``adata.X``; a :class:`_StreamedCounts` computes them from
@@ -907,8 +912,12 @@ def _quality_control(adata: ad.AnnData, thresholds: dict, name: str,
 
     n_cells = counts.gene_cells(adata)
     keep_genes = np.ones(adata.n_vars, dtype=bool)
-    for label, ok in [("empty genes", n_cells > 0),
-                      (f"genes in < {thresholds['min_cells']} cells", n_cells >= thresholds["min_cells"])]:
+    gene_checks = [("empty genes", n_cells > 0),
+                   (f"genes in < {thresholds['min_cells']} cells", n_cells >= thresholds["min_cells"])]
+    if thresholds["min_gene_counts"] > 0:  # label-free, over every cell kept so far (test cells too)
+        gene_checks.append((f"genes with < {thresholds['min_gene_counts']} counts in total",
+                            counts.gene_totals(adata) >= thresholds["min_gene_counts"]))
+    for label, ok in gene_checks:
         dropped = int((keep_genes & ~ok).sum())
         if dropped:
             note(f"removed {dropped} {label}")
@@ -956,7 +965,8 @@ def standardize(
         ``condition_from_feature``, ``ood_donors``, ``ood_only``, ``qc``, ``unlabelled`` (values
         of ``cell_type``/``condition`` meaning "no label"; default :data:`DEFAULT_UNLABELLED`).
     qc
-        Thresholds ``min_genes``, ``min_counts`` (cells), ``min_cells`` (genes),
+        Thresholds ``min_genes``, ``min_counts`` (cells), ``min_cells`` and ``min_gene_counts``
+        (genes: detected in fewer cells / fewer counts in total over the kept cells),
         ``min_cells_per_label`` (cell types); missing or null = 0 (off). Non-null values of
         ``entry["qc"]`` override them.
     source
@@ -1168,6 +1178,7 @@ class _StreamedCounts:
         self.var_names = None  # work genes (after the drop), set by the caller
         self.totals = self.n_genes = None
         self._gene_cells = None  # (cells, genes' cells) of the last gene_cells over every gene
+        self._gene_totals = None  # (cells, genes' total counts) of the last gene_cells
 
     def _ranges(self, rows: np.ndarray):
         """Contiguous file-row ranges of at most ``block`` stored values holding ``rows``."""
@@ -1248,11 +1259,24 @@ class _StreamedCounts:
 
     def gene_cells(self, adata: ad.AnnData) -> np.ndarray:
         n_cells = np.zeros(len(self.var_names), dtype=np.int64)
+        totals = np.zeros(len(self.var_names))
         for _, X, _ in self._work_blocks(adata):
             n_cells += np.bincount(X.indices, minlength=len(self.var_names))
+            totals += np.bincount(X.indices, weights=X.data, minlength=len(self.var_names))
+        positions = self.names.get_indexer(adata.obs_names)
         if adata.var_names.equals(self.var_names):
-            self._gene_cells = (self.names.get_indexer(adata.obs_names), n_cells)
+            self._gene_cells = (positions, n_cells)
+        self._gene_totals = (positions, totals)
         return n_cells[self.var_names.get_indexer(adata.var_names)]
+
+    def gene_totals(self, adata: ad.AnnData) -> np.ndarray:
+        """Total counts per gene of these cells (from the pass of :meth:`gene_cells` when it read
+        the same cells)."""
+        last = getattr(self, "_gene_totals", None)
+        if last is None or not np.array_equal(last[0], self.names.get_indexer(adata.obs_names)):
+            self.gene_cells(adata)
+            last = self._gene_totals
+        return last[1][self.var_names.get_indexer(adata.var_names)]
 
     def write(self, adata: ad.AnnData, path: str | os.PathLike, compression: str | None) -> int:
         """Append X (CSR float32, the cells x genes of ``adata``) to the h5ad at ``path`` (written

@@ -15,6 +15,10 @@ them into the numbers the tables report (``results/scores/.../task~T.summary.tsv
   interval".
 - **Paired differences** resample both pipelines with the same draws (the same units in every draw
   for every pipeline), so ``a - b`` has its own interval.
+- **Repeated hold-outs** (``split: stratified_holdout``, a cell tested in several splits): the
+  estimate is the mean over the splits of each split's metric, and a draw resamples each distinct
+  unit once and recomputes every split from it (:class:`RepeatedHoldoutScope`); ``n_test_cells``
+  counts distinct cells.
 - **Controls**: a shuffled-label control has ``repeats`` permutations per fold; its estimate is the
   mean over repeats (each repeat a full set of out-of-fold predictions), its spread over repeats is
   reported beside it, and in each bootstrap draw it is the mean over repeats on the same units.
@@ -55,6 +59,7 @@ from sclinbench.metrics import (
     n_fallback,
     score_rows,
 )
+from sclinbench.splits import REPEATED_SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +276,110 @@ class PooledScope:
         return out
 
 
+class RepeatedHoldoutScope:
+    """The mean over repeated hold-out splits of each split's metric, per bootstrap draw of units.
+
+    A ``stratified_holdout`` split (:func:`sclinbench.splits.stratified_holdout`) tests a cell in
+    several splits, so pooling its predictions would count that cell once per split as if it were
+    that many independent units. Here each split keeps its own confusion counts and AUROC inputs,
+    indexed by one shared set of units (``cell_id`` or ``donor_id``, the same unit in every split):
+    a draw gives every unit one multiplicity, each split's metric is recomputed from its test rows
+    weighted by it, and the draw's value is the mean over the splits -- the paper's statistic (the
+    mean of the per-split scores), with an interval that resamples each distinct unit once. More than
+    :data:`DIRECT_MAX_CELLS` cells are resampled in :data:`CELL_BLOCKS` seeded random blocks (a cell
+    in the same block in every split), as in :class:`PooledScope`. Per-split values are the per-fold
+    rows of ``metrics.tsv``.
+
+    Parameters are those of :class:`PooledScope`; macro averages run over the labels true or
+    predicted in each split (scikit-learn's default per split).
+    """
+
+    pooled = False
+
+    def __init__(self, rows: pd.DataFrame, units: str, where: str = ""):
+        rows = _with_repeat(rows)
+        self.mode, self.unit = "union", units
+        members = list(rows.groupby(["pipeline", "repeat"], sort=True))
+        if not members:
+            raise SclinbenchError(f"{where}: no predictions to score")
+        column = "cell_id" if units == "cell" else "donor_id"
+        names, codes = np.unique(rows[column].astype(str).to_numpy(), return_inverse=True)
+        unit_of = pd.Series(codes, index=rows.index)
+        self.unit_names = list(names)
+        self.n_units = self.n_reported = len(names)
+        block = np.arange(self.n_units)
+        self.folds = sorted(pd.unique(rows["fold"]))
+        self.note = (f", each of the {len(self.folds)} hold-out splits scored on its own resampled test "
+                     f"rows, then averaged over the splits (a {units} tested in several splits is one unit)")
+        if units == "cell" and self.n_units > DIRECT_MAX_CELLS:
+            block = np.random.default_rng(0).permutation(self.n_units) % CELL_BLOCKS
+            self.note += (f"; cells resampled in {CELL_BLOCKS} seeded random blocks of about "
+                          f"{self.n_units // CELL_BLOCKS} cells")
+            self.n_units = CELL_BLOCKS
+            self.unit_names = [f"block {i}" for i in range(CELL_BLOCKS)]
+        self.labels = label_index(rows["y_true"], rows["y_pred"])
+        self.auc_labels = sorted(set(rows["y_true"].astype(str)) & set(self.labels))
+        k = len(self.labels) + 1
+        ref_pipeline = members[0][0][0]
+        ref_keys = {}
+        self.members: list[dict] = []
+        for (pipeline, repeat), df in members:
+            per_fold = []
+            for fold in self.folds:
+                part = df[df["fold"] == fold].sort_values("cell_id", kind="mergesort")
+                keys = part["cell_id"].to_numpy(str)
+                if fold not in ref_keys:
+                    ref_keys[fold] = keys
+                elif len(keys) != len(ref_keys[fold]) or not (keys == ref_keys[fold]).all():
+                    raise SclinbenchError(
+                        f"{where}: pipeline '{pipeline}' (repeat {repeat}) has predictions for other test cells "
+                        f"of split {fold} than '{ref_pipeline}'; the predictions files are stale: delete them "
+                        f"and re-run")
+                u = block[unit_of.loc[part.index].to_numpy()]
+                t = encode(part["y_true"].to_numpy(str), self.labels)
+                p = encode(part["y_pred"].to_numpy(str), self.labels)
+                counts = sp.csr_matrix((np.ones(len(part)), (u, t * k + p)), shape=(self.n_units, k * k))
+                counts.sum_duplicates()
+                scores = {c[len(SCORE_PREFIX):]: part[c].to_numpy(float) for c in part.columns
+                          if c.startswith(SCORE_PREFIX) and c[len(SCORE_PREFIX):] in self.auc_labels}
+                per_fold.append({"counts": counts, "units": u, "y": part["y_true"].to_numpy(str), "scores": scores})
+            self.members.append({"pipeline": str(pipeline), "repeat": int(repeat), "folds": per_fold})
+
+    def _auroc(self, fold: dict, W: np.ndarray) -> np.ndarray:
+        """Mean one-vs-rest AUROC of one split under ``W``; the inputs of each class are built here
+        and dropped after use (a stored U x U pair matrix per class, split and pipeline adds up)."""
+        values = []
+        for label, s in fold["scores"].items():
+            ok = np.isfinite(s)
+            positive = fold["y"][ok] == label
+            if not ok.any() or positive.all() or not positive.any():
+                continue
+            values.append(_auc_draws(_auc_class(s[ok], positive, fold["units"][ok], self.n_units), W))
+        if not values:
+            return np.full(W.shape[0], np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # draws without both outcomes: NaN
+            return np.nanmean(np.vstack(values), axis=0)
+
+    def metrics(self, W: np.ndarray) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+        """Every metric of every pipeline-repeat (mean over the splits) for unit multiplicities ``W``."""
+        out = {}
+        k = len(self.labels) + 1
+        for m in self.members:
+            per_split: dict[str, list[np.ndarray]] = {}
+            for fold in m["folds"]:
+                C = np.asarray((fold["counts"].T @ W.T).T).reshape(W.shape[0], k, k)
+                values = confusion_metrics(C, self.mode)
+                values["auroc_ovr"] = self._auroc(fold, W)
+                for metric, v in values.items():
+                    per_split.setdefault(metric, []).append(v)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a draw leaving a split one class: NaN
+                out[(m["pipeline"], m["repeat"])] = {metric: np.nanmean(np.vstack(v), axis=0)
+                                                     for metric, v in per_split.items()}
+        return out
+
+
 class MeanScope:
     """The mean over units of per-unit values (species pairs, held-out types, species)."""
 
@@ -445,6 +554,11 @@ def summarize_predictions(predictions: pd.DataFrame, task: dict, n_boot: int = 2
                                    "", "held-out type"))
     elif kind == "cross_species":
         _cross_species(preds, split, run, summary)
+    elif split in REPEATED_SPLITS:
+        units = _units_for(preds, split)
+        run(RepeatedHoldoutScope(preds, units, key or "predictions"), POOLED_METRICS, "", paired)
+        distinct = preds.groupby(["pipeline", "repeat"])["cell_id"].nunique().rename("value").reset_index()
+        summary.extend(_point_rows(distinct.assign(metric="n_test_cells"), "", units))
     else:
         units = _units_for(preds, split)
         where = key or "predictions"

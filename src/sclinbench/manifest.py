@@ -42,6 +42,8 @@ FACT_KEYS = ("n_cells", "n_cells_held_out", "n_donors", "n_donors_held_out", "n_
              "label_column", "donor_column", "gene_symbols", "common_types")
 #: splits that hold whole donors out, and the fewest donors each needs (``None`` = ``n_folds``)
 DONOR_SPLITS = {"donor": None, "donor_pseudobulk": 2, "leave_one_donor_out": 2}
+#: the fewest cells per class a split needs, where it is not n_folds (a stratified hold-out: 2)
+MIN_CELLS_PER_CLASS = {"stratified_holdout": 2}
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _NOT_SYMBOL = re.compile(r"^ENS[A-Z]*G\d+(\.\d+)?$|_ENS[A-Z]*G\d+")
 
@@ -215,7 +217,7 @@ def _dataset_problems(m: Manifest, task: str, spec: Mapping, name: str, entry: M
     if kind in ("celltype", "disease", "novel_type") and cells.known:
         classes = 3 if kind == "novel_type" else 2
         per_class = max(int(spec.get("min_cells_per_class", 0) or 0),
-                        n_folds if split == "stratified" else 1, 1)
+                        n_folds if split == "stratified" else 1, MIN_CELLS_PER_CLASS.get(split, 1))
         if int(cells.value) < classes * per_class:
             add(cells, f"{_num(cells.value)} cells{' from held-out donors' if whose else ''} cannot hold {classes} classes of "
                        f">= {per_class} cells (min_cells_per_class / n_folds)",

@@ -42,7 +42,7 @@ MODELS: dict[str, dict] = {
     "linear_svm": {"C": 1.0, "max_iter": 5000, "Cs": [0.001, 0.01, 0.1, 1.0, 10.0], "cv_folds": 3, **_DENSE},
     "ridge": {"alpha": 1.0, **_DENSE},
     "lda": {"shrinkage": "auto", **_DENSE},
-    "centroid": {"min_class_size": 1},
+    "centroid": {"min_class_size": 1, "basis": "cells"},
     "knn": {"n_neighbors": 5, "weights": "uniform", "metric": "euclidean", **_DENSE},
     "majority": {},
     "leiden_logreg": {**LEIDEN_LOGREG_OPTIONS, **_DENSE},
@@ -105,6 +105,22 @@ def _linear_scores(X, W: np.ndarray) -> np.ndarray:
     return np.asarray(X, dtype=np.float64) @ W
 
 
+#: How :class:`CentroidClassifier` builds its class profiles (model option ``basis``).
+CENTROID_BASES = ("cells", "pseudobulk_rankz")
+
+
+def _library_fractions(X) -> sp.csr_matrix:
+    """Rows of raw counts divided by their library size (cells without counts stay zero)."""
+    from sclinbench.represent.normalize import _as_counts
+
+    if isinstance(X, RowSubset):
+        X = X.materialize()
+    X = _as_counts(X, where="model 'centroid' (basis pseudobulk_rankz)")
+    lib = np.asarray(X.sum(axis=1), dtype=np.float64).reshape(-1)
+    scale = np.divide(1.0, lib, out=np.zeros_like(lib), where=lib > 0)
+    return sp.csr_matrix(sp.diags(scale) @ X.astype(np.float64))
+
+
 class CentroidClassifier(ClassifierMixin, BaseEstimator):
     """Training-free centroid classifier (Souza & Mehta 2026).
 
@@ -119,6 +135,12 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
     product ``X @ coef_.T``, which for :class:`~sclinbench.represent.OffsetCSR` input is
     ``S coef_.T + offset (1^T coef_.T)`` -- no densifying.
 
+    ``basis="pseudobulk_rankz"`` is the basis of Souza & Mehta's cross-species transfer: the model
+    takes raw counts (pipeline ``representation: {name: counts}``); a class profile is the rankz
+    (:func:`~sclinbench.represent.rankz`) of the class's pseudobulk -- the mean over its training
+    cells of counts / library size -- and each cell is rankz'd (over the same genes) before the
+    decomposition. Both are per-class / per-cell transforms of training or test rows only.
+
     Parameters
     ----------
     min_class_size
@@ -126,6 +148,9 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
         ``excluded_classes_``.
     rcond
         Relative cutoff for small singular values of ``P``; default ``max(G, k) * eps``.
+    basis
+        ``"cells"``: profiles are the class means of the input rows (default);
+        ``"pseudobulk_rankz"``: see above (input: raw counts).
 
     Attributes
     ----------
@@ -134,7 +159,8 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
     excluded_classes_ : ndarray
         Classes with fewer than ``min_class_size`` training cells.
     profiles_ : ndarray (k, G)
-        Class mean profiles.
+        Class profiles (the class means; ``pseudobulk_rankz``: the rankz of each class's mean
+        library fractions, which are ``pseudobulk_``).
     coef_ : ndarray (k, G)
         ``pinv(P^T)``: ``beta = X @ coef_.T``.
     rank_ : int
@@ -143,17 +169,26 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
         Training cells per kept class.
     """
 
-    def __init__(self, min_class_size: int = 1, rcond: float | None = None):
+    def __init__(self, min_class_size: int = 1, rcond: float | None = None, basis: str = "cells"):
         self.min_class_size = min_class_size
         self.rcond = rcond
+        self.basis = basis
+
+    def _check_basis(self) -> None:
+        if self.basis not in CENTROID_BASES:
+            raise SclinbenchError(f"model 'centroid': basis must be one of {', '.join(CENTROID_BASES)}, "
+                                  f"got {self.basis!r}")
 
     def fit(self, X, y):
+        self._check_basis()
         y = np.asarray(y)
         n, g = X.shape
         if y.shape[0] != n:
             raise ValueError(f"X has {n} rows but y has {y.shape[0]} labels")
         rows, codes = self.training_codes(y)
         Xk = X if rows.size == n else X[rows]
+        if self.basis == "pseudobulk_rankz":
+            Xk = _library_fractions(Xk)
         return self.fit_class_means(_class_means(Xk, codes, self.classes_.size), g)
 
     def training_codes(self, y) -> tuple[np.ndarray, np.ndarray]:
@@ -188,9 +223,16 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
 
     def fit_class_means(self, P: np.ndarray, n_features: int):
         """The second half of :meth:`fit`: the least-squares solution of the class means ``P``
-        (``classes_`` x features, from the rows and codes of :meth:`training_codes`)."""
+        (``classes_`` x features, from the rows and codes of :meth:`training_codes`; for
+        ``basis="pseudobulk_rankz"`` the class means of the library fractions, rankz'd here)."""
+        self._check_basis()
         self.n_features_in_ = int(n_features)
         P = np.asarray(P, dtype=np.float64)
+        if self.basis == "pseudobulk_rankz":
+            from sclinbench.represent.rank import rankz
+
+            self.pseudobulk_ = P
+            P = rankz(sp.csr_matrix(P), dtype=np.float64).toarray()
         self.profiles_ = P
         U, s, Vt = np.linalg.svd(P.T, full_matrices=False)  # P^T = U diag(s) Vt
         rcond = self.rcond if self.rcond is not None else max(P.shape) * np.finfo(np.float64).eps
@@ -212,6 +254,10 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, fitted on {self.n_features_in_}")
+        if self.basis == "pseudobulk_rankz":  # raw counts in: each cell rankz'd on its own
+            from sclinbench.represent.rank import rankz
+
+            X = rankz(X.materialize() if isinstance(X, RowSubset) else X)
         return _linear_scores(X, self.coef_.T)
 
     def predict(self, X) -> np.ndarray:
@@ -420,7 +466,8 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
         - ``ridge``: ``RidgeClassifier`` (``alpha``, balanced).
         - ``lda``: ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")`` (dense input:
           use after PCA or feature selection).
-        - ``centroid``: :class:`CentroidClassifier` (``min_class_size``).
+        - ``centroid``: :class:`CentroidClassifier` (``min_class_size``; ``basis``: ``cells``, or
+          ``pseudobulk_rankz`` -- the paper's cross-species basis, on raw counts).
         - ``knn``: ``KNeighborsClassifier`` (``n_neighbors`` 5, ``weights``, ``metric``).
         - ``majority``: ``DummyClassifier(strategy="most_frequent")``.
         - ``leiden_logreg``: :class:`~sclinbench.clustered.LeidenLogisticRegression`, a
@@ -448,7 +495,10 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
 
     p = _resolve_params(name, params)
     if name == "centroid":
-        return CentroidClassifier(min_class_size=p["min_class_size"])
+        if p["basis"] not in CENTROID_BASES:
+            raise SclinbenchError(f"model 'centroid': basis must be one of {', '.join(CENTROID_BASES)}, "
+                                  f"got {p['basis']!r}")
+        return CentroidClassifier(min_class_size=p["min_class_size"], basis=p["basis"])
     if name == "leiden_logreg":  # densifies its own input (up to max_dense_elements)
         est = LeidenLogisticRegression(**p, random_state=seed)
         est.check_params()

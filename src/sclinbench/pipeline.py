@@ -180,6 +180,12 @@ def normalize_spec(spec: dict) -> dict:
         red["whiten"] = bool(red["whiten"])
 
     model = _choice(spec, "model")
+    if model["name"] == "centroid" and model.get("basis") == "pseudobulk_rankz" and (
+            rep["name"] != "counts" or feat["method"] != "none" or scale is not None or red["method"] != "none"):
+        raise SclinbenchError(
+            "model 'centroid' with basis pseudobulk_rankz builds its profiles from raw counts and rankz's "
+            "each cell itself: use representation: {name: counts} and no features, scale or reduction"
+        )
 
     control = spec.get("control", "none")
     control = "none" if control in (None, False) else control

@@ -13,6 +13,14 @@ cross-species transfer folds (their training cells, every cell of the training o
 species ``a``, folds of their own that never shrink the transfer training sets), the held-out label
 for novel-type folds, the held-out donor for leave-one-donor-out folds, ``""`` otherwise.
 
+``stratified_holdout`` (Souza & Mehta's Tabula Sapiens protocol) draws ``n_repeats`` independent
+stratified ``1 - test_fraction`` / ``test_fraction`` splits, split ``i`` being scikit-learn's
+``train_test_split(cells, stratify=labels, test_size=test_fraction, random_state=seed + i)`` (with the
+default seed 0: random_state 0, 1, ..., as the paper). Unlike a k-fold split, a cell is then a test
+cell of several folds (about ``n_repeats * test_fraction`` of them), so the score stage reports the
+mean over the splits of each split's metric, with an interval that resamples each distinct unit
+once (:class:`sclinbench.intervals.RepeatedHoldoutScope`), never the pooled predictions.
+
 Donor-held-out splits (``donor``, ``leave_one_donor_out``, ``donor_pseudobulk`` and a donor
 diagonal) stop with a one-line error when a fold's test donors hold a class that none of its
 training donors has (such a class cannot be learnt, so scoring it would be meaningless); the task
@@ -33,11 +41,21 @@ from sclinbench.errors import SclinbenchError
 log = logging.getLogger(__name__)
 
 SPLIT_KINDS = ("stratified", "donor", "leave_one_donor_out", "donor_pseudobulk", "cross_species",
-               "novel_type")
+               "novel_type", "stratified_holdout")
+#: Splits whose folds are independent draws: a cell is tested in several folds (scored per fold,
+#: then averaged over the folds; :mod:`sclinbench.intervals`).
+REPEATED_SPLITS = ("stratified_holdout",)
+#: ``stratified_holdout`` defaults (the paper's Tabula Sapiens protocol: 5 splits of 80/20).
+HOLDOUT_DEFAULTS = {"n_repeats": 5, "test_fraction": 0.2}
 #: Splits that hold whole donors out (their folds are checked for classes absent from training).
 DONOR_SPLITS = ("donor", "leave_one_donor_out", "donor_pseudobulk")
-#: How the same-species diagonal of a cross-species task is cross-validated.
-DIAGONAL_SPLITS = ("stratified", "donor")
+#: How the same-species diagonal of a cross-species task is cross-validated (``stratified_holdout``:
+#: one stratified hold-out of ``test_fraction`` of each species' cells, the paper's 10%).
+DIAGONAL_SPLITS = ("stratified", "donor", "stratified_holdout")
+#: The keys of a diagonal and the splits they apply to.
+DIAGONAL_KEYS = {"split": DIAGONAL_SPLITS, "n_folds": ("stratified", "donor"),
+                 "test_fraction": ("stratified_holdout",)}
+DEFAULT_DIAGONAL_FRACTION = 0.2
 PROTOCOLS = ("strict", "paper")
 DEFAULT_DIAGONAL = {"split": "stratified", "n_folds": 5}
 DEFAULT_LABEL = {"celltype": "cell_type", "disease": "condition", "cross_species": "cell_type",
@@ -247,7 +265,8 @@ def leave_one_donor_out(cells: pd.DataFrame, label: str, dataset: str,
 
 
 def diagonal_spec(spec: dict) -> dict:
-    """The same-species diagonal of a cross-species task: ``{split, n_folds}`` (``split: none`` = off)."""
+    """The same-species diagonal of a cross-species task: ``{split, n_folds}`` (k-fold),
+    ``{split: stratified_holdout, test_fraction}`` (one stratified hold-out) or ``{split: none}``."""
     value = spec.get("diagonal", DEFAULT_DIAGONAL)
     name = spec.get("name", spec.get("kind"))
     if value == "none":
@@ -255,17 +274,82 @@ def diagonal_spec(spec: dict) -> dict:
     if not isinstance(value, dict):
         raise SclinbenchError(f"task '{name}': diagonal must be a mapping like {{split: stratified, n_folds: 5}} "
                               f"or none, got {value!r}")
-    unknown = sorted(set(value) - {"split", "n_folds"})
+    unknown = sorted(set(value) - set(DIAGONAL_KEYS))
     if unknown:
-        raise SclinbenchError(f"task '{name}': unknown key(s) {', '.join(unknown)} under diagonal; valid: split, n_folds")
+        raise SclinbenchError(f"task '{name}': unknown key(s) {', '.join(unknown)} under diagonal; valid: "
+                              f"{', '.join(DIAGONAL_KEYS)}")
     out = {**DEFAULT_DIAGONAL, **value}
     if out["split"] not in DIAGONAL_SPLITS:
         raise SclinbenchError(f"task '{name}': diagonal.split '{out['split']}' is unknown; valid: "
                               f"{', '.join(DIAGONAL_SPLITS)}")
+    for key in value:
+        if key != "split" and out["split"] not in DIAGONAL_KEYS[key]:
+            raise SclinbenchError(f"task '{name}': diagonal.{key} does not apply to diagonal.split "
+                                  f"'{out['split']}' (only to {', '.join(DIAGONAL_KEYS[key])}); remove it")
+    if out["split"] == "stratified_holdout":
+        fraction = _fraction(value.get("test_fraction", DEFAULT_DIAGONAL_FRACTION), f"task '{name}': diagonal.test_fraction")
+        return {"split": "stratified_holdout", "test_fraction": fraction}
     n = out["n_folds"]
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise SclinbenchError(f"task '{name}': diagonal.n_folds must be an integer >= 2, got {n!r}")
     return {"split": out["split"], "n_folds": int(n)}
+
+
+def _fraction(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 < value < 1:
+        raise SclinbenchError(f"{where} must be a number between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
+def holdout_spec(spec: dict) -> dict:
+    """``{n_repeats, test_fraction}`` of a ``stratified_holdout`` task (defaults
+    :data:`HOLDOUT_DEFAULTS`); ``n_folds`` is refused (the splits are draws, not folds)."""
+    name = spec.get("name", spec.get("kind"))
+    if spec.get("n_folds") is not None:
+        raise SclinbenchError(f"task '{name}': n_folds does not apply to split stratified_holdout (independent "
+                              f"stratified hold-outs): set n_repeats (default 5) and test_fraction (default 0.2)")
+    n = spec.get("n_repeats", HOLDOUT_DEFAULTS["n_repeats"])
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SclinbenchError(f"task '{name}': n_repeats must be an integer >= 1, got {n!r}")
+    fraction = _fraction(spec.get("test_fraction", HOLDOUT_DEFAULTS["test_fraction"]), f"task '{name}': test_fraction")
+    return {"n_repeats": int(n), "test_fraction": fraction}
+
+
+def stratified_holdout(cells: pd.DataFrame, label: str, test_fraction: float, n_repeats: int, seed: int,
+                       dataset: str, kind: str = "stratified_holdout", group: str = "",
+                       where: str = "") -> pd.DataFrame:
+    """``n_repeats`` independent stratified hold-outs of ``test_fraction`` of the cells.
+
+    Split ``i`` (fold ``i``) is ``sklearn.model_selection.train_test_split(cell ids, stratify=labels,
+    test_size=test_fraction, random_state=seed + i)`` on the cells in their order in the dataset:
+    with seed 0 and 5 repeats, random_state 0-4 as Souza & Mehta, so the same cells in the same order
+    give the paper's splits exactly. A class needs 2 cells to be stratified, and the test and
+    training sets need at least one cell per class: both are one-line errors naming the fix.
+    """
+    y = cells[label].astype(str)
+    counts = y.value_counts()
+    small = counts[counts < 2]
+    if len(small):
+        raise SclinbenchError(
+            f"class '{small.index[0]}' of column '{label}' in dataset '{dataset}'{where} has "
+            f"{int(small.iloc[0])} cell: a stratified hold-out needs >= 2 per class; set the task's "
+            f"min_cells_per_class to drop classes this small ({len(small)} class(es) affected)"
+        )
+    n, k = len(y), len(counts)
+    n_test = int(np.ceil(test_fraction * n))
+    if n_test < k or n - n_test < k:
+        raise SclinbenchError(
+            f"dataset '{dataset}'{where}: a {test_fraction:g} hold-out of {n} cells puts {n_test} cells in the "
+            f"test set and {n - n_test} in training, fewer than the {k} classes of '{label}': change "
+            f"test_fraction or raise min_cells_per_class"
+        )
+    ids, labels = cells.index.to_numpy(), y.to_numpy()
+    parts = []
+    for fold in range(n_repeats):
+        train_ids, test_ids = train_test_split(ids, test_size=test_fraction, random_state=seed + fold,
+                                               stratify=labels)
+        parts += [_frame(train_ids, fold, "train", kind, group), _frame(test_ids, fold, "test", kind, group)]
+    return pd.concat(parts, ignore_index=True)
 
 
 def cross_species(cells: pd.DataFrame, label: str, seed: int, dataset: str,
@@ -274,8 +358,9 @@ def cross_species(cells: pd.DataFrame, label: str, seed: int, dataset: str,
 
     Transfer fold ``i`` trains on **every** cell of organism ``i`` (group ``"a->*"``) and tests every
     cell of each other organism (group ``"a->b"``). The diagonal is a cross-validation within each
-    organism (``diagonal = {split: stratified | donor, n_folds}``; group ``"a->a"``), in folds of its
-    own numbered after the transfer folds, so it never takes cells away from a transfer training set.
+    organism (``diagonal = {split: stratified | donor, n_folds}``, or one stratified hold-out
+    ``{split: stratified_holdout, test_fraction}``; group ``"a->a"``), in folds of its own numbered
+    after the transfer folds, so it never takes cells away from a transfer training set.
     """
     if "organism" not in cells.columns:
         raise SclinbenchError(f"dataset '{dataset}' has no 'organism' column: a cross-species task needs one")
@@ -300,8 +385,13 @@ def cross_species(cells: pd.DataFrame, label: str, seed: int, dataset: str,
     if diagonal["split"] != "none":
         for a in organisms:
             mine = cells[org == a]
-            sub = kfold(mine, label, diagonal["n_folds"], seed, dataset, kind=diagonal["split"],
-                        group=f"{a}->{a}", where=f" (species '{a}', same-species diagonal)")
+            where = f" (species '{a}', same-species diagonal)"
+            if diagonal["split"] == "stratified_holdout":
+                sub = stratified_holdout(mine, label, diagonal["test_fraction"], 1, seed, dataset,
+                                         group=f"{a}->{a}", where=where)
+            else:
+                sub = kfold(mine, label, diagonal["n_folds"], seed, dataset, kind=diagonal["split"],
+                            group=f"{a}->{a}", where=where)
             sub["fold"] += next_fold
             sub["split_kind"] = "cross_species"
             next_fold = int(sub["fold"].max()) + 1
@@ -343,8 +433,8 @@ def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "da
         The standardized dataset's ``obs`` (index = cell ids).
     spec
         One ``tasks:`` entry of the config: ``kind``, ``split``, and the split's parameters
-        (``n_folds``, ``test_fraction``, ``min_cells_per_class``, ``min_donors_per_class``,
-        ``label``, ``subset``, ``organisms``, ``diagonal``).
+        (``n_folds``, ``n_repeats``, ``test_fraction``, ``min_cells_per_class``,
+        ``min_donors_per_class``, ``label``, ``subset``, ``organisms``, ``diagonal``).
     seed
         Seed of every random choice.
     dataset
@@ -365,6 +455,9 @@ def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "da
         )
     if split != "cross_species" and "diagonal" in spec:
         raise SclinbenchError(f"task '{name}': diagonal applies to cross_species tasks only")
+    if split not in REPEATED_SPLITS and spec.get("n_repeats") is not None:
+        raise SclinbenchError(f"task '{name}': n_repeats applies to split stratified_holdout only")
+    holdout = holdout_spec({**spec, "name": name}) if split == "stratified_holdout" else None
     label = task_label(spec)
     cells = task_cells(obs, spec, dataset)
     per = "organism" if split == "cross_species" and "organism" in cells.columns else None
@@ -380,6 +473,8 @@ def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "da
         table = leave_one_donor_out(cells, label, dataset, kind=split)
     elif split == "cross_species":
         table = cross_species(cells, label, seed, dataset, spec.get("organisms"), diagonal_spec(spec))
+    elif split == "stratified_holdout":
+        table = stratified_holdout(cells, label, holdout["test_fraction"], holdout["n_repeats"], seed, dataset)
     else:
         table = novel_type(cells, label, float(spec.get("test_fraction", 0.2)), seed, dataset,
                            int(spec.get("min_novel_cells", 10)))

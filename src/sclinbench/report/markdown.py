@@ -87,7 +87,8 @@ def interval_line(level: float = 0.95, n_boot: int | None = None) -> str:
     return (f"Intervals: {int(round(level * 100))}% percentile bootstrap (seeded{draws}) over the units the "
             "split holds out, named per row (held-out donors, with the metric recomputed from their "
             "pooled out-of-fold predictions; cells, or donors when there are >= 3, of a stratified "
-            "cross-validation; species pairs; held-out types); fewer than 3 units: the per-unit values "
+            "cross-validation; the same for repeated hold-outs, each distinct unit drawn once and the "
+            "score the mean over the splits; species pairs; held-out types); fewer than 3 units: the per-unit values "
             "and 'too few units for an interval'.")
 
 

@@ -69,6 +69,11 @@ class LinearScorer:
     @classmethod
     def from_estimator(cls, model) -> LinearScorer:
         if isinstance(model, CentroidClassifier):
+            if getattr(model, "basis", "cells") != "cells":
+                raise SclinbenchError(
+                    f"model centroid with basis {model.basis} rankz's its input inside the model, which a "
+                    f"model file cannot hold; annotate with basis: cells (e.g. the pipeline rankz_centroid)"
+                )
             return cls(model.classes_, model.coef_, np.zeros(model.coef_.shape[0]), "decision")
         if isinstance(model, InputAdapter):
             est = model.estimator_
