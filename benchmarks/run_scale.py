@@ -52,6 +52,10 @@ def main(argv=None) -> int:
     p.add_argument("--registry", help="registry snippet written by make_dataset.py (<file>.registry.yaml); "
                                       "default: benchmarks/scale_registry.yaml (data/scale.h5ad in --run)")
     p.add_argument("--run", required=True, help="run folder (a copy of the workflow is made there)")
+    p.add_argument("--config", dest="configs", nargs="+", default=["benchmarks/scale_config.yaml"],
+                   help="config files over config/config.yaml, relative to the repository (default "
+                        "benchmarks/scale_config.yaml; the paper's pipeline: benchmarks/paper_scale_config.yaml, "
+                        "which adds config/paper.yaml itself)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--limit-gib", type=float, default=20.0, help="stop a job above this RSS (default 20)")
     p.add_argument("--fresh-copy", action="store_true", help="replace the workflow code in --run")
@@ -62,8 +66,10 @@ def main(argv=None) -> int:
     snakemake = Path(sys.executable).with_name("snakemake")
     extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
     # targets / extra options first: --configfile and --config take every value that follows them
-    cmd = [str(snakemake), *extra, "--cores", str(args.cores),
-           "--configfile", "config/config.yaml", "benchmarks/scale_config.yaml"]
+    configs = [c for c in args.configs]
+    if any(Path(c).name == "paper_scale_config.yaml" for c in configs) and "config/paper.yaml" not in configs:
+        configs.insert(0, "config/paper.yaml")  # it declares the paper's pipelines
+    cmd = [str(snakemake), *extra, "--cores", str(args.cores), "--configfile", "config/config.yaml", *configs]
     if args.registry:
         cmd += ["--config", f"registry={Path(args.registry).resolve()}"]
     stamp = time.strftime("%Y%m%dT%H%M%S")

@@ -29,6 +29,7 @@ from sclinbench.errors import SclinbenchError, refuse_foreign_options
 from sclinbench.models import MODELS, ShuffledLabels, build_model
 from sclinbench.represent import (
     FEATURE_SELECTORS,
+    PCA_SOLVERS,
     REDUCTIONS,
     REPRESENTATIONS,
     AnovaSelector,
@@ -178,6 +179,9 @@ def normalize_spec(spec: dict) -> dict:
     if red["method"] == "pca":
         red["n_components"] = _int_param("reduction 'pca'", "n_components", red["n_components"])
         red["whiten"] = bool(red["whiten"])
+        if red["svd_solver"] not in PCA_SOLVERS:
+            raise SclinbenchError(f"reduction 'pca': svd_solver '{red['svd_solver']}' is unknown; valid: "
+                                  f"{', '.join(PCA_SOLVERS)}")
 
     model = _choice(spec, "model")
     if model["name"] == "centroid" and model.get("basis") == "pseudobulk_rankz" and (
@@ -238,7 +242,8 @@ def build_preprocessing(spec: dict, seed: int = 0) -> Pipeline:
     scale = (ScaleClip(max_value=s["scale"]["max_value"], sparse_shift=red["method"] == "pca")
              if s["scale"] else "passthrough")
     reduce = (
-        PCATransformer(n_components=red["n_components"], whiten=red["whiten"], random_state=seed)
+        PCATransformer(n_components=red["n_components"], whiten=red["whiten"], random_state=seed,
+                       svd_solver=red["svd_solver"])
         if red["method"] == "pca"
         else "passthrough"
     )

@@ -32,7 +32,7 @@ from sclinbench.represent.normalize import (
     sqrt_norm,
 )
 from sclinbench.represent.offset import MAX_DENSE_ELEMENTS, OffsetCSR, column_mean_var, to_dense
-from sclinbench.represent.pca import REDUCTIONS, PCATransformer
+from sclinbench.represent.pca import PCA_SOLVERS, REDUCTIONS, PCATransformer
 from sclinbench.represent.rank import rankz
 from sclinbench.represent.scale import ScaleClip
 from sclinbench.represent.select import (
@@ -45,7 +45,7 @@ from sclinbench.represent.select import (
 from sclinbench.represent.transformer import REPRESENTATIONS, RepresentationTransformer
 
 __all__ = [
-    "FEATURE_SELECTORS", "HVG_FLAVORS", "MAX_DENSE_ELEMENTS", "REDUCTIONS", "REPRESENTATIONS", "AnovaSelector", "OffsetCSR", "PCATransformer",
+    "FEATURE_SELECTORS", "HVG_FLAVORS", "MAX_DENSE_ELEMENTS", "PCA_SOLVERS", "REDUCTIONS", "REPRESENTATIONS", "AnovaSelector", "OffsetCSR", "PCATransformer",
     "RepresentationTransformer", "ScaleClip", "column_mean_var", "f_classif_any", "fit_gene_fractions",
     "library_size", "normalize_total", "pearson_residuals", "rankz", "select_hvg", "shifted_log",
     "sqrt_norm", "to_dense",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import numbers
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, svds
@@ -12,15 +13,19 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.represent.offset import OffsetCSR, column_mean_var
+from sclinbench.represent.offset import OffsetCSR, _csr_rows_dot, column_mean_var
+from sclinbench.represent.scale import ColumnScaled
 
 log = logging.getLogger("sclinbench.represent")
 
 #: Reductions of a pipeline (``reduction: {method: ...}``) and their options.
 REDUCTIONS: dict[str, dict] = {
     "none": {},
-    "pca": {"n_components": 50, "whiten": False},
+    "pca": {"n_components": 50, "whiten": False, "svd_solver": "auto"},
 }
+
+#: Solvers of :class:`PCATransformer` (``reduction: {method: pca, svd_solver: ...}``).
+PCA_SOLVERS = ("auto", "covariance", "arpack", "randomized")
 
 
 class PCATransformer(TransformerMixin, BaseEstimator):
@@ -36,8 +41,10 @@ class PCATransformer(TransformerMixin, BaseEstimator):
       represents ``X - 1 mean^T`` without forming it, started from a ``random_state``-seeded
       vector. Exact (to ARPACK's tolerance); memory stays sparse, but it needs many products
       (about 2 minutes for 50 components of a 10k x 20k matrix with 2e7 nonzeros).
-    - ``"randomized"``: randomized subspace iteration (Halko et al. 2011) on the same operator,
-      ``n_iter`` power iterations with 20 oversamples; faster for very large inputs, approximate.
+    - ``"randomized"``: scikit-learn's randomized SVD (Halko et al. 2011: Gaussian sketch from
+      ``random_state``, 10 oversamples, ``n_iter`` LU-normalized power iterations, "auto" as
+      scikit-learn) on the same operator -- what ``sklearn.decomposition.PCA`` runs on a large
+      dense matrix, on the same random numbers; approximate, and far fewer products than ARPACK.
     - ``"auto"`` (default): ``covariance`` when ``n_features <= 2500``, else ``arpack``.
 
     Dense input goes to :class:`sklearn.decomposition.PCA`. Signs follow scikit-learn (largest
@@ -55,7 +62,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
     svd_solver
         ``"auto"``, ``"covariance"``, ``"arpack"`` or ``"randomized"`` (sparse input only).
     n_iter
-        Power iterations of the randomized solver.
+        Power iterations of the randomized solver (``"auto"``: scikit-learn's rule).
 
     Attributes
     ----------
@@ -70,7 +77,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
         whiten: bool = False,
         random_state: int | None = 0,
         svd_solver: str = "auto",
-        n_iter: int = 7,
+        n_iter: int | str = "auto",
     ):
         self.n_components = n_components
         self.whiten = whiten
@@ -97,7 +104,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
             log.info("pca: n_components=%d capped at %d (min(n_train - 1, n_features - 1))", k, k_max)
             k = k_max
         self.n_components_ = k
-        if not (sp.issparse(X) or isinstance(X, OffsetCSR)):
+        if not (sp.issparse(X) or isinstance(X, (OffsetCSR, ColumnScaled))):
             from sklearn.decomposition import PCA
 
             pca = PCA(n_components=k, whiten=False, random_state=self.random_state)
@@ -110,7 +117,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
             return
         if sp.issparse(X):
             X = sp.csr_matrix(X)
-        solvers = ("auto", "covariance", "arpack", "randomized")
+        solvers = PCA_SOLVERS
         if self.svd_solver not in solvers:
             raise SclinbenchError(
                 f"reduction: pca svd_solver '{self.svd_solver}' is unknown; valid: {', '.join(solvers)}"
@@ -119,7 +126,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
         if solver == "auto":
             solver = "covariance" if g <= COVARIANCE_PCA_MAX_FEATURES else "arpack"
         self.svd_solver_ = solver
-        mean, var = column_mean_var(X, ddof=1)
+        mean, var = X.column_mean_var(ddof=1) if isinstance(X, ColumnScaled) else column_mean_var(X, ddof=1)
         if solver == "covariance":
             evals, evecs = _covariance_eigh(X, mean)
             top = np.argsort(evals)[::-1][:k]
@@ -131,8 +138,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
                 v0 = np.random.RandomState(self.random_state).uniform(-1.0, 1.0, size=min(n, g))
                 U, s, Vt = svds(op, k=k, v0=v0, solver="arpack")
             else:
-                rng = np.random.default_rng(self.random_state)
-                U, s, Vt = _randomized_svd(op, k, 20, int(self.n_iter), rng)
+                U, s, Vt = _randomized_svd(op, k, 10, self.n_iter, self.random_state)
             order = np.argsort(s)[::-1]
             s, Vt = s[order], Vt[order]
         # sklearn's convention: largest |loading| of each component positive
@@ -152,7 +158,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, fitted on {self.n_features_in_}")
         W = self.components_.T
-        if isinstance(X, OffsetCSR):
+        if isinstance(X, (OffsetCSR, ColumnScaled)):
             T = X.dot(W)
         elif sp.issparse(X):
             T = np.asarray(sp.csr_matrix(X) @ W)
@@ -190,61 +196,116 @@ def _covariance_eigh(X, mean: np.ndarray, chunk_elements: int = 20_000_000) -> t
 
 
 def _centered_operator(X, mean: np.ndarray) -> LinearOperator:
-    """``LinearOperator`` for ``X - 1 mean^T`` (X CSR or OffsetCSR), computing in float64.
+    """``LinearOperator`` for ``X - 1 mean^T`` (X CSR, OffsetCSR or :class:`ColumnScaled`), in float64.
 
-    The sparse part is converted to float64 once (sharing its index arrays), so products do not
-    re-cast float32 data on every call; products with the transpose use the CSC view of the same
-    arrays (no transposed copy).
+    Products with the sparse part run in parallel compiled kernels straight on its stored values
+    (float32 or float64; no float64 copy, no transposed copy). For ``Z = (B - 1 m^T) diag(1/s)``
+    (:class:`ColumnScaled`), ``Z - 1 mean^T = (B - 1 mean_B^T) diag(1/s)`` with ``mean_B = mean s + m``,
+    so its operator is that of ``B`` with the columns scaled.
     """
     n, g = X.shape
+    if isinstance(X, ColumnScaled):
+        inner = _centered_operator(X.base, mean * X.std + X.mean)
+        inv = 1.0 / X.std
+
+        def zmatmat(V):
+            return inner.matmat(np.asarray(V, dtype=np.float64) * inv[:, None])
+
+        def zrmatmat(U):
+            return inner.rmatmat(U) * inv[:, None]
+
+        return _operator((n, g), zmatmat, zrmatmat)
     if isinstance(X, OffsetCSR):
         S, off = X.S, X.offset
     else:
         S, off = sp.csr_matrix(X), None
-    S64 = sp.csr_matrix((S.data.astype(np.float64, copy=False), S.indices, S.indptr), shape=S.shape, copy=False)
-    ST = S64.T  # CSC view
+    all_rows = np.arange(n, dtype=np.int64)
+    n_chunks = max(1, numba.get_num_threads())
 
     def matmat(V):
-        V = np.asarray(V, dtype=np.float64)
-        out = np.asarray(S64 @ V)
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        out = _csr_rows_dot(S.data, S.indices, S.indptr, all_rows, V)
         shift = mean @ V
         if off is not None:
-            return out + np.outer(off, V.sum(axis=0)) - shift[None, :]
-        return out - shift[None, :]
+            out += np.outer(off, V.sum(axis=0))
+        out -= shift[None, :]
+        return out
 
     def rmatmat(U):
-        U = np.asarray(U, dtype=np.float64)
-        out = np.asarray(ST @ U)
-        colsum = U.sum(axis=0)
+        U = np.ascontiguousarray(U, dtype=np.float64)
+        out = _csr_transpose_dot(S.data, S.indices, S.indptr, U, g, n_chunks)
         if off is not None:
-            out = out + (off @ U)[None, :]
-        return out - np.outer(mean, colsum)
+            out += (off @ U)[None, :]
+        out -= np.outer(mean, U.sum(axis=0))
+        return out
 
+    return _operator((n, g), matmat, rmatmat)
+
+
+def _operator(shape, matmat, rmatmat) -> LinearOperator:
     def matvec(v):
         return matmat(np.asarray(v, dtype=np.float64).reshape(-1, 1)).ravel()
 
     def rmatvec(u):
         return rmatmat(np.asarray(u, dtype=np.float64).reshape(-1, 1)).ravel()
 
-    return LinearOperator(
-        (n, g), matvec=matvec, rmatvec=rmatvec, matmat=matmat, rmatmat=rmatmat, dtype=np.float64
-    )
+    return LinearOperator(shape, matvec=matvec, rmatvec=rmatvec, matmat=matmat, rmatmat=rmatmat, dtype=np.float64)
 
 
-def _randomized_svd(op: LinearOperator, k: int, n_oversamples: int, n_iter: int, rng) -> tuple:
-    """Truncated SVD of a ``LinearOperator`` by randomized subspace iteration (Halko et al. 2011).
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _csr_transpose_dot(data, indices, indptr, U, n_cols, n_chunks):  # pragma: no cover (compiled)
+    """Dense ``B^T @ U`` for CSR ``B`` (n x n_cols) and C-ordered float64 ``U`` (n x k): rows in
+    ``n_chunks`` contiguous ranges, one accumulator per range (in parallel), summed at the end."""
+    n = indptr.shape[0] - 1
+    k = U.shape[1]
+    step = (n + n_chunks - 1) // n_chunks
+    partial = np.zeros((n_chunks, n_cols, k), np.float64)
+    for c in numba.prange(n_chunks):
+        acc = partial[c]
+        for i in range(c * step, min(n, (c + 1) * step)):
+            for p in range(indptr[i], indptr[i + 1]):
+                a = np.float64(data[p])
+                j = indices[p]
+                for t in range(k):
+                    acc[j, t] += a * U[i, t]
+    out = partial[0].copy()
+    for c in range(1, n_chunks):
+        out += partial[c]
+    return out
 
-    Block products only (``matmat``/``rmatmat``), QR re-orthonormalization after every product.
-    Returns ``(U, s, Vt)`` with ``s`` descending.
+
+def _randomized_svd(op: LinearOperator, k: int, n_oversamples: int, n_iter, random_state) -> tuple:
+    """Truncated SVD of a ``LinearOperator``: the steps of scikit-learn's ``randomized_svd`` as
+    ``PCA(svd_solver="randomized")`` (and ``"auto"`` on large dense input) runs them.
+
+    scikit-learn's function accepts arrays only, so its steps are followed here on the operator:
+    the wider side is sketched (``transpose = n_rows < n_cols``) by a Gaussian matrix drawn from
+    ``RandomState(random_state).normal``, ``n_iter`` power iterations ("auto": 7 when
+    ``k < 0.1 min(shape)``, else 4) normalized by LU (QR when ``n_iter <= 2`` is "none" there), a
+    QR of the last product, the SVD of ``Q^T A``. On the same matrix and seed, the same numbers up
+    to rounding. Returns ``(U, s, Vt)`` with ``s`` descending, before any sign convention.
     """
-    from scipy.linalg import qr, svd
+    from scipy import linalg
 
     n, g = op.shape
-    ell = min(k + n_oversamples, n, g)
-    Q, _ = qr(op.matmat(rng.standard_normal((g, ell))), mode="economic")
-    for _ in range(n_iter):
-        Z, _ = qr(op.rmatmat(Q), mode="economic")
-        Q, _ = qr(op.matmat(Z), mode="economic")
-    B = op.rmatmat(Q).T  # ell x g  = Q^T A
-    Ub, s, Vt = svd(B, full_matrices=False)
-    return (Q @ Ub)[:, :k], s[:k], Vt[:k]
+    if n_iter == "auto":
+        n_iter = 7 if k < 0.1 * min(n, g) else 4
+    transpose = n < g
+    A = op.T if transpose else op
+    Q = np.random.RandomState(random_state).normal(size=(A.shape[1], k + n_oversamples))
+    if n_iter <= 2:
+        def normalize(M):
+            return M
+    else:
+        def normalize(M):
+            return linalg.lu(M, permute_l=True, check_finite=False)[0]
+    for _ in range(int(n_iter)):
+        Q = normalize(A.matmat(Q))
+        Q = normalize(A.rmatmat(Q))
+    Q, _ = linalg.qr(A.matmat(Q), mode="economic", check_finite=False)
+    B = A.rmatmat(Q).T  # Q^T A
+    Uhat, s, Vt = linalg.svd(B, full_matrices=False, check_finite=False, lapack_driver="gesdd")
+    U = Q @ Uhat
+    if transpose:
+        U, Vt = Vt.T, U.T
+    return U[:, :k], s[:k], Vt[:k]

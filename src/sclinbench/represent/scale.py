@@ -1,4 +1,5 @@
-"""Per-feature z-scores fitted on the training cells, clipped (as ``sc.pp.scale``)."""
+"""Per-feature z-scores fitted on the training cells, clipped (as ``sc.pp.scale``) or not (as
+scikit-learn's ``StandardScaler``); the z-scored rankz matrix as an implicit operator (:class:`ColumnScaled`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,73 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.represent.offset import MAX_DENSE_ELEMENTS, column_mean_var, to_dense
+from sclinbench.represent.offset import MAX_DENSE_ELEMENTS, OffsetCSR, column_mean_var, to_dense
+
+
+class ColumnScaled:
+    """The z-scored matrix ``Z = (X - 1 mean^T) diag(1 / std)`` of a CSR or :class:`OffsetCSR` ``X``,
+    never formed.
+
+    A rankz matrix is ``S + offset 1^T`` (OffsetCSR); its z-score has a different value at every zero
+    of every cell and feature, so it is dense, but it is a sparse matrix plus rank-one and per-column
+    terms: ``Z = S D + offset (1/std)^T - 1 (mean/std)^T``. This class keeps ``X``, ``mean`` and ``std``
+    and supports what PCA needs: ``Z @ W`` (:meth:`dot`), ``V @ Z`` (:meth:`rdot`), row indexing,
+    :meth:`column_mean_var` and :meth:`toarray`. Every value equals that of the dense z-score.
+    """
+
+    __array_ufunc__ = None
+    ndim = 2
+
+    def __init__(self, base, mean, std):
+        self.base = base if isinstance(base, OffsetCSR) else sp.csr_matrix(base)
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.std = np.asarray(std, dtype=np.float64)
+        if self.mean.shape != (self.base.shape[1],) or self.std.shape != (self.base.shape[1],):
+            raise ValueError(f"mean / std need {self.base.shape[1]} entries")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.base.shape
+
+    dtype = np.dtype(np.float64)
+
+    def __repr__(self) -> str:
+        n, g = self.shape
+        return f"<ColumnScaled {n} x {g} z-score of {self.base!r}>"
+
+    def __getitem__(self, rows) -> ColumnScaled:
+        return ColumnScaled(self.base[rows], self.mean, self.std)
+
+    def toarray(self) -> np.ndarray:
+        out = self.base.toarray().astype(np.float64, copy=False)
+        out -= self.mean
+        out /= self.std
+        return out
+
+    def dot(self, W) -> np.ndarray:
+        """``Z @ W = X (W / std) - 1 (mean/std)^T W`` for dense ``W`` (``(g,)`` or ``(g, k)``)."""
+        W = np.asarray(W, dtype=np.float64)
+        Ws = W / (self.std if W.ndim == 1 else self.std[:, None])
+        out = self.base.dot(Ws) if isinstance(self.base, OffsetCSR) else np.asarray(self.base @ Ws)
+        return out - self.mean @ Ws
+
+    def rdot(self, V) -> np.ndarray:
+        """``V @ Z = ((V X) - (V 1) mean^T) / std`` for dense ``V`` (``(n,)`` or ``(k, n)``)."""
+        V = np.asarray(V, dtype=np.float64)
+        VX = self.base.rdot(V) if isinstance(self.base, OffsetCSR) else np.asarray(V @ self.base)
+        if V.ndim == 1:
+            return (VX - V.sum() * self.mean) / self.std
+        return (VX - np.outer(V.sum(axis=1), self.mean)) / self.std
+
+    def __matmul__(self, W):
+        return self.dot(W)
+
+    def __rmatmul__(self, V):
+        return self.rdot(V)
+
+    def column_mean_var(self, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        mean, var = column_mean_var(self.base, ddof=ddof)
+        return (mean - self.mean) / self.std, var / self.std**2
 
 
 class ScaleClip(TransformerMixin, BaseEstimator):
@@ -27,7 +94,9 @@ class ScaleClip(TransformerMixin, BaseEstimator):
     (``S_ij = clip(z_ij) - c_j``). ``transform`` then returns ``S`` (CSR, float64; ``c_`` holds
     ``c``): the scaled matrix up to one constant per feature, which any centring removes --
     ``PCA(Z) = PCA(S)``, and test cells ``S_test - mean_train(S) = Z_test - mean_train(Z)``.
-    Nothing of cells x features is densified. Other input types give the dense ``Z``.
+    Nothing of cells x features is densified. Without clipping (``max_value=None``, scikit-learn's
+    ``StandardScaler``) and with ``sparse_shift``, :class:`OffsetCSR` input (rankz) gives the exact
+    ``Z`` as a :class:`ColumnScaled` operator, at any size. Other input types give the dense ``Z``.
 
     Parameters
     ----------
@@ -72,6 +141,15 @@ class ScaleClip(TransformerMixin, BaseEstimator):
             m = np.inf if self.max_value is None else float(self.max_value)
             data = _scaled_minus_zero_value(X.data, X.indices, self.mean_, self.std_, self.c_, m)
             return sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape, copy=False)
+        if self.sparse_shift and isinstance(X, OffsetCSR):
+            if self.max_value is None:
+                return ColumnScaled(X, self.mean_, self.std_)
+            n, g = X.shape
+            if n * g > self.max_dense_elements:  # clipping the zeros of a rankz matrix makes it dense
+                raise SclinbenchError(
+                    f"scale: clipping at max_value {self.max_value:g} needs the z-scored rankz matrix dense "
+                    f"({n} x {g} > limit {self.max_dense_elements:.3g} elements); use scale: {{max_value: null}} "
+                    "(no clipping, as StandardScaler: exact at any size) or select fewer features")
         D = np.array(to_dense(X, "scale", self.max_dense_elements), dtype=np.float64, copy=True)
         D -= self.mean_
         D /= self.std_

@@ -368,4 +368,6 @@ class AnovaSelector(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "genes_")
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, fitted on {self.n_features_in_}")
+        if self.genes_.shape[0] == self.n_features_in_:
+            return X  # every feature kept (e.g. the paper's k=20000 of fewer genes): no copy of the matrix
         return _select_columns(X, self.genes_)
