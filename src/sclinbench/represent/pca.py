@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import time
 
 import numba
 import numpy as np
@@ -134,6 +135,9 @@ class PCATransformer(TransformerMixin, BaseEstimator):
             Vt = evecs[:, top].T.copy()
         else:
             op = _centered_operator(X, mean)
+            started = time.perf_counter()
+            log.info("pca: %s SVD of the centred %d x %d %s, %d components (a long step: minutes at 100k cells)",
+                     solver, n, g, type(X).__name__, k)
             if solver == "arpack":
                 v0 = np.random.RandomState(self.random_state).uniform(-1.0, 1.0, size=min(n, g))
                 U, s, Vt = svds(op, k=k, v0=v0, solver="arpack")
@@ -141,6 +145,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
                 U, s, Vt = _randomized_svd(op, k, 10, self.n_iter, self.random_state)
             order = np.argsort(s)[::-1]
             s, Vt = s[order], Vt[order]
+            log.info("pca: %s SVD done in %.1f s", solver, time.perf_counter() - started)
         # sklearn's convention: largest |loading| of each component positive
         idx = np.argmax(np.abs(Vt), axis=1)
         signs = np.sign(Vt[np.arange(k), idx])
