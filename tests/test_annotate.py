@@ -625,7 +625,7 @@ def test_majority_voting_over_a_leiden_over_clustering_of_real_cells():
     assert res.adata.uns["sclinbench"]["majority_voting"]["clusters"] == o["over_clustering"].nunique()
 
 
-def test_model_file_of_format_1_is_refused_with_the_command_that_rebuilds_it(tmp_path):
+def test_model_file_of_format_1_is_refused_with_the_command_that_rebuilds_it(tmp_path, monkeypatch):
     old = tmp_path / "v1.npz"
     old.write_bytes((REPO / "tests/data/models/v1_rankz_centroid.npz").read_bytes())
     with pytest.raises(SclinbenchError) as err:
@@ -635,14 +635,17 @@ def test_model_file_of_format_1_is_refused_with_the_command_that_rebuilds_it(tmp
     cmd = msg.split("rebuild it with ", 1)[1]
     assert cmd == (f"sclinbench train --reference tests/data/models/v1_reference.h5ad --label bulk_labels "
                    f"--pipeline rankz_centroid --model {old}")
+    import logging
+
     from sclinbench.cli import main
 
-    import os
-    here = os.getcwd()
-    os.chdir(REPO)  # the fixture's reference path is relative to the repository
+    monkeypatch.chdir(REPO)  # the fixture's reference path is relative to the repository
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), logging.getLogger("sclinbench").level
     try:
         assert main(cmd.split()[1:]) == 0
-    finally:
-        os.chdir(here)
+    finally:  # main() sets up the command's logging; give pytest's back
+        root.handlers[:] = handlers
+        logging.getLogger("sclinbench").setLevel(level)
     model = tool.Annotator.load(old)
     assert model.pipeline_name == "rankz_centroid" and model.reference_counts.shape[0] == 90
