@@ -63,6 +63,7 @@ def over_cluster(counts: sp.csr_matrix, query: ad.AnnData | None = None, resolut
         if n_top < work.n_vars:
             sc.pp.highly_variable_genes(work, n_top_genes=n_top, flavor="seurat")
             work = work[:, work.var["highly_variable"].to_numpy()].copy()
+        work.X = np.asarray(work.X.toarray(), dtype=np.float32)  # scaling centres the genes: dense (<= 2,500)
         sc.pp.scale(work, max_value=10)
         n_comps = int(min(50, work.n_obs - 1, work.n_vars - 1))
         sc.pp.pca(work, n_comps=n_comps, random_state=seed)
