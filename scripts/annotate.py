@@ -6,7 +6,7 @@ from sclinbench.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     from sclinbench.io import limit_threads
-    from sclinbench.tool.annotate import run_job
+    from sclinbench.tool.rule import run_job
 
     with limit_threads(snakemake.threads):  # noqa: F821
         run_job(

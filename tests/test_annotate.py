@@ -179,11 +179,12 @@ def test_model_round_trip_and_safety_checks(reference, counts, tmp_path):
         np.savez(tmp_path / name, **new)
         return tmp_path / name
 
+    # a readable format written by another sclinbench version is read, with the same predictions
     old = rewrite("old.npz", lambda d, s: d.update(sclinbench_version="0.0.1"))
-    with pytest.raises(SclinbenchError, match="written by sclinbench 0.0.1, this is sclinbench"):
-        tool.Annotator.load(old)
+    pd.testing.assert_frame_equal(tool.Annotator.load(old).predict(X[300:]), ann.predict(X[300:]))
     fmt = rewrite("fmt.npz", lambda d, s: d.update(format_version=99))
-    with pytest.raises(SclinbenchError, match="model format 99"):
+    with pytest.raises(SclinbenchError, match="model format 99 .*newer than this sclinbench.*upgrade sclinbench, or "
+                                              "rebuild it with this one: sclinbench train --reference test"):
         tool.Annotator.load(fmt)
     genes = rewrite("genes.npz", lambda d, s: s.update({"data/gene_ids": s["data/gene_ids"][:-5],
                                                         "data/gene_symbols": s["data/gene_symbols"][:-5]}))
@@ -346,7 +347,7 @@ def test_across_species_through_the_atlas_orthologs(tmp_path):
                                     "reference_symbol": "other_symbol", "other_symbol": "reference_symbol"})
     flipped[flipped.reference_species == "beta"].to_csv(tmp_path / "flip.tsv", sep="\t", index=False)
     again = ann.match(adatas["beta"].var, pairs=gm.read_ortholog_table(tmp_path / "flip.tsv"))
-    np.testing.assert_array_equal(again.source_to_target, res.genes.source_to_target)
+    np.testing.assert_array_equal(again.source_to_target, ann.match(adatas["beta"].var, pairs=pairs).source_to_target)
 
 
 def test_across_species_with_a_real_biomart_export():
@@ -480,3 +481,171 @@ def test_annotate_rule_with_a_query_file_and_an_ortholog_table(tmp_path):
     proc = run_snakemake(workdir, "-n", "results/annotate/gamma_file.h5ad", "--configfile", "config/config.yaml",
                          "mine.yaml")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# a saved model gives the labels of the one-call path
+# --------------------------------------------------------------------------------------------------
+def _same_labels(a, b):
+    pd.testing.assert_series_equal(a.obs["sclinbench_label"], b.obs["sclinbench_label"])
+    np.testing.assert_allclose(a.obs["sclinbench_confidence"], b.obs["sclinbench_confidence"], rtol=1e-10)
+    np.testing.assert_allclose(a.obsm["sclinbench_scores"], b.obsm["sclinbench_scores"], rtol=1e-10, atol=1e-12)
+    ga, gb = a.uns["sclinbench"]["genes"], b.uns["sclinbench"]["genes"]
+    for key in ("n_shared", "n_missing", "n_genes_fitted", "heldout_macro_f1_all_genes",
+                "heldout_macro_f1_shared_genes", "macro_f1_cost"):
+        assert ga.get(key) == gb.get(key), key
+
+
+@pytest.mark.parametrize("name", ["centroid", "log1p_pca_logreg"])
+def test_model_and_reference_give_the_same_labels_when_query_genes_are_missing(reference, counts, name, tmp_path,
+                                                                                caplog):
+    """Within species, 15 of 60 reference genes missing from the query: --model refits on the 45 from the
+    reference counts it keeps, as --reference fits on them: the same labels, scores and stated cost."""
+    X, y = counts
+    keep = np.random.default_rng(2).permutation(60)[:45]
+    q = _adata(X[300:][:, keep], y[300:], genes=[f"G{g:03d}" for g in keep])
+    ann = tool.Annotator.fit(reference, SPECS[name], name)
+    ann.save(tmp_path / "m.npz")
+    model = tool.Annotator.load(tmp_path / "m.npz")
+    with caplog.at_level("WARNING", logger="sclinbench.annotate"):
+        a = tool.annotate(q.copy(), annotator=model, min_shared_genes=10).adata
+    assert "the query lacks 15 of the 60 reference genes (25.0%)" in caplog.text and "cost" in caplog.text
+    b = tool.annotate(q.copy(), reference=reference, pipeline_name=name, spec=SPECS[name], min_shared_genes=10).adata
+    _same_labels(a, b)
+    g = a.uns["sclinbench"]["genes"]
+    assert g["n_missing"] == 15 and g["n_genes_fitted"] == 45 and g["refitted_on_shared_genes"]
+    assert g["heldout_macro_f1_all_genes"] == pytest.approx(ann.calibration["macro_f1"])
+    assert g["macro_f1_cost"] == pytest.approx(g["heldout_macro_f1_all_genes"] - g["heldout_macro_f1_shared_genes"])
+    assert a.uns["sclinbench"]["model"] == str(tmp_path / "m.npz")
+    # without the reference counts the missing genes count zero: other scores, and a warning saying so
+    ann.save(tmp_path / "slim.npz", with_reference_counts=False)
+    assert (tmp_path / "slim.npz").stat().st_size < (tmp_path / "m.npz").stat().st_size
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sclinbench.annotate"):
+        c = tool.annotate(q.copy(), annotator=tool.Annotator.load(tmp_path / "slim.npz"), min_shared_genes=10).adata
+    assert "keeps no reference counts" in caplog.text and "count zero" in caplog.text
+    assert not c.uns["sclinbench"]["genes"]["refitted_on_shared_genes"]
+    assert not np.allclose(c.obsm["sclinbench_scores"], a.obsm["sclinbench_scores"])
+
+
+def test_model_and_reference_give_the_same_labels_across_species(tmp_path):
+    """alpha labels beta through the atlas's one-to-one orthologs (beta lacks the alpha genes without one)."""
+    adatas, table = make_atlas(seed=0, cells_per_species=600, n_genes=400, n_cell_types=4, n_disease_genes=10)
+    table.to_csv(tmp_path / "orth.tsv", sep="\t", index=False)
+    pairs = gm.read_ortholog_table(tmp_path / "orth.tsv", "alpha", "beta")
+    ref = tool.prepare_reference(adatas["alpha"], "cell_type", source="alpha")
+    tool.Annotator.fit(ref, SPECS["centroid"], "rankz_centroid").save(tmp_path / "alpha.npz")
+    a = tool.annotate(adatas["beta"].copy(), annotator=tool.Annotator.load(tmp_path / "alpha.npz"), pairs=pairs,
+                      truth="cell_type")
+    b = tool.annotate(adatas["beta"].copy(), reference=ref, pipeline_name="rankz_centroid", spec=SPECS["centroid"],
+                      pairs=pairs, truth="cell_type")
+    assert a.genes_info["n_missing"] > 0  # genes without a one-to-one ortholog
+    _same_labels(a.adata, b.adata)
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+
+
+# --------------------------------------------------------------------------------------------------
+# calibrated probabilities, CellTypist's columns, majority voting
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big():
+    X, y = nb_counts(n_cells=1600, n_genes=60, n_types=4, seed=7)
+    Xd = X.toarray()
+    Xd[:, :16] = np.random.default_rng(0).binomial(Xd[:, :16].astype(int), 0.25)  # weaker markers: some errors
+    return sp.csr_matrix(Xd, dtype=np.float32), y
+
+
+@pytest.mark.parametrize("name", sorted(set(SPECS) - {"logreg_cv"}))
+def test_confidence_is_a_calibrated_probability_for_every_pipeline(big, name):
+    """Temperature-scaled on held-out reference cells: on new cells of the same kind, the mean
+    confidence matches the accuracy (ECE < 0.08), whatever the pipeline's own scores are."""
+    X, y = big
+    ref = tool.prepare_reference(_adata(X[:800], y[:800]), "cell_type")
+    ann = tool.Annotator.fit(ref, SPECS[name], name)
+    pred, S, P = ann.predict_matrices(ann.match(_adata(X[800:], y[800:]).var, min_shared=10).apply(X[800:]))
+    assert np.all((P >= 0) & (P <= 1)) and np.allclose(P.sum(axis=1), 1)
+    np.testing.assert_array_equal(np.argmax(P, axis=1), np.argmax(S, axis=1))  # the label is the pipeline's
+    correct = pred["label"].to_numpy() == y[800:]
+    assert 0.6 < correct.mean() < 1.0  # a query with errors to be calibrated against
+    from sclinbench.tool.calibrate import expected_calibration_error
+
+    ece = expected_calibration_error(pred["confidence"].to_numpy(), correct)
+    assert ece < 0.08, (name, ece, pred["confidence"].mean(), correct.mean())
+    q = ann.calibration["probability"]
+    assert q["n_cells"] == ann.calibration["n_heldout_cells"] and 0 <= q["ece"] < 0.15
+
+
+def test_celltypist_columns_and_majority_voting(big, tmp_path):
+    X, y = big
+    ref = tool.prepare_reference(_adata(X[:800], y[:800]), "cell_type")
+    q = _adata(X[800:], y[800:])
+    q.obs["clusters"] = pd.Categorical(y[800:])  # clusters that are the true types
+    res = tool.annotate(q, reference=ref, pipeline_name="rankz_centroid", spec=SPECS["centroid"], min_shared_genes=10,
+                        over_clustering="clusters", confidence_threshold=0.9)
+    obs = res.adata.obs
+    assert (obs["predicted_labels"].astype(str) == obs["sclinbench_label"].astype(str)).all()
+    np.testing.assert_array_equal(obs["conf_score"], obs["sclinbench_confidence"])
+    assert obs["conf_score"].between(0, 1).all() and not np.allclose(obs["conf_score"], obs["sclinbench_score"])
+    assert (obs["majority_voting"].astype(str) == y[800:]).mean() == 1.0  # each true type votes for itself
+    assert (obs["over_clustering"].astype(str) == obs["clusters"].astype(str)).all()
+    low = res.adata.uns["sclinbench"]["confidence"]
+    assert low["threshold"] == 0.9 and low["n_below"] == int((obs["conf_score"] < 0.9).sum()) > 0
+    assert low["fraction_below"] == pytest.approx(low["n_below"] / 800)
+    assert f"{low['n_below']} ({100 * low['fraction_below']:.1f}%) below calibrated confidence 0.9" in res.summary()
+    tool.write_result(res, tool.output_paths(tmp_path / "o.h5ad"))
+    back = ad.read_h5ad(tmp_path / "o.h5ad")
+    for key in ("sclinbench_scores", "sclinbench_probabilities"):
+        assert list(back.obsm[key].columns) == ["t0", "t1", "t2", "t3"]
+    np.testing.assert_allclose(back.obsm["sclinbench_probabilities"].max(axis=1), back.obs["conf_score"])
+
+
+def test_majority_voting_over_a_leiden_over_clustering_of_real_cells():
+    """pbmc68k_reduced (real PBMCs, 10 bulk_labels), stratified halves: the query is over-clustered by
+    itself (CellTypist's default, resolution 5 below 5,000 cells); each cluster votes one label and
+    the vote keeps the per-cell accuracy (within 0.03; here it smooths as many errors as it makes)."""
+    from sclinbench.data import load_bundled
+
+    a = load_bundled("pbmc68k_reduced")
+    y = a.obs["bulk_labels"].astype(str).to_numpy()
+    rng = np.random.default_rng(0)
+    query = np.zeros(a.n_obs, dtype=bool)
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        query[rng.choice(idx, size=idx.size // 2, replace=False)] = True
+    b = _adata(sp.csr_matrix(a.X), y, genes=list(a.var_names))
+    ref = tool.prepare_reference(b[~query].copy(), "cell_type")
+    res = tool.annotate(b[query].copy(), reference=ref, pipeline_name="rankz_centroid", spec=SPECS["centroid"],
+                        majority_voting=True)
+    o = res.adata.obs
+    assert o["over_clustering"].nunique() > 10
+    assert (o.groupby("over_clustering", observed=True)["majority_voting"].nunique() == 1).all()
+    acc_cell = (o["predicted_labels"].astype(str) == y[query]).mean()
+    acc_vote = (o["majority_voting"].astype(str) == y[query]).mean()
+    assert acc_cell > 0.7 and acc_vote >= acc_cell - 0.03, (acc_cell, acc_vote)
+    assert res.adata.uns["sclinbench"]["majority_voting"]["clusters"] == o["over_clustering"].nunique()
+
+
+def test_model_file_of_format_1_is_refused_with_the_command_that_rebuilds_it(tmp_path, monkeypatch):
+    old = tmp_path / "v1.npz"
+    old.write_bytes((REPO / "tests/data/models/v1_rankz_centroid.npz").read_bytes())
+    with pytest.raises(SclinbenchError) as err:
+        tool.Annotator.load(old)
+    msg = str(err.value)
+    assert "model format 1 (written by sclinbench 0.1.0)" in msg and "\n" not in msg
+    cmd = msg.split("rebuild it with ", 1)[1]
+    assert cmd == (f"sclinbench train --reference tests/data/models/v1_reference.h5ad --label bulk_labels "
+                   f"--pipeline rankz_centroid --model {old}")
+    import logging
+
+    from sclinbench.cli import main
+
+    monkeypatch.chdir(REPO)  # the fixture's reference path is relative to the repository
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), logging.getLogger("sclinbench").level
+    try:
+        assert main(cmd.split()[1:]) == 0
+    finally:  # main() sets up the command's logging; give pytest's back
+        root.handlers[:] = handlers
+        logging.getLogger("sclinbench").setLevel(level)
+    model = tool.Annotator.load(old)
+    assert model.pipeline_name == "rankz_centroid" and model.reference_counts.shape[0] == 90

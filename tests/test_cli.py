@@ -145,15 +145,30 @@ def test_train_then_annotate_from_another_folder(pbmc):
 
 
 def test_annotate_with_a_reference_equals_train_then_annotate(pbmc):
+    """Also when the query lacks genes (65 of the 765): the model refits on the others, as --reference
+    fits on them; the output reads as CellTypist's (predicted_labels, conf_score, majority_voting)."""
     d = pbmc
+    q = ad.read_h5ad(d / "query.h5ad")
+    q[:, 65:].copy().write_h5ad(d / "query_700.h5ad")
     sclinbench(d, "train", "--reference", "ref.h5ad", "--label", "bulk_labels", "--model", "m2.npz",
                "--pipeline", "log1p_pca_logreg")
-    sclinbench(d, "annotate", "--model", "m2.npz", "--query", "query.h5ad", "--out", "a.h5ad")
-    sclinbench(d, "annotate", "--reference", "ref.h5ad", "--label", "bulk_labels", "--pipeline", "log1p_pca_logreg",
-               "--query", "query.h5ad", "--out", "b.h5ad", "--compression", "gzip")
-    a, b = ad.read_h5ad(d / "a.h5ad"), ad.read_h5ad(d / "b.h5ad")
-    pd.testing.assert_series_equal(a.obs["sclinbench_label"], b.obs["sclinbench_label"])
-    np.testing.assert_allclose(a.obs["sclinbench_confidence"], b.obs["sclinbench_confidence"], rtol=1e-10)
+    for query, tag in (("query.h5ad", "all"), ("query_700.h5ad", "700")):
+        pa = sclinbench(d, "annotate", "--model", "m2.npz", "--query", query, "--out", f"a{tag}.h5ad",
+                        "--majority-voting")
+        pb = sclinbench(d, "annotate", "--reference", "ref.h5ad", "--label", "bulk_labels", "--pipeline",
+                        "log1p_pca_logreg", "--query", query, "--out", f"b{tag}.h5ad", "--compression", "gzip",
+                        "--majority-voting")
+        a, b = ad.read_h5ad(d / f"a{tag}.h5ad"), ad.read_h5ad(d / f"b{tag}.h5ad")
+        for col in ("sclinbench_label", "predicted_labels", "majority_voting"):
+            pd.testing.assert_series_equal(a.obs[col], b.obs[col])
+        np.testing.assert_allclose(a.obs["conf_score"], b.obs["conf_score"], rtol=1e-10)
+        np.testing.assert_allclose(a.obsm["sclinbench_probabilities"], b.obsm["sclinbench_probabilities"], rtol=1e-10)
+        assert a.obs["conf_score"].between(0, 1).all()
+        assert "below calibrated confidence 0.5" in pa.stdout and "have a calibrated confidence below 0.5" in pa.stderr
+        if tag == "700":
+            for proc, x in ((pa, a), (pb, b)):
+                assert "the query lacks 65 of the 765 reference genes (8.5%)" in proc.stderr and "cost" in proc.stderr
+                assert x.uns["sclinbench"]["genes"]["n_missing"] == 65
     assert json.loads(b.uns["sclinbench"]["spec"])["reduction"] == {"method": "pca", "n_components": 50,
                                                                     "whiten": False}
 
@@ -238,11 +253,23 @@ def test_model_from_another_version_or_gene_set(pbmc, tmp_path):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
         store = {k: npz[k] for k in npz.files}
     meta = json.loads(str(store["__meta__"]))
-    meta["sclinbench_version"] = "0.0.9"
-    np.savez(tmp_path / "old.npz", **{**store, "__meta__": np.array(json.dumps(meta))})
-    fails(sclinbench(tmp_path, "annotate", "--model", "old.npz", "--query", pbmc / "query.h5ad", "--out", "o.h5ad",
-                     check=False),
-          "old.npz was written by sclinbench 0.0.9", f"this is sclinbench {__version__}", "sclinbench train")
+    meta["sclinbench_version"] = "0.0.9"  # the same model format from another sclinbench version: read
+    np.savez(tmp_path / "other.npz", **{**store, "__meta__": np.array(json.dumps(meta))})
+    sclinbench(tmp_path, "annotate", "--model", "other.npz", "--query", pbmc / "query.h5ad", "--out", "o.h5ad")
+    assert ad.read_h5ad(tmp_path / "o.h5ad").uns["sclinbench"]["model"] == "other.npz"
+    (tmp_path / "o.h5ad").unlink()
+    # model format 1 (sclinbench 0.1.0, tests/data/models): refused with the command that rebuilds it
+    shutil.copy(REPO / "tests/data/models/v1_rankz_centroid.npz", tmp_path / "v1.npz")
+    err = fails(sclinbench(tmp_path, "annotate", "--model", "v1.npz", "--query", pbmc / "query.h5ad", "--out",
+                           "o.h5ad", check=False),
+                "v1.npz has model format 1 (written by sclinbench 0.1.0)",
+                "rebuild it with sclinbench train --reference tests/data/models/v1_reference.h5ad --label bulk_labels "
+                "--pipeline rankz_centroid --model v1.npz")
+    shutil.copy(REPO / "tests/data/models/v1_reference.h5ad", tmp_path / "v1_reference.h5ad")
+    cmd = err.split("rebuild it with sclinbench ", 1)[1].replace("tests/data/models/", "")
+    sclinbench(tmp_path, *cmd.split())
+    sclinbench(tmp_path, "annotate", "--model", "v1.npz", "--query", pbmc / "query.h5ad", "--out", "o.h5ad")
+    (tmp_path / "o.h5ad").unlink()
     # a query measured on another gene set than the model's
     adatas, _ = make_atlas(seed=0, cells_per_species=300, n_genes=500, n_cell_types=3, n_disease_genes=10)
     adatas["alpha"].write_h5ad(tmp_path / "other_genes.h5ad")

@@ -126,7 +126,7 @@ def cmd_train(args) -> int:
     ref = _reference(args)
     model = Annotator.fit(ref, spec, name, seed=args.seed, calibration_fraction=args.calibration_fraction,
                           novelty_quantile=args.novelty_quantile)
-    model.save(args.model)
+    model.save(args.model, with_reference_counts=not args.no_reference_counts)
     c = model.calibration
     print(f"trained {name} on {ref.adata.n_obs} cells x {ref.adata.n_vars} genes, {len(model.label_counts)} labels; "
           f"held-out reference macro F1 {c['macro_f1']:.3f} ({c['n_heldout_cells']} cells); "
@@ -194,7 +194,9 @@ def cmd_annotate(args) -> int:
     pairs = _orthologs(args)
     kwargs = dict(query_counts=args.query_counts, pairs=pairs, min_shared_genes=args.min_shared_genes, seed=args.seed,
                   calibration_fraction=args.calibration_fraction, novelty_quantile=args.novelty_quantile,
-                  truth=args.truth, key_added=args.key_added, n_top_genes=args.top_genes, query_name=f"query {args.query}")
+                  truth=args.truth, key_added=args.key_added, n_top_genes=args.top_genes, query_name=f"query {args.query}",
+                  confidence_threshold=args.confidence_threshold, majority_voting=args.majority_voting,
+                  over_clustering=args.over_clustering)
     prov = {"query": str(args.query), "reference_species": args.reference_species or "",
             "query_species": args.query_species or "", "orthologs": pairs.path if pairs else ""}
     if args.model:
@@ -209,9 +211,11 @@ def cmd_annotate(args) -> int:
         result = annotate(query, reference=ref, pipeline_name=name, spec=spec, provenance=prov, **kwargs)
     write_result(result, paths, compression=None if args.compression == "none" else args.compression)
     print(result.summary())
-    print(f"wrote {paths['h5ad']} (obs {args.key_added}_label, _confidence, _novelty_score, _is_novel; "
-          f"uns {args.key_added}), {paths['labels'].name}, {paths['top_genes'].name}, {paths['metrics'].name} "
-          f"in {time.perf_counter() - t0:.1f} s")
+    k = args.key_added
+    voted = ", over_clustering, majority_voting" if args.majority_voting or args.over_clustering else ""
+    print(f"wrote {paths['h5ad']} (obs {k}_label, _confidence, _score, _novelty_score, _is_novel, predicted_labels, "
+          f"conf_score{voted}; obsm {k}_scores, {k}_probabilities; uns {k}), {paths['labels'].name}, "
+          f"{paths['top_genes'].name}, {paths['metrics'].name} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -245,6 +249,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sclinbench.tool import CONFIDENCE_THRESHOLD
     from sclinbench.tool import JOB_DEFAULTS as D
 
     parser = argparse.ArgumentParser(prog="sclinbench", description=DESCRIPTION,
@@ -269,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True, metavar="REF.h5ad", help="labelled reference with raw counts")
     p.add_argument("--label", required=True, metavar="COLUMN", help="obs column of the reference with the cell labels")
     p.add_argument("--model", required=True, metavar="OUT.npz", help="model file to write")
+    p.add_argument("--no-reference-counts", action="store_true",
+                   help="do not keep the reference counts in the model file (smaller; a query lacking some of the "
+                        "model's genes then counts them zero instead of refitting on the shared genes, so its labels "
+                        "can differ from `annotate --reference`)")
     _fit_options(p)
     _common(p)
     p.set_defaults(func=cmd_train)
@@ -291,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", choices=["none", "gzip"], default="none",
                    help="h5ad compression of OUT (default none, as anndata; gzip is smaller and slower)")
     p.add_argument("--top-genes", type=int, default=D["top_genes"], metavar="N", help="genes per label in OUT.top_genes.tsv (20)")
+    c = p.add_argument_group("confidence and majority voting (CellTypist's conventions)")
+    c.add_argument("--confidence-threshold", type=float, default=CONFIDENCE_THRESHOLD, metavar="P",
+                   help=f"report the share of cells whose calibrated confidence (conf_score) is below P ({CONFIDENCE_THRESHOLD:g})")
+    c.add_argument("--majority-voting", action="store_true",
+                   help="also write obs majority_voting: the most frequent label of each cell's cluster in a Leiden "
+                        "over-clustering of the query (obs over_clustering), as celltypist.annotate(majority_voting=True)")
+    c.add_argument("--over-clustering", metavar="COLUMN",
+                   help="an obs column of the query with clusters to vote over (implies --majority-voting)")
     x = p.add_argument_group("across species (one-to-one orthologs)")
     x.add_argument("--reference-species", metavar="S", help="e.g. human, mouse, 'Homo sapiens'")
     x.add_argument("--query-species", metavar="S")

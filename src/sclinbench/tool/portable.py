@@ -35,7 +35,19 @@ from sclinbench.represent import (
 )
 
 FORMAT = "sclinbench-model"
-FORMAT_VERSION = 1
+#: The model format this sclinbench writes. 1: sclinbench 0.1.0 (no calibrated probabilities);
+#: 2: + the temperature of the calibrated probabilities, optionally the reference counts.
+FORMAT_VERSION = 2
+#: The formats :func:`load` reads (older ones are refused by the caller with the command that rebuilds them).
+READABLE_FORMATS = (2,)
+
+
+class FormatVersionError(SclinbenchError):
+    """A model file of a format this sclinbench does not read; ``meta`` is its metadata."""
+
+    def __init__(self, message: str, meta: dict):
+        super().__init__(message)
+        self.meta = meta
 #: The classes a model file may name (nothing else is ever instantiated when loading).
 STEP_CLASSES = {c.__name__: c for c in (RepresentationTransformer, AnovaSelector, ScaleClip, PCATransformer)}
 #: Models whose fitted state is a weight matrix (the ones annotate and train accept).
@@ -239,7 +251,8 @@ def load(path) -> tuple[LinearPipeline, dict, dict[str, np.ndarray]]:
     """Read a model file written by :func:`save`: ``(pipeline, meta, arrays)``.
 
     Raises :class:`SclinbenchError` when the file is not a sclinbench model, holds pickled
-    objects, names a class outside :data:`STEP_CLASSES`, or is of another format version.
+    objects or names a class outside :data:`STEP_CLASSES`; :class:`FormatVersionError` when its
+    format is not one of :data:`READABLE_FORMATS`.
     """
     path = Path(path)
     if not path.exists():
@@ -268,10 +281,10 @@ def load(path) -> tuple[LinearPipeline, dict, dict[str, np.ndarray]]:
         raise SclinbenchError(f"model file {path}: its metadata is not valid JSON; the file is damaged") from exc
     if meta.get("format") != FORMAT:
         raise SclinbenchError(f"model file {path} is not a sclinbench model (format {meta.get('format')!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise SclinbenchError(
+    if meta.get("format_version") not in READABLE_FORMATS:
+        raise FormatVersionError(
             f"model file {path} has model format {meta.get('format_version')!r}, this sclinbench reads format "
-            f"{FORMAT_VERSION}; retrain it with `sclinbench train`"
+            f"{', '.join(map(str, READABLE_FORMATS))}; retrain it with `sclinbench train`", meta
         )
     steps = []
     try:
