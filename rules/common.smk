@@ -67,6 +67,14 @@ SEED = config.get("seed", 0)
 LOCKFILE = "resources/checksums.lock.tsv"
 
 
+def task_pipelines(task):
+    """name -> spec of the pipelines a task runs: its `pipelines` (default all) minus its
+    `exclude_pipelines`."""
+    names = TASKS[task].get("pipelines") or list(PIPELINES)
+    skip = set(TASKS[task].get("exclude_pipelines") or [])
+    return {name: PIPELINES[name] for name in names if name not in skip}
+
+
 def _check_names():
     for task, spec in TASKS.items():
         for dataset in spec["datasets"]:
@@ -75,12 +83,18 @@ def _check_names():
                     f"task '{task}' lists dataset '{dataset}', which is not in the registry "
                     f"{config['registry']} (known: {', '.join(sorted(REGISTRY))})"
                 )
-        for name in spec.get("pipelines") or []:
-            if name not in PIPELINES:
-                raise SclinbenchError(
-                    f"task '{task}' lists pipeline '{name}', which is not under 'pipelines:' "
-                    f"(known: {', '.join(sorted(PIPELINES))})"
-                )
+        for key in ("pipelines", "exclude_pipelines"):
+            for name in spec.get(key) or []:
+                if name not in PIPELINES:
+                    raise SclinbenchError(
+                        f"task '{task}' {key} lists pipeline '{name}', which is not under 'pipelines:' "
+                        f"(known: {', '.join(sorted(PIPELINES))})"
+                    )
+        if not task_pipelines(task):
+            raise SclinbenchError(
+                f"task '{task}' runs no pipeline: exclude_pipelines removes every one it would run; "
+                f"remove names from tasks.{task}.exclude_pipelines"
+            )
 
 
 _check_names()
@@ -124,10 +138,6 @@ def _download_summary():
 _download_summary()
 
 
-def task_pipelines(task):
-    """name -> spec of the pipelines a task runs."""
-    names = TASKS[task].get("pipelines") or list(PIPELINES)
-    return {name: PIPELINES[name] for name in names}
 
 
 def task_representations(task):
