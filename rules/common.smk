@@ -359,6 +359,21 @@ if _undeclared:
 
 TABLE_STEMS = [*TABLES, *(task_table_stem(t) for t in TASKS)]
 
+# The paper's figures (results/paper/): those of report.paper_figures with a task of this run,
+# each with its tasks of this run (a name not under tasks: is an error: a typo, not a choice).
+for _name, _tasks in REPORT.get("paper_figures", {}).items():
+    for _t in _tasks:
+        if _t not in config["tasks"]:
+            raise SclinbenchError(
+                f"report.paper_figures.{_name} names task {_t!r}, which is not under 'tasks:' "
+                f"(known: {', '.join(sorted(config['tasks']))})"
+            )
+PAPER_FIGURES = {
+    name: [t for t in tasks if t in TASKS]
+    for name, tasks in REPORT.get("paper_figures", {}).items()
+    if any(t in TASKS for t in tasks)
+}
+
 FIGURE_REPORT = {
     "cross_species_heatmap": ("Cross-species", "Transfer matrix"),
     "cross_species_average": ("Cross-species", "Averages vs published"),

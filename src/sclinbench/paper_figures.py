@@ -245,6 +245,9 @@ def score_dots(table: pd.DataFrame, summary: pd.DataFrame, title: str, ylabel: s
         fig = plotting._new_figure(width, height)
         axes = fig.subplots(1, max(len(tasks), 1), squeeze=False, sharey=True)[0]
         y_of = {d: i for i, d in enumerate(datasets)}
+        # published numbers sit beside the task of the paper's protocol (else the first task)
+        paper_tasks = list(dict.fromkeys(ours.loc[ours["protocol"] == "paper", "task"]))
+        pub_task = (paper_tasks or tasks or [None])[0]
         step = 0.7 / max(len(methods), 1)
         for ax, task in zip(axes, tasks):
             t = ours[ours["task"] == task]
@@ -262,7 +265,7 @@ def score_dots(table: pd.DataFrame, summary: pd.DataFrame, title: str, ylabel: s
                           else {"color": st["color"]})  # open shapes; line markers (x, +) take the colour
                 ax.scatter(r["value"], r["dataset"].map(y_of), marker=st["marker"], s=10, zorder=2,
                            linewidths=0.7, **hollow)
-            for m, model in enumerate(pub_models):
+            for m, model in enumerate(pub_models if task == pub_task else []):
                 r = pub[pub["model"] == model]
                 ax.scatter(r["value"], r["dataset"].map(y_of), marker="D", s=12, facecolors="white",
                            edgecolors="black", linewidths=0.7, zorder=4)
@@ -289,10 +292,14 @@ def score_dots(table: pd.DataFrame, summary: pd.DataFrame, title: str, ylabel: s
                            markerfacecolor="none", markersize=3.5, label=controls[c]["label"])
                     for c in ctrls if c in controls]
         handles += _published_legend(pub_models)
-        fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=6)
+        notes = [OURS_NOTE + "; every number in the TSV beside this figure"]
+        if pub_models:
+            notes.append(f"published: open diamonds, beside {pub_task} (no interval published)")
+        if note:
+            notes.append(note)
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=6,
+                   title="\n".join(textwrap.fill(x, 130) for x in notes), title_fontsize=5.5)
         fig.suptitle(title, fontsize=7.5)
-        fig.supxlabel("\n".join(x for x in (OURS_NOTE + "; every number in the TSV beside this figure", note) if x),
-                      fontsize=5.5, color="#333333")
     return fig
 
 
@@ -347,9 +354,10 @@ def spermatogenesis_matrix_figure(table: pd.DataFrame, max_panels: int = 4) -> F
         if image is not None:
             cbar = fig.colorbar(image, ax=list(axes[:len(pipes)]), orientation="horizontal", fraction=0.04,
                                 shrink=0.6, aspect=35, pad=0.02)
-            cbar.set_label("macro F1 (labels both species share); outlined: same species (10% hold-out)")
+            cbar.set_label("macro F1 (labels both species share); outlined: same species (held-out cells of the training species)")
             cbar.ax.tick_params(labelsize=5.5)
-        fig.suptitle("Spermatogenesis: cell typing across 8 mammals, every training x target pair", fontsize=7.5)
+        fig.suptitle(f"Spermatogenesis: cell typing across {len(species)} species, every training x target pair",
+                     fontsize=7.5)
         fig.supxlabel("95% intervals of every cell (bootstrap over the target's donors) in the TSV beside this figure",
                       fontsize=5.5, color="#333333")
     return fig
@@ -371,15 +379,17 @@ def spermatogenesis_by_species_figure(table: pd.DataFrame, summary: pd.DataFrame
         fig = plotting._new_figure(plotting.DOUBLE_COLUMN, 2.9)
         ax = fig.add_subplot()
         x0, w = np.arange(len(species)), 0.8 / n_bars
+        pipe_labels = set()
         for k, p in enumerate(pipes):
             r = ours[ours["model"] == p].set_index("training_species").reindex(species)
             xs = x0 - 0.4 + w * (k + 0.5)
             lo = np.clip(r["value"] - r["ci_low"], 0, None).fillna(0).to_numpy(float)
             hi = np.clip(r["ci_high"] - r["value"], 0, None).fillna(0).to_numpy(float)
             n = int(r["n"].max()) if r["n"].notna().any() else 0
+            pipe_labels.add(f"{p} (computed here, n = {n} target species)")
             ax.bar(xs, r["value"].to_numpy(float), width=w * 0.92, color=colors.get(p), zorder=2,
                    yerr=[lo, hi], error_kw={"elinewidth": 0.8, "capsize": 1.2, "zorder": 3},
-                   label=f"{p} (computed here; n = {n} target species)")
+                   label=f"{p} (computed here, n = {n} target species)")
         for k, m in enumerate(models):
             r = pub[pub["model"] == m].set_index("training_species").reindex(species)
             xs = x0 - 0.4 + w * (len(pipes) + k + 0.5)
@@ -400,14 +410,19 @@ def spermatogenesis_by_species_figure(table: pd.DataFrame, summary: pd.DataFrame
         ax.set_ylabel("macro F1 (shared labels)\nmean over target species")
         ax.yaxis.grid(True, linewidth=0.3, color="#DDDDDD", zorder=0)
         ax.set_axisbelow(True)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, handlelength=1.8, fontsize=5.5)
-        ax.set_title("Spermatogenesis: average by source species (same-species hold-out included, as the paper)",
+        handles, labels = ax.get_legend_handles_labels()
+        rank = [0 if lab in pipe_labels else 1 if lab.endswith("(published)") else 2 for lab in labels]
+        order = sorted(range(len(labels)), key=lambda i: (rank[i], i))
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0, handlelength=1.8, fontsize=5.5)
+        ax.set_title("Spermatogenesis: average by source species\n(same-species hold-out included, as the paper)",
                      fontsize=7)
         note = ("Published: read off a figure (about ±0.01), as tabulated in the Souza & Mehta notebook; whether "
                 "they include the same-species score is not stated; no interval published." if models
                 else _no_published("spermatogenesis averages"))
-        fig.supxlabel(note + " Ours: 95% bootstrap interval over target species; the strict average "
-                      "(same species excluded) is in the TSV.", fontsize=5.5, color="#333333")
+        fig.supxlabel(textwrap.fill(note + " Ours: 95% bootstrap interval over target species; the strict "
+                                    "average (same species excluded) is in the TSV.", 160),
+                      fontsize=5.5, color="#333333")
     return fig
 
 
