@@ -138,8 +138,6 @@ def _download_summary():
 _download_summary()
 
 
-
-
 def task_representations(task):
     return sorted({spec["representation"]["name"] for spec in task_pipelines(task).values()})
 

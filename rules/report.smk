@@ -115,7 +115,8 @@ if PAPER_FIGURES:
 
     rule paper_figures:
         """The figures of Souza & Mehta 2026 by name (config report.paper_figures): ours beside the
-        published numbers, each figure as PNG (300 dpi) + PDF with the tidy TSV of every number it shows."""
+        published numbers, each figure as PNG (300 dpi) + PDF with the tidy TSV of every number it shows.
+        """
         input:
             summary="results/summary.tsv",
             reference=workflow_file("config/reference_results.tsv"),

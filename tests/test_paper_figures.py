@@ -169,8 +169,14 @@ def test_schema_names_the_papers_figures():
 
 def _planned_jobs(workdir, configfiles):
     """The jobs `snakemake -n` plans (Snakemake's API: the dry run's DAG, with each job's params)."""
-    from snakemake.api import (ConfigSettings, DAGSettings, OutputSettings, ResourceSettings, SnakemakeApi,
-                               StorageSettings)
+    from snakemake.api import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+        SnakemakeApi,
+        StorageSettings,
+    )
     from snakemake.settings.types import Quietness
 
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:

@@ -265,7 +265,7 @@ def score_dots(table: pd.DataFrame, summary: pd.DataFrame, title: str, ylabel: s
                           else {"color": st["color"]})  # open shapes; line markers (x, +) take the colour
                 ax.scatter(r["value"], r["dataset"].map(y_of), marker=st["marker"], s=10, zorder=2,
                            linewidths=0.7, **hollow)
-            for m, model in enumerate(pub_models if task == pub_task else []):
+            for model in (pub_models if task == pub_task else []):
                 r = pub[pub["model"] == model]
                 ax.scatter(r["value"], r["dataset"].map(y_of), marker="D", s=12, facecolors="white",
                            edgecolors="black", linewidths=0.7, zorder=4)
@@ -492,4 +492,4 @@ def make_paper_figures(summary: pd.DataFrame, figures: Mapping[str, Sequence[str
 __all__ = ["NO_PUBLISHED_MATRIX", "PAPER_TABLE_COLUMNS", "infection_table", "make_paper_figures",
            "novel_types_table", "paper_figure", "score_dots", "spermatogenesis_by_species_figure",
            "spermatogenesis_by_species_table", "spermatogenesis_matrix_figure", "spermatogenesis_matrix_table",
-           "tabula_sapiens_table", "Patch"]
+           "tabula_sapiens_table"]
