@@ -67,6 +67,14 @@ SEED = config.get("seed", 0)
 LOCKFILE = "resources/checksums.lock.tsv"
 
 
+def task_pipelines(task):
+    """name -> spec of the pipelines a task runs: its `pipelines` (default all) minus its
+    `exclude_pipelines`."""
+    names = TASKS[task].get("pipelines") or list(PIPELINES)
+    skip = set(TASKS[task].get("exclude_pipelines") or [])
+    return {name: PIPELINES[name] for name in names if name not in skip}
+
+
 def _check_names():
     for task, spec in TASKS.items():
         for dataset in spec["datasets"]:
@@ -75,12 +83,18 @@ def _check_names():
                     f"task '{task}' lists dataset '{dataset}', which is not in the registry "
                     f"{config['registry']} (known: {', '.join(sorted(REGISTRY))})"
                 )
-        for name in spec.get("pipelines") or []:
-            if name not in PIPELINES:
-                raise SclinbenchError(
-                    f"task '{task}' lists pipeline '{name}', which is not under 'pipelines:' "
-                    f"(known: {', '.join(sorted(PIPELINES))})"
-                )
+        for key in ("pipelines", "exclude_pipelines"):
+            for name in spec.get(key) or []:
+                if name not in PIPELINES:
+                    raise SclinbenchError(
+                        f"task '{task}' {key} lists pipeline '{name}', which is not under 'pipelines:' "
+                        f"(known: {', '.join(sorted(PIPELINES))})"
+                    )
+        if not task_pipelines(task):
+            raise SclinbenchError(
+                f"task '{task}' runs no pipeline: exclude_pipelines removes every one it would run; "
+                f"remove names from tasks.{task}.exclude_pipelines"
+            )
 
 
 _check_names()
@@ -122,12 +136,6 @@ def _download_summary():
 
 
 _download_summary()
-
-
-def task_pipelines(task):
-    """name -> spec of the pipelines a task runs."""
-    names = TASKS[task].get("pipelines") or list(PIPELINES)
-    return {name: PIPELINES[name] for name in names}
 
 
 def task_representations(task):
@@ -348,6 +356,21 @@ if _undeclared:
     )
 
 TABLE_STEMS = [*TABLES, *(task_table_stem(t) for t in TASKS)]
+
+# The paper's figures (results/paper/): those of report.paper_figures with a task of this run,
+# each with its tasks of this run (a name not under tasks: is an error: a typo, not a choice).
+for _name, _tasks in REPORT.get("paper_figures", {}).items():
+    for _t in _tasks:
+        if _t not in config["tasks"]:
+            raise SclinbenchError(
+                f"report.paper_figures.{_name} names task {_t!r}, which is not under 'tasks:' "
+                f"(known: {', '.join(sorted(config['tasks']))})"
+            )
+PAPER_FIGURES = {
+    name: [t for t in tasks if t in TASKS]
+    for name, tasks in REPORT.get("paper_figures", {}).items()
+    if any(t in TASKS for t in tasks)
+}
 
 FIGURE_REPORT = {
     "cross_species_heatmap": ("Cross-species", "Transfer matrix"),

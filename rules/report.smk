@@ -111,4 +111,57 @@ rule figures:
         "../scripts/figures.py"
 
 
-REPORT_OUTPUTS = rules.tables.output + rules.figures.output + rules.provenance.output
+if PAPER_FIGURES:
+
+    rule paper_figures:
+        """The figures of Souza & Mehta 2026 by name (config report.paper_figures): ours beside the
+        published numbers, each figure as PNG (300 dpi) + PDF with the tidy TSV of every number it shows.
+        """
+        input:
+            summary="results/summary.tsv",
+            reference=workflow_file("config/reference_results.tsv"),
+        output:
+            [
+                report(
+                    f"results/paper/{name}.png",
+                    caption=f"../report/paper_{name}.rst",
+                    category="Paper figures",
+                    subcategory=name,
+                )
+                for name in PAPER_FIGURES
+            ],
+            [f"results/paper/{name}.pdf" for name in PAPER_FIGURES],
+            [
+                report(
+                    f"results/paper/{name}.tsv",
+                    caption="../report/paper_figure_table.rst",
+                    category="Paper figures",
+                    subcategory=name,
+                )
+                for name in PAPER_FIGURES
+            ],
+        log:
+            "logs/paper_figures.log",
+        benchmark:
+            "benchmarks/paper_figures.tsv"
+        conda:
+            CONDA_ENV
+        threads: 1
+        resources:
+            mem_mb=mem_mb("figures"),
+            runtime=runtime("figures"),
+        params:
+            code=code_fingerprint("paper_figures"),
+            outdir="results/paper",
+            figures=PAPER_FIGURES,
+            declared=DECLARED,
+        script:
+            "../scripts/paper_figures.py"
+
+
+REPORT_OUTPUTS = (
+    rules.tables.output
+    + rules.figures.output
+    + rules.provenance.output
+    + (rules.paper_figures.output if PAPER_FIGURES else [])
+)

@@ -19,6 +19,7 @@ file                                                   columns                  
 ``unseen_labels.tsv``                                  (``PAIRED_``, ``UNSEEN_``)
 ``results/tables/<stem>.tsv|md``                       stems :data:`TABLES`        ``report``
 ``results/figures/<stem>.png|pdf``                     stems :data:`FIGURES`       ``plotting``
+``results/paper/<name>.png|pdf|tsv``                   names :data:`PAPER_FIGURES` ``paper_figures``
 =====================================================  ==========================  ==================
 
 The tables of the run (``results/*.tsv``) carry :data:`LABEL_COLUMNS` (which dataset and task a row
@@ -89,6 +90,10 @@ DEFAULT_DECLARED = ("rankz_centroid", "log1p_pca_logreg")
 #: The figures (``results/figures/<stem>.png`` and ``.pdf``).
 FIGURES = ("cross_species_heatmap", "cross_species_average", "pipeline_scores",
            "normalization_model", "disease", "novel_type", "runtime_memory")
+#: The figures of Souza & Mehta 2026 by name (``results/paper/<name>.png|pdf|tsv``; config
+#: ``report.paper_figures``: name -> tasks; docs/paper_figures.md).
+PAPER_FIGURES = ("tabula_sapiens", "spermatogenesis_matrix", "spermatogenesis_by_species", "infection",
+                 "novel_types")
 
 _NUMBERS = ("value", "ci_low", "ci_high", "repeat_sd", "repeat_min", "repeat_max")
 
