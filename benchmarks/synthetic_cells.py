@@ -124,6 +124,7 @@ _TABLE_BITS = 20  # gene lookup tables of 2**20 slots: probabilities resolved to
 @dataclasses.dataclass(frozen=True)
 class _Profiles:
     type_names: np.ndarray  # (K,) str
+    baseline: np.ndarray  # (G,) log baseline expression (programs of generate_cells build on it)
     type_prob: np.ndarray  # (K,)
     library_factor: np.ndarray  # (K,)
     tables: np.ndarray  # (K + n_programs + 1) * 2**bits gene ids, flattened
@@ -179,7 +180,7 @@ def _profiles_cached(key: tuple) -> _Profiles:
     dtype = np.uint16 if G <= np.iinfo(np.uint16).max else np.uint32
     tables = np.concatenate([_lookup_table(p, _TABLE_BITS, dtype) for p in components])
     names = np.array([f"lineage{lin}_sub{sub}" for lin in range(L) for sub in range(S)])
-    return _Profiles(names, type_prob, library_factor, tables, len(components))
+    return _Profiles(names, logp0, type_prob, library_factor, tables, len(components))
 
 
 def type_names(spec: SyntheticSpec) -> np.ndarray:
@@ -225,6 +226,15 @@ def generate_block(spec: SyntheticSpec, block: int, role: str, sub_block: int = 
     comp_ids = np.empty((m, P + 2), dtype=np.int64)
     comp_ids[:, 0] = codes
     comp_ids[:, 1:] = K + np.arange(P + 1)
+    X = _count_umis(prof.tables, comp_ids, comp_counts, lib, G, rng, sub_block)
+    return X, prof.type_names[codes]
+
+
+def _count_umis(tables: np.ndarray, comp_ids: np.ndarray, comp_counts: np.ndarray, lib: np.ndarray, G: int,
+                rng: np.random.Generator, sub_block: int) -> sp.csr_matrix:
+    """UMIs of ``m`` cells: cell ``i`` draws ``comp_counts[i, j]`` genes from lookup table
+    ``comp_ids[i, j]`` (slots of ``tables``); returns CSR int32 counts with sorted indices."""
+    m = lib.shape[0]
     comp_offsets = comp_ids << _TABLE_BITS
     T = 1 << _TABLE_BITS
 
@@ -235,7 +245,7 @@ def generate_block(spec: SyntheticSpec, block: int, role: str, sub_block: int = 
         slots = np.repeat(comp_offsets[a:b].ravel(), cnt)
         slots += rng.integers(0, T, size=slots.size, dtype=np.int64)
         keys = np.repeat(np.arange(b - a, dtype=np.int64) * G, lib[a:b])
-        keys += prof.tables[slots]
+        keys += tables[slots]
         counts = np.bincount(keys, minlength=(b - a) * G)
         nz = np.flatnonzero(counts)
         indices.append((nz % G).astype(np.int32))
@@ -252,7 +262,65 @@ def generate_block(spec: SyntheticSpec, block: int, role: str, sub_block: int = 
         shape=(m, G),
     )
     X.has_sorted_indices = True
-    return X, prof.type_names[codes]
+    return X
+
+
+def program_profiles(spec: SyntheticSpec, n: int, genes: int = 100, lfc: float = 1.5, seed=0) -> np.ndarray:
+    """``n`` extra expression programs over the genes of ``spec`` (donor, species or infection
+    programs for :func:`generate_cells`): each a gene probability vector over ``genes`` random genes,
+    raised ``lfc`` above their baseline expression. Seeded by ``seed`` alone, so adding programs
+    never changes the cell-type profiles (or :func:`generate_block`'s cells)."""
+    prof = _profiles_cached(spec.profile_key())
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, spec.n_genes))
+    for i in range(n):
+        g = rng.choice(spec.n_genes, min(genes, spec.n_genes), replace=False)
+        out[i, g] = _softmax(prof.baseline[g] + lfc)
+    return out
+
+
+def generate_cells(spec: SyntheticSpec, codes, seed, programs: np.ndarray | None = None,
+                   program_weights: np.ndarray | None = None, library_scale=None,
+                   sub_block: int = 128) -> sp.csr_matrix:
+    """Counts of cells whose types are given (``codes`` index ``type_names(spec)``'s unsorted order,
+    i.e. the generator's ``lineage{l}_sub{s}`` numbering ``l * n_subtypes + s``), with optional extra
+    programs mixed in: cell ``i`` draws a fraction ``program_weights[i, j]`` of its UMIs from
+    ``programs[j]`` (:func:`program_profiles`; e.g. its donor's program), on top of its type, the
+    shared programs and ambient RNA of :func:`generate_block`. ``library_scale`` multiplies each
+    cell's library size (e.g. low-quality barcodes). Seeded by ``seed`` (an int or a list of ints).
+
+    :func:`generate_block` is unchanged by this function: it draws its own cells from its own seeds.
+    """
+    prof = _profiles_cached(spec.profile_key())
+    codes = np.asarray(codes, dtype=np.int64)
+    m = codes.size
+    G, K, P = spec.n_genes, spec.n_types, spec.n_programs
+    if m and (codes.min() < 0 or codes.max() >= K):
+        raise ValueError(f"type codes must be in 0..{K - 1}")
+    E = 0 if programs is None else programs.shape[0]
+    extra = np.zeros((m, 0)) if E == 0 else np.asarray(program_weights, dtype=float)
+    if extra.shape != (m, E):
+        raise ValueError(f"program_weights must have shape ({m}, {E}), got {extra.shape}")
+    rng = np.random.default_rng(seed)
+    lib = rng.lognormal(np.log(spec.umis_per_cell), spec.library_sigma, m) * prof.library_factor[codes]
+    if library_scale is not None:
+        lib = lib * np.asarray(library_scale, dtype=float)
+    lib = np.maximum(np.rint(lib), 50).astype(np.int64)
+    prog = rng.beta(0.4, 12.0, size=(m, P))
+    amb = rng.beta(2.0, 2.0 / max(spec.ambient, 1e-6) - 2.0, size=m) if spec.ambient > 0 else np.zeros(m)
+    W = np.column_stack([np.ones(m), prog, amb, extra])
+    W[:, 0] = np.maximum(1.0 - prog.sum(axis=1) - amb - extra.sum(axis=1), 0.2)
+    W /= W.sum(axis=1, keepdims=True)
+    comp_counts = rng.multinomial(lib, W)
+    comp_ids = np.empty((m, P + 2 + E), dtype=np.int64)
+    comp_ids[:, 0] = codes
+    comp_ids[:, 1:P + 2] = K + np.arange(P + 1)
+    tables = prof.tables
+    if E:
+        dtype = prof.tables.dtype
+        tables = np.concatenate([prof.tables] + [_lookup_table(p, _TABLE_BITS, dtype) for p in programs])
+        comp_ids[:, P + 2:] = prof.n_components + np.arange(E)
+    return _count_umis(tables, comp_ids, comp_counts, lib, G, rng, sub_block)
 
 
 def iter_blocks(spec: SyntheticSpec, role: str):

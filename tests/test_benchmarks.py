@@ -156,3 +156,33 @@ def test_comparison_ratios_and_slope_hand_numbers():
         "results": [{**size(1000, 10.0, 20.0), "run": "r", "workflow_exit_code": 0,
                      "scanpy": {"skipped": "estimated peak 30 GiB > 20 GiB available"}}],
         "comparison": [], "slopes": {}})
+
+
+def test_generate_block_stream_unchanged_by_generate_cells():
+    """The cells of generate_block are those of the generator before generate_cells was added
+    (sha256 of data, indices, indptr and labels recorded from the earlier code)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for spec in [SyntheticSpec(n_cells=600, n_genes=2000, chunk_cells=250, seed=3), SyntheticSpec(n_cells=300, n_genes=500)]:
+        for b in range(spec.n_blocks):
+            for role in ("train", "test"):
+                X, y = generate_block(spec, b, role)
+                for a in (X.data, X.indices, X.indptr):
+                    h.update(a.tobytes())
+                h.update("|".join(y).encode())
+    assert h.hexdigest() == "e0f810ffc529e964706abf824ecf0fc4a443136e1623f69486e261e1910b0e4e"
+
+
+def test_generate_cells_donor_programs_shift_their_genes():
+    spec = SyntheticSpec(n_cells=2, n_genes=3000, seed=1)
+    progs = synthetic_cells.program_profiles(spec, 2, genes=50, lfc=2.0, seed=5)
+    codes = np.zeros(400, dtype=int)
+    w = np.zeros((400, 2))
+    w[:200, 0] = 0.15
+    w[200:, 1] = 0.15
+    X = synthetic_cells.generate_cells(spec, codes, seed=[1, 2], programs=progs, program_weights=w)
+    assert X.shape == (400, 3000) and X.dtype == np.int32
+    g0 = np.flatnonzero(progs[0])
+    mean0 = np.asarray(X[:, g0].sum(axis=1)).ravel() / np.asarray(X.sum(axis=1)).ravel()
+    assert mean0[:200].mean() - mean0[200:].mean() > 0.08  # ~15% of their UMIs from the program
