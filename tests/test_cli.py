@@ -170,7 +170,7 @@ def test_annotate_with_a_reference_equals_train_then_annotate(pbmc):
                 assert "the query lacks 65 of the 765 reference genes (8.5%)" in proc.stderr and "cost" in proc.stderr
                 assert x.uns["sclinbench"]["genes"]["n_missing"] == 65
     assert json.loads(b.uns["sclinbench"]["spec"])["reduction"] == {"method": "pca", "n_components": 50,
-                                                                    "whiten": False}
+                                                                    "whiten": False, "svd_solver": "auto"}
 
 
 def test_across_species_on_the_command_line(tmp_path):
