@@ -29,7 +29,6 @@ from sclinbench.errors import SclinbenchError, refuse_foreign_options
 from sclinbench.models import MODELS, ShuffledLabels, build_model
 from sclinbench.represent import (
     FEATURE_SELECTORS,
-    PCA_SOLVERS,
     REDUCTIONS,
     REPRESENTATIONS,
     AnovaSelector,
@@ -37,6 +36,7 @@ from sclinbench.represent import (
     RepresentationTransformer,
     ScaleClip,
 )
+from sclinbench.represent.pca import check_svd_solver
 from sclinbench.represent.select import check_hvg_flavor
 
 SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "repeats", "description",
@@ -179,9 +179,7 @@ def normalize_spec(spec: dict) -> dict:
     if red["method"] == "pca":
         red["n_components"] = _int_param("reduction 'pca'", "n_components", red["n_components"])
         red["whiten"] = bool(red["whiten"])
-        if red["svd_solver"] not in PCA_SOLVERS:
-            raise SclinbenchError(f"reduction 'pca': svd_solver '{red['svd_solver']}' is unknown; valid: "
-                                  f"{', '.join(PCA_SOLVERS)}")
+        check_svd_solver(red["svd_solver"])
 
     model = _choice(spec, "model")
     if model["name"] == "centroid" and model.get("basis") == "pseudobulk_rankz" and (

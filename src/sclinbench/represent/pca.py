@@ -29,6 +29,12 @@ REDUCTIONS: dict[str, dict] = {
 PCA_SOLVERS = ("auto", "covariance", "arpack", "randomized")
 
 
+def check_svd_solver(solver: str) -> None:
+    """Raise a one-line :class:`SclinbenchError` for an unknown PCA solver."""
+    if solver not in PCA_SOLVERS:
+        raise SclinbenchError(f"reduction: pca svd_solver '{solver}' is unknown; valid: {', '.join(PCA_SOLVERS)}")
+
+
 class PCATransformer(TransformerMixin, BaseEstimator):
     """PCA fitted on the training cells; sparse inputs are mean-centered implicitly.
 
@@ -118,11 +124,7 @@ class PCATransformer(TransformerMixin, BaseEstimator):
             return
         if sp.issparse(X):
             X = sp.csr_matrix(X)
-        solvers = PCA_SOLVERS
-        if self.svd_solver not in solvers:
-            raise SclinbenchError(
-                f"reduction: pca svd_solver '{self.svd_solver}' is unknown; valid: {', '.join(solvers)}"
-            )
+        check_svd_solver(self.svd_solver)
         solver = self.svd_solver
         if solver == "auto":
             solver = "covariance" if g <= COVARIANCE_PCA_MAX_FEATURES else "arpack"
@@ -286,7 +288,7 @@ def _randomized_svd(op: LinearOperator, k: int, n_oversamples: int, n_iter, rand
     scikit-learn's function accepts arrays only, so its steps are followed here on the operator:
     the wider side is sketched (``transpose = n_rows < n_cols``) by a Gaussian matrix drawn from
     ``RandomState(random_state).normal``, ``n_iter`` power iterations ("auto": 7 when
-    ``k < 0.1 min(shape)``, else 4) normalized by LU (QR when ``n_iter <= 2`` is "none" there), a
+    ``k < 0.1 min(shape)``, else 4) normalized by LU (not normalized when ``n_iter <= 2``), a
     QR of the last product, the SVD of ``Q^T A``. On the same matrix and seed, the same numbers up
     to rounding. Returns ``(U, s, Vt)`` with ``s`` descending, before any sign convention.
     """

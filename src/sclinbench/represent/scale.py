@@ -59,13 +59,13 @@ class ColumnScaled:
         """``Z @ W = X (W / std) - 1 (mean/std)^T W`` for dense ``W`` (``(g,)`` or ``(g, k)``)."""
         W = np.asarray(W, dtype=np.float64)
         Ws = W / (self.std if W.ndim == 1 else self.std[:, None])
-        out = self.base.dot(Ws) if isinstance(self.base, OffsetCSR) else np.asarray(self.base @ Ws)
+        out = np.asarray(self.base @ Ws)  # CSR or OffsetCSR (its __matmul__)
         return out - self.mean @ Ws
 
     def rdot(self, V) -> np.ndarray:
         """``V @ Z = ((V X) - (V 1) mean^T) / std`` for dense ``V`` (``(n,)`` or ``(k, n)``)."""
         V = np.asarray(V, dtype=np.float64)
-        VX = self.base.rdot(V) if isinstance(self.base, OffsetCSR) else np.asarray(V @ self.base)
+        VX = np.asarray(V @ self.base)  # CSR or OffsetCSR (its __rmatmul__)
         if V.ndim == 1:
             return (VX - V.sum() * self.mean) / self.std
         return (VX - np.outer(V.sum(axis=1), self.mean)) / self.std
