@@ -612,9 +612,12 @@ def summarize_predictions(predictions: pd.DataFrame, task: dict, n_boot: int = 2
         units = "donor"
         pooled = PooledScope(preds, "donor", "union", where)
         unit = held_out_unit(preds)
-        run(unit_mean_scope(pooled if unit == "donor" else PooledScope(preds, unit, "union", where)),
-            POOLED_METRICS, "", paired)
-        run(pooled, POOLED_METRICS, POOLED_GROUP, paired)
+        if unit is None:  # single-class folds (one donor of a donor-level label each): pooled only
+            run(pooled, POOLED_METRICS, "", paired)
+        else:
+            run(unit_mean_scope(pooled if unit == "donor" else PooledScope(preds, unit, "union", where)),
+                POOLED_METRICS, "", paired)
+            run(pooled, POOLED_METRICS, POOLED_GROUP, paired)
         _count_rows(preds, units, summary)
     else:
         units = _units_for(preds, split)
@@ -628,19 +631,26 @@ def _count_rows(preds: pd.DataFrame, units: str, summary: list) -> None:
     """``n_test_cells`` and ``n_fallback`` per pipeline (counts, no interval)."""
     counts = preds.groupby(["pipeline", "repeat"]).size().rename("value").reset_index()
     summary.extend(_point_rows(counts.assign(metric="n_test_cells"), "", units))
+    classes = preds.groupby(["pipeline", "repeat"])["y_true"].nunique().rename("value").reset_index()
+    summary.extend(_point_rows(classes.assign(metric="n_classes"), "", units))
     fallback = [(p, r, "n_fallback", n_fallback(df)) for (p, r), df in preds.groupby(["pipeline", "repeat"])]
     summary.extend(_point_rows(pd.DataFrame(fallback, columns=["pipeline", "repeat", "metric", "value"]), "",
                                units))
 
 
-def held_out_unit(preds: pd.DataFrame) -> str:
+def held_out_unit(preds: pd.DataFrame) -> str | None:
     """The unit a donor split holds out: ``"donor"`` when every donor's test cells hold >= 2 true
-    classes (each donor has a score of its own), else ``"fold"`` (donor-level labels such as disease
-    state: a fold holds out donors of every class, :func:`sclinbench.splits.class_balanced_donor_folds`)."""
+    classes (each donor has a score of its own), else ``"fold"`` when every fold's do (donor-level
+    labels such as disease state: a fold holds out donors of every class,
+    :func:`sclinbench.splits.class_balanced_donor_folds`), else None (folds of one class, e.g.
+    predictions of one donor per fold: only the pooled figure has a macro score)."""
     first = preds[["pipeline", "repeat"]].drop_duplicates().iloc[0]
     ref = preds[(preds["pipeline"] == first["pipeline"]) & (preds["repeat"] == first["repeat"])]
-    per_donor = ref.groupby(ref["donor_id"].astype(str))["y_true"].nunique()
-    return "donor" if (per_donor >= 2).all() else "fold"
+    if (ref.groupby(ref["donor_id"].astype(str))["y_true"].nunique() >= 2).all():
+        return "donor"
+    if (ref.groupby("fold")["y_true"].nunique() >= 2).all():
+        return "fold"
+    return None
 
 
 def unit_mean_scope(pooled: PooledScope) -> MeanScope:
