@@ -42,7 +42,7 @@ def t_interval(mean: float, se: float, n: int, level: float = 0.95, scale: str =
                bounded: bool = True) -> tuple[float, float]:
     """``mean +- t_{n-1} * se``, on the logit scale when ``scale="logit"`` and ``bounded``.
 
-    ``bounded=False`` (differences of two scores) always uses the identity scale. An estimate at a
+    ``bounded=False`` (differences of two scores) uses the identity scale, clipped to [-1, 1]. An estimate at a
     bound (0 or 1) or without spread gives ``(mean, mean)``. NaN when ``n < 2``.
     """
     if scale not in SCALES:
@@ -58,9 +58,8 @@ def t_interval(mean: float, se: float, n: int, level: float = 0.95, scale: str =
         centre, half = _logit(mean), q * se / (mean * (1 - mean))
         return float(_expit(centre - half)), float(_expit(centre + half))
     lo, hi = mean - q * se, mean + q * se
-    if bounded:
-        lo, hi = max(lo, 0.0), min(hi, 1.0)
-    return float(lo), float(hi)
+    bound = (0.0, 1.0) if bounded else (-1.0, 1.0)   # a difference of two scores lies in [-1, 1]
+    return float(max(lo, bound[0])), float(min(hi, bound[1]))
 
 
 def unit_mean_interval(values: np.ndarray, level: float = 0.95, scale: str = DEFAULT_SCALE,

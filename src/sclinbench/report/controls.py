@@ -3,8 +3,8 @@ and the per-unit view of donor splits (``results/README.md``).
 
 Every sentence here is generated from ``summary.tsv`` / ``paired.tsv``: a control is said to be
 below (or above) chance only when its interval lies below (above) the chance level, never by rule.
-Chance: AUROC and novelty AUROC 0.5; balanced accuracy ``1 / n_classes`` (the ``n_classes`` count
-of the score stage; tasks without it get no balanced-accuracy statement).
+Chance: AUROC and novelty AUROC 0.5; balanced accuracy 0.5 for two-class tasks (the score stage's
+``n_classes`` count; with more classes, or without the count, no balanced-accuracy statement).
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ AT_CHANCE, BELOW, ABOVE, NO_INTERVAL = "contains chance", "below chance", "above
 
 
 def chance_level(summary: pd.DataFrame, dataset: str, task: str, pipeline: str, metric: str) -> float:
-    """0.5 for AUROCs; ``1 / n_classes`` for balanced accuracy (NaN when the count is missing)."""
+    """0.5 for AUROCs and for the balanced accuracy of two-class tasks (``n_classes`` 2); NaN for
+    the balanced accuracy of more classes, whose chance level under a mean over held-out units
+    depends on the classes each unit holds (a donor without some types), so it is not stated."""
     if metric != "balanced_accuracy":
         return 0.5
     k = summary[(summary["dataset"] == dataset) & (summary["task"] == task) & (summary["pipeline"] == pipeline)
                 & (summary["metric"] == "n_classes") & (summary["group"] == "")]["value"]
-    return 1.0 / float(k.iloc[0]) if len(k) and float(k.iloc[0]) > 0 else float("nan")
+    return 0.5 if len(k) and float(k.iloc[0]) == 2 else float("nan")
 
 
 def control_chance(summary: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +69,8 @@ def controls_paragraph(summary: pd.DataFrame) -> str:
     off = c[c["verdict"].isin([BELOW, ABOVE])]
     untested = c[c["verdict"] == NO_INTERVAL]
     n_at = int((c["verdict"] == AT_CHANCE).sum())
-    text = [f"**Controls against chance** (balanced accuracy 1/classes, AUROC 0.5): {n_at} of {len(c)} control "
+    text = [f"**Controls against chance** (AUROC and novelty AUROC 0.5; balanced accuracy of two-class tasks "
+            f"0.5): {n_at} of {len(c)} control "
             "scores have an interval that contains chance."]
     if len(off):
         text.append(" Outside it: " + "; ".join(
