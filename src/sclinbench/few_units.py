@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 #: Scales :func:`t_interval` can work on.
@@ -148,6 +149,65 @@ def coverage_table(n_units=(3, 4, 6, 10, 24), true_means=(0.5, 0.8, 0.95), n_sim
                 rows.append({"n_units": n, "true_mean": mu, "method": name, "coverage": hit / n_sim,
                              "median_width": float(np.median(widths))})
     return rows
+
+
+# --------------------------------------------------------------------------- scopes: means over units
+
+class MeanScope:
+    """The mean over units of per-unit values (species pairs, held-out types, species, held-out
+    donors or folds of a donor split), with Student-t intervals (:mod:`sclinbench.few_units`)."""
+
+    pooled = False
+    t_interval = True
+
+    def __init__(self, values: pd.DataFrame, unit: str):
+        """``values``: columns ``pipeline, repeat, unit, metric, value``."""
+        self.unit = unit
+        self.unit_names = sorted(pd.unique(values["unit"]))
+        self.n_units = self.n_reported = len(self.unit_names)
+        self.note = ""
+        self.table = {}
+        for (pipeline, repeat, metric), df in values.groupby(["pipeline", "repeat", "metric"], sort=True):
+            v = df.set_index("unit")["value"].reindex(self.unit_names).to_numpy(float)
+            self.table.setdefault((str(pipeline), int(repeat)), {})[metric] = v
+
+    def metrics(self, W: np.ndarray) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+        out = {}
+        for key, per_metric in self.table.items():
+            values = {}
+            for metric, v in per_metric.items():
+                ok = np.isfinite(v)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    values[metric] = np.where((W[:, ok]).sum(1) > 0,
+                                              (W[:, ok] @ v[ok]) / np.maximum(W[:, ok].sum(1), 1e-300), np.nan)
+            out[key] = values
+        return out
+
+
+def held_out_unit(preds: pd.DataFrame) -> str | None:
+    """The unit a donor split holds out: ``"donor"`` when every donor's test cells hold >= 2 true
+    classes (each donor has a score of its own), else ``"fold"`` when every fold's do (donor-level
+    labels such as disease state: a fold holds out donors of every class,
+    :func:`sclinbench.splits.class_balanced_donor_folds`), else None (folds of one class, e.g.
+    predictions of one donor per fold: only the pooled figure has a macro score)."""
+    first = preds[["pipeline", "repeat"]].drop_duplicates().iloc[0]
+    ref = preds[(preds["pipeline"] == first["pipeline"]) & (preds["repeat"] == first["repeat"])]
+    if (ref.groupby(ref["donor_id"].astype(str))["y_true"].nunique() >= 2).all():
+        return "donor"
+    if (ref.groupby("fold")["y_true"].nunique() >= 2).all():
+        return "fold"
+    return None
+
+
+def unit_mean_scope(pooled) -> MeanScope:
+    """The mean over a pooled scope's (:class:`sclinbench.intervals.PooledScope`) units of each
+    unit's own score (every metric recomputed from that unit's predictions alone), as a
+    :class:`MeanScope`."""
+    single = pooled.metrics(np.eye(pooled.n_units))
+    rows = [(p, r, name, metric, float(v))
+            for (p, r), values in single.items() for metric, vec in values.items()
+            for name, v in zip(pooled.unit_names, vec)]
+    return MeanScope(pd.DataFrame(rows, columns=["pipeline", "repeat", "unit", "metric", "value"]), pooled.unit)
 
 
 # --------------------------------------------------------------------------- summary rows of a mean scope

@@ -48,7 +48,14 @@ import scipy.sparse as sp
 
 from sclinbench.contracts import PAIRED_COLUMNS, SCORE_PREFIX, SUMMARY_COLUMNS, is_diagonal
 from sclinbench.errors import SclinbenchError
-from sclinbench.few_units import MIN_UNITS, TOO_FEW, mean_scope_rows
+from sclinbench.few_units import (
+    MIN_UNITS,
+    TOO_FEW,
+    MeanScope,
+    held_out_unit,
+    mean_scope_rows,
+    unit_mean_scope,
+)
 from sclinbench.metrics import (
     CONFUSION_METRICS,
     COUNT_METRICS,
@@ -389,37 +396,6 @@ class RepeatedHoldoutScope:
         return out
 
 
-class MeanScope:
-    """The mean over units of per-unit values (species pairs, held-out types, species, held-out
-    donors or folds of a donor split), with Student-t intervals (:mod:`sclinbench.few_units`)."""
-
-    pooled = False
-    t_interval = True
-
-    def __init__(self, values: pd.DataFrame, unit: str):
-        """``values``: columns ``pipeline, repeat, unit, metric, value``."""
-        self.unit = unit
-        self.unit_names = sorted(pd.unique(values["unit"]))
-        self.n_units = self.n_reported = len(self.unit_names)
-        self.note = ""
-        self.table = {}
-        for (pipeline, repeat, metric), df in values.groupby(["pipeline", "repeat", "metric"], sort=True):
-            v = df.set_index("unit")["value"].reindex(self.unit_names).to_numpy(float)
-            self.table.setdefault((str(pipeline), int(repeat)), {})[metric] = v
-
-    def metrics(self, W: np.ndarray) -> dict[tuple[str, int], dict[str, np.ndarray]]:
-        out = {}
-        for key, per_metric in self.table.items():
-            values = {}
-            for metric, v in per_metric.items():
-                ok = np.isfinite(v)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    values[metric] = np.where((W[:, ok]).sum(1) > 0,
-                                              (W[:, ok] @ v[ok]) / np.maximum(W[:, ok].sum(1), 1e-300), np.nan)
-            out[key] = values
-        return out
-
-
 # --------------------------------------------------------------------------- summaries
 
 def _by_pipeline(per_member: dict, metric: str, picks: dict | None = None) -> dict[str, np.ndarray]:
@@ -636,31 +612,6 @@ def _count_rows(preds: pd.DataFrame, units: str, summary: list) -> None:
     fallback = [(p, r, "n_fallback", n_fallback(df)) for (p, r), df in preds.groupby(["pipeline", "repeat"])]
     summary.extend(_point_rows(pd.DataFrame(fallback, columns=["pipeline", "repeat", "metric", "value"]), "",
                                units))
-
-
-def held_out_unit(preds: pd.DataFrame) -> str | None:
-    """The unit a donor split holds out: ``"donor"`` when every donor's test cells hold >= 2 true
-    classes (each donor has a score of its own), else ``"fold"`` when every fold's do (donor-level
-    labels such as disease state: a fold holds out donors of every class,
-    :func:`sclinbench.splits.class_balanced_donor_folds`), else None (folds of one class, e.g.
-    predictions of one donor per fold: only the pooled figure has a macro score)."""
-    first = preds[["pipeline", "repeat"]].drop_duplicates().iloc[0]
-    ref = preds[(preds["pipeline"] == first["pipeline"]) & (preds["repeat"] == first["repeat"])]
-    if (ref.groupby(ref["donor_id"].astype(str))["y_true"].nunique() >= 2).all():
-        return "donor"
-    if (ref.groupby("fold")["y_true"].nunique() >= 2).all():
-        return "fold"
-    return None
-
-
-def unit_mean_scope(pooled: PooledScope) -> MeanScope:
-    """The mean over a pooled scope's units of each unit's own score (every metric recomputed from
-    that unit's predictions alone), as a :class:`MeanScope`."""
-    single = pooled.metrics(np.eye(pooled.n_units))
-    rows = [(p, r, name, metric, float(v))
-            for (p, r), values in single.items() for metric, vec in values.items()
-            for name, v in zip(pooled.unit_names, vec)]
-    return MeanScope(pd.DataFrame(rows, columns=["pipeline", "repeat", "unit", "metric", "value"]), pooled.unit)
 
 
 def _unit_values(preds: pd.DataFrame, kind: str) -> pd.DataFrame:

@@ -141,7 +141,7 @@ def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
             ctrl = here[(here["role"] == "control") & here["value"].notna()].sort_values(
                 ["value", "pipeline"], ascending=[False, True]).head(1)
 
-            def cell(name, here=here, group=group, ctrl=ctrl):
+            def cell(name, here=here, group=group, ctrl=ctrl, t=t):
                 x = here[here["pipeline"] == name]
                 if not len(x):
                     return "not run"
