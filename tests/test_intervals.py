@@ -22,19 +22,24 @@ def _row(summary, pipeline, metric, group=""):
     return r.iloc[0]
 
 
+POOLED = intervals.POOLED_GROUP
+
+
 def test_pooled_point_estimates_equal_the_metric_of_all_out_of_fold_predictions():
+    """Donor splits show the pooled figure beside the headline (group 'pooled over donors')."""
     pred = kfold_predictions(PIPES, seed=1)
     s, _ = intervals.summarize_predictions(pred, {"kind": "celltype", "split": "donor"}, n_boot=200)
     good = pred[pred.pipeline == "good"]
     want = metrics.classification_scores(good.y_true, good.y_pred)
     for m in ("macro_f1", "accuracy", "balanced_accuracy", "macro_precision", "macro_recall"):
-        assert _row(s, "good", m)["value"] == pytest.approx(want[m])
+        assert _row(s, "good", m, POOLED)["value"] == pytest.approx(want[m])
     cols = [c for c in good.columns if c.startswith("s:")]
-    assert _row(s, "good", "auroc_ovr")["value"] == pytest.approx(metrics.auroc_ovr(good.y_true, good[cols]))
+    assert _row(s, "good", "auroc_ovr", POOLED)["value"] == pytest.approx(metrics.auroc_ovr(good.y_true, good[cols]))
+    assert "percentile bootstrap over 6 donors" in _row(s, "good", "macro_f1", POOLED)["interval"]
     # the shuffled control: mean over its repeats, spread beside it
     sh = pred[pred.pipeline == "control_shuffled"]
     per_rep = [metrics.classification_scores(d.y_true, d.y_pred)["macro_f1"] for _, d in sh.groupby("repeat")]
-    r = _row(s, "control_shuffled", "macro_f1")
+    r = _row(s, "control_shuffled", "macro_f1", POOLED)
     assert r["value"] == pytest.approx(np.mean(per_rep)) and r["n_repeats"] == 3
     assert (r["repeat_min"], r["repeat_max"]) == pytest.approx((min(per_rep), max(per_rep)))
     assert r["repeat_sd"] == pytest.approx(np.std(per_rep, ddof=1))
@@ -114,10 +119,10 @@ def test_intervals_are_seeded_and_independent_of_other_pipelines():
     task = {"kind": "celltype", "split": "donor"}
     a, _ = intervals.summarize_predictions(pred, task, n_boot=200, seed=1, key="d/t")
     b, _ = intervals.summarize_predictions(pred[pred.pipeline != "ok"], task, n_boot=200, seed=1, key="d/t")
-    ra, rb = _row(a, "good", "macro_f1"), _row(b, "good", "macro_f1")
+    ra, rb = _row(a, "good", "macro_f1", POOLED), _row(b, "good", "macro_f1", POOLED)
     assert (ra.ci_low, ra.ci_high) == (rb.ci_low, rb.ci_high)
     c, _ = intervals.summarize_predictions(pred, task, n_boot=200, seed=2, key="d/t")
-    assert _row(c, "good", "macro_f1").ci_low != ra.ci_low
+    assert _row(c, "good", "macro_f1", POOLED).ci_low != ra.ci_low
 
 
 def test_constant_score_control_has_auroc_one_half_also_pooled_over_leave_one_out_folds():
@@ -237,3 +242,82 @@ def test_a_repeated_holdout_draw_resamples_each_unit_once_in_every_split(units, 
                 want[m].append(values[m])
         for m, v in want.items():
             assert got[m][b] == pytest.approx(np.mean(v), rel=1e-6), (m, b)
+
+
+# --------------------------------------------------------------------------- donor splits: mean over held-out units
+
+def test_donor_split_headline_is_the_mean_over_held_out_donors_with_a_t_interval():
+    pred = kfold_predictions(PIPES, n_donors=4, n_folds=4, seed=5)
+    s, p = intervals.summarize_predictions(pred, {"kind": "celltype", "split": "donor"}, n_boot=200)
+    good = pred[pred.pipeline == "good"]
+    per_donor = {d: metrics.classification_scores(x.y_true, x.y_pred)["macro_f1"] for d, x in good.groupby("donor_id")}
+    r = _row(s, "good", "macro_f1")
+    assert r["value"] == pytest.approx(np.mean(list(per_donor.values()))) and r["unit"] == "donor"
+    assert r["n_units"] == 4 and "Student-t interval on the logit scale over 4 donors" in r["interval"]
+    v = np.array(list(per_donor.values()))
+    m, se = v.mean(), v.std(ddof=1) / 2
+    half = 3.182446 * se / (m * (1 - m))                               # t_{0.975, 3}, delta method
+    lo, hi = (1 / (1 + np.exp(-(np.log(m / (1 - m)) + x))) for x in (-half, half))
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((lo, hi), rel=1e-5)
+    assert r["ci_low"] < r["value"] < r["ci_high"] <= 1                  # the estimate inside, never above 1
+    for d, x in per_donor.items():                                      # the per-donor values beside it
+        assert f"{d}: {x:.3f}" in r["unit_values"]
+    pooled = _row(s, "good", "macro_f1", POOLED)["value"]
+    assert pooled == pytest.approx(metrics.classification_scores(good.y_true, good.y_pred)["macro_f1"])
+    d = p[(p.a == "good") & (p.b == "ok") & (p.metric == "macro_f1") & (p.group == "")].iloc[0]
+    assert d["difference"] == pytest.approx(r["value"] - _row(s, "ok", "macro_f1")["value"]) and d["n_units"] == 4
+
+
+def test_donor_level_labels_make_the_fold_the_unit_and_controls_read_chance():
+    """Pseudobulk disease folds (one donor per class held out): per-fold scores, mean over folds;
+    the majority control reads 0.5 balanced accuracy and AUROC."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for fold in range(4):
+        for label in ("disease", "healthy"):
+            donor = f"{label[0]}{fold}"
+            for name, acc in {"good": 0.9, "control_majority": None}.items():
+                pred = "disease" if acc is None else (label if rng.random() < acc else "healthy")
+                score = 0.0 if acc is None else float(rng.random()) + (label == "disease")
+                rows.append({"cell_id": donor, "fold": fold, "group": "", "pipeline": name, "repeat": 0,
+                             "donor_id": donor, "y_true": label, "y_pred": pred, "score": score,
+                             "s:disease": score, "s:healthy": -score if acc is not None else 0.0,
+                             "novel": False, "label_in_training": True})
+    pred = pd.DataFrame(rows)
+    s, _ = intervals.summarize_predictions(pred, {"kind": "disease", "split": "donor_pseudobulk"}, n_boot=100)
+    r = _row(s, "control_majority", "balanced_accuracy")
+    assert r["unit"] == "fold" and r["n_units"] == 4 and r["value"] == 0.5
+    assert "d0+h0: 0.500" in r["unit_values"] and "each fold holds out donors of every class" in r["interval"]
+    assert _row(s, "control_majority", "auroc_ovr")["value"] == 0.5
+    assert _row(s, "good", "auroc_ovr")["value"] == 1.0
+
+
+def test_shuffled_control_interval_includes_the_permutation_variance():
+    """Repeats that disagree widely: the control's interval is at least as wide as their spread,
+    with few units (t path) and with many (bootstrap path: each draw takes one permutation)."""
+    for split, n_donors, group in (("donor", 4, ""), ("stratified", 40, "")):
+        pred = kfold_predictions({"good": 0.8}, n_donors=n_donors, n_folds=4, seed=6, repeats=1)
+        reps = []
+        for r, acc in enumerate((0.15, 0.3, 0.45, 0.6, 0.75)):
+            one = kfold_predictions({"control_shuffled": acc}, n_donors=n_donors, n_folds=4, seed=10 + r, repeats=1)
+            reps.append(one.assign(repeat=r))
+        both = pd.concat([pred] + reps, ignore_index=True)
+        s, p = intervals.summarize_predictions(both, {"kind": "celltype", "split": split}, n_boot=400)
+        c = _row(s, "control_shuffled", "macro_f1", group)
+        assert c["n_repeats"] == 5 and c["repeat_max"] - c["repeat_min"] > 0.4
+        assert c["ci_low"] <= c["repeat_min"] + 0.05 and c["ci_high"] >= c["repeat_max"] - 0.05, (split, c)
+        assert "permutation" in c["interval"]
+        d = p[(p.a == "control_shuffled") & (p.b == "good") & (p.metric == "macro_f1") & (p.group == group)].iloc[0]
+        assert d["ci_high"] - d["ci_low"] > 0.3 and "permutation" in d["interval"]
+
+
+def test_few_unit_interval_covers_the_truth_on_a_simulation():
+    """The score stage's interval (Student t on the logit scale) covers at about its nominal rate
+    with 4 units, where the percentile bootstrap over units does not (loose bounds, 400 studies)."""
+    from sclinbench.few_units import coverage_table
+
+    rows = coverage_table(n_units=(4,), true_means=(0.85,), n_sim=400, n_boot=300,
+                          methods=("percentile bootstrap", "t, logit scale"))
+    cov = {r["method"]: r["coverage"] for r in rows}
+    assert 0.91 <= cov["t, logit scale"] <= 0.99, cov
+    assert cov["percentile bootstrap"] < 0.85, cov

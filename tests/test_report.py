@@ -301,3 +301,63 @@ def test_a_control_named_otherwise_is_still_a_control(run, reference):
     ours = report.published_wide(table, control_pipelines=report.controls_of(s))
     ours = list(ours.loc[ours.source == report.COMPUTED, "model"])
     assert ours.index("always_first") > ours.index("rankz_centroid")    # controls after the methods
+
+
+# ----------------------------------------------------------------------------- text that follows the numbers
+
+def test_control_text_follows_the_numbers(summary, paired, tmp_path):
+    """"below chance" is written only when a control's interval lies below chance, and it names it."""
+    from sclinbench.report.controls import BELOW, control_chance, controls_paragraph
+
+    verdicts = control_chance(summary)
+    assert set(verdicts.metric) == {"auroc_ovr", "balanced_accuracy", "novelty_auroc"}
+    # balanced accuracy: chance stated for the two-class task only (4 classes: it depends on each unit's)
+    assert set(verdicts[verdicts.metric == "balanced_accuracy"].task) == {"disease_donor"}
+    two = summary.copy()
+    two.loc[two.metric == "n_classes", "value"] = 2                        # as if every task had two classes
+    ba = control_chance(two)
+    ba = ba[(ba.metric == "balanced_accuracy") & (ba.task == "celltype_donor")]
+    assert len(ba) == 2 and (ba.chance == 0.5).all()
+    summary = two
+    at_chance = summary.copy()
+    ctrl = at_chance.role == "control"
+    for metric in ("auroc_ovr", "novelty_auroc", "balanced_accuracy"):
+        m = ctrl & (at_chance.metric == metric)
+        at_chance.loc[m, ["value", "ci_low", "ci_high"]] = [0.5, 0.45, 0.55]
+    text = controls_paragraph(at_chance)
+    assert BELOW not in text and "No control is below or above chance" in text
+    below = at_chance.copy()
+    hit = (below.pipeline == "control_majority") & (below.task == "celltype_donor") & (below.metric == "balanced_accuracy") \
+        & (below.group == "")
+    below.loc[hit, ["value", "ci_low", "ci_high"]] = [0.0, 0.0, 0.1]
+    text = controls_paragraph(below)
+    assert "atlas / celltype_donor (donor): control_majority balanced accuracy 0.000 [0.000, 0.100] is below chance" in text
+    assert text.count(BELOW) == 1
+    path = report.write_results_readme(below, paired, None, tmp_path / "README.md")
+    readme = path.read_text()
+    assert "is below chance" in readme and "fall below chance" not in readme
+    path = report.write_results_readme(at_chance, paired, None, tmp_path / "README2.md")
+    assert BELOW not in path.read_text()
+
+
+def test_novelty_is_read_above_the_best_control_and_donor_splits_show_each_unit(summary, paired, tmp_path):
+    from sclinbench.report.controls import novelty_over_control
+
+    nov = novelty_over_control(summary, paired)
+    best = report.best_control(summary)
+    strongest = best[best.task == "novel_type"].iloc[0]["pipeline"]     # the control with the highest novelty AUROC
+    assert set(nov.pipeline) >= {"rankz_centroid", "log1p_pca_logreg"} and set(nov.control) == {strongest}
+    r = nov[nov.pipeline == "rankz_centroid"].iloc[0]
+    d = report.paired_difference(paired, "pbmc68k", "novel_type", "", "novelty_auroc", "rankz_centroid", strongest)
+    assert r["above control"].startswith(f"{d['difference']:.3f} [")
+    head = report.headline_table(summary, paired)
+    cell = head[head.task == "novel_type"].iloc[0]["rankz_centroid (declared)"]
+    assert f"; above {strongest}: " in cell
+    readme = report.write_results_readme(summary, paired, None, tmp_path / "README.md").read_text()
+    assert "## Novel types: novelty AUROC beside and above the best control" in readme
+    assert "## Donor splits: the score of each held-out unit" in readme
+    section = readme.split("## Donor splits")[1]
+    assert "celltype_donor" in section and "pooled over donors (beside)" in section
+    assert "| d0 | d1 | d2 | d3 | d4 | d5 |" in section                   # one column per held-out donor
+    # folds of a single class (one pseudobulk donor each) have no score of their own: pooled headline only
+    assert "disease_donor" not in section

@@ -134,8 +134,72 @@ def test_novel_type_holds_out_each_label(obs):
                 == (obs.cell_type == held).sum())
 
 
-def test_leave_one_donor_out(obs):
+def _majority_balanced_accuracy(table, obs, unit="donor", per_fold=False):
+    """Pooled balanced accuracy of the training-majority rule (scikit-learn's most_frequent dummy,
+    on one sample per donor for pseudobulk, cells otherwise), or its mean over folds."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.metrics import balanced_accuracy_score
+
+    truth, pred, folds = [], [], []
+    for _, rows in table.groupby("fold"):
+        m = rows.merge(obs, left_on="cell_id", right_index=True)
+        if unit == "donor":
+            m = m.drop_duplicates(["role", "donor_id"])
+        tr, te = m[m.role == "train"], m[m.role == "test"]
+        model = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(tr), 1)), tr.condition)
+        truth += list(te.condition)
+        pred += list(model.predict(np.zeros((len(te), 1))))
+        folds.append(balanced_accuracy_score(te.condition, model.predict(np.zeros((len(te), 1)))))
+    return float(np.mean(folds)) if per_fold else balanced_accuracy_score(truth, pred)
+
+
+def test_donor_level_labels_hold_out_one_donor_per_class(obs):
+    """Leave-one-donor-out on a donor-level label makes the training majority the other class in every
+    fold (majority control balanced accuracy 0.000); one donor per class per fold reads 0.5."""
     t = make_splits(obs, {"kind": "disease", "split": "donor_pseudobulk"}, seed=0)
+    n_per_class = obs.drop_duplicates("donor_id").condition.value_counts()
+    assert t.fold.nunique() == n_per_class.min() == 6
+    merged = t.merge(obs, left_on="cell_id", right_index=True)
+    tested = []
+    for group, rows in merged.groupby("group"):
+        test = rows[rows.role == "test"]
+        assert set(test.donor_id) == set(group.split("+"))
+        assert not set(test.donor_id) & set(rows[rows.role == "train"].donor_id)
+        assert test.drop_duplicates("donor_id").condition.value_counts().to_dict() == {"disease": 1, "healthy": 1}
+        tested += sorted(set(test.donor_id))
+    assert sorted(tested) == sorted(obs.donor_id.unique())                # every donor tested once
+    assert _majority_balanced_accuracy(t, obs) == pytest.approx(0.5)
+    one_at_a_time = pd.concat([  # what the split did before: each donor its own fold
+        pd.DataFrame({"cell_id": obs.index, "fold": i, "role": np.where(obs.donor_id == d, "test", "train")})
+        for i, d in enumerate(sorted(obs.donor_id.unique()))])
+    assert _majority_balanced_accuracy(one_at_a_time, obs) == 0.0
+    # cell-level donor folds of a donor-level label: every fold holds out donors of both classes
+    k = make_splits(obs, {"kind": "disease", "split": "donor", "n_folds": 4}, seed=0)
+    km = k[k.role == "test"].merge(obs, left_on="cell_id", right_index=True)
+    assert (km.groupby("fold").condition.nunique() == 2).all() and km.cell_id.is_unique
+    assert km.groupby("fold").donor_id.nunique().tolist() == [3, 3, 3, 3]
+    # per fold exactly chance; pooled over cells below it (the majority follows the held-out donors'
+    # sizes), which is why donor splits headline the mean over the held-out units
+    assert _majority_balanced_accuracy(k, obs, unit="cell", per_fold=True) == pytest.approx(0.5)
+    assert _majority_balanced_accuracy(k, obs, unit="cell") < 0.45
+    assert make_splits(obs, {"kind": "disease", "split": "donor", "n_folds": 4}, seed=0).equals(k)   # seeded
+
+
+def test_uneven_classes_spread_the_larger_class_and_cap_the_folds(obs, caplog):
+    uneven = obs.copy()
+    uneven.loc[uneven.donor_id.isin(["alpha_d2", "beta_d2"]), "condition"] = "disease"   # 8 disease, 4 healthy
+    t = make_splits(uneven, {"kind": "disease", "split": "donor_pseudobulk"}, seed=1)
+    test = t[t.role == "test"].merge(uneven, left_on="cell_id", right_index=True).drop_duplicates("donor_id")
+    per_fold = test.groupby(["fold", "condition"]).size().unstack()
+    assert len(per_fold) == 4 and (per_fold.healthy == 1).all() and (per_fold.disease == 2).all()
+    with caplog.at_level("WARNING"):
+        k = make_splits(uneven, {"kind": "disease", "split": "donor", "n_folds": 6}, seed=0, dataset="u")
+    assert k.fold.nunique() == 4 and "class 'healthy' of 'condition' has 4 donor(s), so 4 folds" in caplog.text
+
+
+def test_leave_one_donor_out(obs):
+    """A label that varies within donors (cell type): still one donor per fold."""
+    t = make_splits(obs, {"kind": "celltype", "split": "leave_one_donor_out"}, seed=0)
     assert t.fold.nunique() == obs.donor_id.nunique()
     merged = t.merge(obs, left_on="cell_id", right_index=True)
     for donor, rows in merged.groupby("group"):

@@ -48,6 +48,14 @@ import scipy.sparse as sp
 
 from sclinbench.contracts import PAIRED_COLUMNS, SCORE_PREFIX, SUMMARY_COLUMNS, is_diagonal
 from sclinbench.errors import SclinbenchError
+from sclinbench.few_units import (
+    MIN_UNITS,
+    TOO_FEW,
+    MeanScope,
+    held_out_unit,
+    mean_scope_rows,
+    unit_mean_scope,
+)
 from sclinbench.metrics import (
     CONFUSION_METRICS,
     COUNT_METRICS,
@@ -63,7 +71,6 @@ from sclinbench.splits import REPEATED_SPLITS
 
 log = logging.getLogger(__name__)
 
-MIN_UNITS = 3                   # fewer units: no interval
 PAIR_MATRIX_MAX_UNITS = 256     # AUROC per draw via U x U pair counts up to this many units
 DIRECT_MAX_CELLS = 2000         # cells as units: each cell its own unit up to this many ...
 CELL_BLOCKS = 256               # ... beyond, random blocks of cells (same variance for independent cells)
@@ -72,7 +79,11 @@ POOLED_METRICS = CONFUSION_METRICS + ("auroc_ovr",)
 #: Metrics compared pair-wise (paired differences), per task kind.
 PAIRED_METRICS = {"novel_type": ("novelty_auroc", "macro_f1")}
 DEFAULT_PAIRED = ("macro_f1", "auroc_ovr")
-TOO_FEW = "too few units for an interval"
+#: Group of the pooled figure shown beside a donor split's headline (the mean over held-out units).
+POOLED_GROUP = "pooled over donors"
+#: Splits whose headline is the mean over the held-out units (donors, or folds holding out donors
+#: of every class), with a Student-t interval (:mod:`sclinbench.few_units`).
+UNIT_MEAN_SPLITS = ("donor", "leave_one_donor_out", "donor_pseudobulk")
 
 
 # --------------------------------------------------------------------------- draws
@@ -179,6 +190,11 @@ class _Member:
 
 
 def _unit_codes(df: pd.DataFrame, units: str) -> tuple[np.ndarray, list[str]]:
+    if units == "fold":  # a fold's held-out donors, named "d1+d5"
+        folds = df["fold"].astype(int).to_numpy()
+        names, codes = np.unique(folds, return_inverse=True)
+        held = df.groupby(folds)["donor_id"].agg(lambda d: "+".join(sorted(pd.unique(d.astype(str)))))
+        return codes, [str(held[n]) for n in names]
     if units == "cell":
         keys = (df["fold"].astype(str) + "\x1f" + df["cell_id"].astype(str)).to_numpy()
     else:
@@ -380,46 +396,28 @@ class RepeatedHoldoutScope:
         return out
 
 
-class MeanScope:
-    """The mean over units of per-unit values (species pairs, held-out types, species)."""
-
-    pooled = False
-
-    def __init__(self, values: pd.DataFrame, unit: str):
-        """``values``: columns ``pipeline, repeat, unit, metric, value``."""
-        self.unit = unit
-        self.unit_names = sorted(pd.unique(values["unit"]))
-        self.n_units = self.n_reported = len(self.unit_names)
-        self.note = ""
-        self.table = {}
-        for (pipeline, repeat, metric), df in values.groupby(["pipeline", "repeat", "metric"], sort=True):
-            v = df.set_index("unit")["value"].reindex(self.unit_names).to_numpy(float)
-            self.table.setdefault((str(pipeline), int(repeat)), {})[metric] = v
-
-    def metrics(self, W: np.ndarray) -> dict[tuple[str, int], dict[str, np.ndarray]]:
-        out = {}
-        for key, per_metric in self.table.items():
-            values = {}
-            for metric, v in per_metric.items():
-                ok = np.isfinite(v)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    values[metric] = np.where((W[:, ok]).sum(1) > 0,
-                                              (W[:, ok] @ v[ok]) / np.maximum(W[:, ok].sum(1), 1e-300), np.nan)
-            out[key] = values
-        return out
-
-
 # --------------------------------------------------------------------------- summaries
 
-def _by_pipeline(per_member: dict, metric: str) -> dict[str, np.ndarray]:
-    """Average over the repeats of each pipeline: pipeline -> (repeats x b) -> b."""
+def _by_pipeline(per_member: dict, metric: str, picks: dict | None = None) -> dict[str, np.ndarray]:
+    """Average over the repeats of each pipeline: pipeline -> (repeats x b) -> b; with ``picks``
+    (pipeline -> one repeat index per draw) each draw takes that repeat instead, so the draws of a
+    shuffled control carry the variance over its label permutations."""
     grouped: dict[str, list[np.ndarray]] = {}
     for (pipeline, _), values in sorted(per_member.items()):
         if metric in values:
             grouped.setdefault(pipeline, []).append(values[metric])
+    out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return {p: np.nanmean(np.vstack(v), axis=0) if len(v) > 1 else v[0] for p, v in grouped.items()}
+        for p, v in grouped.items():
+            if len(v) == 1:
+                out[p] = v[0]
+            elif picks is not None and p in picks:
+                A = np.vstack(v)
+                out[p] = A[picks[p][: A.shape[1]], np.arange(A.shape[1])]
+            else:
+                out[p] = np.nanmean(np.vstack(v), axis=0)
+    return out
 
 
 def plural(unit: str) -> str:
@@ -429,26 +427,49 @@ def plural(unit: str) -> str:
 def _interval_text(scope, n_boot: int, level: float) -> str:
     if scope.n_units < MIN_UNITS:
         return f"{TOO_FEW} ({scope.n_units} {scope.unit if scope.n_units == 1 else plural(scope.unit)})"
+    if getattr(scope, "t_interval", False):
+        what = (" (each fold holds out donors of every class)" if scope.unit == "fold" else "")
+        return (f"{int(round(level * 100))}% Student-t interval on the logit scale over {scope.n_reported} "
+                f"{plural(scope.unit)}{what}: the mean of the per-{scope.unit} scores (listed in unit_values)"
+                f"{scope.note}")
     how = ", metric recomputed from the pooled out-of-fold predictions" if scope.pooled else ""
     return (f"{int(round(level * 100))}% percentile bootstrap over {scope.n_reported} {plural(scope.unit)} "
             f"({n_boot} draws, seeded){how}{scope.note}")
 
 
+REPEAT_DRAW_NOTE = "; each draw of the shuffled control takes one of its label permutations at random"
+
+
 def resample(scope, metrics: list[str], n_boot: int, level: float, rng: np.random.Generator,
-             group: str, paired: list[str]):
-    """Summary rows and paired-difference rows of one scope."""
+             group: str, paired: list[str], repeat_key: tuple = (0,)):
+    """Summary rows and paired-difference rows of one scope.
+
+    Means over units (``scope.t_interval``) get Student-t intervals over the per-unit values
+    (:func:`sclinbench.few_units.mean_scope_rows`); pooled scopes the percentile bootstrap over
+    units, where each draw of a pipeline with several repeats (a shuffled control) takes one repeat
+    at random (seeded by ``repeat_key`` and the pipeline), so its interval includes the variance
+    over label permutations.
+    """
     ones = np.ones((1, scope.n_units))
     point = scope.metrics(ones)
+    if getattr(scope, "t_interval", False):
+        return mean_scope_rows(scope, metrics, level, group, paired, _interval_text(scope, n_boot, level),
+                               point, _by_pipeline)
     members = sorted(point)
     pipelines = sorted({p for p, _ in members})
     enough = scope.n_units >= MIN_UNITS
+    n_rep = {p: sum(1 for q, _ in members if q == p) for p in pipelines}
+    picks = {p: key_rng(*repeat_key, "repeat", p).integers(0, n, size=n_boot) for p, n in n_rep.items() if n > 1}
     draws: dict[str, dict[str, list[np.ndarray]]] = {m: {p: [] for p in pipelines} for m in metrics}
     if enough:
+        done = 0
         for W in unit_draws(scope.n_units, n_boot, rng):
             values = scope.metrics(W)
+            block = {p: idx[done:done + W.shape[0]] for p, idx in picks.items()}
             for metric in metrics:
-                for p, d in _by_pipeline(values, metric).items():
+                for p, d in _by_pipeline(values, metric, block).items():
                     draws[metric][p].append(d)
+            done += W.shape[0]
         draws = {m: {p: np.concatenate(v) for p, v in per.items() if v} for m, per in draws.items()}
         single = None
     else:
@@ -469,7 +490,8 @@ def resample(scope, metrics: list[str], n_boot: int, level: float, rng: np.rando
                                         for n, v in zip(scope.unit_names, per_unit))
             rows.append({"pipeline": p, "group": group, "metric": metric, "value": float(est[p][0]),
                          "ci_low": lo, "ci_high": hi, "n_units": scope.n_reported, "unit": scope.unit,
-                         "interval": interval, "unit_values": unit_values, "n_repeats": len(reps),
+                         "interval": interval + (REPEAT_DRAW_NOTE if enough and len(reps) > 1 else ""),
+                         "unit_values": unit_values, "n_repeats": len(reps),
                          "repeat_sd": float(np.std(reps, ddof=1)) if len(reps) > 1 else np.nan,
                          "repeat_min": float(np.min(reps)) if len(reps) > 1 else np.nan,
                          "repeat_max": float(np.max(reps)) if len(reps) > 1 else np.nan})
@@ -485,9 +507,10 @@ def resample(scope, metrics: list[str], n_boot: int, level: float, rng: np.rando
             else:
                 lo = hi = np.nan
                 verdict = TOO_FEW
+            note = REPEAT_DRAW_NOTE if enough and (a in picks or b in picks) else ""
             pair_rows.append({"group": group, "a": a, "b": b, "metric": metric, "difference": diff,
                               "ci_low": lo, "ci_high": hi, "n_units": scope.n_reported, "unit": scope.unit,
-                              "interval": interval, "verdict": verdict})
+                              "interval": interval + note, "verdict": verdict})
     return rows, pair_rows
 
 
@@ -539,7 +562,8 @@ def summarize_predictions(predictions: pd.DataFrame, task: dict, n_boot: int = 2
     def run(scope, metrics, group, paired_metrics=()):
         t0 = time.perf_counter()
         rng = key_rng(seed, key, group)
-        s, p = resample(scope, list(metrics), n_boot, level, rng, group, list(paired_metrics))
+        s, p = resample(scope, list(metrics), n_boot, level, rng, group, list(paired_metrics),
+                        repeat_key=(seed, key, group))
         summary.extend(s)
         pairs.extend(p)
         log.info("%s, %s: %d %s, %d pipeline-repeats, %s in %.1f s", key or "scores", group or "headline",
@@ -559,16 +583,35 @@ def summarize_predictions(predictions: pd.DataFrame, task: dict, n_boot: int = 2
         run(RepeatedHoldoutScope(preds, units, key or "predictions"), POOLED_METRICS, "", paired)
         distinct = preds.groupby(["pipeline", "repeat"])["cell_id"].nunique().rename("value").reset_index()
         summary.extend(_point_rows(distinct.assign(metric="n_test_cells"), "", units))
+    elif split in UNIT_MEAN_SPLITS:
+        where = key or "predictions"
+        units = "donor"
+        pooled = PooledScope(preds, "donor", "union", where)
+        unit = held_out_unit(preds)
+        if unit is None:  # single-class folds (one donor of a donor-level label each): pooled only
+            run(pooled, POOLED_METRICS, "", paired)
+        else:
+            run(unit_mean_scope(pooled if unit == "donor" else PooledScope(preds, unit, "union", where)),
+                POOLED_METRICS, "", paired)
+            run(pooled, POOLED_METRICS, POOLED_GROUP, paired)
+        _count_rows(preds, units, summary)
     else:
         units = _units_for(preds, split)
         where = key or "predictions"
         run(PooledScope(preds, units, "union", where), POOLED_METRICS, "", paired)
-        counts = preds.groupby(["pipeline", "repeat"]).size().rename("value").reset_index()
-        summary.extend(_point_rows(counts.assign(metric="n_test_cells"), "", units))
-        fallback = [(p, r, "n_fallback", n_fallback(df)) for (p, r), df in preds.groupby(["pipeline", "repeat"])]
-        summary.extend(_point_rows(pd.DataFrame(fallback, columns=["pipeline", "repeat", "metric", "value"]), "",
-                                   units))
+        _count_rows(preds, units, summary)
     return (pd.DataFrame(summary, columns=SUMMARY_COLUMNS), pd.DataFrame(pairs, columns=PAIRED_COLUMNS))
+
+
+def _count_rows(preds: pd.DataFrame, units: str, summary: list) -> None:
+    """``n_test_cells`` and ``n_fallback`` per pipeline (counts, no interval)."""
+    counts = preds.groupby(["pipeline", "repeat"]).size().rename("value").reset_index()
+    summary.extend(_point_rows(counts.assign(metric="n_test_cells"), "", units))
+    classes = preds.groupby(["pipeline", "repeat"])["y_true"].nunique().rename("value").reset_index()
+    summary.extend(_point_rows(classes.assign(metric="n_classes"), "", units))
+    fallback = [(p, r, "n_fallback", n_fallback(df)) for (p, r), df in preds.groupby(["pipeline", "repeat"])]
+    summary.extend(_point_rows(pd.DataFrame(fallback, columns=["pipeline", "repeat", "metric", "value"]), "",
+                               units))
 
 
 def _unit_values(preds: pd.DataFrame, kind: str) -> pd.DataFrame:

@@ -21,6 +21,15 @@ cell of several folds (about ``n_repeats * test_fraction`` of them), so the scor
 mean over the splits of each split's metric, with an interval that resamples each distinct unit
 once (:class:`sclinbench.intervals.RepeatedHoldoutScope`), never the pooled predictions.
 
+**Donor-level labels** (every donor has one label, e.g. disease state): donor-held-out splits hold
+out donors of *every* class together (:func:`class_balanced_donor_folds`): ``leave_one_donor_out`` and
+``donor_pseudobulk`` leave one donor per class out (as many folds as the smallest class has donors;
+a larger class's extra donors are spread over the folds), ``donor`` deals each class's donors over
+``n_folds`` folds. Holding out one donor at a time would make the training majority the other class in
+every fold, so that a majority or shuffled-label control anti-learns (balanced accuracy 0) and any
+method looks far above its control. The group of such a fold names its held-out donors
+(``"d1+d5"``).
+
 Donor-held-out splits (``donor``, ``leave_one_donor_out``, ``donor_pseudobulk`` and a donor
 diagonal) stop with a one-line error when a fold's test donors hold a class that none of its
 training donors has (such a class cannot be learnt, so scoring it would be meaningless); the task
@@ -216,10 +225,68 @@ def check_training_classes(table: pd.DataFrame, cells: pd.DataFrame, label: str,
             )
 
 
+def donor_level_labels(cells: pd.DataFrame, label: str) -> bool:
+    """True when every donor of ``cells`` has one value of ``label`` (a donor-level label such as
+    disease state), so that holding out a donor holds out one class."""
+    if "donor_id" not in cells.columns:
+        return False
+    return bool((cells.groupby(cells["donor_id"].astype(str), observed=True)[label].nunique() == 1).all())
+
+
+def class_balanced_donor_folds(cells: pd.DataFrame, label: str, seed: int, dataset: str,
+                               n_folds: int | None = None, where: str = "") -> list[list[str]]:
+    """Held-out donors of each fold, every fold holding out donors of every class (donor-level labels).
+
+    Each class's donors are shuffled (seeded) and dealt over the folds in turn, the deal of each class
+    starting where the previous class's ended, so fold sizes stay even. ``n_folds=None``: one donor of
+    the smallest class per fold ("leave one donor per class out"); a number larger than the smallest
+    class's donor count is lowered to it (logged), since a fold without a class would leave that
+    class's training share higher in every other fold. A class with a single donor cannot be held out
+    and still be learnt: that is the one-line error of :func:`check_training_classes`.
+    """
+    donors = _donors(cells, dataset, need=2, where=where)
+    per_class = cells.groupby(cells[label].astype(str), observed=True)["donor_id"].agg(
+        lambda d: sorted(pd.unique(d.astype(str))))
+    smallest = int(per_class.map(len).min())
+    k = smallest if n_folds is None else min(int(n_folds), smallest)
+    if n_folds is not None and k < n_folds:
+        small = per_class.map(len).idxmin()
+        log.warning("dataset %s%s: class '%s' of '%s' has %d donor(s), so %d folds (not n_folds=%d) hold out "
+                    "donors of every class", dataset, where, small, label, smallest, k, n_folds)
+    if k < 2:
+        return [[d] for d in sorted(donors.unique())]  # the training-class check names the class
+    rng = np.random.default_rng(seed)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    start = 0
+    for _cls, names in per_class.items():
+        order = [names[i] for i in rng.permutation(len(names))]
+        for j, name in enumerate(order):
+            folds[(start + j) % k].append(name)
+        start = (start + len(order)) % k
+    return [sorted(f) for f in folds]
+
+
+def _donor_fold_table(cells: pd.DataFrame, held_out: list[list[str]], kind: str, group: str | None) -> pd.DataFrame:
+    donors = cells["donor_id"].astype(str)
+    parts = []
+    for fold, names in enumerate(held_out):
+        test = donors.isin(names).to_numpy()
+        g = "+".join(names) if group is None else group
+        parts += [_frame(cells.index[~test], fold, "train", kind, g), _frame(cells.index[test], fold, "test", kind, g)]
+    return pd.concat(parts, ignore_index=True)
+
+
 def kfold(cells: pd.DataFrame, label: str, n_folds: int, seed: int, dataset: str,
           kind: str = "stratified", group: str = "", where: str = "") -> pd.DataFrame:
-    """Stratified k-fold over cells (``kind="stratified"``) or over donors (``kind="donor"``)."""
+    """Stratified k-fold over cells (``kind="stratified"``) or over donors (``kind="donor"``; with
+    donor-level labels every fold holds out donors of every class, :func:`class_balanced_donor_folds`)."""
     y = cells[label].astype(str)
+    if kind == "donor" and donor_level_labels(cells, label):
+        _donors(cells, dataset, need=n_folds, where=where)
+        held = class_balanced_donor_folds(cells, label, seed, dataset, n_folds, where)
+        table = _donor_fold_table(cells, held, kind, group)
+        check_training_classes(table, cells, label, dataset, where)
+        return table
     if kind == "stratified":
         _check_class_sizes(y, n_folds, label, dataset, where)
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -239,11 +306,13 @@ def kfold(cells: pd.DataFrame, label: str, n_folds: int, seed: int, dataset: str
 
 
 def leave_one_donor_out(cells: pd.DataFrame, label: str, dataset: str,
-                        kind: str = "donor_pseudobulk") -> pd.DataFrame:
-    """One fold per donor: that donor's cells test, every other donor's cells train.
+                        kind: str = "donor_pseudobulk", seed: int = 0) -> pd.DataFrame:
+    """One fold per donor (that donor's cells test, every other donor's cells train), or, with
+    donor-level labels, one donor *per class* per fold (:func:`class_balanced_donor_folds`).
 
-    ``kind="leave_one_donor_out"`` is the cell-level split (a donor may hold several classes);
-    ``kind="donor_pseudobulk"`` needs one label per donor (one pseudobulk sample per donor).
+    ``kind="leave_one_donor_out"`` is the cell-level split (a donor may hold several classes: then
+    one donor per fold, group = the donor); ``kind="donor_pseudobulk"`` needs one label per donor
+    (one pseudobulk sample per donor), so its folds always hold out one donor of every class.
     """
     donors = _donors(cells, dataset, need=2)
     per_donor = cells.groupby(donors, observed=True)[label].nunique()
@@ -254,12 +323,11 @@ def leave_one_donor_out(cells: pd.DataFrame, label: str, dataset: str,
             f"(pseudobulk) prediction needs one {label} per donor: use split: leave_one_donor_out or "
             f"split: donor for a cell-level task"
         )
-    parts = []
-    for fold, donor in enumerate(sorted(donors.unique())):
-        test = donors == donor
-        parts += [_frame(cells.index[~test], fold, "train", kind, donor),
-                  _frame(cells.index[test], fold, "test", kind, donor)]
-    table = pd.concat(parts, ignore_index=True)
+    if not len(mixed) and cells[label].nunique() > 1:
+        held = class_balanced_donor_folds(cells, label, seed, dataset)
+    else:
+        held = [[d] for d in sorted(donors.unique())]
+    table = _donor_fold_table(cells, held, kind, None)
     check_training_classes(table, cells, label, dataset)
     return table
 
@@ -470,7 +538,7 @@ def make_splits(obs: pd.DataFrame, spec: dict, seed: int = 0, dataset: str = "da
     if split in ("stratified", "donor"):
         table = kfold(cells, label, int(spec.get("n_folds", 5)), seed, dataset, kind=split)
     elif split in ("donor_pseudobulk", "leave_one_donor_out"):
-        table = leave_one_donor_out(cells, label, dataset, kind=split)
+        table = leave_one_donor_out(cells, label, dataset, kind=split, seed=seed)
     elif split == "cross_species":
         table = cross_species(cells, label, seed, dataset, spec.get("organisms"), diagonal_spec(spec))
     elif split == "stratified_holdout":

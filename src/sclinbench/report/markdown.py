@@ -84,12 +84,15 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
 def interval_line(level: float = 0.95, n_boot: int | None = None) -> str:
     """The one line every table states about its intervals."""
     draws = f", {n_boot} draws" if n_boot else ""
-    return (f"Intervals: {int(round(level * 100))}% percentile bootstrap (seeded{draws}) over the units the "
-            "split holds out, named per row (held-out donors, with the metric recomputed from their "
-            "pooled out-of-fold predictions; cells, or donors when there are >= 3, of a stratified "
-            "cross-validation; the same for repeated hold-outs, each distinct unit drawn once and the "
-            "score the mean over the splits; species pairs; held-out types); fewer than 3 units: the per-unit values "
-            "and 'too few units for an interval'.")
+    pct = int(round(level * 100))
+    return (f"Intervals: means over a few units (held-out donors or folds of a donor split, species pairs, "
+            f"held-out types) have a {pct}% Student-t interval on the logit scale over the per-unit scores "
+            "(docs/statistics.md: its coverage); pooled figures a percentile bootstrap "
+            f"(seeded{draws}) over the units the split holds out, named per row (the metric recomputed from "
+            "the resampled units' pooled out-of-fold predictions; cells, or donors when there are >= 3, of a "
+            "stratified cross-validation; the same for repeated hold-outs, each distinct unit drawn once and "
+            "the score the mean over the splits). A shuffled control's interval includes the variance over its "
+            "label permutations. Fewer than 3 units: the per-unit values and 'too few units for an interval'.")
 
 
 def score_label(metric: str, kind: str, group: str = "") -> str:
@@ -115,9 +118,9 @@ METHOD_NOTE = (
     "(`macro_f1_all_target_labels` counts every target label); the same-species cross-validation is "
     "reported apart. Controls: majority class (constant scores, AUROC 0.5 by definition) and shuffled "
     "training labels (a new permutation per fold, repeated; mean over repeats, their range and sd beside). "
-    "Under leave-one-donor-out splits both controls fall below chance (each fold's training set holds "
-    "fewer samples of the held-out donor's class, so class-frequency rules anti-learn): read them as lower "
-    "bounds there. "
+    "Donor-held-out splits: the score is the mean over the held-out units -- donors, or, for a "
+    "donor-level label such as disease state, folds that each hold out donors of every class -- with the "
+    "figure of the pooled predictions beside it ('pooled over donors'). "
     "'embedding' pipelines classify a user-supplied foundation-model embedding with a linear model "
     "fitted here (computed here, not published numbers)."
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from sclinbench.contracts import check_summary
+from sclinbench.report.controls import controls_paragraph, novelty_over_control, per_unit_view
 from sclinbench.report.markdown import METHOD_NOTE, interval_line, to_markdown, write_text
 from sclinbench.report.provenance import code_lines
 from sclinbench.report.published import REFERENCE_COLUMNS, published_table, published_wide
@@ -56,6 +57,19 @@ def write_results_readme(summary: pd.DataFrame, paired: pd.DataFrame, reference:
                      + "; ".join(f"{r.dataset} / {r.task}: {r.signal}" for r in flagged.itertuples(index=False))
                      + ". The best method does not beat the best control beyond the interval of their "
                        "paired difference there: do not read those numbers as a result.\n")
+    lines += ["\n" + controls_paragraph(s)]
+    novelty = novelty_over_control(s, paired)
+    if len(novelty):
+        lines += ["\n## Novel types: novelty AUROC beside and above the best control\n",
+                  "A shuffled-label control scores plain distance from the training cells, so novelty "
+                  "detection is read as the paired difference over it (same held-out types), not alone.\n",
+                  to_markdown(novelty)]
+    units = per_unit_view(s, declared)
+    if units:
+        lines += ["\n## Donor splits: the score of each held-out unit\n",
+                  "The headline of a donor split is the mean over the units it holds out (donors; folds that "
+                  "hold out donors of every class for a donor-level label); the figure of the pooled "
+                  "out-of-fold predictions is beside it. Declared pipelines and controls:\n", units]
     avg = cross_species_average(s, False)
     if len(avg):
         avg_in = cross_species_average(s, True)

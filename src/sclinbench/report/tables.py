@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sclinbench.contracts import DEFAULT_DECLARED, TABLES, check_summary, task_table_stem
+from sclinbench.intervals import POOLED_GROUP
 from sclinbench.io import write_table
 from sclinbench.report.markdown import (
     METHOD_NOTE,
@@ -77,14 +78,17 @@ def _task_markdown(summary: pd.DataFrame, title: str, level: float = 0.95, n_boo
         return "\n".join(parts)
     for r in tasks_of(summary).itertuples(index=False):
         s = summary[(summary["dataset"] == r.dataset) & (summary["task"] == r.task)]
-        groups = [""] + (["same-species", "incl. same-species"] if r.kind == "cross_species" else [])
+        groups = [""] + (["same-species", "incl. same-species"] if r.kind == "cross_species" else
+                         [POOLED_GROUP] if (s["group"] == POOLED_GROUP).any() else [])
         for g in groups:
             part = s[(s["group"] == g) & (s["interval"] != "count (no interval)")]
             if part.empty:
                 continue
             interval = "; ".join(pd.unique(part["interval"]))
             scope = f" — {SCOPE_LABELS.get(g, g)}" if g else (" — transfer pairs (excl. same-species)"
-                                                              if r.kind == "cross_species" else "")
+                                                              if r.kind == "cross_species" else
+                                                              " — mean over held-out units"
+                                                              if (s["group"] == POOLED_GROUP).any() else "")
             parts.append(f"\n## {r.dataset} — {r.task} ({r.split_kind}, protocol: {r.protocol}){scope}\n")
             parts.append(f"Interval: {interval}.\n")
             parts.append(to_markdown(_metric_wide(part, kind=r.kind, group=g)))
@@ -134,9 +138,21 @@ def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
             if here.empty:
                 continue
 
-            def cell(name, here=here):
+            ctrl = here[(here["role"] == "control") & here["value"].notna()].sort_values(
+                ["value", "pipeline"], ascending=[False, True]).head(1)
+
+            def cell(name, here=here, group=group, ctrl=ctrl, t=t):
                 x = here[here["pipeline"] == name]
-                return format_row(x.iloc[0].to_dict()) if len(x) else "not run"
+                if not len(x):
+                    return "not run"
+                text = format_row(x.iloc[0].to_dict())
+                if t.kind == "novel_type" and len(ctrl) and x.iloc[0]["role"] == "method":
+                    # novelty is read above the best control (shuffled labels score distance alone)
+                    d = paired_difference(paired, t.dataset, t.task, group, t.metric, name, ctrl.iloc[0]["pipeline"])
+                    if d is not None:
+                        text += (f"; above {ctrl.iloc[0]['pipeline']}: "
+                                 f"{format_ci(d['difference'], d['ci_low'], d['ci_high'], d['n_units'])}")
+                return text
 
             row = {"dataset": t.dataset, "task": t.task, "protocol": protocol, "split": t.split_kind,
                    "score": score_label(t.metric, t.kind, group)}
@@ -146,11 +162,9 @@ def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
                            & (here["representation"] != "embedding") & here["value"].notna()]
             best = methods.sort_values(["value", "pipeline"], ascending=[False, True]).head(1)
             row["best linear of the grid (" + OPTIMISTIC + ")"] = (
-                f"{best.iloc[0]['pipeline']}: {format_row(best.iloc[0].to_dict())}" if len(best) else "–")
+                f"{best.iloc[0]['pipeline']}: {cell(best.iloc[0]['pipeline'])}" if len(best) else "–")
             for c in controls:
                 row[c] = cell(c)
-            ctrl = here[(here["role"] == "control") & here["value"].notna()].sort_values(
-                ["value", "pipeline"], ascending=[False, True]).head(1)
             verdict = "–"
             if len(best) and len(ctrl):
                 d = paired_difference(paired, t.dataset, t.task, group, t.metric, best.iloc[0]["pipeline"],
