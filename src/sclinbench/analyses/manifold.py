@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.spatial.distance import pdist, squareform
 
-from sclinbench.analyses import labelled_cells
+from sclinbench.analyses.common import labelled_cells
 from sclinbench.errors import SclinbenchError
 from sclinbench.represent.normalize import shifted_log
 from sclinbench.represent.rank import rankz
@@ -36,8 +36,6 @@ MANIFOLD_SUMMARY_COLUMNS = ["dataset", "representation", "setting", "k", "mean_r
                             "min_r", "max_r", "n_draws", "interval"]
 REPRESENTATIONS = ("counts", "rankz", "log1p")
 SETTINGS = ("observed", "control: genes permuted across cells")
-DEFAULTS = {"n_cells": 500, "n_types": 7, "k": [5, 10, 15, 30, 45], "representations": list(REPRESENTATIONS),
-            "n_draws": 5}
 
 
 def represent(X: sp.csr_matrix, name: str) -> np.ndarray:
@@ -131,3 +129,14 @@ def summarize(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                         n_draws=len(r), interval=f"{level:.0%} range over independent subsamples" if enough
                         else "too few units for an interval"))
     return pd.DataFrame(out, columns=MANIFOLD_SUMMARY_COLUMNS)
+
+
+def run_job(h5ad, dataset: str, params: dict, table_path, summary_path, seed: int = 0, level: float = 0.95) -> None:
+    """The ``analysis_manifold`` rule: one standardized dataset -> its two tables."""
+    import anndata as ad
+
+    from sclinbench.io import write_table
+
+    table, summary = manifold_linearity(ad.read_h5ad(h5ad), dataset=dataset, seed=seed, level=level, **params)
+    write_table(table, table_path)
+    write_table(summary, summary_path)

@@ -36,7 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from sclinbench.analyses import labelled_cells
+from sclinbench.analyses.common import labelled_cells
 from sclinbench.errors import SclinbenchError
 from sclinbench.represent.normalize import normalize_total
 from sclinbench.represent.rank import rankz
@@ -54,7 +54,6 @@ SPEARMAN_COLUMNS = [
     "n_genes", "n_draws", "unit", "interval",
 ]
 STATISTICS = ("spearman_r_cosine", "spearman_r_specificity", "mean_specificity", "match_rate")
-DEFAULTS = {"min_cells": 10, "n_boot": 200, "n_permutations": 20, "batch": 25}
 
 
 def pseudobulk_rankz(fractions: sp.csr_matrix, codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -267,3 +266,14 @@ def structure_analysis(adata, *, dataset: str, reference: str, divergence: dict,
              np.mean([d["mean_specificity"] for d in perm_stats]) if perm_stats else np.nan,
              obs_stats["match_rate"], np.mean([d["match_rate"] for d in perm_stats]) if perm_stats else np.nan)
     return table, summary
+
+
+def run_job(h5ad, dataset: str, params: dict, table_path, summary_path, seed: int = 0, level: float = 0.95) -> None:
+    """The ``analysis_structure`` rule: one standardized dataset -> its two tables."""
+    import anndata as ad
+
+    from sclinbench.io import write_table
+
+    table, summary = structure_analysis(ad.read_h5ad(h5ad), dataset=dataset, seed=seed, level=level, **params)
+    write_table(table, table_path)
+    write_table(summary, summary_path)
