@@ -1,4 +1,4 @@
-"""Write the STRING-format stand-in of tests/data/string/ (run from the repository root).
+"""Write the STRING-format stand-in of config/string/ (run from the repository root: python config/string/make_fixture.py).
 
 NOT STRING DATA. The machines this project is built and tested on cannot reach string-db.org, so
 the fixture that drives the tests and the embedded default run is a *format stand-in*: files laid
