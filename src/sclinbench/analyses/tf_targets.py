@@ -121,7 +121,8 @@ def on_matrix(X) -> tuple[sp.csr_matrix, object]:
     R = rankz(sp.csr_matrix(X), dtype=np.float64)
     S = R.S
     values = S.data + np.repeat(R.offset, np.diff(S.indptr))
-    on = sp.csr_matrix(((values > 0).astype(np.float64), S.indices, S.indptr), shape=S.shape)
+    # own index arrays: eliminate_zeros works in place, and S shares its arrays with the counts
+    on = sp.csr_matrix(((values > 0).astype(np.float64), S.indices.copy(), S.indptr.copy()), shape=S.shape)
     on.eliminate_zeros()
     return on, R
 
