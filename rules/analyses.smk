@@ -13,9 +13,11 @@ _STRING = (ANALYSES.get("tf_targets") or {}).get("string") or {}
 # a local STRING file is read from the run's folder or, when not there, from the checkout (the
 # default config's stand-in in config/string/); a URL is downloaded to resources/string/
 STRING_FILES = {
-    key: path
-    if analyses_plan.is_url(_STRING[key])
-    else os.path.relpath(config_file(path, f"analyses: tf_targets: string: {key}"))
+    key: (
+        path
+        if analyses_plan.is_url(_STRING[key])
+        else os.path.relpath(config_file(path, f"analyses: tf_targets: string: {key}"))
+    )
     for key, path in analyses_plan.string_files(ANALYSES).items()
 }
 ANALYSIS_LEVEL = REPORT.get("ci", 0.95)

@@ -9,8 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sclinbench.plotting import (DOUBLE_COLUMN, OKABE_ITO, _new_figure, placeholder_figure,
-                                 save_figure, style)
+from sclinbench.plotting import (
+    DOUBLE_COLUMN,
+    OKABE_ITO,
+    _new_figure,
+    placeholder_figure,
+    save_figure,
+    style,
+)
 
 CONTROL_COLOR = "#7F7F7F"
 REP_COLORS = {"counts": OKABE_ITO["blue"], "rankz": OKABE_ITO["vermillion"], "log1p": OKABE_ITO["bluish_green"]}
