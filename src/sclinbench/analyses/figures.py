@@ -95,11 +95,17 @@ def manifold_figure(summary: pd.DataFrame, published: pd.DataFrame | None = None
                 lo, hi = g["ci_low"], g["ci_high"]
                 if lo.notna().all():
                     ax.fill_between(g["k"], lo, hi, color=color, alpha=0.15 if not control else 0.07, lw=0)
-            if len(pub):
-                ks = pd.to_numeric(pub["key"], errors="coerce")
-                ax.plot(ks, pub["value"], "x", color="#000000", ms=4, label="published: raw counts (paper's data)")
+            mine = pub[pub["dataset"] == dataset]   # published numbers only beside the same dataset
+            if len(mine):
+                ax.plot(pd.to_numeric(mine["key"], errors="coerce"), mine["value"], "x", color="#000000", ms=4,
+                        label="published: raw counts")
             n = int(d["n_draws"].max())
-            ax.set_title(f"{dataset} ({n} draws)")
+            other = pub[pub["dataset"] != dataset]
+            note = ""
+            if len(other):
+                note = (f"\npublished, {other['dataset'].iloc[0]}:\ncounts r = {other['value'].min():.3f}-"
+                        f"{other['value'].max():.3f}")
+            ax.set_title(f"{dataset} ({n} draws){note}", fontsize=6.5)
             ax.set_xlabel("k (neighbours of the Isomap graph)")
             ax.set_ylabel("Pearson r, Euclidean vs geodesic")
         axes[-1].legend(loc="lower right", fontsize=5.5)
@@ -133,12 +139,13 @@ def tf_figure(table: pd.DataFrame, published: pd.DataFrame | None = None):
             ax_r.bar(x, g["rate"], width, color=colors[i % 4], yerr=err_r, error_kw={"elinewidth": 0.5})
         base = t[t["setting"] == settings[0]].set_index(["dataset", "tf"]).reindex(keys)["base_rate"]
         ax_r.plot(np.arange(len(keys)), base, "_", color="#000000", ms=12, mew=1.2, label="base rate (all tested genes)")
-        for j, (_, tf) in enumerate(keys):
-            p = pub[pub["key"] == tf].set_index("statistic")["value"] if len(pub) else pd.Series(dtype=float)
+        labelled = False
+        for j, (dataset, tf) in enumerate(keys):   # published numbers only beside the same dataset
+            p = pub[(pub["key"] == tf) & (pub["dataset"] == dataset)].set_index("statistic")["value"]
             if "n_significant" in p:
                 ax_n.plot(j, p["n_significant"], "x", color="#000000", ms=4,
-                          label="published (bone marrow, tuned)" if j == 0 or "published" not in
-                          [h.get_label() for h in ax_n.lines] else None)
+                          label=None if labelled else "published (tuned)")
+                labelled = True
             if "rate" in p:
                 ax_r.plot(j, p["rate"], "x", color="#000000", ms=4)
         for ax in (ax_n, ax_r):
@@ -149,7 +156,9 @@ def tf_figure(table: pd.DataFrame, published: pd.DataFrame | None = None):
         ax_n.legend(loc="upper left", fontsize=5.5)
         ax_r.legend(loc="upper left", fontsize=5.5)
         src = t["string_source"].dropna().astype(str)
-        fig.suptitle("TF target recovery" + (f" (STRING: {src.iloc[0]})" if len(src) else ""), fontsize=7)
+        others = sorted(set(pub["dataset"]) - set(t["dataset"]))
+        fig.suptitle("TF target recovery" + (f" (STRING: {src.iloc[0]})" if len(src) else "")
+                     + (f"; published numbers ({', '.join(others)}): results/README.md" if others else ""), fontsize=7)
     return fig
 
 
