@@ -289,3 +289,25 @@ def test_default_and_paper_configs_plan_the_analyses():
         plan.selected({**default, "use_analyses": ["clusters"]})
     with pytest.raises(SclinbenchError, match="analyses: manifold: datasets names 'nope'"):
         plan.check(plan.selected({**default, "analyses": {"manifold": {"datasets": ["nope"]}}}), registry)
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def test_gather_writes_tables_figures_and_the_readme_section(atlas, tmp_path):
+    from sclinbench.analyses import report
+    files = {}
+    table, summary = structure.structure_analysis(atlas, dataset="atlas", reference="alpha",
+                                                  divergence={"beta": 0.3, "gamma": 0.6}, n_boot=5, n_permutations=3)
+    for stem, df in (("structure", table), ("structure_spearman", summary)):
+        df.to_csv(tmp_path / f"{stem}.part.tsv", sep="\t", index=False)
+        files[stem] = [tmp_path / f"{stem}.part.tsv"]
+    out = tmp_path / "analyses"
+    tables = report.gather(files, out, ROOT / "config/published_analyses.tsv")
+    assert len(tables["structure"]) == len(table) and tables["manifold"].empty
+    for stem in report.FIGURES:
+        assert (out / f"{stem}.png").stat().st_size > 1000 and (out / f"{stem}.pdf").exists()
+    section = (out / "analyses.md").read_text()
+    # ours beside the paper's, each row saying which it is
+    assert "| atlas | spearman_r_cosine | observed |" in section and "computed here" in section
+    assert "-0.876" in section and "**published**" in section and "| ts_bone_marrow | E2F8 |" in section
+    assert "0.924" in section

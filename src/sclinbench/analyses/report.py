@@ -76,18 +76,18 @@ def markdown(tables: dict[str, pd.DataFrame], published: pd.DataFrame, level: fl
                      "structure.\n")
     m = tables["manifold_summary"]
     lines.append("### Manifold linearity (`manifold.tsv`, `manifold_summary.tsv`, `manifold.png`)\n")
-    if len(m):
-        wide = []
-        for (dataset, rep, setting), g in m.groupby(["dataset", "representation", "setting"], sort=False):
-            g = g.set_index("k")
-            wide.append([dataset, rep, setting] + [f"{_fmt(g.loc[k, 'mean_r'])} {_ci(g.loc[k])}" for k in g.index]
-                        + [int(g["n_draws"].max()), "computed here"])
-        ks = list(m["k"].drop_duplicates())
-        pm = pub[pub["analysis"] == "manifold"]
-        for dataset, g in pm.groupby("dataset", sort=False):
-            g = g.set_index("key")
-            wide.append([dataset, "counts", "observed"] + [_fmt(g.loc[str(k), "value"]) if str(k) in g.index else ""
-                                                          for k in ks] + ["", "**published**"])
+    pm = pub[pub["analysis"] == "manifold"]
+    ks = list(m["k"].drop_duplicates()) if len(m) else sorted(pd.to_numeric(pm["key"]).astype(int).unique())
+    wide = []
+    for (dataset, rep, setting), g in m.groupby(["dataset", "representation", "setting"], sort=False):
+        g = g.set_index("k")
+        wide.append([dataset, rep, setting] + [f"{_fmt(g.loc[k, 'mean_r'])} {_ci(g.loc[k])}" if k in g.index else ""
+                                               for k in ks] + [int(g["n_draws"].max()), "computed here"])
+    for dataset, g in pm.groupby("dataset", sort=False):
+        g = g.set_index("key")
+        wide.append([dataset, "counts", "observed"] + [_fmt(g.loc[str(k), "value"]) if str(k) in g.index else ""
+                                                      for k in ks] + ["", "**published**"])
+    if wide:
         lines += _md(wide, ["dataset", "representation", "setting"] + [f"k = {k}" for k in ks] + ["draws", "source"])
         lines.append(f"\nPearson r of Euclidean and Isomap geodesic distances; brackets: the {level:.0%} range over "
                      "independent seeded subsamples (draws). The control permutes every gene's values across the "
