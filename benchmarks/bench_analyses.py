@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -28,26 +27,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 JOB = """
-import json, sys, time
+import json, resource, sys, time
 sys.path.insert(0, {src!r})
 from sclinbench.analyses import {module}
 t = time.perf_counter()
 {module}.run_job(*json.loads(sys.argv[1]), **json.loads(sys.argv[2]))
-print(time.perf_counter() - t)
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
 def run(module: str, args: list, kwargs: dict) -> dict:
     code = JOB.format(src=str(REPO / "src"), module=module)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, json.dumps(args), json.dumps(kwargs)], check=True,
                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
                                                               "PATH": "/usr/bin:/bin"})
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"job": module, "wall_s": round(wall, 1), "compute_s": round(float(out.stdout.split()[-1]), 1),
-            "peak_gib": round(max(peak, before) / 2**20, 2)}
+    compute, peak_kib = out.stdout.split()[-2:]     # the job process's own peak RSS (KiB)
+    return {"job": module, "wall_s": round(wall, 1), "compute_s": round(float(compute), 1),
+            "peak_gib": round(int(peak_kib) / 2**20, 2)}
 
 
 def make_structure_data(path: Path, cells: int, genes: int) -> dict:

@@ -49,19 +49,24 @@ def represent(X: sp.csr_matrix, name: str) -> np.ndarray:
     raise SclinbenchError(f"analyses: manifold: representations: unknown '{name}'; choose from {', '.join(REPRESENTATIONS)}")
 
 
-def geodesic_pearson(Y: np.ndarray, k: int) -> tuple[float, int]:
-    """(Pearson r of Euclidean vs Isomap geodesic distances over all cell pairs, kNN graph components)."""
+def geodesic_pearson(Y: np.ndarray, k: int, distances: np.ndarray | None = None) -> tuple[float, int]:
+    """(Pearson r of Euclidean vs Isomap geodesic distances over all cell pairs, kNN graph components).
+
+    ``distances``: the square Euclidean distance matrix of ``Y`` when already computed (Isomap then
+    takes it precomputed: the same graph, one distance computation for every k).
+    """
     from scipy.sparse.csgraph import connected_components
     from sklearn.manifold import Isomap
     from sklearn.neighbors import kneighbors_graph
 
-    n_comp = connected_components(kneighbors_graph(Y, k, mode="connectivity"), directed=False)[0]
+    D = squareform(pdist(Y)) if distances is None else distances
+    n_comp = connected_components(kneighbors_graph(D, k, mode="connectivity", metric="precomputed"),
+                                  directed=False)[0]
     with warnings.catch_warnings():   # a disconnected graph is joined by Isomap (warned): counted above
         warnings.simplefilter("ignore")
-        iso = Isomap(n_neighbors=k, n_components=2).fit(Y)
-    euclid = pdist(Y)
-    geo = squareform(iso.dist_matrix_, checks=False)
-    return float(np.corrcoef(euclid, geo)[0, 1]), int(n_comp)
+        iso = Isomap(n_neighbors=k, n_components=2, metric="precomputed").fit(D)
+    iu = np.triu_indices(D.shape[0], 1)
+    return float(np.corrcoef(D[iu], iso.dist_matrix_[iu])[0, 1]), int(n_comp)
 
 
 def subsample(labels: np.ndarray, n_cells: int, n_types: int, rng: np.random.Generator) -> np.ndarray:
@@ -95,18 +100,17 @@ def manifold_linearity(adata, *, dataset: str, n_cells: int = 500, n_types: int 
             log.info("%s: k >= the %d cells drawn skipped: %s", where, len(pick), sorted(set(ks) - set(valid)))
         # the control: each gene's values permuted across the drawn cells (then represented)
         dense = Xs.toarray()
-        shuffled = np.empty_like(dense)
-        for g in range(dense.shape[1]):
-            shuffled[:, g] = dense[rng.permutation(dense.shape[0]), g]
+        shuffled = np.take_along_axis(dense, rng.random(dense.shape).argsort(axis=0), axis=0)
         shuffled_csr = sp.csr_matrix(shuffled)
         keep_control = np.asarray(shuffled_csr.sum(axis=1)).ravel() > 0
         for name in representations:
             for setting, M in ((SETTINGS[0], Xs), (SETTINGS[1], shuffled_csr[keep_control])):
                 Y = represent(sp.csr_matrix(M), name)
+                D = squareform(pdist(Y))
                 for kk in valid:
                     if kk >= Y.shape[0]:
                         continue
-                    r, comps = geodesic_pearson(Y, kk)
+                    r, comps = geodesic_pearson(Y, kk, D)
                     rows.append({"dataset": dataset, "representation": name, "setting": setting, "k": kk,
                                  "draw": draw, "pearson_r": r, "n_cells": Y.shape[0], "n_types": n_types_drawn,
                                  "n_genes": Y.shape[1], "n_graph_components": comps})

@@ -33,12 +33,14 @@ STRING_DIR = "resources/string"
 #: Memory and runtime of the analysis rules (the models of :mod:`sclinbench.resources`, kept here so
 #: that the other rules' code fingerprints do not change with them; docs/performance.md): the
 #: counts read whole, their library fractions (structure), rankz and its "on" matrix (tf_targets);
-#: manifold densifies only its subsamples of n_cells cells.
+#: manifold densifies only its subsamples of n_cells cells. Measured (benchmarks/bench_analyses.py,
+#: 2 cores, 2026-12-07): structure 71,200 cells / 74M stored counts 27 s at 2.56 GiB; tf_targets
+#: 50,000 cells / 120M stored counts / 13.7M STRING links 449 s at 5.22 GiB.
 MODELS: dict[str, Model] = {
-    "analysis_structure": Model(base_mb=500, per_nnz=28, per_cell=200, runtime_floor=15, seconds_per_nnz=3 * 2e-7),
+    "analysis_structure": Model(base_mb=500, per_nnz=28, per_cell=200, runtime_floor=15, seconds_per_nnz=3 * 4e-7),
     "analysis_manifold": Model(base_mb=600, per_nnz=14, per_cell=100, runtime_floor=15, seconds_per_nnz=3 * 2e-8),
     "analysis_tf_targets": Model(base_mb=600, per_nnz=44, per_cell=500, per_input_mb=8, runtime_floor=15,
-                                 seconds_per_nnz=3 * 1e-6),
+                                 seconds_per_nnz=3 * 4e-6),
     "analyses": Model(base_mb=420, per_input_mb=10, runtime_floor=10),
 }
 
