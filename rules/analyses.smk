@@ -4,37 +4,7 @@
 # results/analyses/*.tsv, the figures and the README section. `analyses:` in the config
 # (config/schema.yaml) says which datasets; `use_analyses` selects, and a config with `use_tasks`
 # runs none unless it names them. The helpers live in sclinbench.analyses.plan (light).
-
-from sclinbench.analyses import plan as analyses_plan
-
-ANALYSES = analyses_plan.selected(config)
-analyses_plan.check(ANALYSES, REGISTRY, f"the registry {config['registry']}")
-_STRING = (ANALYSES.get("tf_targets") or {}).get("string") or {}
-# a local STRING file is read from the run's folder or, when not there, from the checkout (the
-# default config's stand-in in config/string/); a URL is downloaded to resources/string/
-STRING_FILES = {
-    key: (
-        path
-        if analyses_plan.is_url(_STRING[key])
-        else os.path.relpath(config_file(path, f"analyses: tf_targets: string: {key}"))
-    )
-    for key, path in analyses_plan.string_files(ANALYSES).items()
-}
-ANALYSIS_LEVEL = REPORT.get("ci", 0.95)
-
-
-def analysis_mem_mb(rule):
-    def _mem(wildcards, input, attempt):
-        return analyses_plan.job_mem_mb(rule, list(input), attempt)
-
-    return _mem
-
-
-def analysis_runtime(rule):
-    def _runtime(wildcards, input, attempt):
-        return analyses_plan.job_runtime(rule, list(input), attempt)
-
-    return _runtime
+# (ANALYSES, STRING_FILES, the inputs and resources: rules/common.smk)
 
 
 rule analysis_structure:
@@ -140,35 +110,6 @@ rule analysis_tf_targets:
         "../scripts/analysis_tf_targets.py"
 
 
-def _analysis_inputs(name, suffixes):
-    return {
-        stem: [
-            f"results/analyses/{name}/dataset~{d}{suffix}.tsv"
-            for d in analyses_plan.datasets(ANALYSES, name)
-        ]
-        for stem, suffix in suffixes.items()
-    }
-
-
-ANALYSIS_INPUTS = {
-    **_analysis_inputs("structure", {"structure": "", "structure_spearman": ".spearman"}),
-    **_analysis_inputs("manifold", {"manifold": "", "manifold_summary": ".summary"}),
-    **_analysis_inputs(
-        "tf_targets", {"tf_targets": "", "tf_targets_grid": ".grid", "tf_targets_genes": ".genes"}
-    ),
-}
-ANALYSIS_TABLES = [
-    "structure",
-    "structure_spearman",
-    "manifold",
-    "manifold_summary",
-    "tf_targets",
-    "tf_targets_grid",
-    "tf_targets_genes",
-]
-ANALYSIS_FIGURES = ["structure", "manifold", "tf_targets"]
-
-
 rule analyses:
     """results/analyses/*.tsv (every dataset), the three figures and the README section."""
     input:
@@ -199,7 +140,7 @@ rule analyses:
         runtime=analysis_runtime("analyses"),
     params:
         code=code_fingerprint("analyses"),
-        outdir="results/analyses",
+        outdir=lambda wildcards, output: os.path.dirname(output.section),
         level=ANALYSIS_LEVEL,
     script:
         "../scripts/analyses.py"
