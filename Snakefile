@@ -4,7 +4,8 @@
 #   snakemake --cores 2 --configfile config/paper.yaml    the published benchmarks (needs internet)
 #   snakemake --report results/report.html      the HTML report of a finished run
 #
-# Stages (one file each in rules/): data -> splits -> evaluate (represent + classify) -> score -> report.
+# Stages (one file each in rules/): data -> splits -> evaluate (represent + classify) -> score -> report;
+# analyses (structure, manifold, TF targets) read the standardized data beside them.
 # The science is in the package src/sclinbench; scripts/ only unpack snakemake.* and call it.
 
 from snakemake.utils import min_version, validate
@@ -44,6 +45,7 @@ include: "rules/data.smk"
 include: "rules/splits.smk"
 include: "rules/evaluate.smk"
 include: "rules/score.smk"
+include: "rules/analyses.smk"
 include: "rules/report.smk"
 include: "rules/annotate.smk"
 
@@ -55,6 +57,7 @@ localrules:
     tables,
     figures,
     provenance,
+    analyses,
 
 
 report: "report/workflow.rst"
@@ -65,6 +68,7 @@ rule all:
     input:
         "results/metrics.tsv",
         REPORT_OUTPUTS,
+        rules.analyses.output if ANALYSES else [],
 
 
 onsuccess:

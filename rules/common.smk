@@ -448,3 +448,66 @@ def where_results_are():
             "sclinbench: for the HTML report run the same command with --report results/report.html "
             "(./bootstrap run does both)"
         )
+
+
+# --- analyses (rules/analyses.smk) -------------------------------------------------------------
+
+from sclinbench.analyses import plan as analyses_plan
+
+ANALYSES = analyses_plan.selected(config)
+analyses_plan.check(ANALYSES, REGISTRY, f"the registry {config['registry']}")
+_STRING = (ANALYSES.get("tf_targets") or {}).get("string") or {}
+# a local STRING file is read from the run's folder or, when not there, from the checkout (the
+# default config's stand-in in config/string/); a URL is downloaded to resources/string/
+STRING_FILES = {
+    key: (
+        path
+        if analyses_plan.is_url(_STRING[key])
+        else os.path.relpath(config_file(path, f"analyses: tf_targets: string: {key}"))
+    )
+    for key, path in analyses_plan.string_files(ANALYSES).items()
+}
+ANALYSIS_LEVEL = REPORT.get("ci", 0.95)
+
+
+def analysis_mem_mb(rule):
+    def _mem(wildcards, input, attempt):
+        return analyses_plan.job_mem_mb(rule, list(input), attempt)
+
+    return _mem
+
+
+def analysis_runtime(rule):
+    def _runtime(wildcards, input, attempt):
+        return analyses_plan.job_runtime(rule, list(input), attempt)
+
+    return _runtime
+
+
+def _analysis_inputs(name, suffixes):
+    return {
+        stem: [
+            f"results/analyses/{name}/dataset~{d}{suffix}.tsv"
+            for d in analyses_plan.datasets(ANALYSES, name)
+        ]
+        for stem, suffix in suffixes.items()
+    }
+
+
+ANALYSIS_INPUTS = {
+    **_analysis_inputs("structure", {"structure": "", "structure_spearman": ".spearman"}),
+    **_analysis_inputs("manifold", {"manifold": "", "manifold_summary": ".summary"}),
+    **_analysis_inputs(
+        "tf_targets", {"tf_targets": "", "tf_targets_grid": ".grid", "tf_targets_genes": ".genes"}
+    ),
+}
+ANALYSIS_TABLES = [
+    "structure",
+    "structure_spearman",
+    "manifold",
+    "manifold_summary",
+    "tf_targets",
+    "tf_targets_grid",
+    "tf_targets_genes",
+]
+ANALYSIS_FIGURES = ["structure", "manifold", "tf_targets"]

@@ -49,6 +49,7 @@ rule tables:
         unseen="results/unseen_labels.tsv",
         reference=workflow_file("config/reference_results.tsv"),
         provenance="results/provenance.json",
+        analyses=rules.analyses.output.section if ANALYSES else [],  # its section of README.md
     output:
         [_table_output(stem, ext) for stem in TABLE_STEMS for ext in ("tsv", "md")],
         readme="results/README.md",

@@ -21,4 +21,7 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     report.write_tables(metrics, summary, paired, reference, Path(sm.output.readme).parent / "tables",
                         tasks=sm.params.tasks, unseen=unseen, **kw)
     provenance = json.loads(Path(sm.input.provenance).read_text())
-    report.write_results_readme(summary, paired, reference, sm.output.readme, provenance=provenance, **kw)
+    analyses = sm.input.get("analyses", [])  # the analyses' README section, when the run has analyses
+    sections = [Path(f).read_text() for f in ([analyses] if isinstance(analyses, str) else analyses)]
+    report.write_results_readme(summary, paired, reference, sm.output.readme, provenance=provenance,
+                                sections=sections, **kw)

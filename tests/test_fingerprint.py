@@ -244,15 +244,17 @@ def test_each_workflow_script_has_a_fingerprint_and_each_rule_passes_it():
     assert "represent.rank" in fps["evaluate"].modules
     assert not any(m.startswith("represent") for m in fps["score"].modules)
     assert "plotting" in fps["figures"].modules
-    assert [s for s, f in fps.items() if "plotting" in f.modules] == ["figures", "paper_figures"]
+    # figures, paper_figures, and the analyses' figures (sclinbench.analyses.figures uses the package style)
+    assert [s for s, f in fps.items() if "plotting" in f.modules] == ["analyses", "figures", "paper_figures"]
     assert "score" in fps["score"].names["metrics"] and "metrics" not in fps["evaluate"].modules
     # every rule running a script passes that script's fingerprint as params.code (fetch: the bytes
-    # of a download are checked by sha256, a change to download code need not fetch again)
+    # of a download are checked by sha256, a change to download code need not fetch again; likewise
+    # fetch_string, the STRING downloads of the analyses)
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=rule \w+:)", smk.read_text()):
             m = re.match(r"rule (\w+):", block)
             script = re.search(r'script:\s*\n\s*"\.\./scripts/(\w+)\.py"', block)
-            if not m or not script or m.group(1) == "fetch":
+            if not m or not script or m.group(1) in ("fetch", "fetch_string"):
                 continue
             assert f'code=code_fingerprint("{script.group(1)}")' in block, (smk.name, m.group(1))
 
@@ -384,8 +386,10 @@ def _reasons(jobs, rule):
 def test_a_change_to_represent_reruns_evaluate_and_everything_after(finished_run, edit):
     edit("represent/normalize.py", 'must be > 0, got {pseudocount}")', 'must be > 0 (got {pseudocount})")')
     jobs = _planned(run_snakemake(finished_run, "-n"))
-    # annotate (the config's annotate: jobs) fits pipelines with represent too
-    assert set(jobs) == {"evaluate", "score", "metrics", "figures", "provenance", "tables", "annotate", "all"}
+    # annotate (the config's annotate: jobs) fits pipelines with represent too, and the manifold
+    # analysis represents its subsamples with log1p (shifted_log, the edited function)
+    assert set(jobs) == {"evaluate", "score", "metrics", "figures", "provenance", "tables", "annotate",
+                         "analysis_manifold", "analyses", "all"}
     assert len(jobs["evaluate"]) == 16 and len(jobs["score"]) == 8 and len(jobs["annotate"]) == 2
     assert _reasons(jobs, "evaluate") == _reasons(jobs, "annotate") == {PARAMS}
     assert all("represent.normalize:" in r and "now:" in r for r in jobs["evaluate"])
