@@ -49,6 +49,7 @@ rule tables:
         unseen="results/unseen_labels.tsv",
         reference=workflow_file("config/reference_results.tsv"),
         provenance="results/provenance.json",
+        selection=SELECTION_FILES,  # nested pipelines: the candidate each outer fold chose
     output:
         [_table_output(stem, ext) for stem in TABLE_STEMS for ext in ("tsv", "md")],
         readme="results/README.md",
@@ -69,6 +70,8 @@ rule tables:
         n_boot=REPORT.get("bootstrap", 2000),
         level=REPORT.get("ci", 0.95),
         counts=entry_counts(REGISTRY, DATASETS),  # which counts produced each dataset's numbers
+        selection_datasets=[d for d, _ in NESTED_TASKS],
+        selection_tasks=[t for _, t in NESTED_TASKS],
     script:
         "../scripts/tables.py"
 
