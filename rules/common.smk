@@ -102,9 +102,13 @@ _check_names()
 
 def _check_pipelines():
     """Every pipeline entry as the package reads it (options, HVG flavour packages), before any job."""
+    from sclinbench.nested import is_nested, normalize_nested
     from sclinbench.pipeline import normalize_spec
 
     for name, spec in PIPELINES.items():
+        if is_nested(spec):
+            normalize_nested(spec, PIPELINES, name)  # names the pipeline itself
+            continue
         try:
             normalize_spec(spec)
         except SclinbenchError as exc:
@@ -138,8 +142,13 @@ def _download_summary():
 _download_summary()
 
 
+def pipeline_representation(spec):
+    """The representation a pipeline entry's evaluate job is named after ("nested" for nested selection)."""
+    return "nested" if "nested" in spec else spec["representation"]["name"]
+
+
 def task_representations(task):
-    return sorted({spec["representation"]["name"] for spec in task_pipelines(task).values()})
+    return sorted({pipeline_representation(spec) for spec in task_pipelines(task).values()})
 
 
 def representation_pipelines(task, representation):
@@ -147,8 +156,21 @@ def representation_pipelines(task, representation):
     return {
         name: spec
         for name, spec in task_pipelines(task).items()
-        if spec["representation"]["name"] == representation
+        if pipeline_representation(spec) == representation
     }
+
+
+def nested_pipelines(task):
+    """The task's nested pipelines, their candidates resolved to entries (evaluate_nested's job)."""
+    return {
+        name: {**spec, "nested": {**spec["nested"], "candidates": {c: PIPELINES[c] for c in spec["nested"]["candidates"]}}}
+        for name, spec in representation_pipelines(task, "nested").items()
+    }
+
+
+NESTED_TASKS = [(d, t) for t, spec in TASKS.items() for d in spec["datasets"]
+                if any("nested" in PIPELINES[p] for p in (spec.get("pipelines") or PIPELINES))]
+SELECTION_FILES = [f"results/scores/dataset~{d}/task~{t}.selection.tsv" for d, t in NESTED_TASKS]
 
 
 DATASET_TASKS = [(d, t) for t, spec in TASKS.items() for d in spec["datasets"]]
@@ -240,6 +262,7 @@ def _streamable_evaluations():
         (t, r): why_not_streamed(representation_pipelines(t, r), TASKS[t].get("split", "")) is None
         for t in TASKS
         for r in task_representations(t)
+        if r != "nested"  # read whole (evaluate_nested)
     }
 
 
@@ -355,7 +378,7 @@ if _undeclared:
         f"(known: {', '.join(sorted(PIPELINES))})"
     )
 
-TABLE_STEMS = [*TABLES, *(task_table_stem(t) for t in TASKS)]
+TABLE_STEMS = [*TABLES, *(task_table_stem(t) for t in TASKS), *(["nested_selection"] if NESTED_TASKS else [])]
 
 # The paper's figures (results/paper/): those of report.paper_figures with a task of this run,
 # each with its tasks of this run (a name not under tasks: is an error: a typo, not a choice).

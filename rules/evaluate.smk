@@ -26,3 +26,32 @@ rule evaluate:
         seed=SEED,
     script:
         "../scripts/evaluate.py"
+
+
+rule evaluate_nested:
+    """Nested pipelines: per outer fold, choose among the candidates by an inner split of the
+    training cells only, refit the winner on them and predict the test cells; which won, beside
+    the scores."""
+    input:
+        data="resources/standardized/{dataset}.h5ad",
+        splits="results/splits/dataset~{dataset}/task~{task}.tsv.gz",
+    output:
+        predictions="results/predictions/dataset~{dataset}/task~{task}/representation~nested.tsv.gz",
+        selection="results/scores/dataset~{dataset}/task~{task}.selection.tsv",
+    log:
+        "logs/evaluate/dataset~{dataset}/task~{task}/representation~nested.log",
+    benchmark:
+        "benchmarks/evaluate/dataset~{dataset}/task~{task}/representation~nested.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input, attempt: job_resources.job_mem_mb("evaluate", list(input), attempt, False),
+        runtime=lambda wc, input, attempt: job_resources.job_runtime("evaluate", list(input), attempt, False),
+    params:
+        code=code_fingerprint("evaluate_nested"),
+        task=lambda wc: {**TASKS[wc.task], "name": wc.task},
+        pipelines=lambda wc: nested_pipelines(wc.task),
+        seed=SEED,
+    script:
+        "../scripts/evaluate_nested.py"

@@ -50,6 +50,7 @@ rule tables:
         reference=workflow_file("config/reference_results.tsv"),
         provenance="results/provenance.json",
         analyses=rules.analyses.output.section if ANALYSES else [],  # its section of README.md
+        selection=SELECTION_FILES,  # nested pipelines: the candidate each outer fold chose
     output:
         [_table_output(stem, ext) for stem in TABLE_STEMS for ext in ("tsv", "md")],
         readme="results/README.md",
@@ -70,6 +71,8 @@ rule tables:
         n_boot=REPORT.get("bootstrap", 2000),
         level=REPORT.get("ci", 0.95),
         counts=entry_counts(REGISTRY, DATASETS),  # which counts produced each dataset's numbers
+        selection_datasets=[d for d, _ in NESTED_TASKS],
+        selection_tasks=[t for _, t in NESTED_TASKS],
     script:
         "../scripts/tables.py"
 

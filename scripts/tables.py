@@ -16,8 +16,10 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     paired = contracts.read_paired(sm.input.paired)
     unseen = contracts.read_unseen(sm.input.unseen)
     reference = report.read_reference(sm.input.reference)
+    selection = (report.read_selection(sm.input.selection, sm.params.selection_datasets,
+                                       sm.params.selection_tasks) if sm.params.selection_tasks else None)
     kw = dict(declared=sm.params.declared, level=sm.params.level, n_boot=sm.params.n_boot,
-              counts=sm.params.counts)
+              counts=sm.params.counts, selection=selection)
     report.write_tables(metrics, summary, paired, reference, Path(sm.output.readme).parent / "tables",
                         tasks=sm.params.tasks, unseen=unseen, **kw)
     provenance = json.loads(Path(sm.input.provenance).read_text())

@@ -117,15 +117,59 @@ def _reference(args):
     return ref
 
 
+def _choose_pipeline(args, ref) -> tuple[str, dict, dict | None]:
+    """``--pipeline NAME`` (a fixed choice), else nested selection on the reference among
+    :data:`~sclinbench.tool.catalog.TRAIN_CANDIDATES` (held-out reference donors, or cells with
+    fewer than 3): ``(name, spec, record of the choice or None)``."""
+    if args.pipeline:
+        return (*_pipeline(args), None)
+    from sclinbench.nested import select
+    from sclinbench.tool.catalog import TRAIN_CANDIDATES
+
+    donors = ref.adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in ref.adata.obs else None
+    sel = select(ref.adata.X, ref.labels, donors, TRAIN_CANDIDATES, kind="donor", metric="macro_f1", seed=args.seed)
+    how = {"donor": "held-out reference donors", "stratified": "held-out reference cells (stratified)"}[sel.kind]
+    record = {"candidates": list(TRAIN_CANDIDATES), "scores": sel.scores, "winner": sel.winner, "metric": sel.metric,
+              "inner_split": sel.kind, "inner_folds": sel.n_folds, "n_units": sel.n_units, "seed": int(args.seed)}
+    print(f"chose {sel.winner} among {len(TRAIN_CANDIDATES)} candidates by {how} ({sel.n_folds} folds over "
+          f"{sel.n_units} {'donors' if sel.kind == 'donor' else 'cells'}): macro F1 "
+          + ", ".join(f"{n} {v:.3f}" for n, v in sel.scores.items()) + " (--pipeline NAME fixes the choice)")
+    return sel.winner, TRAIN_CANDIDATES[sel.winner], record
+
+
+def _fit(args, ref):
+    """The annotator of ``ref`` with the chosen (or given) pipeline; the choice in its provenance."""
+    from sclinbench.tool.annotate import Annotator
+
+    name, spec, choice = _choose_pipeline(args, ref)
+    model = Annotator.fit(ref, spec, name, seed=args.seed, calibration_fraction=args.calibration_fraction,
+                          novelty_quantile=args.novelty_quantile)
+    model.provenance["selection"] = choice or {"fixed": name}
+    return name, model
+
+
+def _pipeline_line(model) -> str:
+    """Which pipeline labels the query, and how it was chosen."""
+    choice = model.provenance.get("selection") or {}
+    if "winner" in choice:
+        how = (f"chosen by nested selection on the reference ({choice['inner_split']} inner split) among "
+               + ", ".join(f"{n} {v:.3f}" for n, v in choice["scores"].items()) + f" {choice['metric']}")
+    elif choice:
+        how = "fixed by --pipeline"
+    else:
+        how = "as trained"
+    return f"pipeline: {model.pipeline_name} ({how})"
+
+
 def cmd_train(args) -> int:
-    from sclinbench.tool.annotate import Annotator, check_outputs
+    from sclinbench.tool.annotate import check_outputs
 
     t0 = time.perf_counter()
     check_outputs({"model": Path(args.model)}, {"reference": args.reference})
-    name, spec = _pipeline(args)
+    if args.pipeline:
+        _pipeline(args)  # an unknown name fails before the reference is read
     ref = _reference(args)
-    model = Annotator.fit(ref, spec, name, seed=args.seed, calibration_fraction=args.calibration_fraction,
-                          novelty_quantile=args.novelty_quantile)
+    name, model = _fit(args, ref)
     model.save(args.model, with_reference_counts=not args.no_reference_counts)
     c = model.calibration
     print(f"trained {name} on {ref.adata.n_obs} cells x {ref.adata.n_vars} genes, {len(model.label_counts)} labels; "
@@ -205,11 +249,18 @@ def cmd_annotate(args) -> int:
         query = read_h5ad(args.query, "query")
         result = annotate(query, annotator=model, provenance=prov, **kwargs)
     else:
-        name, spec = _pipeline(args)
+        if args.pipeline:
+            _pipeline(args)  # an unknown name fails before the reference is read
         ref = _reference(args)
         query = read_h5ad(args.query, "query")
+        name, spec, choice = _choose_pipeline(args, ref)  # without --pipeline: chosen as `sclinbench train` does
         result = annotate(query, reference=ref, pipeline_name=name, spec=spec, provenance=prov, **kwargs)
+        result.annotator.provenance["selection"] = choice or {"fixed": name}
+        from sclinbench.tool.annotate import _uns_safe
+
+        result.adata.uns[args.key_added]["selection"] = _uns_safe(result.annotator.provenance["selection"])
     write_result(result, paths, compression=None if args.compression == "none" else args.compression)
+    print(_pipeline_line(result.annotator))
     print(result.summary())
     k = args.key_added
     voted = ", over_clustering, majority_voting" if args.majority_voting or args.over_clustering else ""
@@ -235,7 +286,8 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("fitting")
     g.add_argument("--pipeline", metavar="NAME", help="a pipeline of the config (`sclinbench list pipelines`); "
-                   "default: rankz_centroid, the paper's rank-based pipeline")
+                   "default: chosen on the reference by nested selection among rankz_centroid, log1p_pca_logreg "
+                   "and pearson_pca_ridge (held-out reference donors, or cells with fewer than 3)")
     g.add_argument("--reference-counts", metavar="WHERE", default="auto",
                    help="matrix of the reference's raw counts: X, raw.X or layers/NAME (default auto: the first of "
                         "X, layers/counts, raw.X holding integers)")

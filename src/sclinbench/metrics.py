@@ -295,6 +295,11 @@ def pipeline_labels(pipelines: dict, name: str) -> dict:
     from sclinbench.models import model_family
 
     spec = pipelines[name]
+    if "nested" in spec:  # nested selection: its candidates' family (sclinbench.nested)
+        from sclinbench.nested import NESTED, nested_family
+
+        return {"role": spec.get("role", "method"), "family": nested_family(spec, pipelines),
+                "representation": NESTED, "model": NESTED}
     return {"role": spec.get("role", "method"), "family": model_family(spec["model"]["name"]),
             "representation": spec["representation"]["name"], "model": spec["model"]["name"]}
 

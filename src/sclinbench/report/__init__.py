@@ -29,6 +29,7 @@ One module per thing it writes:
 - :mod:`~sclinbench.report.markdown`   how a number is written (value [interval], Markdown tables)
 - :mod:`~sclinbench.report.tables`     ``results/tables/*`` (:func:`write_tables`)
 - :mod:`~sclinbench.report.published`  published numbers beside ours (:func:`published_table`)
+- :mod:`~sclinbench.report.nested`   which candidate each outer fold of a nested pipeline chose
 - :mod:`~sclinbench.report.readme`     ``results/README.md`` (:func:`write_results_readme`)
 - :mod:`~sclinbench.report.provenance` ``results/provenance.json|md`` (:func:`provenance`)
 """
@@ -51,6 +52,7 @@ from sclinbench.report.published import (
     published_wide,
     read_reference,
 )
+from sclinbench.report.nested import nested_vs_candidates, read_selection, selection_markdown
 from sclinbench.report.readme import write_results_readme
 from sclinbench.report.selection import (
     NO_SIGNAL,
@@ -78,7 +80,7 @@ __all__ = [
     "REFERENCE_COLUMNS", "SIGNAL", "UNTESTED", "best_control", "best_of_grid", "controls_of", "code_lines",
     "config_hash", "cross_species_average", "cross_species_matrix", "cross_species_pairs", "format_ci",
     "format_row", "headline_group", "headline_metric", "headline_rows", "headline_table",
-    "interval_line", "paired_difference", "paired_view", "provenance", "published_table",
-    "published_wide", "read_reference", "score_label", "signal_over_control", "summary_view",
+    "interval_line", "nested_vs_candidates", "paired_difference", "paired_view", "provenance", "published_table",
+    "published_wide", "read_reference", "read_selection", "score_label", "selection_markdown", "signal_over_control", "summary_view",
     "tasks_of", "to_markdown", "write_provenance", "write_results_readme", "write_tables"
 ]

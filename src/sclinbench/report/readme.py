@@ -28,14 +28,17 @@ def write_results_readme(summary: pd.DataFrame, paired: pd.DataFrame, reference:
                          path: str | os.PathLike, declared: Iterable[str] | None = None,
                          provenance: Mapping | None = None, level: float = 0.95, n_boot: int | None = None,
                          dataset_aliases: Mapping[str, str] | None = None,
-                         counts: Mapping[str, str] | None = None, sections: Iterable[str] = ()) -> Path:
+                         counts: Mapping[str, str] | None = None, sections: Iterable[str] = (),
+                         selection: pd.DataFrame | None = None) -> Path:
     """Write ``results/README.md``: the headline numbers of the run.
 
     One row per dataset x task: the declared pipelines, the best linear pipeline of the grid
     (marked optimistic), the controls, and the flag "no signal over control" where the best does
     not beat the best control beyond the interval of their paired difference; then the
     cross-species averages (ours without and with the same-species score; published foundation
-    models, labelled); then ``sections`` (Markdown written by other steps: the analyses).
+    models, labelled); with ``selection`` (:func:`sclinbench.report.nested.read_selection`), how
+    often each candidate of a nested pipeline won its outer folds; then ``sections`` (Markdown
+    written by other steps: the analyses).
     """
     s = check_summary(summary)
     head = headline_table(s, paired, declared)
@@ -86,6 +89,10 @@ def write_results_readme(summary: pd.DataFrame, paired: pd.DataFrame, reference:
                   "averages every row over the same training species, those of this run. Cells of labels "
                   "the training species lacks: `tables/cross_species_unseen.md`.\n",
                   to_markdown(overall)]
+    if selection is not None:
+        from sclinbench.report.nested import readme_lines
+
+        lines += readme_lines(selection, s)
     lines += ["\n" + section.rstrip() + "\n" for section in sections]
     lines += ["\n## Files\n",
               "- `tables/`: every summary (TSV + Markdown), per task, the best of the grid, cross-species "

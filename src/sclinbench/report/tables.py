@@ -159,7 +159,7 @@ def headline_table(summary: pd.DataFrame, paired: pd.DataFrame,
             for name in declared:
                 row[f"{name} (declared)"] = cell(name)
             methods = here[(here["role"] == "method") & (here["family"] == "linear")
-                           & (here["representation"] != "embedding") & here["value"].notna()]
+                           & ~here["representation"].isin(["embedding", "nested"]) & here["value"].notna()]
             best = methods.sort_values(["value", "pipeline"], ascending=[False, True]).head(1)
             row["best linear of the grid (" + OPTIMISTIC + ")"] = (
                 f"{best.iloc[0]['pipeline']}: {cell(best.iloc[0]['pipeline'])}" if len(best) else "–")
@@ -220,7 +220,8 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
                  unseen: pd.DataFrame | None = None, declared: Iterable[str] | None = None,
                  level: float = 0.95, n_boot: int | None = None,
                  dataset_aliases: Mapping[str, str] | None = None,
-                 counts: Mapping[str, str] | None = None) -> dict[str, Path]:
+                 counts: Mapping[str, str] | None = None,
+                 selection: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write the tables (TSV + Markdown) into ``outdir`` (atomically) from the score stage's tables.
 
     ``counts``: our dataset name -> the matrix its raw counts were read from
@@ -229,7 +230,8 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
     Files (always written, possibly with no rows, so the workflow's outputs are static):
     ``headline``, ``summary``, ``task~<task>``, ``best_linear``, ``cross_species_pairs``,
     ``cross_species_average``, ``cross_species_unseen``, ``published_comparison``,
-    ``paired_comparison``. Every Markdown file states its interval method in one line.
+    ``paired_comparison``; with ``selection`` (a run with nested pipelines) also
+    ``nested_selection``. Every Markdown file states its interval method in one line.
     """
     outdir = Path(outdir)
     s = check_summary(summary)
@@ -360,5 +362,9 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
     else:
         paired_md.append("\nNo pair of pipelines to compare in this run.\n")
     emit("paired_comparison", view, "\n".join(paired_md) + "\n")
+    if selection is not None:
+        from sclinbench.report.nested import selection_markdown
+
+        emit("nested_selection", selection, selection_markdown(selection, s))
     assert set(TABLES) <= set(written), "write_tables writes every stem of contracts.TABLES"
     return written

@@ -32,6 +32,26 @@ BUILTIN_PIPELINES = {
         "model": {"name": "centroid"},
     },
 }
+#: What ``sclinbench train`` (and ``annotate --reference``) choose among when no ``--pipeline`` is
+#: given: nested selection on the reference (:func:`sclinbench.nested.select`, held-out reference
+#: donors, or cells with fewer than 3), each entry identical to its config/config.yaml or
+#: config/grid.yaml entry (a test checks). Small on purpose: choosing costs 3 fits per candidate.
+TRAIN_CANDIDATES = {
+    "rankz_centroid": BUILTIN_PIPELINES["rankz_centroid"],
+    "log1p_pca_logreg": {
+        "representation": {"name": "log1p", "target_sum": 10000},
+        "features": {"method": "hvg", "n_top": 2000},
+        "scale": {"max_value": 10},
+        "reduction": {"method": "pca", "n_components": 50},
+        "model": {"name": "logreg", "C": 1.0},
+    },
+    "pearson_pca_ridge": {
+        "representation": {"name": "pearson", "theta": 100},
+        "features": {"method": "hvg", "n_top": 2000},
+        "reduction": {"method": "pca", "n_components": 50},
+        "model": {"name": "ridge"},
+    },
+}
 BUILTIN_DESCRIPTIONS = {
     "rankz_centroid": "Souza & Mehta 2026: rank -> inverse-normal -> L2, training-free centroids",
 }

@@ -1,0 +1,21 @@
+"""Snakemake adapter: dataset + split table -> predictions of the task's nested pipelines and the
+table of which candidate each outer fold chose."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
+from sclinbench.io import script_errors  # noqa: E402
+
+with script_errors(snakemake.log[0]):  # noqa: F821
+    import anndata as ad
+
+    from sclinbench.contracts import read_splits
+    from sclinbench.io import limit_threads, write_table
+    from sclinbench.nested import evaluate_nested
+
+    sm = snakemake  # noqa: F821
+    with limit_threads(sm.threads):
+        predictions, selection = evaluate_nested(
+            ad.read_h5ad(sm.input.data), read_splits(sm.input.splits), sm.params.pipelines, sm.params.task,
+            seed=sm.params.seed, dataset=sm.wildcards.dataset)
+    write_table(predictions, sm.output.predictions)
+    write_table(selection, sm.output.selection)
