@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
+@pytest.mark.workflow
 def test_rehearsal_subset_runs_clean(tmp_path):
     out = tmp_path / "reh"
     r = subprocess.run([sys.executable, str(REPO / "benchmarks/paper_rehearsal.py"), "--fraction", "0.01",
