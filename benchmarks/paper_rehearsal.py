@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -97,14 +98,14 @@ def write_ts(path, name, n_cells, n_held, n_donors_held, rng, n_genes):
     types = [f"{name} type {chr(65 + i)}" for i in range(6)]
     labels = np.repeat(types, _type_sizes(n_cells, 6, rng))
     rng.shuffle(labels)
-    counts = _counts(rng, labels, donors, n_genes, seed_key=hash(name) % 1000)
+    counts = _counts(rng, labels, donors, n_genes, seed_key=zlib.crc32(name.encode()) % 1000)
     ids = [f"ENSG{i:011d}" for i in range(n_genes)]
     var = pd.DataFrame({"feature_name": [f"GENE{i}" if i % 5 else f"GENE{i}_ENSG{i:011d}" for i in range(n_genes)],
                         "feature_is_filtered": False}, index=ids)
     norm = counts.multiply(1e4 / np.maximum(counts.sum(1), 1)).tocsr()
     norm.data = np.log1p(norm.data)
     obs = pd.DataFrame({
-        "cell_type": labels, "cell_type_ontology_term_id": [f"CL:{abs(hash(t)) % 10**7:07d}" for t in labels],
+        "cell_type": labels, "cell_type_ontology_term_id": [f"CL:{zlib.crc32(t.encode()) % 10**7:07d}" for t in labels],
         "donor_id": donors, "disease": "normal", "organism": "Homo sapiens",
         "organism_ontology_term_id": "NCBITaxon:9606", "tissue": name.replace("ts_", ""),
         "assay": "10x 3' v3", "suspension_type": "cell",
