@@ -115,7 +115,7 @@ def evaluate_file(path, splits: pd.DataFrame, pipelines: dict[str, dict], task: 
                      dataset, shape[0], shape[2])
             return evaluate_streamed(path, splits, pipelines, task, seed=seed, dataset=dataset,
                                      block_values=block_values)
-        log.warning("%s: %d stored counts, but read whole: %s", dataset, shape[2], reason)
+        log.info("%s: %d stored counts, read whole: %s", dataset, shape[2], reason)
     adata = ad.read_h5ad(path)
     return evaluate(adata, splits, pipelines, task, seed=seed, dataset=dataset)
 
