@@ -360,7 +360,7 @@ def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict[str, dict], tas
     organisms = adata.obs["organism"].astype(str).to_numpy() if "organism" in adata.obs.columns else None
     pseudobulk = str(splits["split_kind"].iloc[0]) == "donor_pseudobulk"
     frames, rows = [], []
-    for fold, test_groups, train_ids, test_ids in iter_folds(splits):
+    for fold, test_groups, train_ids, _test_ids in iter_folds(splits):
         itrain = _indexer(adata.obs_names, train_ids, dataset)
         train_species = None if organisms is None else organisms[itrain]
         kind = inner_kind(task, test_groups, train_species)
