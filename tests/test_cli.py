@@ -87,7 +87,8 @@ def test_list_names_and_describes(tmp_path):
                        ("rankz_pca_svm", "rankz -> hvg 2000 -> pca 50 -> linear_svm")):
         line = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
         assert text in out.split(line, 1)[1].split("\n  ")[0] + line, (name, line)
-    assert "[annotate default]" in out
+    assert "rankz -> centroid [train candidate] [workflow annotate default]" in out
+    assert out.count("[train candidate]") == 3  # what train chooses among without --pipeline
     pipes = sclinbench(tmp_path, "list", "pipelines").stdout
     assert "rankz_centroid" in pipes and "pbmc68k" not in pipes and "celltype_donor" not in pipes
     tasks = sclinbench(tmp_path, "list", "tasks").stdout
@@ -115,7 +116,8 @@ def test_without_a_checkout_only_the_builtin_pipeline(tmp_path):
 
 def test_train_then_annotate_from_another_folder(pbmc):
     d = pbmc
-    proc = sclinbench(d, "train", "--reference", "ref.h5ad", "--label", "bulk_labels", "--model", "pbmc.npz")
+    proc = sclinbench(d, "train", "--reference", "ref.h5ad", "--label", "bulk_labels", "--model", "pbmc.npz",
+                      "--pipeline", "rankz_centroid")  # the default choice: tests/test_train_selection.py
     assert "trained rankz_centroid on 353 cells x 765 genes, 10 labels" in proc.stdout
     proc = sclinbench(d, "annotate", "--model", "pbmc.npz", "--query", "query.h5ad", "--out", "labelled.h5ad",
                       "--truth", "bulk_labels")

@@ -1,7 +1,7 @@
 """The ``sclinbench`` command: list what the benchmark defines, train a model, annotate cells.
 
     sclinbench list [datasets|pipelines|tasks]
-    sclinbench train --reference REF.h5ad --label COLUMN [--pipeline NAME] --model OUT.npz
+    sclinbench train --reference REF.h5ad --label COLUMN [--pipeline NAME | --donor COLUMN] --model OUT.npz
     sclinbench annotate (--reference REF.h5ad --label COLUMN | --model M.npz) --query Q.h5ad --out OUT.h5ad
                         [--pipeline NAME] [--reference-species S --query-species S --orthologs TABLE]
 
@@ -57,6 +57,7 @@ def _print_entries(title: str, entries: dict, extra=None) -> None:
 
 def cmd_list(args) -> int:
     from sclinbench.tool import DEFAULT_PIPELINE, catalog
+    from sclinbench.tool.catalog import TRAIN_CANDIDATES
 
     cat = catalog.load(args.workflow, args.config)
     where = f"{cat.workflow} ({cat.found_by})" if cat.workflow else (
@@ -71,7 +72,8 @@ def cmd_list(args) -> int:
         print()
     if what in ("all", "pipelines"):
         def pipe_line(e):
-            mark = " [annotate default]" if e.name == DEFAULT_PIPELINE else ""
+            mark = (" [train candidate]" if e.name in TRAIN_CANDIDATES else "") + (
+                " [workflow annotate default]" if e.name == DEFAULT_PIPELINE else "")
             role = " [control]" if e.spec.get("role") == "control" else ""
             source = "" if "grid" in e.source else f"  ({e.source})"
             return f"{catalog.spec_summary(e.spec)}{role}{mark}{source}"
@@ -109,6 +111,12 @@ def _reference(args):
 
     t0 = time.perf_counter()
     adata = read_h5ad(args.reference, "reference")
+    if getattr(args, "donor", None):
+        if args.donor not in adata.obs.columns:
+            cols = ", ".join(map(str, adata.obs.columns)) or "none"
+            raise SclinbenchError(f"reference {args.reference} has no obs column '{args.donor}' (--donor); its obs "
+                                  f"columns are: {cols}")
+        adata.obs["donor_id"] = adata.obs[args.donor].astype(str).to_numpy()
     ref = prepare_reference(adata, args.label, source=str(args.reference), sha256=sha256_file(args.reference),
                             counts=args.reference_counts, min_cells_per_label=args.min_cells_per_label,
                             organism=getattr(args, "reference_species", None))
@@ -117,24 +125,20 @@ def _reference(args):
     return ref
 
 
-def _choose_pipeline(args, ref) -> tuple[str, dict, dict | None]:
+def _choose_pipeline(args, ref) -> tuple[str, dict, dict]:
     """``--pipeline NAME`` (a fixed choice), else nested selection on the reference among
-    :data:`~sclinbench.tool.catalog.TRAIN_CANDIDATES` (held-out reference donors, or cells with
-    fewer than 3): ``(name, spec, record of the choice or None)``."""
+    :data:`~sclinbench.tool.catalog.TRAIN_CANDIDATES` (:func:`sclinbench.nested.choose_for_reference`:
+    held-out reference donors, or cells with fewer than 3): ``(name, spec, record of the choice)``."""
     if args.pipeline:
-        return (*_pipeline(args), None)
-    from sclinbench.nested import select
+        name, spec = _pipeline(args)
+        return name, spec, {"fixed": name}
+    from sclinbench.nested import choose_for_reference, describe_choice
     from sclinbench.tool.catalog import TRAIN_CANDIDATES
 
     donors = ref.adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in ref.adata.obs else None
-    sel = select(ref.adata.X, ref.labels, donors, TRAIN_CANDIDATES, kind="donor", metric="macro_f1", seed=args.seed)
-    how = {"donor": "held-out reference donors", "stratified": "held-out reference cells (stratified)"}[sel.kind]
-    record = {"candidates": list(TRAIN_CANDIDATES), "scores": sel.scores, "winner": sel.winner, "metric": sel.metric,
-              "inner_split": sel.kind, "inner_folds": sel.n_folds, "n_units": sel.n_units, "seed": int(args.seed)}
-    print(f"chose {sel.winner} among {len(TRAIN_CANDIDATES)} candidates by {how} ({sel.n_folds} folds over "
-          f"{sel.n_units} {'donors' if sel.kind == 'donor' else 'cells'}): macro F1 "
-          + ", ".join(f"{n} {v:.3f}" for n, v in sel.scores.items()) + " (--pipeline NAME fixes the choice)")
-    return sel.winner, TRAIN_CANDIDATES[sel.winner], record
+    record = choose_for_reference(ref.adata.X, ref.labels, donors, TRAIN_CANDIDATES, seed=args.seed)
+    log.info("%s (--pipeline NAME fixes the choice)", describe_choice(record))
+    return record["winner"], TRAIN_CANDIDATES[record["winner"]], record
 
 
 def _fit(args, ref):
@@ -144,21 +148,20 @@ def _fit(args, ref):
     name, spec, choice = _choose_pipeline(args, ref)
     model = Annotator.fit(ref, spec, name, seed=args.seed, calibration_fraction=args.calibration_fraction,
                           novelty_quantile=args.novelty_quantile)
-    model.provenance["selection"] = choice or {"fixed": name}
+    model.provenance["selection"] = choice
     return name, model
 
 
 def _pipeline_line(model) -> str:
     """Which pipeline labels the query, and how it was chosen."""
+    from sclinbench.nested import describe_choice
+
     choice = model.provenance.get("selection") or {}
     if "winner" in choice:
-        how = (f"chosen by nested selection on the reference ({choice['inner_split']} inner split) among "
-               + ", ".join(f"{n} {v:.3f}" for n, v in choice["scores"].items()) + f" {choice['metric']}")
-    elif choice:
-        how = "fixed by --pipeline"
-    else:
-        how = "as trained"
-    return f"pipeline: {model.pipeline_name} ({how})"
+        return f"pipeline: {describe_choice(choice)}"
+    if choice:
+        return f"pipeline: {model.pipeline_name} (fixed by --pipeline {choice.get('fixed', model.pipeline_name)})"
+    return f"pipeline: {model.pipeline_name} (a model file without a record of how it was chosen)"
 
 
 def cmd_train(args) -> int:
@@ -172,6 +175,7 @@ def cmd_train(args) -> int:
     name, model = _fit(args, ref)
     model.save(args.model, with_reference_counts=not args.no_reference_counts)
     c = model.calibration
+    print(_pipeline_line(model))
     print(f"trained {name} on {ref.adata.n_obs} cells x {ref.adata.n_vars} genes, {len(model.label_counts)} labels; "
           f"held-out reference macro F1 {c['macro_f1']:.3f} ({c['n_heldout_cells']} cells); "
           f"wrote {args.model} in {time.perf_counter() - t0:.1f} s")
@@ -231,8 +235,9 @@ def cmd_annotate(args) -> int:
         raise SclinbenchError("annotate needs --reference REF.h5ad --label COLUMN, or --model M (from `sclinbench train`)")
     if args.reference and not args.label:
         raise SclinbenchError("--reference needs --label COLUMN (the obs column with the reference's cell labels)")
-    if args.model and args.pipeline:
-        raise SclinbenchError("--pipeline applies to --reference; a model file carries the pipeline it was trained with")
+    if args.model and (args.pipeline or args.donor):
+        raise SclinbenchError(f"{'--pipeline' if args.pipeline else '--donor'} applies to --reference; a model file "
+                              "carries the pipeline it was trained with (and how it was chosen)")
     paths = output_paths(args.out)
     check_outputs(paths, {"query": args.query, "reference": args.reference, "model": args.model})
     pairs = _orthologs(args)
@@ -254,11 +259,9 @@ def cmd_annotate(args) -> int:
         ref = _reference(args)
         query = read_h5ad(args.query, "query")
         name, spec, choice = _choose_pipeline(args, ref)  # without --pipeline: chosen as `sclinbench train` does
-        result = annotate(query, reference=ref, pipeline_name=name, spec=spec, provenance=prov, **kwargs)
-        result.annotator.provenance["selection"] = choice or {"fixed": name}
-        from sclinbench.tool.annotate import _uns_safe
-
-        result.adata.uns[args.key_added]["selection"] = _uns_safe(result.annotator.provenance["selection"])
+        result = annotate(query, reference=ref, pipeline_name=name, spec=spec, provenance={**prov, "selection": choice},
+                          **kwargs)
+        result.annotator.provenance["selection"] = choice
     write_result(result, paths, compression=None if args.compression == "none" else args.compression)
     print(_pipeline_line(result.annotator))
     print(result.summary())
@@ -285,9 +288,14 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     from sclinbench.tool import JOB_DEFAULTS as D
 
     g = p.add_argument_group("fitting")
+    from sclinbench.nested import MIN_INNER_DONORS
+    from sclinbench.tool.catalog import TRAIN_CANDIDATES
+
     g.add_argument("--pipeline", metavar="NAME", help="a pipeline of the config (`sclinbench list pipelines`); "
-                   "default: chosen on the reference by nested selection among rankz_centroid, log1p_pca_logreg "
-                   "and pearson_pca_ridge (held-out reference donors, or cells with fewer than 3)")
+                   f"default: chosen on the reference by nested selection among {', '.join(TRAIN_CANDIDATES)} "
+                   f"(3 folds of held-out reference donors, or of cells with fewer than {MIN_INNER_DONORS} donors)")
+    g.add_argument("--donor", metavar="COLUMN", help="obs column of the reference with its donors, whose held-out "
+                   "folds choose the pipeline when --pipeline is not given (default: obs donor_id when present)")
     g.add_argument("--reference-counts", metavar="WHERE", default="auto",
                    help="matrix of the reference's raw counts: X, raw.X or layers/NAME (default auto: the first of "
                         "X, layers/counts, raw.X holding integers)")

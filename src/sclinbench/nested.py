@@ -25,7 +25,8 @@ The inner split is of the same kind as the outer one (:func:`inner_kind`):
 The inner score of a candidate is ``metric`` of its pooled inner out-of-fold predictions (the
 project's pooled convention); ties go to the candidate listed first. The inner split is seeded
 from the seed and the outer fold (:func:`inner_seed`), so the winner is reproducible from the seed.
-The same :func:`select` chooses the pipeline of ``sclinbench train`` when none is named.
+The same :func:`select` chooses the pipeline of ``sclinbench train`` (and ``sclinbench annotate
+--reference``) when none is named: :func:`choose_for_reference`.
 """
 
 from __future__ import annotations
@@ -289,6 +290,37 @@ def select(X, y, units, candidates: dict[str, dict], kind: str = "stratified", m
     return sel
 
 
+def choose_for_reference(X, y, donors, candidates: dict[str, dict], seed: int = 0, n_folds: int = 3,
+                         metric: str = "macro_f1") -> dict:
+    """Choose the pipeline that labels a query from a labelled reference alone: :func:`select` over
+    ``candidates`` with folds of whole reference donors (``donors``, one per cell; cells of an
+    unknown donor are not scored), or stratified folds of cells when fewer than
+    :data:`MIN_INNER_DONORS` donors are known. Reproducible from ``seed`` (the inner split's and the
+    candidates' seed).
+
+    Returns the record kept in a model file: ``winner``, ``candidates`` (names, in order),
+    ``scores`` (pooled inner ``metric`` per candidate), ``metric``, ``inner_split`` (``donor`` or
+    ``stratified``), ``inner_folds``, ``n_units`` (donors or cells), ``n_scored_cells``, ``seed``,
+    ``seconds``.
+    """
+    y = np.asarray(y).astype(str)
+    sel = select(X, y, donors, candidates, kind="donor", metric=metric, seed=seed, n_folds=n_folds)
+    n_scored = int(sum(b.size for _, b in sel.folds))
+    return {"winner": sel.winner, "candidates": list(candidates), "scores": dict(sel.scores), "metric": sel.metric,
+            "inner_split": sel.kind, "inner_folds": int(sel.n_folds), "n_units": int(sel.n_units),
+            "n_scored_cells": n_scored, "seed": int(seed), "seconds": round(float(sel.seconds), 3)}
+
+
+def describe_choice(record: dict) -> str:
+    """One line saying how :func:`choose_for_reference` chose (for the console and the docs)."""
+    unit = "donors" if record["inner_split"] == "donor" else "cells"
+    how = "held-out reference donors" if record["inner_split"] == "donor" else "held-out reference cells (stratified)"
+    scores = ", ".join(f"{n} {record['scores'][n]:.3f}" for n in record["candidates"])  # in the candidates' order
+    return (f"{record['winner']} chosen among {len(record['candidates'])} candidates by nested selection on {how}, "
+            f"{record['inner_folds']} folds over {record['n_units']} {unit} (seed {record['seed']}): "
+            f"{record['metric']} {scores}")
+
+
 def inner_kind(task: dict, test_groups: np.ndarray, train_species: np.ndarray | None) -> str:
     """The kind of inner split of one outer fold (see the module docstring)."""
     from sclinbench.splits import DONOR_SPLITS, diagonal_spec
@@ -328,7 +360,7 @@ def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict[str, dict], tas
     organisms = adata.obs["organism"].astype(str).to_numpy() if "organism" in adata.obs.columns else None
     pseudobulk = str(splits["split_kind"].iloc[0]) == "donor_pseudobulk"
     frames, rows = [], []
-    for fold, test_groups, train_ids, test_ids in iter_folds(splits):
+    for fold, test_groups, train_ids, _test_ids in iter_folds(splits):
         itrain = _indexer(adata.obs_names, train_ids, dataset)
         train_species = None if organisms is None else organisms[itrain]
         kind = inner_kind(task, test_groups, train_species)

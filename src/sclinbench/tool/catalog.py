@@ -33,7 +33,7 @@ BUILTIN_PIPELINES = {
     },
 }
 #: What ``sclinbench train`` (and ``annotate --reference``) choose among when no ``--pipeline`` is
-#: given: nested selection on the reference (:func:`sclinbench.nested.select`, held-out reference
+#: given: nested selection on the reference (:func:`sclinbench.nested.choose_for_reference`, held-out reference
 #: donors, or cells with fewer than 3), each entry identical to its config/config.yaml or
 #: config/grid.yaml entry (a test checks). Small on purpose: choosing costs 3 fits per candidate.
 TRAIN_CANDIDATES = {
