@@ -208,10 +208,6 @@ def test_train_candidates_are_the_config_entries():
     assert len({s["representation"]["name"] for s in catalog.TRAIN_CANDIDATES.values()}) == 3
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="scikit-learn >= 1.8 gives a binary RidgeClassifier a 1-D coef_, which "
-                          "tool/portable.LinearScorer does not reshape (fix: np.atleast_2d(coef) in its __init__); "
-                          "a binary reference where pearson_pca_ridge wins the choice then fails in train")
 def test_a_binary_reference_trains_every_candidate(files):
     """The lavage fixture's infection label has two classes: each candidate must train on it."""
     from sclinbench.tool.annotate import Annotator

@@ -72,7 +72,8 @@ class LinearScorer:
 
     def __init__(self, classes, coef, intercept, kind: str):
         self.classes_ = np.asarray(classes).astype(str)
-        self.coef_ = np.asarray(coef, dtype=np.float64)
+        # 2-D always: scikit-learn >= 1.8 gives a two-class RidgeClassifier a 1-D coef_
+        self.coef_ = np.atleast_2d(np.asarray(coef, dtype=np.float64))
         self.intercept_ = np.asarray(intercept, dtype=np.float64).reshape(-1)
         if kind not in ("proba", "decision"):
             raise ValueError(f"kind must be proba or decision, got {kind!r}")
