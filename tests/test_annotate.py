@@ -17,6 +17,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 from conftest import REPO, copy_workflow, run_snakemake
+from real_fixtures import stratified_query_mask
 from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
@@ -607,11 +608,7 @@ def test_majority_voting_over_a_leiden_over_clustering_of_real_cells():
 
     a = load_bundled("pbmc68k_reduced")
     y = a.obs["bulk_labels"].astype(str).to_numpy()
-    rng = np.random.default_rng(0)
-    query = np.zeros(a.n_obs, dtype=bool)
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        query[rng.choice(idx, size=idx.size // 2, replace=False)] = True
+    query = stratified_query_mask(y)
     b = _adata(sp.csr_matrix(a.X), y, genes=list(a.var_names))
     ref = tool.prepare_reference(b[~query].copy(), "cell_type")
     res = tool.annotate(b[query].copy(), reference=ref, pipeline_name="rankz_centroid", spec=SPECS["centroid"],

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from conftest import REPO
+from real_fixtures import stratified_query_mask
 
 from sclinbench import __version__
 from sclinbench.data import load_bundled
@@ -55,11 +56,7 @@ def pbmc(tmp_path_factory):
     d = tmp_path_factory.mktemp("user")
     a = load_bundled("pbmc68k_reduced")
     y = a.obs["bulk_labels"].astype(str).to_numpy()
-    rng = np.random.default_rng(0)
-    query = np.zeros(a.n_obs, dtype=bool)
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        query[rng.choice(idx, size=idx.size // 2, replace=False)] = True
+    query = stratified_query_mask(y)
     b = ad.AnnData(X=sp.csr_matrix(a.X, dtype=np.float32), obs=a.obs[["bulk_labels", "n_genes"]].copy(),
                    var=pd.DataFrame(index=a.var_names.copy()))
     b[~query].copy().write_h5ad(d / "ref.h5ad")

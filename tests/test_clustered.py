@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-import yaml
 from numpy.testing import assert_allclose, assert_array_equal
+from real_fixtures import liao_standardized
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
-from sclinbench import contracts, data, intervals, metrics
+from sclinbench import contracts, intervals, metrics
 from sclinbench.clustered import LeidenLogisticRegression, leiden_clusters
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import evaluate
@@ -24,7 +24,6 @@ from sclinbench.pipeline import build_preprocessing
 from sclinbench.splits import make_splits
 
 ROOT = Path(__file__).resolve().parents[1]
-PATIENTS = sorted((ROOT / "tests/data/liao2020/patients").glob("C*_subset_filtered_feature_bc_matrix.h5"))
 
 #: The paper's disease pipeline on today's code (scale: true clips at 10; see config/README.md).
 PAPER_DISEASE = {"representation": {"name": "rankz"}, "features": {"method": "anova", "k": 20000},
@@ -202,10 +201,7 @@ def test_model_factory_and_family():
 @pytest.fixture(scope="module")
 def liao():
     """Three COVID-19 BALF patients (real 10x data), infection from viral reads, standardized."""
-    entry = yaml.safe_load((ROOT / "config/datasets.yaml").read_text())["liao2020"]
-    raw = data.read_raw([str(p) for p in PATIENTS], "10x_h5",
-                        file_obs=[{"donor_id": p.name.split("_")[0]} for p in PATIENTS])
-    return data.standardize(raw, {**entry, "qc": {"min_genes": 20}}, {}, source="fixture", name="liao2020")
+    return liao_standardized()
 
 
 def test_liao_clusters_of_training_cells_only(liao):

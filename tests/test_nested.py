@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
+from real_fixtures import liao_standardized
 
-from sclinbench import data, metrics, nested
+from sclinbench import metrics, nested
 from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import evaluate
@@ -22,7 +23,6 @@ CONFIG = yaml.safe_load((ROOT / "config/config.yaml").read_text())
 GRID = yaml.safe_load((ROOT / "config/grid.yaml").read_text())["pipelines"]
 NESTED_YAML = yaml.safe_load((ROOT / "config/nested.yaml").read_text())
 ALL = {**CONFIG["pipelines"], **GRID}
-PATIENTS = sorted((ROOT / "tests/data/liao2020/patients").glob("C*_subset_filtered_feature_bc_matrix.h5"))
 FAST = {"nested": {"candidates": ["rankz_centroid", "log1p_centroid", "sqrt_centroid"]}}  # training-free
 
 
@@ -184,10 +184,7 @@ def test_config_nested_yaml_is_the_grid_candidates():
 
 @pytest.fixture(scope="module")
 def liao():
-    entry = yaml.safe_load((ROOT / "config/datasets.yaml").read_text())["liao2020"]
-    raw = data.read_raw([str(p) for p in PATIENTS], "10x_h5",
-                        file_obs=[{"donor_id": p.name.split("_")[0]} for p in PATIENTS])
-    return data.standardize(raw, {**entry, "qc": {"min_genes": 20}}, {}, source="fixture", name="liao2020")
+    return liao_standardized()
 
 
 def test_nested_on_the_real_lavage_fixture_matches_its_candidates_within_the_noise(liao):

@@ -23,6 +23,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 from conftest import REPO
+from real_fixtures import stratified_query_mask
 
 from sclinbench import data, nested
 from sclinbench.data import load_bundled
@@ -58,11 +59,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("selection")
     a = load_bundled("pbmc68k_reduced")
     y = a.obs["bulk_labels"].astype(str).to_numpy()
-    rng = np.random.default_rng(0)
-    query = np.zeros(a.n_obs, dtype=bool)
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        query[rng.choice(idx, size=idx.size // 2, replace=False)] = True
+    query = stratified_query_mask(y)
     b = ad.AnnData(X=sp.csr_matrix(a.X, dtype=np.float32), obs=a.obs[["bulk_labels"]].copy(),
                    var=pd.DataFrame(index=a.var_names.copy()))
     b[~query].copy().write_h5ad(d / "pbmc_ref.h5ad")

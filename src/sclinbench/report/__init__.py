@@ -43,6 +43,7 @@ from sclinbench.report.markdown import (
     score_label,
     to_markdown,
 )
+from sclinbench.report.nested import nested_vs_candidates, read_selection, selection_markdown
 from sclinbench.report.provenance import code_lines, config_hash, provenance, write_provenance
 from sclinbench.report.published import (
     COMPUTED,
@@ -52,7 +53,6 @@ from sclinbench.report.published import (
     published_wide,
     read_reference,
 )
-from sclinbench.report.nested import nested_vs_candidates, read_selection, selection_markdown
 from sclinbench.report.readme import write_results_readme
 from sclinbench.report.selection import (
     NO_SIGNAL,
