@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import http.server
 import json
-import os
 import re
 import subprocess
 import sys
