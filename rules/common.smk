@@ -163,13 +163,23 @@ def representation_pipelines(task, representation):
 def nested_pipelines(task):
     """The task's nested pipelines, their candidates resolved to entries (evaluate_nested's job)."""
     return {
-        name: {**spec, "nested": {**spec["nested"], "candidates": {c: PIPELINES[c] for c in spec["nested"]["candidates"]}}}
+        name: {
+            **spec,
+            "nested": {
+                **spec["nested"],
+                "candidates": {c: PIPELINES[c] for c in spec["nested"]["candidates"]},
+            },
+        }
         for name, spec in representation_pipelines(task, "nested").items()
     }
 
 
-NESTED_TASKS = [(d, t) for t, spec in TASKS.items() for d in spec["datasets"]
-                if any("nested" in PIPELINES[p] for p in (spec.get("pipelines") or PIPELINES))]
+NESTED_TASKS = [
+    (d, t)
+    for t, spec in TASKS.items()
+    for d in spec["datasets"]
+    if any("nested" in PIPELINES[p] for p in (spec.get("pipelines") or PIPELINES))
+]
 SELECTION_FILES = [f"results/scores/dataset~{d}/task~{t}.selection.tsv" for d, t in NESTED_TASKS]
 
 
@@ -378,7 +388,11 @@ if _undeclared:
         f"(known: {', '.join(sorted(PIPELINES))})"
     )
 
-TABLE_STEMS = [*TABLES, *(task_table_stem(t) for t in TASKS), *(["nested_selection"] if NESTED_TASKS else [])]
+TABLE_STEMS = [
+    *TABLES,
+    *(task_table_stem(t) for t in TASKS),
+    *(["nested_selection"] if NESTED_TASKS else []),
+]
 
 # The paper's figures (results/paper/): those of report.paper_figures with a task of this run,
 # each with its tasks of this run (a name not under tasks: is an error: a typo, not a choice).

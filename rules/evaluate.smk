@@ -46,8 +46,12 @@ rule evaluate_nested:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: job_resources.job_mem_mb("evaluate", list(input), attempt, False),
-        runtime=lambda wc, input, attempt: job_resources.job_runtime("evaluate", list(input), attempt, False),
+        mem_mb=lambda wc, input, attempt: job_resources.job_mem_mb(
+            "evaluate", list(input), attempt, False
+        ),
+        runtime=lambda wc, input, attempt: job_resources.job_runtime(
+            "evaluate", list(input), attempt, False
+        ),
     params:
         code=code_fingerprint("evaluate_nested"),
         task=lambda wc: {**TASKS[wc.task], "name": wc.task},

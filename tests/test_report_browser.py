@@ -169,8 +169,9 @@ def test_snakemake_report_loads(default_run, tmp_path):
         title = _title(dom)
         if title.startswith("IMAGES_"):  # the check finished (OK or BROKEN): no retry for a broken image
             break
-    assert title.startswith(f"IMAGES_OK count={len(plotting.FIGURES)}"), title
-    for stem in plotting.FIGURES:
+    # the workflow's figures and the default run's three analyses figures, every one decoded
+    assert title.startswith(f"IMAGES_OK count={len(plotting.FIGURES) + 3}"), title
+    for stem in [*plotting.FIGURES, "structure", "manifold", "tf_targets"]:
         assert f"{stem}.png" in title
     shot = tmp_path / "report.png"
     _run_chromium(checked.as_uri(), tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1400,1000")
