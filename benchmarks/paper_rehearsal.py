@@ -47,6 +47,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "src"))
 
+import job_table  # noqa: E402
 from run_scale import copy_workflow  # noqa: E402
 
 TS_FALLBACK_CELLS = 1_136_218 // 28
@@ -55,20 +56,28 @@ SPECIES_PREFIX = {  # Ensembl gene id prefixes of the testis species
     "Macaca mulatta": "ENSMMUG", "Callithrix jacchus": "ENSCJAG", "Mus musculus": "ENSMUSG",
     "Monodelphis domestica": "ENSMODG", "Ornithorhynchus anatinus": "ENSOANG",
 }
+TS_TYPES = 6  # cell types per Tabula Sapiens stand-in
 TESTIS_TYPES = ["spermatogonium", "spermatocyte", "early spermatid", "late spermatid", "somatic cell",
                 "leptotene", "Sertoli"]
 
 
-def _counts(rng, labels, donors, n_genes, umis=1500, type_genes=40, donor_genes=20, lfc=1.5, seed_key=0):
-    """Poisson-multinomial counts: a base profile, a program per cell type and per donor (structure)."""
-    prog_rng = np.random.default_rng(1_000 + seed_key)  # programs shared by files with the same key
+def _type_programs(seed_key, n_genes, n_types, type_genes=40):
+    """(base profile, one array of up-regulated gene indices per cell type): shared by every file
+    drawn with the same ``seed_key`` (same types in every species' testis, STRING targets)."""
+    prog_rng = np.random.default_rng(1_000 + seed_key)
     base = prog_rng.gamma(0.6, 1.0, n_genes)
+    return base, [prog_rng.choice(n_genes, type_genes, replace=False) for _ in range(n_types)]
+
+
+def _counts(rng, labels, donors, n_genes, umis=1500, donor_genes=20, lfc=1.5, seed_key=0):
+    """Poisson-multinomial counts: a base profile, a program per cell type and per donor (structure)."""
     types, y = np.unique(labels, return_inverse=True)
     dons, d = np.unique(donors, return_inverse=True)
+    base, programs = _type_programs(seed_key, n_genes, len(types))
     logit = np.log(base)[None, :].repeat(len(labels), 0)
     t_eff = np.zeros((len(types), n_genes))
-    for i in range(len(types)):
-        t_eff[i, prog_rng.choice(n_genes, type_genes, replace=False)] = lfc
+    for i, genes in enumerate(programs):
+        t_eff[i, genes] = lfc
     d_eff = np.zeros((len(dons), n_genes))
     for i in range(len(dons)):
         d_eff[i, rng.choice(n_genes, donor_genes, replace=False)] = lfc / 2
@@ -80,12 +89,74 @@ def _counts(rng, labels, donors, n_genes, umis=1500, type_genes=40, donor_genes=
     return sp.csr_matrix(X)
 
 
+def _seed_key(name: str) -> int:
+    return zlib.crc32(name.encode()) % 1000
+
+
+def tf_genes(name: str, tfs, n_genes: int) -> dict[int, str]:
+    """Gene index -> TF symbol: TF j is the most expressed gene of cell type j's program in tissue
+    ``name`` (so it passes the gene filter, its activity marks a cell type, and the rest of that
+    program are its targets)."""
+    base, programs = _type_programs(_seed_key(name), n_genes, TS_TYPES)
+    out = {}
+    for j, tf in enumerate(tfs):
+        genes = [int(g) for g in programs[j % TS_TYPES] if int(g) not in out]
+        out[max(genes, key=lambda g: base[g])] = tf
+    return out
+
+
+def ts_symbols(name: str, tfs, n_genes: int) -> list[str]:
+    """feature_name of a Tabula Sapiens stand-in: GENE<i>, every 5th with CELLxGENE's '_ENSG...'
+    suffix of duplicated symbols, the TFs of the TF-target analysis at their program genes."""
+    tf = tf_genes(name, tfs, n_genes)
+    return [tf.get(i) or (f"GENE{i}" if i % 5 else f"GENE{i}_ENSG{i:011d}") for i in range(n_genes)]
+
+
+def write_string(links_path: Path, aliases_path: Path, name: str, tfs, n_genes: int, seed: int) -> dict:
+    """STRING v12.0-format stand-ins (not STRING data): aliases of every gene of tissue ``name``
+    (protein ids 9606.SCLBREH<5 digits>; symbol and Ensembl id as aliases), links listed both ways:
+    each TF to the other genes of its cell-type program (score 400..999) and to 2% of the rest
+    (150..999), plus as many random gene-gene links."""
+    import gzip
+
+    rng = np.random.default_rng([seed, 17])
+    symbols = ts_symbols(name, tfs, n_genes)
+    _, programs = _type_programs(_seed_key(name), n_genes, TS_TYPES)
+    pid = [f"9606.SCLBREH{i:05d}" for i in range(n_genes)]
+    pairs = {}
+    for j, gi in enumerate(tf_genes(name, tfs, n_genes)):  # in the order of tfs: TF j <- type j's program
+        for g in programs[j % TS_TYPES]:
+            if g != gi:
+                pairs[(gi, int(g))] = int(rng.integers(400, 1000))
+        for g in np.flatnonzero(rng.random(n_genes) < 0.02):
+            if g != gi:
+                pairs.setdefault((gi, int(g)), int(rng.integers(150, 1000)))
+    n_tf_links = len(pairs)
+    for a, b in rng.integers(0, n_genes, (n_tf_links, 2)):
+        if a != b:
+            pairs.setdefault((int(a), int(b)), int(rng.integers(150, 1000)))
+    both = {}
+    for (a, b), score in pairs.items():
+        both.setdefault((a, b), score)
+        both.setdefault((b, a), score)
+    links_path.parent.mkdir(parents=True, exist_ok=True)
+    aliases_path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(links_path, "wb", mtime=0) as fh:  # mtime 0: the same bytes every run
+        fh.write(b"protein1 protein2 combined_score\n")
+        fh.write("".join(f"{pid[a]} {pid[b]} {s}\n" for (a, b), s in sorted(both.items())).encode())
+    with gzip.GzipFile(aliases_path, "wb", mtime=0) as fh:
+        fh.write(b"#string_protein_id\talias\tsource\n")
+        fh.write("".join(f"{pid[i]}\t{symbols[i]}\tsclinbench_rehearsal\n{pid[i]}\tENSG{i:011d}\tEnsembl_gene\n"
+                         for i in range(n_genes)).encode())
+    return {"links": len(both), "tf_program_links": n_tf_links, "proteins": n_genes}
+
+
 def _type_sizes(n, k, rng):
     w = 0.7 ** np.arange(k)
     return rng.multinomial(n, w / w.sum())
 
 
-def write_ts(path, name, n_cells, n_held, n_donors_held, rng, n_genes):
+def write_ts(path, name, n_cells, n_held, n_donors_held, rng, n_genes, tfs=()):
     import anndata as ad
     import pandas as pd
 
@@ -94,13 +165,12 @@ def write_ts(path, name, n_cells, n_held, n_donors_held, rng, n_genes):
         np.array([f"TSP{17 + i}" for i in rng.integers(0, max(1, n_donors_held), n_held)]),
         np.array([f"TSP{1 + i}" for i in rng.integers(0, 3, n_old)]),
     ])
-    types = [f"{name} type {chr(65 + i)}" for i in range(6)]
-    labels = np.repeat(types, _type_sizes(n_cells, 6, rng))
+    types = [f"{name} type {chr(65 + i)}" for i in range(TS_TYPES)]
+    labels = np.repeat(types, _type_sizes(n_cells, TS_TYPES, rng))
     rng.shuffle(labels)
-    counts = _counts(rng, labels, donors, n_genes, seed_key=zlib.crc32(name.encode()) % 1000)
+    counts = _counts(rng, labels, donors, n_genes, seed_key=_seed_key(name))
     ids = [f"ENSG{i:011d}" for i in range(n_genes)]
-    var = pd.DataFrame({"feature_name": [f"GENE{i}" if i % 5 else f"GENE{i}_ENSG{i:011d}" for i in range(n_genes)],
-                        "feature_is_filtered": False}, index=ids)
+    var = pd.DataFrame({"feature_name": ts_symbols(name, tfs, n_genes), "feature_is_filtered": False}, index=ids)
     norm = counts.multiply(1e4 / np.maximum(counts.sum(1), 1)).tocsr()
     norm.data = np.log1p(norm.data)
     obs = pd.DataFrame({
@@ -236,9 +306,12 @@ def build(out: Path, fraction: float, n_tissues: int | None, n_genes: int, seed:
     tissues = paper["tasks"]["ts_celltype_stratified"]["datasets"]
     donor_tissues = set(paper["tasks"]["ts_celltype_donor"]["datasets"])
     novel = paper["tasks"]["ts_novel_type"]["datasets"]
-    if n_tissues:  # a few tissues: the novel-type ones first (every task kind stays), then one-donor ones
+    tf = paper["analyses"]["tf_targets"]
+    if n_tissues:  # a few tissues: the TF-target one (in every TS task), the novel-type ones, a one-donor one
         one = [t for t in tissues if t not in donor_tissues]
-        tissues = (novel + one[:1] + [t for t in tissues if t not in novel and t not in one])[:max(n_tissues, 2)]
+        first = list(dict.fromkeys(tf["datasets"] + novel + one[:1]))
+        tissues = (first + [t for t in tissues if t not in first])[:n_tissues]
+    tf_tissue = next((t for t in tf["datasets"] if t in tissues), tissues[0])
     made, facts = {}, {}
     serve_root = out / "serve"
     for t in tissues:
@@ -249,8 +322,12 @@ def build(out: Path, fraction: float, n_tissues: int | None, n_genes: int, seed:
         url = registry[t]["files"][0]["url"]
         p = serve_root / urlparse(url).netloc / urlparse(url).path.lstrip("/")
         nc, nh = max(60, round(n * fraction)), max(40, round(held * fraction))
-        facts[t] = write_ts(p, t, max(nc, nh + 20), nh, nd, rng, n_genes)
+        facts[t] = write_ts(p, t, max(nc, nh + 20), nh, nd, rng, n_genes, tf["tfs"] if t == tf_tissue else ())
         made[t] = [(url, p)]
+    strings = {key: serve_root / urlparse(tf["string"][key]).netloc / urlparse(tf["string"][key]).path.lstrip("/")
+               for key in ("links", "aliases")}
+    facts["string"] = write_string(strings["links"], strings["aliases"], tf_tissue, tf["tfs"], n_genes, seed)
+    facts["string"]["tissue"] = tf_tissue
     for member in registry["spermatogenesis"]["members"].values():
         m = manifest[member]
         n = round(m["n_cells_after_qc"]["value"] / 0.9)
@@ -283,10 +360,10 @@ def build(out: Path, fraction: float, n_tissues: int | None, n_genes: int, seed:
         pd.DataFrame({"reference_species": ref, "reference_gene": [f"ENSG{i:011d}" for i in idx],
                       "other_species": ensembl_prefix(org), "other_gene": [f"{pre}{i:011d}" for i in idx],
                       "homology_type": "ortholog_one2one"}).to_csv(d, sep="\t", index=False)
-    return tissues, made, facts
+    return tissues, made, facts, strings
 
 
-def write_override(run: Path, base_url: str, made: dict, tissues: list, fraction: float):
+def write_override(run: Path, base_url: str, made: dict, tissues: list, fraction: float, strings: dict):
     registry = yaml.safe_load((REPO / "config/datasets.yaml").read_text())
     for name, files in made.items():
         entry = registry[name]
@@ -311,7 +388,20 @@ def write_override(run: Path, base_url: str, made: dict, tissues: list, fraction
             if v != spec["min_cells_per_class"]:
                 tasks[task]["min_cells_per_class"] = v
                 scaled[f"{task}.min_cells_per_class"] = [spec["min_cells_per_class"], v]
-    cfg = {"registry": str(run / "rehearsal_registry.yaml"), "tasks": tasks}
+    analyses = {}
+    for name, spec in paper["analyses"].items():
+        ds = [d for d in spec["datasets"] if d in registry]
+        if name == "tf_targets":
+            ds = [d for d in spec["datasets"] if d in made] or [tissues[0]]
+            served = {key: f"{base_url}/{urlparse(spec['string'][key]).netloc}{urlparse(spec['string'][key]).path}"
+                      for key in strings}
+            analyses[name] = {"datasets": ds, "string": {
+                "source": "sclinbench rehearsal stand-in (NOT STRING data)", **served,
+                "sha256": {k: _sha(q) for k, q in strings.items()},
+                "size": {k: q.stat().st_size for k, q in strings.items()}}}
+        else:
+            analyses[name] = {"datasets": ds}
+    cfg = {"registry": str(run / "rehearsal_registry.yaml"), "tasks": tasks, "analyses": analyses}
     (run / "rehearsal_config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return scaled
 
@@ -320,7 +410,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fraction", type=float, required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--tissues", type=int, default=None, help="only this many Tabula Sapiens tissues (>= 2)")
+    p.add_argument("--tissues", type=int, default=None,
+                   help="only this many Tabula Sapiens tissues (1: ts_bone_marrow, in every Tabula Sapiens task and "
+                        "the TF-target analysis; 2: + ts_blood; 3: + a one-donor tissue)")
     p.add_argument("--genes", type=int, default=2000, help="genes per stand-in (default 2000)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -328,11 +420,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     t0 = time.time()
-    tissues, made, facts = build(out, args.fraction, args.tissues, args.genes, args.seed)
+    tissues, made, facts, strings = build(out, args.fraction, args.tissues, args.genes, args.seed)
     srv = serve(out / "serve")
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     run = out / "run"
-    scaled = write_override(run, base, made, tissues, args.fraction)
+    scaled = write_override(run, base, made, tissues, args.fraction, strings)
     biggest = max((p for files in made.values() for _, p in files), key=lambda q: q.stat().st_size)
     if not args.no_drop:
         RangeHandler.drop_path = "/" + str(biggest.relative_to(out / "serve"))
@@ -348,31 +440,63 @@ def main(argv=None) -> int:
     if rc == 0:  # the report, as its own call (snakemake --report renders what the run made)
         rc = subprocess.call([*cmd, "--report", "report.html"], cwd=run)
     wall = time.time() - t1
-    table = subprocess.run([sys.executable, str(HERE / "job_table.py"), str(run)], capture_output=True, text=True)
-    print(table.stdout, flush=True)
     srv.shutdown()
-    failed = len(list((run / "logs").rglob("*.log"))) and _failed(run)
+    t = finished_table(run, rc)
+    print(job_table.format_table(t), flush=True)
     summary = {"fraction": args.fraction, "tissues": tissues, "exit_code": rc, "wall_s": round(wall, 1),
                "total_s": round(time.time() - t0, 1), "scaled_thresholds": scaled, "stand_ins": facts,
+               "stand_in_sha256": {str(q.relative_to(out / "serve")): _sha(q) for q in sorted((out / "serve").rglob("*"))
+                                   if q.is_file()},
                "resumed_downloads": RangeHandler.ranged, "dropped": RangeHandler.drop_path,
-               "failed_jobs": failed, "job_table": table.stdout}
-    summary.update(_jobs(table.stdout))
+               **job_summary(t), "metrics_rows": metrics_rows(run)}
     (out / "rehearsal.json").write_text(json.dumps(summary, indent=1, default=str))
-    print(f"paper_rehearsal: {summary.get('jobs', '?')} jobs, {failed} failed, exit {rc}, wall {wall:.0f} s, "
-          f"max peak {summary.get('max_peak', '?')}, resumed downloads {len(RangeHandler.ranged)}", flush=True)
+    t.to_csv(out / "jobs.tsv", sep="\t", index=False)
+    slow = ", ".join(f"{j} {w:.0f} s" for j, w in summary["slowest"][:3])
+    print(f"paper_rehearsal: {summary['jobs']} jobs, {summary['failed_jobs']} failed, exit {rc}, wall {wall:.0f} s, "
+          f"max peak {summary['max_peak_gib']:.2f} GiB ({summary['max_peak_job']}), resumed downloads "
+          f"{len(RangeHandler.ranged)}; slowest: {slow}", flush=True)
     return rc
 
 
-def _failed(run: Path) -> int:
-    """Jobs snakemake reported as failed in its newest log."""
-    logs = sorted((run / ".snakemake/log").glob("*.snakemake.log"))
-    return sum(log.read_text().count("Error in rule ") for log in logs[-2:]) if logs else 0
+def finished_table(run: Path, rc: int):
+    """job_table.py's table of the run. The fetch / fetch_string rules have no ``benchmark:``, so the
+    table calls them 'not finished'; when snakemake exited 0 every scheduled job finished, and they
+    are 'ok' with the wall time and peak of benchmarks/watch.py."""
+    t = job_table.job_table(run)
+    if rc == 0:
+        unrecorded = t["status"].eq("not finished")
+        seen = unrecorded & t["peak_hwm_gib"].notna()
+        t.loc[seen, "status"] = "ok (rule has no benchmark: record; wall and peak from watch.py)"
+        t.loc[unrecorded & ~seen, "status"] = "ok (rule has no benchmark: record; no process > 50 MiB seen by watch.py)"
+    return t
 
 
-def _jobs(text: str) -> dict:
-    rows = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("rule", "-", "="))]
-    peaks = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?)\s*GiB", text)]
-    return {"jobs": len(rows), "max_peak": f"{max(peaks):.2f} GiB" if peaks else "?"}
+def job_summary(t) -> dict:
+    import pandas as pd
+
+    t = t[~t["job"].str.startswith("cmd: ")]
+    failed = t[t["status"].str.startswith(("FAILED", "stopped"))]
+    peak = t["peak_gib"].astype(float)
+    wall = pd.to_numeric(t["wall_s"], errors="coerce")
+    order = wall.sort_values(ascending=False).index
+    return {"jobs": int(len(t)), "failed_jobs": int(len(failed)), "failed": failed["job"].tolist(),
+            "not_finished": t.loc[t["status"].eq("not finished"), "job"].tolist(),
+            "max_peak_gib": float(peak.max()) if peak.notna().any() else float("nan"),
+            "max_peak_job": str(t.loc[peak.idxmax(), "job"]) if peak.notna().any() else "?",
+            "slowest": [(str(t.loc[k, "job"]), float(wall[k])) for k in order[:10] if pd.notna(wall[k])],
+            "wall_by_rule": {str(k): round(float(v), 1) for k, v in
+                             wall.groupby(t["job"].str.split("/").str[0]).sum().sort_values(ascending=False).items()}}
+
+
+def metrics_rows(run: Path) -> dict:
+    """'task|dataset' -> rows of results/metrics.tsv."""
+    import pandas as pd
+
+    path = run / "results/metrics.tsv"
+    if not path.exists():
+        return {}
+    m = pd.read_csv(path, sep="\t", usecols=["task", "dataset"])
+    return {f"{a}|{b}": int(n) for (a, b), n in m.groupby(["task", "dataset"]).size().items()}
 
 
 if __name__ == "__main__":
