@@ -27,3 +27,20 @@ def liao_standardized():
     raw = data.read_raw([str(p) for p in LIAO_PATIENTS], "10x_h5",
                         file_obs=[{"donor_id": p.name.split("_")[0]} for p in LIAO_PATIENTS])
     return data.standardize(raw, {**entry, "qc": {"min_genes": 20}}, {}, source="fixture", name="liao2020")
+
+
+def write_pbmc_halves(folder: Path, ref_name: str, query_name: str, obs_columns: list[str]) -> None:
+    """Stratified halves (:func:`stratified_query_mask`) of scanpy's real pbmc68k_reduced counts
+    (CSR float32 in X, obs ``obs_columns``), written as ``folder/ref_name`` and ``folder/query_name``."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from sclinbench.data import load_bundled
+
+    a = load_bundled("pbmc68k_reduced")
+    query = stratified_query_mask(a.obs["bulk_labels"].astype(str).to_numpy())
+    b = ad.AnnData(X=sp.csr_matrix(a.X, dtype=np.float32), obs=a.obs[obs_columns].copy(),
+                   var=pd.DataFrame(index=a.var_names.copy()))
+    b[~query].copy().write_h5ad(folder / ref_name)
+    b[query].copy().write_h5ad(folder / query_name)

@@ -20,10 +20,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from conftest import REPO
-from real_fixtures import stratified_query_mask
+from real_fixtures import write_pbmc_halves
 
 from sclinbench import __version__
-from sclinbench.data import load_bundled
 from sclinbench.synthetic import make_atlas
 
 CONSOLE = Path(sys.executable).with_name("sclinbench")
@@ -54,13 +53,7 @@ def fails(proc, *needles):
 def pbmc(tmp_path_factory):
     """Stratified halves of pbmc68k_reduced (raw counts in X, labels in bulk_labels) in a folder outside the repo."""
     d = tmp_path_factory.mktemp("user")
-    a = load_bundled("pbmc68k_reduced")
-    y = a.obs["bulk_labels"].astype(str).to_numpy()
-    query = stratified_query_mask(y)
-    b = ad.AnnData(X=sp.csr_matrix(a.X, dtype=np.float32), obs=a.obs[["bulk_labels", "n_genes"]].copy(),
-                   var=pd.DataFrame(index=a.var_names.copy()))
-    b[~query].copy().write_h5ad(d / "ref.h5ad")
-    b[query].copy().write_h5ad(d / "query.h5ad")
+    write_pbmc_halves(d, "ref.h5ad", "query.h5ad", ["bulk_labels", "n_genes"])
     return d
 
 

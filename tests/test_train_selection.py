@@ -20,13 +20,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import yaml
 from conftest import REPO
-from real_fixtures import stratified_query_mask
+from real_fixtures import write_pbmc_halves
 
 from sclinbench import data, nested
-from sclinbench.data import load_bundled
 from sclinbench.synthetic import make_atlas
 from sclinbench.tool import catalog
 from sclinbench.tool.annotate import prepare_reference
@@ -57,13 +55,7 @@ def arrays(path: Path) -> dict:
 def files(tmp_path_factory):
     """pbmc ref/query halves; atlas alpha with donors in 'patient' (no donor_id column); liao fixture."""
     d = tmp_path_factory.mktemp("selection")
-    a = load_bundled("pbmc68k_reduced")
-    y = a.obs["bulk_labels"].astype(str).to_numpy()
-    query = stratified_query_mask(y)
-    b = ad.AnnData(X=sp.csr_matrix(a.X, dtype=np.float32), obs=a.obs[["bulk_labels"]].copy(),
-                   var=pd.DataFrame(index=a.var_names.copy()))
-    b[~query].copy().write_h5ad(d / "pbmc_ref.h5ad")
-    b[query].copy().write_h5ad(d / "pbmc_query.h5ad")
+    write_pbmc_halves(d, "pbmc_ref.h5ad", "pbmc_query.h5ad", ["bulk_labels"])
     atlas, _ = make_atlas(seed=0, cells_per_species=600, n_genes=600, n_cell_types=4, n_disease_genes=10)
     alpha = atlas["alpha"]
     alpha.obs["patient"] = alpha.obs.pop("donor_id").astype(str)
