@@ -144,7 +144,9 @@ _download_summary()
 
 def pipeline_representation(spec):
     """The representation a pipeline entry's evaluate job is named after ("nested" for nested selection)."""
-    return "nested" if "nested" in spec else spec["representation"]["name"]
+    from sclinbench.nested import is_nested
+
+    return "nested" if is_nested(spec) else spec["representation"]["name"]
 
 
 def task_representations(task):
@@ -174,11 +176,9 @@ def nested_pipelines(task):
     }
 
 
+# the task's own pipelines (task_pipelines: `pipelines` minus `exclude_pipelines`)
 NESTED_TASKS = [
-    (d, t)
-    for t, spec in TASKS.items()
-    for d in spec["datasets"]
-    if any("nested" in PIPELINES[p] for p in (spec.get("pipelines") or PIPELINES))
+    (d, t) for t, spec in TASKS.items() for d in spec["datasets"] if nested_pipelines(t)
 ]
 SELECTION_FILES = [f"results/scores/dataset~{d}/task~{t}.selection.tsv" for d, t in NESTED_TASKS]
 
