@@ -290,3 +290,31 @@ def test_papers_cross_species_centroid_through_the_evaluation():
     acc = summary[summary.metric == "accuracy"].set_index(["group", "pipeline"])["value"]
     # 4 types (chance 0.25); the paper's basis is a real classifier on and off the diagonal
     assert acc[("alpha->alpha", "paper_centroid")] > 0.6 and acc[("alpha->beta", "paper_centroid")] > 0.6
+
+
+def test_counts_are_released_when_no_fold_needs_them(liao):
+    """evaluate(..., release_counts=True) drops the counts once the stateless representation of all
+    cells is computed and no fold reads counts (no HVG, no fitted representation): the same
+    predictions, and X is gone from the handed-over AnnData. With an HVG pipeline in the job the
+    counts are kept (HVG reads the training counts of every fold)."""
+    task = {"kind": "celltype", "split": "stratified_holdout", "n_repeats": 2, "test_fraction": 0.2}
+    adata = liao.copy()
+    adata.obs["cell_type"] = np.where(np.asarray(adata.X.sum(axis=1)).ravel() > np.median(
+        np.asarray(adata.X.sum(axis=1)).ravel()), "high", "low")
+    splits = make_splits(adata.obs, task, seed=0)
+    stateless = {"rankz_pca_logreg": SHARING_PIPELINES["rankz_pca_logreg"],
+                 "rankz_anova_scale_pca_logreg": {"representation": {"name": "rankz"},
+                                                  "features": {"method": "anova", "k": 200},
+                                                  "scale": {"max_value": None},
+                                                  "reduction": {"method": "pca", "n_components": 5},
+                                                  "model": {"name": "logreg"}}}
+    kept = evaluate(adata, splits, stateless, task, seed=0)
+    handed = adata.copy()
+    released = evaluate(handed, splits, stateless, task, seed=0, release_counts=True)
+    pd.testing.assert_frame_equal(released, kept, check_exact=True)
+    assert handed.X is None and adata.X is not None
+
+    with_hvg = dict(stateless, log1p_hvg_scale_centroid=SHARING_PIPELINES["log1p_hvg_scale_centroid"])
+    handed = adata.copy()
+    evaluate(handed, splits, with_hvg, task, seed=0, release_counts=True)
+    assert handed.X is not None

@@ -194,7 +194,12 @@ class _SharedFold:
             self._rows = take(self.shared, self.itrain, cols), take(self.shared, self.itest, cols)
         if self._rows is None:
             rep = build_preprocessing(self.spec, self.seed).steps[0][1]
-            rep.fit(RowSubset(self.counts, self.itrain))
+            if self.counts is None:  # released (evaluate's release_counts): fit reads the gene count only
+                if rep.fit_reads_counts():
+                    raise AssertionError(f"representation '{rep.name}' needs the counts it was not given")
+                rep.fit(sp.csr_matrix((len(self.itrain), self.shared.shape[1]), dtype=np.float32))
+            else:
+                rep.fit(RowSubset(self.counts, self.itrain))
             if self.views:
                 Z = rep.select_genes(self.shared)
                 self._rows = RowSubset(Z, self.itrain), RowSubset(Z, self.itest)
@@ -214,7 +219,7 @@ class _SharedFold:
 
 
 def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
-             dataset: str = "dataset", share_stateless: bool = True) -> pd.DataFrame:
+             dataset: str = "dataset", share_stateless: bool = True, release_counts: bool = False) -> pd.DataFrame:
     """Predictions of every pipeline for every test cell of every fold.
 
     Parameters
@@ -230,6 +235,12 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     share_stateless
         Compute stateless representations once for all cells (default) instead of once per fold
         (``False``): the same predictions, computed faster (see the module docstring).
+    release_counts
+        The caller hands ``adata`` over: once the shared representations are computed, its
+        counts are dropped (``adata.X = None``) when no fold reads them (every pipeline on a
+        shared stateless representation without HVG selection; see
+        ``RepresentationTransformer.fit_reads_counts``). The same predictions, with the counts'
+        values freed before the folds (the rankz matrix shares their indices).
 
     Returns
     -------
@@ -272,6 +283,10 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
                 log.info("representation %s of all %d cells computed once for all folds in %.1f s",
                          rep_spec["name"], adata.n_obs, time.perf_counter() - t0)
             shared_of[sig] = key
+    if release_counts and _counts_unread(normal, by_signature, shared_of, seed):
+        inputs = dict.fromkeys(inputs)
+        adata.X = None
+        log.info("counts released: every fold starts from the representation of all cells")
     frames = []
     n_folds = splits["fold"].nunique()
     for k, (fold, test_groups, train_ids, test_ids) in enumerate(iter_folds(splits), start=1):
@@ -299,6 +314,13 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
             del fitted
         log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
     return assemble(frames)
+
+
+def _counts_unread(normal, by_signature, shared_of, seed) -> bool:
+    """True if no fold reads the counts: every signature has a shared stateless representation
+    whose fit needs the number of genes only."""
+    return all(sig in shared_of and not build_preprocessing(normal[names[0]], seed).steps[0][1].fit_reads_counts()
+               for sig, names in by_signature.items())
 
 
 def representation_key(spec: dict) -> str:

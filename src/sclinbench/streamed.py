@@ -116,8 +116,8 @@ def evaluate_file(path, splits: pd.DataFrame, pipelines: dict[str, dict], task: 
             return evaluate_streamed(path, splits, pipelines, task, seed=seed, dataset=dataset,
                                      block_values=block_values)
         log.info("%s: %d stored counts, read whole: %s", dataset, shape[2], reason)
-    adata = ad.read_h5ad(path)
-    return evaluate(adata, splits, pipelines, task, seed=seed, dataset=dataset)
+    # the file's own AnnData, handed over: its counts are freed when no fold needs them
+    return evaluate(ad.read_h5ad(path), splits, pipelines, task, seed=seed, dataset=dataset, release_counts=True)
 
 
 class _Blocks:

@@ -154,6 +154,12 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
             return True
         return self.name in ("log1p", "sqrt") and params["target_sum"] != "median"
 
+    def fit_reads_counts(self) -> bool:
+        """False if :meth:`fit` reads nothing of its counts but their number of genes: a stateless
+        representation (:meth:`is_stateless`) without HVG selection. Its counts may then be
+        released once :meth:`represent_all` is computed (``sclinbench.evaluate.evaluate``)."""
+        return self.hvg is not None or not self.is_stateless()
+
     def represent_all(self, X):
         """The stateless representation (:meth:`is_stateless`) of all cells, over ALL genes.
 
