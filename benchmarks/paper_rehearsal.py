@@ -441,7 +441,7 @@ def main(argv=None) -> int:
         rc = subprocess.call([*cmd, "--report", "report.html"], cwd=run)
     wall = time.time() - t1
     srv.shutdown()
-    t = finished_table(run, rc)
+    t = job_table.job_table(run)  # every rule has a benchmark: record
     print(job_table.format_table(t), flush=True)
     summary = {"fraction": args.fraction, "tissues": tissues, "exit_code": rc, "wall_s": round(wall, 1),
                "total_s": round(time.time() - t0, 1), "scaled_thresholds": scaled, "stand_ins": facts,
@@ -456,19 +456,6 @@ def main(argv=None) -> int:
           f"max peak {summary['max_peak_gib']:.2f} GiB ({summary['max_peak_job']}), resumed downloads "
           f"{len(RangeHandler.ranged)}; slowest: {slow}", flush=True)
     return rc
-
-
-def finished_table(run: Path, rc: int):
-    """job_table.py's table of the run. The fetch / fetch_string rules have no ``benchmark:``, so the
-    table calls them 'not finished'; when snakemake exited 0 every scheduled job finished, and they
-    are 'ok' with the wall time and peak of benchmarks/watch.py."""
-    t = job_table.job_table(run)
-    if rc == 0:
-        unrecorded = t["status"].eq("not finished")
-        seen = unrecorded & t["peak_hwm_gib"].notna()
-        t.loc[seen, "status"] = "ok (rule has no benchmark: record; wall and peak from watch.py)"
-        t.loc[unrecorded & ~seen, "status"] = "ok (rule has no benchmark: record; no process > 50 MiB seen by watch.py)"
-    return t
 
 
 def job_summary(t) -> dict:

@@ -66,6 +66,8 @@ rule fetch_string:
         f"{analyses_plan.STRING_DIR}/{{filename}}",
     log:
         "logs/fetch_string/{filename}.log",
+    benchmark:
+        "benchmarks/fetch_string/{filename}.tsv"
     retries: 0  # the download retries by itself
     conda:
         CONDA_ENV

@@ -10,6 +10,8 @@ rule fetch:
         "resources/raw/{dataset}/{filename}",
     log:
         "logs/fetch/{dataset}/{filename}.log",
+    benchmark:
+        "benchmarks/fetch/{dataset}/{filename}.tsv"
     retries: 0
     conda:
         CONDA_ENV
@@ -54,6 +56,8 @@ rule ensembl_orthologs:
         "resources/orthologs/ensembl-{release}/{reference}__{other}.tsv",
     log:
         "logs/ensembl_orthologs/{release}/{reference}__{other}.log",
+    benchmark:
+        "benchmarks/ensembl_orthologs/{release}/{reference}__{other}.tsv"
     retries: 0  # the download retries by itself
     conda:
         CONDA_ENV

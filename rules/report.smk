@@ -19,6 +19,8 @@ rule provenance:
         md="results/provenance.md",
     log:
         "logs/provenance.log",
+    benchmark:
+        "benchmarks/provenance.tsv"
     conda:
         CONDA_ENV
     threads: 1
