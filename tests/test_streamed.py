@@ -85,3 +85,39 @@ def test_what_cannot_be_streamed_says_why(liao, liao_file):  # noqa: F811
     # evaluate_file reads such a dataset whole (and says so): the same as evaluate
     out = evaluate_file(liao_file, splits, pca_all, task, dataset="liao2020", stream_from_nnz=1)
     assert set(out.pipeline) == {"p"}
+
+
+@pytest.mark.parametrize("hvg", [False, True])
+def test_held_representation_reads_the_file_once_with_the_same_predictions(liao, liao_file, hvg, caplog):  # noqa: F811
+    """The blocks' representation of pass 1 is held for the last pass when it fits ``hold_bytes``:
+    one read of the file fewer, the same table; with ``hold_bytes=0`` it is recomputed. The log
+    says which."""
+    import logging
+
+    import sclinbench.streamed as streamed
+
+    pipelines = {name: PIPELINES[name] for name in ("rankz_centroid",)}
+    if hvg:
+        pipelines["rankz_hvg_pca_logreg"] = MORE["rankz_hvg_pca_logreg"]
+    task = {"kind": "celltype", "split": "stratified", "n_folds": 3, "label": "condition"}
+    splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
+    passes = {}
+    original = streamed._Blocks.__iter__
+
+    def counting(self):
+        passes[hold] = passes.get(hold, 0) + 1
+        return original(self)
+
+    out = {}
+    for hold in (0, 1 << 30):
+        with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.INFO, logger="sclinbench.streamed"):
+            mp.setattr(streamed._Blocks, "__iter__", counting)
+            caplog.clear()
+            out[hold] = evaluate_streamed(liao_file, splits, pipelines, task, seed=3, dataset="liao2020",
+                                          block_values=4000, hold_bytes=hold)
+            said = caplog.text
+        assert ("held for the last pass" in said) == (hold > 0), said
+        assert ("recomputed in the last pass" in said) == (hold == 0), said
+    pd.testing.assert_frame_equal(out[1 << 30], out[0], check_exact=True)
+    # HVG pipelines read the counts in passes 2 and 3 either way; the last pass needs no read
+    assert passes[0] - passes[1 << 30] == 1, passes

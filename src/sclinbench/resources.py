@@ -56,6 +56,10 @@ STREAM_FROM_NNZ = 100_000_000
 STREAMED_BASE_MB = 2700.0
 STREAMED_BYTES_PER_NNZ = 4.0
 STREAMED_BYTES_PER_CELL = 3000.0
+#: The streamed evaluation holds the blocks' representation between its first and last pass when
+#: it takes at most this much (8 B per stored count + 16 B per cell; 200k cells of ~2,400 genes:
+#: 3.6 GiB); above, the last pass reads the file again and recomputes it.
+STREAMED_HOLD_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,15 @@ class Model:
     per_input_mb: float = 0.0  # MB per MB of the other inputs
     runtime_floor: float = 10.0  # minutes
     seconds_per_nnz: float = 0.0  # wall seconds per stored count (x3 margin included)
+    held_per_nnz: float = 0.0  # bytes per stored count held up to held_cap (the streamed representation)
+    held_per_cell: float = 0.0
+    held_cap: float = 0.0  # bytes
 
     def peak_mb(self, nnz: int = 0, cells: int = 0, other_mb: float = 0.0) -> float:
         """Modelled peak (MiB) of the job."""
-        return (self.base_mb + (self.per_nnz * nnz + self.per_cell * cells) / MIB
+        held = self.held_per_nnz * nnz + self.held_per_cell * cells
+        held = held if held <= self.held_cap else 0.0  # above the cap it is recomputed, not held
+        return (self.base_mb + (self.per_nnz * nnz + self.per_cell * cells + held) / MIB
                 + self.per_input_mb * other_mb)
 
     def mem_mb(self, nnz: int = 0, cells: int = 0, other_mb: float = 0.0, attempt: int = 1) -> int:
@@ -101,7 +110,8 @@ MODELS: dict[str, Model] = {
     # all cells and a fold's copies of them (per_nnz). Measured at 1M cells: see the note.
     "evaluate_streamed": Model(base_mb=STREAMED_BASE_MB, per_nnz=STREAMED_BYTES_PER_NNZ,
                                per_cell=STREAMED_BYTES_PER_CELL, runtime_floor=15,
-                               seconds_per_nnz=3 * 1.4e-6),
+                               seconds_per_nnz=3 * 1.4e-6, held_per_nnz=8.0, held_per_cell=16.0,
+                               held_cap=STREAMED_HOLD_BYTES),
     "annotate": Model(base_mb=420, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
                       runtime_floor=15, seconds_per_nnz=3 * 1.4e-6),
     "score": Model(base_mb=300, per_input_mb=5, runtime_floor=10),

@@ -67,7 +67,7 @@ from sclinbench.represent.select import (
     top_variable,
     training_sums,
 )
-from sclinbench.resources import STREAM_FROM_NNZ
+from sclinbench.resources import STREAM_FROM_NNZ, STREAMED_HOLD_BYTES
 from sclinbench.splits import iter_folds, task_label
 
 log = logging.getLogger(__name__)
@@ -301,22 +301,25 @@ class _HvgFold:
 
 
 def evaluate_streamed(path, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
-                      dataset: str = "dataset", block_values: int = BLOCK_VALUES) -> pd.DataFrame:
+                      dataset: str = "dataset", block_values: int = BLOCK_VALUES,
+                      hold_bytes: int = STREAMED_HOLD_BYTES) -> pd.DataFrame:
     """:func:`sclinbench.evaluate.evaluate` of the standardized h5ad ``path``, its counts read in
     blocks of about ``block_values`` stored counts (see the module docstring). Same arguments and
-    the same table (rows in the same order)."""
+    the same table (rows in the same order). The blocks' representation computed in the first
+    pass is held for the last one when it takes at most ``hold_bytes`` (estimated: 8 B per stored
+    count and 16 B per cell, per representation), else recomputed there from a second read."""
     split_kind = str(splits["split_kind"].iloc[0])
     reason = why_not_streamed(pipelines, split_kind)
     if reason is not None:
         raise SclinbenchError(f"dataset '{dataset}' cannot be evaluated in blocks: {reason}")
     blocks = _Blocks(path, block_values)
     try:
-        return _evaluate_blocks(blocks, splits, pipelines, task, seed, dataset, split_kind)
+        return _evaluate_blocks(blocks, splits, pipelines, task, seed, dataset, split_kind, hold_bytes)
     finally:
         blocks.file.close()
 
 
-def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, split_kind):
+def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, split_kind, hold_bytes):
     obs = blocks.obs()
     label = task_label(task)
     if label not in obs.columns:
@@ -357,6 +360,18 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
                 out[rep_keys[sig]] = reps[sig].represent_all(X)
         return {sig: out[rep_keys[sig]] for sig in sigs}
 
+    # the last pass needs the representations of every signature: held from pass 1 if they fit
+    last_sigs = [*views, *hvgs]
+    n_reps = len({rep_keys[sig] for sig in last_sigs})
+    need = n_reps * (8 * int(blocks.indptr[-1]) + 16 * n)
+    held = [] if need <= hold_bytes else None
+    if held is not None:
+        log.info("%s: the representation of the blocks (%.2f GiB estimated, %.2f allowed) is held for the "
+                 "last pass", dataset, need / 2**30, hold_bytes / 2**30)
+    else:
+        log.info("%s: the representation of the blocks is recomputed in the last pass (holding it would take "
+                 "%.2f GiB estimated, %.2f allowed)", dataset, need / 2**30, hold_bytes / 2**30)
+
     # pass 1: library sizes and HVG gene sums; class means of the training-free models
     lib_all = np.zeros(n)
     for start, stop, X in blocks:
@@ -365,9 +380,13 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
             for fs in hvgs.values():
                 for f in fs:
                     f.add_gene_sums(start, stop, X)
-        for sig, Z in represented(X, views).items():
+        Zs = represented(X, last_sigs if held is not None else views)
+        for sig in views:
             for t in views[sig]:
-                t.add_block(start, stop, Z)
+                t.add_block(start, stop, Zs[sig])
+        if held is not None:
+            held.append((start, stop, Zs))
+        del Zs
     for targets in views.values():
         for t in targets:
             t.finish_fit()
@@ -387,8 +406,12 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
     # last pass: test cells of the training-free models; the union of the folds' genes (HVG)
     union = {sig: np.unique(np.concatenate([f.genes for f in fs])) for sig, fs in hvgs.items()}
     kept = {sig: [] for sig in hvgs}
-    for start, stop, X in blocks:
-        Zs = represented(X, [*views, *hvgs])
+    if held is not None:
+        held.reverse()
+        last = (held.pop() for _ in range(len(held)))  # each block's representation freed once used
+    else:
+        last = ((start, stop, represented(X, last_sigs)) for start, stop, X in blocks)
+    for start, stop, Zs in last:
         for sig, targets in views.items():
             for t in targets:
                 t.predict_block(start, stop, Zs[sig])
