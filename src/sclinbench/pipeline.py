@@ -15,7 +15,8 @@ becomes ``Pipeline([("represent", ...), ("select", ...), ("scale", ...), ("reduc
 ("model", ...)])``; unused steps are ``"passthrough"``. Every stateful step is fitted on the
 training cells only. For ``embedding`` the pipeline's input is ``adata.obsm[obsm_key]`` instead of
 the counts; HVG selection is count-based and happens inside the
-representation step.
+representation step. An entry is checked and made canonical once, as a
+:class:`sclinbench.spec.PipelineSpec`; the builders read its sections.
 """
 
 from __future__ import annotations
