@@ -11,10 +11,10 @@ import yaml
 from real_fixtures import liao_standardized
 
 from sclinbench import metrics, nested
-from sclinbench.spec import NestedSpec, parse_pipelines
 from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import evaluate
+from sclinbench.spec import NestedSpec, parse_pipelines
 from sclinbench.splits import make_splits
 from sclinbench.synthetic import make_atlas
 

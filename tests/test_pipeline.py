@@ -8,7 +8,6 @@ import scipy.sparse as sp
 from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.spec import PipelineSpec
 from sclinbench.models import CentroidClassifier, InputAdapter, ShuffledLabels
 from sclinbench.pipeline import (
     STEP_NAMES,
@@ -23,6 +22,7 @@ from sclinbench.represent import (
     RepresentationTransformer,
     ScaleClip,
 )
+from sclinbench.spec import PipelineSpec
 
 
 def normalize_spec(entry):

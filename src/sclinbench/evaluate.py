@@ -35,7 +35,6 @@ every class and cell.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 

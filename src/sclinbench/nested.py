@@ -32,7 +32,6 @@ The same :func:`select` chooses the pipeline of ``sclinbench train`` (and ``scli
 from __future__ import annotations
 
 import logging
-import numbers
 import time
 import warnings
 from collections.abc import Mapping
