@@ -8,7 +8,7 @@ from sclinbench.tool import jobs as annotate_jobs
 
 ANNOTATE = annotate_jobs.selected_jobs(config)
 if workflow.is_main_process:  # checked once per run: the pipeline checks import scikit-learn
-    annotate_jobs.check_jobs(ANNOTATE, REGISTRY, PIPELINES, f"the registry {config['registry']}")
+    annotate_jobs.check_jobs(ANNOTATE, REGISTRY, SPECS, f"the registry {config['registry']}")
 ANNOTATE_PIPELINE = {
     name: job.get("pipeline") or DEFAULT_PIPELINE for name, job in ANNOTATE.items()
 }

@@ -100,23 +100,15 @@ def _check_names():
 _check_names()
 
 
-def _check_pipelines():
-    """Every pipeline entry as the package reads it (options, HVG flavour packages), before any job."""
-    from sclinbench.nested import is_nested, normalize_nested
-    from sclinbench.pipeline import normalize_spec
-
-    for name, spec in PIPELINES.items():
-        if is_nested(spec):
-            normalize_nested(spec, PIPELINES, name)  # names the pipeline itself
-            continue
-        try:
-            normalize_spec(spec)
-        except SclinbenchError as exc:
-            raise SclinbenchError(f"pipeline '{name}' in the configuration: {exc}") from None
-
-
+# Every pipeline entry as a typed spec (sclinbench.spec: PipelineSpec / NestedSpec), made and checked
+# once, in the main process, before any job (options, HVG flavour packages, nested candidates);
+# jobs get the config's own entries as params (unchanged values) and make their specs from them.
 if workflow.is_main_process:  # checked once per run: importing scikit-learn costs each job ~1 s
-    _check_pipelines()
+    from sclinbench.spec import parse_pipelines
+
+    SPECS = parse_pipelines(PIPELINES)
+else:
+    SPECS = None
 # what needs no download is checked now, before any job starts: URLs, duplicate files, local files
 USED_DATASETS = registry_checks.used_datasets(
     REGISTRY, sorted({d for s in TASKS.values() for d in s["datasets"]})
@@ -142,15 +134,18 @@ def _download_summary():
 _download_summary()
 
 
-def pipeline_representation(spec):
-    """The representation a pipeline entry's evaluate job is named after ("nested" for nested selection)."""
-    from sclinbench.nested import is_nested
-
-    return "nested" if is_nested(spec) else spec["representation"]["name"]
+def pipeline_representation(name):
+    """The representation a pipeline's evaluate job is named after ("nested" for nested selection):
+    the spec's job_representation. A job's own snakemake (cluster, group job) has no specs (the
+    main process checked the entries) and reads the same key from the entry."""
+    if SPECS is not None:
+        return SPECS[name].job_representation
+    spec = PIPELINES[name]
+    return "nested" if "nested" in spec else spec["representation"]["name"]
 
 
 def task_representations(task):
-    return sorted({pipeline_representation(spec) for spec in task_pipelines(task).values()})
+    return sorted({pipeline_representation(name) for name in task_pipelines(task)})
 
 
 def representation_pipelines(task, representation):
@@ -158,7 +153,7 @@ def representation_pipelines(task, representation):
     return {
         name: spec
         for name, spec in task_pipelines(task).items()
-        if pipeline_representation(spec) == representation
+        if pipeline_representation(name) == representation
     }
 
 
@@ -269,7 +264,10 @@ def _streamable_evaluations():
     from sclinbench.streamed import why_not_streamed
 
     return {
-        (t, r): why_not_streamed(representation_pipelines(t, r), TASKS[t].get("split", "")) is None
+        (t, r): why_not_streamed(
+            {n: SPECS[n] for n in representation_pipelines(t, r)}, TASKS[t].get("split", "")
+        )
+        is None
         for t in TASKS
         for r in task_representations(t)
         if r != "nested"  # read whole (evaluate_nested)

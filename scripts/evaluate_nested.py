@@ -11,11 +11,13 @@ with script_errors(snakemake.log[0]):  # noqa: F821
     from sclinbench.contracts import read_splits
     from sclinbench.io import limit_threads, write_table
     from sclinbench.nested import evaluate_nested
+    from sclinbench.spec import parse_pipelines
 
     sm = snakemake  # noqa: F821
     with limit_threads(sm.threads):
+        pipelines = parse_pipelines(sm.params.pipelines)  # nested entries, candidates resolved
         predictions, selection = evaluate_nested(
-            ad.read_h5ad(sm.input.data), read_splits(sm.input.splits), sm.params.pipelines, sm.params.task,
+            ad.read_h5ad(sm.input.data), read_splits(sm.input.splits), pipelines, sm.params.task,
             seed=sm.params.seed, dataset=sm.wildcards.dataset)
     write_table(predictions, sm.output.predictions)
     write_table(selection, sm.output.selection)

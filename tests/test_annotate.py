@@ -389,7 +389,7 @@ def test_builtin_pipelines_are_the_config_entries():
     assert tool.DEFAULT_PIPELINE in config["pipelines"]
     for name, spec in catalog.BUILTIN_PIPELINES.items():
         assert tool.check_spec(name, spec) == tool.check_spec(name, config["pipelines"][name])
-    assert tool.check_spec(tool.DEFAULT_PIPELINE, config["pipelines"][tool.DEFAULT_PIPELINE])["representation"] == {
+    assert tool.check_spec(tool.DEFAULT_PIPELINE, config["pipelines"][tool.DEFAULT_PIPELINE]).representation == {
         "name": "rankz"}
 
 

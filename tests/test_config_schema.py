@@ -9,7 +9,8 @@ import yaml
 
 from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
-from sclinbench.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline, normalize_spec
+from sclinbench.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline
+from sclinbench.spec import PipelineSpec
 from sclinbench.splits import (
     DEFAULT_DIAGONAL,
     DEFAULT_DIAGONAL_FRACTION,
@@ -23,6 +24,12 @@ from sclinbench.splits import (
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
 TASK = SCHEMA["$defs"]["task"]["properties"]
+
+
+def normalize_spec(entry):
+    """The canonical sections of a plain entry: its PipelineSpec (the one constructor), as a dict."""
+    return PipelineSpec.from_config("pipeline", entry).canonical()
+
 
 
 def _config(**task):
@@ -216,3 +223,22 @@ def test_every_hvg_flavour_selects_genes_and_a_missing_package_is_one_line():
             normalize_spec(spec)
     else:
         assert len(select_hvg(X, 10, flavor="seurat_v3")) == 10
+
+
+def test_pipeline_spec_fields_are_the_schema_keys_and_the_package_options():
+    """The typed spec adds no place where options are defined: its fields are the schema's pipeline
+    keys (SPEC_KEYS, the sections of OPTIONS), a nested spec's the nested options."""
+    import dataclasses
+
+    from sclinbench.nested import NESTED_KEYS, NESTED_OPTIONS
+    from sclinbench.pipeline import OPTIONS, SPEC_KEYS
+    from sclinbench.spec import SECTIONS, NestedSpec
+
+    props = set(SCHEMA["$defs"]["pipeline"]["properties"])
+    fields = {f.name for f in dataclasses.fields(PipelineSpec)} - {"name"}
+    assert fields == set(SPEC_KEYS) == props - {"nested"}
+    assert set(SECTIONS) == set(SPEC_KEYS) - {"role", "description"} and set(OPTIONS) < set(SECTIONS)
+    nested_fields = {f.name for f in dataclasses.fields(NestedSpec)} - {"name"}
+    assert nested_fields == set(NESTED_OPTIONS) | set(NESTED_KEYS) - {"nested"}
+    assert {f.name: f.default for f in dataclasses.fields(NestedSpec) if f.name in NESTED_OPTIONS
+            and f.name != "candidates"} == {k: v for k, v in NESTED_OPTIONS.items() if k != "candidates"}

@@ -270,7 +270,11 @@ def test_pseudobulk_rankz_basis_equals_a_hand_computation():
 
 
 def test_pseudobulk_rankz_basis_takes_counts_only():
-    from sclinbench.pipeline import build_pipeline, normalize_spec
+    from sclinbench.pipeline import build_pipeline
+    from sclinbench.spec import PipelineSpec
+
+    def normalize_spec(entry):
+        return PipelineSpec.from_config("pipeline", entry).canonical()
     from sclinbench.tool.portable import LinearScorer
 
     spec = {"representation": {"name": "counts"}, "model": {"name": "centroid", "basis": "pseudobulk_rankz"}}

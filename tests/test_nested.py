@@ -14,6 +14,7 @@ from sclinbench import metrics, nested
 from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import evaluate
+from sclinbench.spec import NestedSpec, parse_pipelines
 from sclinbench.splits import make_splits
 from sclinbench.synthetic import make_atlas
 
@@ -24,6 +25,11 @@ GRID = yaml.safe_load((ROOT / "config/grid.yaml").read_text())["pipelines"]
 NESTED_YAML = yaml.safe_load((ROOT / "config/nested.yaml").read_text())
 ALL = {**CONFIG["pipelines"], **GRID}
 FAST = {"nested": {"candidates": ["rankz_centroid", "log1p_centroid", "sqrt_centroid"]}}  # training-free
+
+
+def _nested(name, entry, pipelines=ALL):
+    """``{name: NestedSpec}`` of a nested entry whose candidates are named in ``pipelines``."""
+    return {name: NestedSpec.from_config(name, entry, pipelines)}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,7 @@ def test_nested_never_sees_the_outer_test_units(alpha, monkeypatch):
         return sel
 
     monkeypatch.setattr(nested, "select", spy)
-    pred, table = nested.evaluate_nested(alpha, splits, {"nl": FAST}, task, all_pipelines=ALL)
+    pred, table = nested.evaluate_nested(alpha, splits, _nested("nl", FAST), task)
     assert len(seen) == 4
     donors = alpha.obs["donor_id"].astype(str)
     for fold, (ids, units, n, sel) in enumerate(seen):
@@ -76,19 +82,19 @@ def test_changing_outer_test_cells_changes_no_choice(alpha):
     task = {"kind": "celltype", "split": "stratified", "n_folds": 3}
     splits = make_splits(alpha.obs, task, seed=0)
     fold0 = splits[splits.fold == 0]
-    _, before = nested.evaluate_nested(alpha, fold0, {"nl": FAST}, task, all_pipelines=ALL)
+    _, before = nested.evaluate_nested(alpha, fold0, _nested("nl", FAST), task)
     other = alpha.copy()
     idx = other.obs_names.get_indexer(fold0.loc[fold0.role == "test", "cell_id"])
     X = other.X.tolil()
     X[idx] = sp.csr_matrix(np.random.default_rng(1).poisson(2.0, (idx.size, other.n_vars)).astype(np.float32))
     other.X = X.tocsr()
-    _, after = nested.evaluate_nested(other, fold0, {"nl": FAST}, task, all_pipelines=ALL)
+    _, after = nested.evaluate_nested(other, fold0, _nested("nl", FAST), task)
     pd.testing.assert_frame_equal(before, after)
 
 
 def test_the_chosen_candidate_is_reproducible_from_the_seed(alpha):
     X, y, units = alpha.X, alpha.obs["cell_type"].astype(str).to_numpy(), alpha.obs["donor_id"].astype(str).to_numpy()
-    cands = nested.normalize_nested(FAST, ALL)["candidates"]
+    cands = NestedSpec.from_config("nl", FAST, ALL).candidates
     a = nested.select(X, y, units, cands, kind="stratified", seed=7)
     b = nested.select(X, y, units, cands, kind="stratified", seed=7)
     c = nested.select(X, y, units, cands, kind="stratified", seed=8)
@@ -139,7 +145,7 @@ def test_nested_options_accepted_by_schema_iff_by_package(section, ok):
     spec = {"nested": section}
     schema_ok = not schema_errors(_cfg(spec), SCHEMA_PATH)
     try:
-        nested.normalize_nested(spec, _cfg(spec)["pipelines"])
+        NestedSpec.from_config("pipeline", spec, _cfg(spec)["pipelines"])
         package_ok = True
     except SclinbenchError:
         package_ok = False
@@ -156,11 +162,11 @@ def test_schema_defaults_are_the_package_defaults():
     bad = {"nested": {"candidates": ["rankz_centroid", "log1p_centroid"]}, "model": {"name": "centroid"}}
     assert schema_errors(_cfg(bad), SCHEMA_PATH)
     with pytest.raises(SclinbenchError, match="do not apply to a nested pipeline"):
-        nested.normalize_nested(bad, ALL)
+        NestedSpec.from_config("pipeline", bad, ALL)
     with pytest.raises(SclinbenchError, match="is a control"):
-        nested.normalize_nested({"nested": {"candidates": ["rankz_centroid", "control_shuffled"]}}, ALL)
+        NestedSpec.from_config("pipeline", {"nested": {"candidates": ["rankz_centroid", "control_shuffled"]}}, ALL)
     with pytest.raises(SclinbenchError, match="'nope' is not under 'pipelines:'"):
-        nested.normalize_nested({"nested": {"candidates": ["rankz_centroid", "nope"]}}, ALL)
+        NestedSpec.from_config("pipeline", {"nested": {"candidates": ["rankz_centroid", "nope"]}}, ALL)
     assert schema_errors(_cfg({"representation": {"name": "rankz"}}), SCHEMA_PATH)  # a plain one still needs a model
 
 
@@ -169,12 +175,13 @@ def test_config_nested_yaml_is_the_grid_candidates():
     over three representations; it validates merged over config/config.yaml."""
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     pipes = {**cfg["pipelines"], **NESTED_YAML["pipelines"]}
-    s = nested.normalize_nested(pipes["nested_linear"], pipes, "nested_linear")
-    assert len(s["candidates"]) == 12 and s["inner_folds"] == 3 and s["metric"] == "macro_f1"
-    for name in s["candidates"]:
+    s = parse_pipelines(pipes)["nested_linear"]
+    assert len(s.candidates) == 12 and s.inner_folds == 3 and s.metric == "macro_f1"
+    assert s.job_representation == "nested" and all(c.name == n for n, c in s.candidates.items())
+    for name in s.candidates:
         assert pipes[name] == {**cfg["pipelines"], **GRID}[name], name  # the default run's or the grid's entry
-    assert {c["representation"]["name"] for c in s["candidates"].values()} == {"rankz", "log1p", "pearson"}
-    assert nested.nested_family(pipes["nested_linear"], pipes) == "linear"
+    assert {c.job_representation for c in s.candidates.values()} == {"rankz", "log1p", "pearson"}
+    assert s.family == "linear"
     merged = {**cfg, "pipelines": pipes, "report": {**cfg["report"], **NESTED_YAML["report"]}}
     assert not schema_errors(merged, SCHEMA_PATH)
     assert "nested_linear" in NESTED_YAML["report"]["declared"]
@@ -205,10 +212,10 @@ def test_nested_on_the_real_lavage_fixture_matches_its_candidates_within_the_noi
     cands = NESTED_YAML["pipelines"]["nested_linear"]["nested"]["candidates"]
     task = {"kind": "disease", "split": "donor", "n_folds": 3}
     splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
-    alone = evaluate(liao, splits, {c: cfg[c] for c in cands}, task, seed=0, dataset="liao2020")
+    alone = evaluate(liao, splits, parse_pipelines({c: cfg[c] for c in cands}), task, seed=0, dataset="liao2020")
     f1 = pd.Series({c: _f1(rows) for c, rows in alone.groupby("pipeline")})
-    pred, table = nested.evaluate_nested(liao, splits, {"nested_linear": cfg["nested_linear"]}, task,
-                                         all_pipelines=cfg, dataset="liao2020")
+    pred, table = nested.evaluate_nested(liao, splits, {"nested_linear": parse_pipelines(cfg)["nested_linear"]},
+                                         task, dataset="liao2020")
     score = _f1(pred)
     assert set(table["inner_split"]) == {"stratified"}       # 2 training patients: cells
     assert score > f1.median()

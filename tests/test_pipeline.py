@@ -14,8 +14,6 @@ from sclinbench.pipeline import (
     build_classifier,
     build_pipeline,
     build_preprocessing,
-    normalize_spec,
-    preprocessing_signature,
 )
 from sclinbench.represent import (
     AnovaSelector,
@@ -24,6 +22,17 @@ from sclinbench.represent import (
     RepresentationTransformer,
     ScaleClip,
 )
+from sclinbench.spec import PipelineSpec
+
+
+def normalize_spec(entry):
+    """The canonical sections of a plain entry: its PipelineSpec (the one constructor), as a dict."""
+    return PipelineSpec.from_config("pipeline", entry).canonical()
+
+
+def preprocessing_signature(entry):
+    return PipelineSpec.from_config("pipeline", entry).preprocessing_key
+
 
 FULL_SPEC = {
     "representation": {"name": "log1p", "target_sum": "median", "pseudocount": 1},
@@ -297,3 +306,50 @@ def test_repeats_belong_to_shuffled_controls_only():
         normalize_spec({"representation": "rankz", "model": "centroid", "repeats": 3})
     with pytest.raises(SclinbenchError, match="'repeats' must be a positive integer"):
         normalize_spec({"representation": "rankz", "model": "centroid", "control": "shuffled", "repeats": 0})
+
+
+def test_specs_of_every_config_are_made_once_frozen_and_keyed_as_the_workflow_names_jobs():
+    """parse_pipelines over the default run, the grid and nested.yaml: a spec per entry, frozen,
+    picklable; its job_representation is the key rules/common.smk reads from an entry in a job's
+    own snakemake; a spec passed on is the same object (never made again)."""
+    import dataclasses
+    import pickle
+
+    import yaml
+
+    from sclinbench.spec import NestedSpec, parse_pipelines
+
+    pipes = {}
+    for name in ("config.yaml", "grid.yaml", "nested.yaml"):
+        pipes.update(yaml.safe_load((REPO / "config" / name).read_text())["pipelines"])
+    specs = parse_pipelines(pipes)
+    assert list(specs) == list(pipes)
+    for name, spec in specs.items():
+        entry = pipes[name]
+        assert spec.name == name
+        assert spec.job_representation == ("nested" if "nested" in entry else entry["representation"]["name"])
+        assert pickle.loads(pickle.dumps(spec)) == spec
+    assert isinstance(specs["nested_linear"], NestedSpec)
+    assert all(c == specs[n] for n, c in specs["nested_linear"].candidates.items())  # candidates as specs
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        specs["rankz_centroid"].model = {"name": "knn"}
+    assert parse_pipelines(specs)["rankz_centroid"] is specs["rankz_centroid"]
+    assert PipelineSpec.from_config("x", specs["rankz_centroid"]) is specs["rankz_centroid"]
+    # the keys that decide sharing
+    a, b = specs["rankz_centroid"], specs["control_shuffled"]
+    assert a.preprocessing_key == b.preprocessing_key and a.representation_key == b.representation_key
+    assert specs["log1p_pca_logreg"].representation_key != a.representation_key
+    assert a.canonical() == normalize_spec(pipes["rankz_centroid"]) and a.role == "method" and b.role == "control"
+
+
+def test_a_bad_entry_in_a_config_is_one_line_naming_the_pipeline():
+    from sclinbench.spec import parse_pipelines
+
+    with pytest.raises(SclinbenchError, match=r"^pipeline 'p' in the configuration: pipeline key 'model.name': "
+                                              r"'nope' is unknown; valid: ") as exc:
+        parse_pipelines({"p": {"representation": {"name": "rankz"}, "model": {"name": "nope"}}})
+    assert "\n" not in str(exc.value)
+    with pytest.raises(SclinbenchError, match=r"^pipeline 'n': candidate 'p': pipeline key 'model.name'"):
+        parse_pipelines({"n": {"nested": {"candidates": ["p", "q"]}},
+                         "p": {"representation": "rankz", "model": "nope"}, "q": {"representation": "rankz",
+                                                                                "model": "centroid"}})

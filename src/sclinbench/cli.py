@@ -125,7 +125,7 @@ def _reference(args):
     return ref
 
 
-def _choose_pipeline(args, ref) -> tuple[str, dict, dict]:
+def _choose_pipeline(args, ref) -> tuple[str, object, dict]:
     """``--pipeline NAME`` (a fixed choice), else nested selection on the reference among
     :data:`~sclinbench.tool.catalog.TRAIN_CANDIDATES` (:func:`sclinbench.nested.choose_for_reference`:
     held-out reference donors, or cells with fewer than 3): ``(name, spec, record of the choice)``."""
@@ -133,12 +133,14 @@ def _choose_pipeline(args, ref) -> tuple[str, dict, dict]:
         name, spec = _pipeline(args)
         return name, spec, {"fixed": name}
     from sclinbench.nested import choose_for_reference, describe_choice
+    from sclinbench.spec import parse_pipelines
     from sclinbench.tool.catalog import TRAIN_CANDIDATES
 
+    candidates = parse_pipelines(TRAIN_CANDIDATES)  # checked once; the winner is fitted from its spec
     donors = ref.adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in ref.adata.obs else None
-    record = choose_for_reference(ref.adata.X, ref.labels, donors, TRAIN_CANDIDATES, seed=args.seed)
+    record = choose_for_reference(ref.adata.X, ref.labels, donors, candidates, seed=args.seed)
     log.info("%s (--pipeline NAME fixes the choice)", describe_choice(record))
-    return record["winner"], TRAIN_CANDIDATES[record["winner"]], record
+    return record["winner"], candidates[record["winner"]], record
 
 
 def _fit(args, ref):

@@ -35,7 +35,6 @@ every class and cell.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -53,24 +52,17 @@ from sclinbench.models import (
     ShuffledLabels,
     control_seed,
 )
-from sclinbench.pipeline import (
-    build_classifier,
-    build_preprocessing,
-    normalize_spec,
-    preprocessing_signature,
-)
+from sclinbench.pipeline import build_classifier, build_preprocessing
 from sclinbench.represent.offset import RowSubset, take
 from sclinbench.splits import iter_folds, task_label
 
 log = logging.getLogger(__name__)
 
 
-def input_matrix(adata, spec: dict, dataset: str = "dataset"):
-    """The matrix a pipeline starts from: raw counts (``X``) or an imported embedding (``obsm``).
-
-    ``spec`` is a pipeline entry in canonical form (:func:`sclinbench.pipeline.normalize_spec`).
-    """
-    rep = spec["representation"]
+def input_matrix(adata, spec, dataset: str = "dataset"):
+    """The matrix a pipeline (:class:`~sclinbench.spec.PipelineSpec`) starts from: raw counts (``X``)
+    or an imported embedding (``obsm``)."""
+    rep = spec.representation
     if rep["name"] != "embedding":
         return adata.X if sp.issparse(adata.X) else sp.csr_matrix(adata.X)
     key = rep.get("obsm_key")
@@ -154,10 +146,10 @@ def _indexer(obs_names: pd.Index, ids: np.ndarray, dataset: str) -> np.ndarray:
 _ROW_VIEW_MODELS = ("centroid", "majority")
 
 
-def _takes_row_views(spec: dict) -> bool:
+def _takes_row_views(spec) -> bool:
     """True if every step after the representation is passthrough and the model takes row views."""
-    return (spec["features"]["method"] == "none" and spec["scale"] is None
-            and spec["reduction"]["method"] == "none" and spec["model"]["name"] in _ROW_VIEW_MODELS)
+    return (spec.features["method"] == "none" and spec.scale is None
+            and spec.reduction["method"] == "none" and spec.model["name"] in _ROW_VIEW_MODELS)
 
 
 class _PerFold:
@@ -218,7 +210,7 @@ class _SharedFold:
         return Ztr, pre.transform(Rte)
 
 
-def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
+def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
              dataset: str = "dataset", share_stateless: bool = True, release_counts: bool = False) -> pd.DataFrame:
     """Predictions of every pipeline for every test cell of every fold.
 
@@ -229,7 +221,7 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     splits
         The task's split table (:func:`sclinbench.splits.make_splits`).
     pipelines
-        ``name -> spec`` (config ``pipelines:`` entries).
+        ``name -> PipelineSpec`` (:func:`sclinbench.spec.parse_pipelines`).
     task
         The task spec (``kind``, ``split``, ``label``...).
     share_stateless
@@ -270,13 +262,13 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict
     shared_of: dict[str, str] = {}
     if share_stateless and not donor_level:
         for sig, names in by_signature.items():
-            rep_spec = normal[names[0]]["representation"]
+            rep_spec = normal[names[0]].representation
             if rep_spec["name"] == "embedding":
                 continue
             rep = build_preprocessing(normal[names[0]], seed).steps[0][1]
             if not rep.is_stateless():
                 continue
-            key = representation_key(normal[names[0]])
+            key = normal[names[0]].representation_key
             if key not in shared_rep:
                 t0 = time.perf_counter()
                 shared_rep[key] = rep.represent_all(inputs[sig])
@@ -323,21 +315,16 @@ def _counts_unread(normal, by_signature, shared_of, seed) -> bool:
                for sig, names in by_signature.items())
 
 
-def representation_key(spec: dict) -> str:
-    """Pipelines (canonical specs) with the same key compute the same representation of all genes
-    (before any gene selection), so a stateless one is computed once for all of them."""
-    return json.dumps(spec["representation"], sort_keys=True, default=str)
+def group_pipelines(pipelines: dict) -> tuple[dict, dict[str, list[str]]]:
+    """``(name -> PipelineSpec, preprocessing key -> names)``: pipelines with the same
+    :attr:`~sclinbench.spec.PipelineSpec.preprocessing_key` share one fitted preprocessing per fold.
+    Mappings (a caller outside the workflow) are made specs by :func:`sclinbench.spec.parse_pipelines`."""
+    from sclinbench.spec import parse_pipelines
 
-
-def group_pipelines(pipelines: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list[str]]]:
-    """``(name -> canonical spec, preprocessing signature -> names)``: each spec validated once
-    ("role" and "description" label results, they are no step); pipelines with the same
-    signature share one fitted preprocessing per fold."""
-    normal = {name: normalize_spec({k: v for k, v in spec.items() if k not in ("role", "description")})
-              for name, spec in pipelines.items()}
+    normal = parse_pipelines(pipelines)
     by_signature: dict[str, list[str]] = {}
     for name, spec in normal.items():
-        by_signature.setdefault(preprocessing_signature(spec), []).append(name)
+        by_signature.setdefault(spec.preprocessing_key, []).append(name)
     return normal, by_signature
 
 
@@ -364,19 +351,19 @@ def fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, d
     Ztr, Zte = fitted.fit_transform(ytr)
     for name in names:
         spec = normal[name]
-        shuffled = spec["control"] == "shuffled"
+        shuffled = spec.control == "shuffled"
         for repeat in repeats_of(spec):
             model = build_classifier(spec, seed)
             Ztr_r, Zte_r = Ztr, Zte
             if shuffled:
                 draw = control_seed(seed, fold, repeat)
                 model.set_params(random_state=draw)
-                if spec["features"]["method"] == "anova":  # label-dependent: permuted labels too
+                if spec.features["method"] == "anova":  # label-dependent: permuted labels too
                     perm = np.random.default_rng(draw).permutation(len(ytr))
                     Ztr_r, Zte_r = fitted.fit_transform(ytr[perm])
             model.fit(Ztr_r, ytr)
             y_pred, conf, scores, classes = _predict(model, Zte_r)
-            if spec["model"]["name"] in CONSTANT_SCORE_MODELS:
+            if spec.model["name"] in CONSTANT_SCORE_MODELS:
                 scores, conf = np.zeros_like(scores), np.zeros_like(conf)
             frames.append(prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, conf,
                                            scores, classes, split_kind, in_training,
@@ -384,10 +371,10 @@ def fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, d
     return frames
 
 
-def repeats_of(spec: dict) -> range:
-    """The repeats of a pipeline (canonical spec): its label permutations for a shuffled-label
-    control, else one."""
-    return range(spec["repeats"] if spec["control"] == "shuffled" else 1)
+def repeats_of(spec) -> range:
+    """The repeats of a pipeline (:class:`~sclinbench.spec.PipelineSpec`): its label permutations
+    for a shuffled-label control, else one."""
+    return range(spec.repeats if spec.control == "shuffled" else 1)
 
 
 def assemble(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -296,9 +296,10 @@ def pipeline_labels(pipelines: dict, name: str) -> dict:
 
     spec = pipelines[name]
     if "nested" in spec:  # nested selection: its candidates' family (sclinbench.nested)
-        from sclinbench.nested import NESTED, nested_family
+        from sclinbench.nested import NESTED
+        from sclinbench.spec import NestedSpec
 
-        return {"role": spec.get("role", "method"), "family": nested_family(spec, pipelines),
+        return {"role": spec.get("role", "method"), "family": NestedSpec.from_config(name, spec, pipelines).family,
                 "representation": NESTED, "model": NESTED}
     return {"role": spec.get("role", "method"), "family": model_family(spec["model"]["name"]),
             "representation": spec["representation"]["name"], "model": spec["model"]["name"]}

@@ -32,9 +32,9 @@ The same :func:`select` chooses the pipeline of ``sclinbench train`` (and ``scli
 from __future__ import annotations
 
 import logging
-import numbers
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import anndata as ad
@@ -66,84 +66,10 @@ _UNKNOWN_DONORS = ("", "nan", "unknown")
 
 
 def is_nested(spec) -> bool:
-    """True for a ``nested:`` pipeline entry."""
-    return isinstance(spec, dict) and "nested" in spec
-
-
-def normalize_nested(spec: dict, pipelines: dict | None = None, name: str = "pipeline") -> dict:
-    """Validate a nested pipeline entry; returns ``{candidates: {name: canonical spec}, inner_folds,
-    metric}``.
-
-    ``candidates`` is a list of pipeline names (resolved in ``pipelines``) or a mapping name ->
-    spec (already resolved). Every candidate must be a method (no control, no nested pipeline) that
-    reads counts; at least two are needed.
-    """
-    from sclinbench.pipeline import normalize_spec
-
-    where = f"pipeline '{name}'"
-    unknown = sorted(set(spec) - set(NESTED_KEYS))
-    if unknown:
-        raise SclinbenchError(f"{where}: key(s) {', '.join(unknown)} do not apply to a nested pipeline (its "
-                              "candidates carry their own steps); valid: " + ", ".join(NESTED_KEYS))
-    if spec.get("role", "method") != "method":
-        raise SclinbenchError(f"{where}: a nested pipeline is a method (role: method); remove role: {spec['role']}")
-    section = spec["nested"]
-    if not isinstance(section, dict):
-        raise SclinbenchError(f"{where}: nested must be a mapping like {{candidates: [a, b], inner_folds: 3}}")
-    bad = sorted(set(section) - set(NESTED_OPTIONS))
-    if bad:
-        raise SclinbenchError(f"{where}: unknown key(s) {', '.join(bad)} under nested; valid: {', '.join(NESTED_OPTIONS)}")
-    if "candidates" not in section:
-        raise SclinbenchError(f"{where}: nested needs 'candidates' (a list of pipeline names)")
-    raw = section["candidates"]
-    if isinstance(raw, dict):
-        resolved = dict(raw)
-    elif isinstance(raw, (list, tuple)):
-        if len(set(map(str, raw))) != len(raw):
-            raise SclinbenchError(f"{where}: nested.candidates lists a pipeline twice; list each once")
-        missing = [c for c in raw if pipelines is None or c not in pipelines]
-        if missing:
-            known = ", ".join(sorted(pipelines or {}))
-            raise SclinbenchError(f"{where}: nested candidate '{missing[0]}' is not under 'pipelines:' (known: {known}); "
-                                  "define it there (e.g. add --configfile config/grid.yaml) or remove it")
-        resolved = {str(c): pipelines[c] for c in raw}
-    else:
-        raise SclinbenchError(f"{where}: nested.candidates must be a list of pipeline names, got {raw!r}")
-    if len(resolved) < 2:
-        raise SclinbenchError(f"{where}: nested selection needs at least 2 candidates, got {len(resolved)}")
-    candidates = {}
-    for cname, cspec in resolved.items():
-        if is_nested(cspec):
-            raise SclinbenchError(f"{where}: candidate '{cname}' is itself nested; candidates are plain pipelines")
-        if not isinstance(cspec, dict):
-            raise SclinbenchError(f"{where}: candidate '{cname}' is not a pipeline entry (a mapping)")
-        if cspec.get("role", "method") == "control":
-            raise SclinbenchError(f"{where}: candidate '{cname}' is a control; candidates are method pipelines")
-        try:
-            s = normalize_spec({k: v for k, v in cspec.items() if k not in ("role", "description")})
-        except SclinbenchError as exc:
-            raise SclinbenchError(f"{where}: candidate '{cname}': {exc}") from None
-        if s["control"] != "none":
-            raise SclinbenchError(f"{where}: candidate '{cname}' is a control (control: {s['control']})")
-        if s["representation"]["name"] == "embedding":
-            raise SclinbenchError(f"{where}: candidate '{cname}' reads an embedding; nested candidates read counts")
-        candidates[cname] = s
-    folds = section.get("inner_folds", NESTED_OPTIONS["inner_folds"])
-    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
-        raise SclinbenchError(f"{where}: nested.inner_folds must be an integer >= 2, got {folds!r}")
-    metric = section.get("metric", NESTED_OPTIONS["metric"])
-    if metric not in NESTED_METRICS:
-        raise SclinbenchError(f"{where}: nested.metric '{metric}' is unknown; valid: {', '.join(NESTED_METRICS)}")
-    return {"candidates": candidates, "inner_folds": int(folds), "metric": metric}
-
-
-def nested_family(spec: dict, pipelines: dict | None = None) -> str:
-    """The model family of a nested pipeline: its candidates' family when they share one, else ``mixed``."""
-    from sclinbench.models import model_family
-
-    s = normalize_nested(spec, pipelines)
-    families = {model_family(c["model"]["name"]) for c in s["candidates"].values()}
-    return families.pop() if len(families) == 1 else "mixed"
+    """True for a ``nested:`` pipeline entry or a :class:`~sclinbench.spec.NestedSpec`."""
+    if isinstance(spec, Mapping):
+        return "nested" in spec
+    return getattr(spec, "is_nested", False) is True
 
 
 def inner_seed(seed: int, fold: int) -> int:
@@ -221,7 +147,7 @@ class Selection:
         return sorted(order, key=lambda c: (-np.nan_to_num(self.scores[c], nan=-np.inf), order.index(c)))
 
 
-def select(X, y, units, candidates: dict[str, dict], kind: str = "stratified", metric: str = "macro_f1",
+def select(X, y, units, candidates: dict, kind: str = "stratified", metric: str = "macro_f1",
            seed: int = 0, n_folds: int = 3, species=None, pseudobulk: bool = False, cell_ids=None,
            model_seed: int | None = None) -> Selection:
     """Score every candidate by an inner split of the cells ``X`` (raw counts, cells x genes) and
@@ -232,7 +158,7 @@ def select(X, y, units, candidates: dict[str, dict], kind: str = "stratified", m
     units
         Donor of each cell (``kind="donor"``; ``"unknown"`` for none).
     candidates
-        ``name -> pipeline spec`` (as ``pipelines:`` entries; see :mod:`sclinbench.pipeline`).
+        ``name -> PipelineSpec`` (:class:`sclinbench.spec.PipelineSpec`; a ``NestedSpec``'s candidates).
     kind
         :data:`INNER_SPLITS` (see :func:`inner_folds` for the fall-backs).
     seed
@@ -290,7 +216,7 @@ def select(X, y, units, candidates: dict[str, dict], kind: str = "stratified", m
     return sel
 
 
-def choose_for_reference(X, y, donors, candidates: dict[str, dict], seed: int = 0, n_folds: int = 3,
+def choose_for_reference(X, y, donors, candidates: dict, seed: int = 0, n_folds: int = 3,
                          metric: str = "macro_f1") -> dict:
     """Choose the pipeline that labels a query from a labelled reference alone: :func:`select` over
     ``candidates`` with folds of whole reference donors (``donors``, one per cell; cells of an
@@ -339,20 +265,24 @@ def inner_kind(task: dict, test_groups: np.ndarray, train_species: np.ndarray | 
     return "donor"
 
 
-def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
-                    dataset: str = "dataset", all_pipelines: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
+                    dataset: str = "dataset") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions of nested pipelines for every outer test cell, and their selection table.
 
-    ``pipelines``: ``name -> nested entry`` (candidates as names resolved in ``all_pipelines``, or
-    as a mapping). Per outer fold: :func:`select` on the fold's training cells only (its inner
-    split seeded by :func:`inner_seed`), then the winner refitted on all training cells of the fold
+    ``pipelines``: ``name -> NestedSpec`` (:func:`sclinbench.spec.parse_pipelines`). Per outer fold:
+    :func:`select` on the fold's training cells only (its inner split seeded by
+    :func:`inner_seed`), then the winner refitted on all training cells of the fold
     (:func:`sclinbench.evaluate.evaluate` of that fold) predicts its test cells, under the nested
     pipeline's name. Returns ``(predictions, selection)`` (:data:`SELECTION_COLUMNS`).
     """
     from sclinbench.evaluate import _indexer, assemble, evaluate
     from sclinbench.splits import iter_folds, task_label
 
-    specs = {name: normalize_nested(spec, all_pipelines, name) for name, spec in pipelines.items()}
+    specs = pipelines
+    bad = [name for name, s in specs.items() if not is_nested(s) or isinstance(s, Mapping)]
+    if bad:
+        raise SclinbenchError(f"evaluate_nested takes nested pipeline specs (sclinbench.spec.parse_pipelines); "
+                              f"'{bad[0]}' is not one")
     label = task_label(task)
     y_all = adata.obs[label].astype(str).to_numpy()
     donors = (adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in adata.obs.columns
@@ -369,19 +299,19 @@ def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict[str, dict], tas
         X_train = adata.X[itrain]
         refitted: dict[str, pd.DataFrame] = {}
         for name, s in specs.items():
-            sel = select(X_train, y_all[itrain], donors[itrain], s["candidates"], kind=kind, metric=s["metric"],
-                         seed=inner_seed(seed, fold), n_folds=s["inner_folds"], species=train_species,
+            sel = select(X_train, y_all[itrain], donors[itrain], s.candidates, kind=kind, metric=s.metric,
+                         seed=inner_seed(seed, fold), n_folds=s.inner_folds, species=train_species,
                          pseudobulk=pseudobulk and kind == "donor", cell_ids=train_ids, model_seed=seed)
             log.info("%s fold %d (%s): %s chose %s (inner %s %.3f)", dataset, fold, group, name, sel.winner,
-                     s["metric"], sel.scores[sel.winner])
+                     s.metric, sel.scores[sel.winner])
             if sel.winner not in refitted:
                 one_fold = splits[splits["fold"] == fold]
-                refitted[sel.winner] = evaluate(adata, one_fold, {sel.winner: s["candidates"][sel.winner]}, task,
+                refitted[sel.winner] = evaluate(adata, one_fold, {sel.winner: s.candidates[sel.winner]}, task,
                                                 seed=seed, dataset=dataset)
             frames.append(refitted[sel.winner].assign(pipeline=name))
             for rank, cand in enumerate(sel.ranking(), start=1):
                 rows.append({"pipeline": name, "fold": int(fold), "group": group, "inner_split": sel.kind,
-                             "inner_folds": sel.n_folds, "n_inner_units": sel.n_units, "metric": s["metric"],
+                             "inner_folds": sel.n_folds, "n_inner_units": sel.n_units, "metric": s.metric,
                              "candidate": cand, "inner_score": sel.scores[cand], "rank": rank,
                              "chosen": cand == sel.winner})
     return assemble(frames), pd.DataFrame(rows, columns=SELECTION_COLUMNS)

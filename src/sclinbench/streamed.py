@@ -50,7 +50,6 @@ from sclinbench.evaluate import (
     group_pipelines,
     prediction_frame,
     repeats_of,
-    representation_key,
 )
 from sclinbench.models import (
     CONSTANT_SCORE_MODELS,
@@ -78,7 +77,7 @@ BLOCK_VALUES = 1 << 27
 STREAMED_HVG_FLAVOR = HVG_FLAVORS[0]
 
 
-def why_not_streamed(pipelines: dict[str, dict], split_kind: str) -> str | None:
+def why_not_streamed(pipelines: dict, split_kind: str) -> str | None:
     """``None`` if :func:`evaluate_streamed` can evaluate these pipelines, else the reason."""
     if split_kind == "donor_pseudobulk":
         return "donor pseudobulk tasks sum the counts of each donor first"
@@ -86,19 +85,19 @@ def why_not_streamed(pipelines: dict[str, dict], split_kind: str) -> str | None:
     for names in by_signature.values():
         spec = normal[names[0]]
         rep = build_preprocessing(spec).steps[0][1]
-        if spec["representation"]["name"] == "embedding" or not rep.is_stateless():
-            return (f"pipeline '{names[0]}': representation {spec['representation']['name']} is fitted on the "
+        if spec.representation["name"] == "embedding" or not rep.is_stateless():
+            return (f"pipeline '{names[0]}': representation {spec.representation['name']} is fitted on the "
                     "training cells (or an embedding)")
         if rep.hvg is None and not all(_takes_row_views(normal[n]) for n in names):
             return f"pipeline '{names[0]}': fitted steps on all genes need the representation of all cells"
         if rep.hvg is not None and rep.hvg_flavor != STREAMED_HVG_FLAVOR:
             return f"pipeline '{names[0]}': hvg flavor {rep.hvg_flavor} runs scanpy on the training cells"
-        if spec["features"]["method"] == "anova":
+        if spec.features["method"] == "anova":
             return f"pipeline '{names[0]}': anova needs the representation of all cells"
     return None
 
 
-def evaluate_file(path, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
+def evaluate_file(path, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
                   dataset: str = "dataset", stream_from_nnz: int = STREAM_FROM_NNZ,
                   block_values: int = BLOCK_VALUES) -> pd.DataFrame:
     """:func:`~sclinbench.evaluate.evaluate` of the standardized h5ad ``path``: streamed in blocks
@@ -185,7 +184,7 @@ class _ViewTarget:
         self.model = build_classifier(spec, seed)
         ytr = y_all[fold.itrain]
         self.inner = self.model
-        if spec["control"] == "shuffled":  # as ShuffledLabels.fit: the labels of a seeded permutation
+        if spec.control == "shuffled":  # as ShuffledLabels.fit: the labels of a seeded permutation
             draw = control_seed(seed, fold.fold, repeat)
             self.model.set_params(random_state=draw)
             self.model.permutation_ = np.random.default_rng(draw).permutation(ytr.shape[0])
@@ -241,7 +240,7 @@ class _ViewTarget:
             classes = np.asarray(self.model.classes_).astype(str)
             self.results = (np.empty(0, dtype=object), np.empty(0), np.empty((0, classes.size)), classes)
         y_pred, conf, scores, classes = self.results
-        if self.spec["model"]["name"] in CONSTANT_SCORE_MODELS:
+        if self.spec.model["name"] in CONSTANT_SCORE_MODELS:
             scores, conf = np.zeros_like(scores), np.zeros_like(conf)
         return prediction_frame(fold.test_ids, fold.fold, fold.groups, self.name, self.repeat,
                                 donors_all[fold.itest], yte, y_pred.astype(str), conf, scores, classes,
@@ -300,7 +299,7 @@ class _HvgFold:
         self.sums = self.sq = self.mean = self.lib_all = None
 
 
-def evaluate_streamed(path, splits: pd.DataFrame, pipelines: dict[str, dict], task: dict, seed: int = 0,
+def evaluate_streamed(path, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
                       dataset: str = "dataset", block_values: int = BLOCK_VALUES,
                       hold_bytes: int = STREAMED_HOLD_BYTES) -> pd.DataFrame:
     """:func:`sclinbench.evaluate.evaluate` of the standardized h5ad ``path``, its counts read in
@@ -350,7 +349,7 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
         else:
             hvgs[sig] = [_HvgFold(fold, reps[sig].hvg, g) for fold in folds]
 
-    rep_keys = {sig: representation_key(normal[names[0]]) for sig, names in by_signature.items()}
+    rep_keys = {sig: normal[names[0]].representation_key for sig, names in by_signature.items()}
 
     def represented(X, sigs):
         """The block's representation for each signature, computed once per representation."""

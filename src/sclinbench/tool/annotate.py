@@ -45,7 +45,7 @@ import scipy.sparse as sp
 from sclinbench.errors import SclinbenchError
 from sclinbench.io import sha256_file  # noqa: F401 (re-exported)
 from sclinbench.metrics import UNASSIGNED, classification_scores
-from sclinbench.pipeline import build_pipeline, normalize_spec
+from sclinbench.pipeline import build_pipeline
 from sclinbench.represent import RepresentationTransformer
 from sclinbench.tool import (  # noqa: F401 (re-exported)
     DEFAULT_PIPELINE,
@@ -105,20 +105,26 @@ def versions() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------
 # pipelines
 # ------------------------------------------------------------------------------------------------
-def check_spec(name: str, spec: dict) -> dict:
-    """The normalized spec of a pipeline annotate can use (counts in, linear model out)."""
-    if spec.get("role") == "control":
+def check_spec(name: str, spec):
+    """The :class:`~sclinbench.spec.PipelineSpec` of a pipeline annotate can use (counts in, linear
+    model out), from a config entry, the canonical spec of a model file, or a spec (kept as it is)."""
+    from sclinbench.spec import PipelineSpec
+
+    role = spec.role if isinstance(spec, PipelineSpec) else spec.get("role")
+    if role == "control":
         raise SclinbenchError(f"pipeline '{name}' is a control (role: control); name a method pipeline to annotate with")
-    s = normalize_spec({k: v for k, v in spec.items() if k not in ("description", "role")})
-    if s["representation"]["name"] == "embedding":
+    if not isinstance(spec, PipelineSpec):
+        spec = {k: v for k, v in spec.items() if k != "role"}  # refused above; a model file has none
+    s = PipelineSpec.from_config(name, spec)
+    if s.representation["name"] == "embedding":
         raise SclinbenchError(
             f"pipeline '{name}' reads an embedding (obsm), not counts; annotate needs a counts-based pipeline"
         )
-    if s["control"] != "none":
-        raise SclinbenchError(f"pipeline '{name}' is a control (control: {s['control']}); name a method pipeline")
-    if s["model"]["name"] not in portable.LINEAR_MODELS:
+    if s.control != "none":
+        raise SclinbenchError(f"pipeline '{name}' is a control (control: {s.control}); name a method pipeline")
+    if s.model["name"] not in portable.LINEAR_MODELS:
         raise SclinbenchError(
-            f"pipeline '{name}' ends in model '{s['model']['name']}'; annotate uses linear models "
+            f"pipeline '{name}' ends in model '{s.model['name']}'; annotate uses linear models "
             f"({', '.join(portable.LINEAR_MODELS)}), whose weights can be saved and inspected"
         )
     return s
@@ -146,7 +152,7 @@ def _stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray
     return held
 
 
-def _fit_pipeline(spec: dict, X, y, seed: int, Z=None) -> portable.LinearPipeline:
+def _fit_pipeline(spec, X, y, seed: int, Z=None) -> portable.LinearPipeline:
     """Fit ``build_pipeline(spec)`` on ``X, y``; with ``Z`` (the stateless representation of ``X``,
     computed once for all reference cells) only the steps after the representation are fitted."""
     from sklearn.pipeline import Pipeline
@@ -165,7 +171,7 @@ def _ecdf_grid() -> np.ndarray:
     return np.linspace(0.0, 1.0, 1001)
 
 
-def _heldout(s: dict, X, y: np.ndarray, seed: int, fraction: float, novelty_quantile: float, Z=None) -> dict:
+def _heldout(s, X, y: np.ndarray, seed: int, fraction: float, novelty_quantile: float, Z=None) -> dict:
     """Fit on a stratified ``1 - fraction`` of the cells, score the rest: the calibration of :meth:`Annotator.fit`."""
     held = _stratified_holdout(y, fraction, seed)
     cal = _fit_pipeline(s, X[~held], y[~held], seed, None if Z is None else Z[np.flatnonzero(~held)])
@@ -201,7 +207,7 @@ class Annotator:
 
     pipeline: portable.LinearPipeline
     pipeline_name: str
-    spec: dict
+    spec: dict  # the canonical sections (PipelineSpec.canonical), as a model file keeps them
     gene_ids: np.ndarray
     gene_symbols: np.ndarray
     label_counts: dict[str, int]
@@ -220,7 +226,7 @@ class Annotator:
     def fit(
         cls,
         reference: Reference,
-        spec: dict,
+        spec,
         pipeline_name: str,
         *,
         seed: int = 0,
@@ -254,7 +260,7 @@ class Annotator:
         log.info("fitted %s on %d cells x %d genes, %d labels in %.1f s", pipeline_name, X.shape[0], X.shape[1],
                  labels.size, time.perf_counter() - t0)
         return cls(
-            pipeline=final, pipeline_name=pipeline_name, spec=s,
+            pipeline=final, pipeline_name=pipeline_name, spec=s.canonical(),
             gene_ids=np.asarray(adata.var_names, dtype=object), gene_symbols=np.asarray(symbols, dtype=object),
             label_counts={str(k): int(v) for k, v in zip(labels, counts)},
             confidence_quantiles=held["quantiles"], novelty_quantile=float(novelty_quantile),
@@ -384,7 +390,7 @@ class Result:
         return text
 
 
-def fit_for_query(reference: Reference, spec: dict, pipeline_name: str, full: gene_match.GeneMatch, *, seed: int,
+def fit_for_query(reference: Reference, spec, pipeline_name: str, full: gene_match.GeneMatch, *, seed: int,
                   calibration_fraction: float, novelty_quantile: float,
                   all_genes_calibration: dict | None = None) -> tuple[Annotator, gene_match.GeneMatch, dict]:
     """Fit on the reference genes the query measures (``full``: the query matched onto all of them).
@@ -394,6 +400,7 @@ def fit_for_query(reference: Reference, spec: dict, pipeline_name: str, full: ge
     a model's own; computed here when not given) minus that with the shared genes; it is logged and
     returned in the gene summary.
     """
+    spec = check_spec(pipeline_name, spec)  # a model file's canonical spec -> PipelineSpec; a spec as it is
     match, keep = full.restricted()
     n_missing = full.n_target - keep.size
     annotator = Annotator.fit(reference, spec, pipeline_name, seed=seed, calibration_fraction=calibration_fraction,
@@ -403,10 +410,9 @@ def fit_for_query(reference: Reference, spec: dict, pipeline_name: str, full: ge
     if n_missing:
         if all_genes_calibration is None:
             X = sp.csr_matrix(reference.adata.X, dtype=np.float32)
-            s = check_spec(pipeline_name, spec)
-            rep = build_pipeline(s, seed).steps[0][1]
+            rep = build_pipeline(spec, seed).steps[0][1]
             Z = rep.fit(X).transform(X) if _stateless_representation(rep) else None
-            all_genes_calibration = _heldout(s, X, reference.labels, seed, calibration_fraction, novelty_quantile,
+            all_genes_calibration = _heldout(spec, X, reference.labels, seed, calibration_fraction, novelty_quantile,
                                              Z)["calibration"]
         f1_all, f1_shared = float(all_genes_calibration["macro_f1"]), float(annotator.calibration["macro_f1"])
         info.update({"heldout_macro_f1_all_genes": f1_all, "heldout_macro_f1_shared_genes": f1_shared,
@@ -424,7 +430,7 @@ def annotate(
     annotator: Annotator | None = None,
     reference: Reference | None = None,
     pipeline_name: str = DEFAULT_PIPELINE,
-    spec: dict | None = None,
+    spec=None,
     query_counts: str = "auto",
     pairs: gene_match.OrthologPairs | None = None,
     min_shared_genes: int = 100,
@@ -465,7 +471,7 @@ def annotate(
     if annotator is None:
         if spec is None:
             raise SclinbenchError("annotate with a reference needs a pipeline spec")
-        check_spec(pipeline_name, spec)
+        spec = check_spec(pipeline_name, spec)
         rvar = reference.adata.var
         ids = rvar.index.to_numpy(dtype=object)
         symbols = np.asarray(rvar["gene_symbol"].astype(str) if "gene_symbol" in rvar.columns else ids, dtype=object)

@@ -23,7 +23,6 @@ from pathlib import Path
 import yaml
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.pipeline import normalize_spec
 
 #: Pipelines available without a workflow checkout (identical to their config/config.yaml entries).
 BUILTIN_PIPELINES = {
@@ -132,10 +131,13 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def spec_summary(spec: dict) -> str:
-    """``rankz -> centroid``; ``log1p(target_sum=10000) -> hvg 2000 -> scale 10 -> pca 50 -> logreg(C=1)``."""
+def spec_summary(spec) -> str:
+    """``rankz -> centroid``; ``log1p(target_sum=10000) -> hvg 2000 -> scale 10 -> pca 50 -> logreg(C=1)``
+    of a :class:`~sclinbench.spec.PipelineSpec` or of a catalog entry (made a spec here, where it is listed)."""
+    from sclinbench.spec import PipelineSpec
+
     try:
-        s = normalize_spec({k: v for k, v in spec.items() if k not in ("description", "role")})
+        s = PipelineSpec.from_config("pipeline", spec).canonical()
     except SclinbenchError as exc:
         return f"(invalid: {exc})"
 
