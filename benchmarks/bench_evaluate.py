@@ -32,16 +32,15 @@ def main() -> None:
     ap.add_argument("--config", default=str(REPO / "config/config.yaml"))
     ap.add_argument("--no-share", action="store_true", help="compute stateless representations per fold")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (the evaluate rule's threads)")
-    ap.add_argument("--write", action="store_true", help="also write the predictions (tsv.gz) as the rule does")
+    ap.add_argument("--write", action="store_true", help="also write the predictions (Parquet) as the rule does")
     args = ap.parse_args()
 
     import anndata as ad
     import yaml
     from threadpoolctl import threadpool_limits
 
-    from sclinbench.contracts import read_splits
+    from sclinbench.contracts import read_splits, write_predictions
     from sclinbench.evaluate import evaluate
-    from sclinbench.io import write_table
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = yaml.safe_load(Path(args.config).read_text())
@@ -62,7 +61,7 @@ def main() -> None:
     if args.write:
         t2 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            write_table(pred, Path(tmp) / "pred.tsv.gz")
+            write_predictions(pred, Path(tmp) / "pred.parquet")
         t_write = time.perf_counter() - t2
     total = time.perf_counter() - t0
     cf = adata.n_obs * splits["fold"].nunique()

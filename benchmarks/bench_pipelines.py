@@ -104,7 +104,7 @@ def ours_scores(run: Path) -> dict[str, dict]:
 
     out = {}
     for name, rep in OURS.items():
-        path = run / f"results/predictions/dataset~scale/task~{TASK}/representation~{rep}.tsv.gz"
+        path = run / f"results/predictions/dataset~scale/task~{TASK}/representation~{rep}.parquet"
         if not path.exists():
             continue
         p = read_predictions([path])

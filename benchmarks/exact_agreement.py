@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     adata = ad.read_h5ad(a.run / "resources/standardized" / f"{a.dataset}.h5ad")
     splits = read_splits(a.run / "results/splits" / f"dataset~{a.dataset}" / f"task~{a.task}.tsv.gz")
     pred = read_predictions([a.run / "results/predictions" / f"dataset~{a.dataset}" / f"task~{a.task}"
-                             / "representation~rankz.tsv.gz"])
+                             / "representation~rankz.parquet"])
     pred = pred[pred["pipeline"] == a.pipeline].set_index(["fold", "cell_id"])["y_pred"].astype(str)
     R = rankz(adata.X.tocsr().astype(np.float32)).toarray().astype(np.float32)  # per cell: all cells at once
     y = adata.obs[a.label].astype(str).to_numpy()

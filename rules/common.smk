@@ -184,7 +184,7 @@ DATASETS = sorted({d for d, _ in DATASET_TASKS})
 
 def predictions_of(dataset, task):
     return [
-        f"results/predictions/dataset~{dataset}/task~{task}/representation~{r}.tsv.gz"
+        f"results/predictions/dataset~{dataset}/task~{task}/representation~{r}.parquet"
         for r in task_representations(task)
     ]
 

@@ -8,7 +8,7 @@ rule evaluate:
         data="resources/standardized/{dataset}.h5ad",
         splits="results/splits/dataset~{dataset}/task~{task}.tsv.gz",
     output:
-        "results/predictions/dataset~{dataset}/task~{task}/representation~{representation}.tsv.gz",
+        "results/predictions/dataset~{dataset}/task~{task}/representation~{representation}.parquet",
     log:
         "logs/evaluate/dataset~{dataset}/task~{task}/representation~{representation}.log",
     benchmark:
@@ -36,7 +36,7 @@ rule evaluate_nested:
         data="resources/standardized/{dataset}.h5ad",
         splits="results/splits/dataset~{dataset}/task~{task}.tsv.gz",
     output:
-        predictions="results/predictions/dataset~{dataset}/task~{task}/representation~nested.tsv.gz",
+        predictions="results/predictions/dataset~{dataset}/task~{task}/representation~nested.parquet",
         selection="results/scores/dataset~{dataset}/task~{task}.selection.tsv",
     log:
         "logs/evaluate/dataset~{dataset}/task~{task}/representation~nested.log",

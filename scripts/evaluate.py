@@ -5,8 +5,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
 from sclinbench.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench.contracts import read_splits
-    from sclinbench.io import limit_threads, write_table
+    from sclinbench.contracts import read_splits, write_predictions
+    from sclinbench.io import limit_threads
     from sclinbench.spec import parse_pipelines
     from sclinbench.streamed import evaluate_file
 
@@ -16,4 +16,4 @@ with script_errors(snakemake.log[0]):  # noqa: F821
         predictions = evaluate_file(snakemake.input.data, splits, pipelines,  # noqa: F821
                                     snakemake.params.task, seed=snakemake.params.seed,  # noqa: F821
                                     dataset=snakemake.wildcards.dataset)  # noqa: F821
-    write_table(predictions, snakemake.output[0])  # noqa: F821
+    write_predictions(predictions, snakemake.output[0])  # noqa: F821

@@ -8,7 +8,7 @@ from sclinbench.io import script_errors  # noqa: E402
 with script_errors(snakemake.log[0]):  # noqa: F821
     import anndata as ad
 
-    from sclinbench.contracts import read_splits
+    from sclinbench.contracts import read_splits, write_predictions
     from sclinbench.io import limit_threads, write_table
     from sclinbench.nested import evaluate_nested
     from sclinbench.spec import parse_pipelines
@@ -19,5 +19,5 @@ with script_errors(snakemake.log[0]):  # noqa: F821
         predictions, selection = evaluate_nested(
             ad.read_h5ad(sm.input.data), read_splits(sm.input.splits), pipelines, sm.params.task,
             seed=sm.params.seed, dataset=sm.wildcards.dataset)
-    write_table(predictions, sm.output.predictions)
+    write_predictions(predictions, sm.output.predictions)
     write_table(selection, sm.output.selection)

@@ -42,8 +42,8 @@ def test_default_run_writes_metrics_and_beats_controls(default_run):
 def test_every_test_cell_is_predicted_once_per_fold(default_run):
     workdir, _ = default_run
     splits = pd.read_csv(workdir / "results/splits/dataset~pbmc68k/task~celltype_stratified.tsv.gz", sep="\t")
-    pred = pd.read_csv(workdir / "results/predictions/dataset~pbmc68k/task~celltype_stratified/"
-                       "representation~rankz.tsv.gz", sep="\t")
+    pred = contracts.read_predictions(workdir / "results/predictions/dataset~pbmc68k/task~celltype_stratified/"
+                                      "representation~rankz.parquet")
     test = splits[splits.role == "test"]
     assert pred.loc[pred.pipeline == "control_shuffled", "repeat"].nunique() == 5
     for (_pipeline, _repeat), rows in pred.groupby(["pipeline", "repeat"]):
@@ -256,7 +256,7 @@ def test_paper_configuration_dry_runs_offline(workdir):
     assert "resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv" in text
     for task in ("ts_celltype_stratified", "ts_celltype_donor", "infection_cell_paper"):
         assert f"task~{task}" in text, task
-    assert "representation~counts.tsv.gz" in text          # the paper's cross-species centroid
+    assert "representation~counts.parquet" in text          # the paper's cross-species centroid
 
 
 def test_local_dataset_gets_metrics_and_figures(workdir):

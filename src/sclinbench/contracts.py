@@ -7,8 +7,8 @@ contract changes in one place (docs/DESIGN.md describes the same files in words)
 file                                                   columns                     written by
 =====================================================  ==========================  ==================
 ``results/splits/dataset~D/task~T.tsv.gz``             :data:`SPLIT_COLUMNS`       ``splits``
-``results/predictions/.../representation~R.tsv.gz``    :data:`PREDICTION_COLUMNS`  ``evaluate``
-                                                       + ``s:<label>`` scores
+``results/predictions/.../representation~R.parquet``   :data:`PREDICTION_COLUMNS`  ``evaluate``
+                                                       + ``s:<label>`` scores      (:func:`write_predictions`)
 ``results/scores/dataset~D/task~T.tsv``                :data:`FOLD_SCORE_COLUMNS`  ``metrics.score``
 ``... .per_class.tsv``                                 :data:`PER_CLASS_COLUMNS`   ``metrics``
 ``... .confusion.tsv`` / ``.unseen.tsv``               :data:`CALL_COLUMNS`        ``metrics``
@@ -30,13 +30,17 @@ pipeline's name.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sclinbench.errors import SclinbenchError
+
+log = logging.getLogger("sclinbench")
 
 # --------------------------------------------------------------------------- per dataset x task
 
@@ -123,6 +127,8 @@ def is_diagonal(group: str) -> bool:
 # --------------------------------------------------------------------------- readers
 
 def _bools(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values
     return values.astype(str).str.lower().isin(["true", "1"])
 
 
@@ -131,13 +137,104 @@ def read_splits(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"cell_id": str, "group": str}, keep_default_na=False)
 
 
-def read_predictions(paths) -> pd.DataFrame:
-    """Read and concatenate prediction tables (labels and ids stay strings)."""
-    frames = [pd.read_csv(p, sep="\t", dtype={"cell_id": str, "group": str, "y_true": str, "y_pred": str,
+#: Columns of a predictions table stored as Parquet dictionaries (a few distinct strings each,
+#: repeated over folds, pipelines and repeats); read back as strings ("" where the cell has none).
+PREDICTION_LABEL_COLUMNS = ("cell_id", "group", "pipeline", "donor_id", "y_true", "y_pred")
+#: Integer and boolean columns of a predictions table; ``score`` and ``s:<label>`` are float64
+#: (the models' probabilities as computed: float32 would change the scores computed from them).
+PREDICTION_INTEGER_COLUMNS = ("fold", "repeat")
+PREDICTION_BOOLEAN_COLUMNS = ("novel", "label_in_training", "fallback")
+
+
+def _label_values(values: pd.Series) -> pd.Categorical:
+    # the strings a TSV round trip gave: str() of each value, "" for a missing one
+    values = values.astype(object)
+    return pd.Categorical(values.where(values.notna(), "").astype(str))
+
+
+def typed_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
+    """A predictions table with the column types of its Parquet file: labels and ids categorical,
+    ``fold``/``repeat`` int64, the flags bool, ``score`` and ``s:<label>`` float64."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise SclinbenchError(f"predictions table: missing column(s) {', '.join(missing)}; it must have "
+                              f"{', '.join(PREDICTION_COLUMNS)} (sclinbench.evaluate.assemble writes them)")
+    out = {}
+    for column in predictions.columns:
+        values = predictions[column]
+        if column in PREDICTION_LABEL_COLUMNS:
+            out[column] = _label_values(values)
+        elif column in PREDICTION_INTEGER_COLUMNS:
+            out[column] = values.to_numpy(dtype=np.int64)
+        elif column in PREDICTION_BOOLEAN_COLUMNS:
+            out[column] = _bools(values).to_numpy()
+        elif column == "score" or column.startswith(SCORE_PREFIX):
+            out[column] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        else:
+            out[column] = values.to_numpy()
+    return pd.DataFrame(out, columns=predictions.columns)
+
+
+def write_predictions(predictions: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a predictions table (:data:`PREDICTION_COLUMNS` + ``s:<label>``) as Parquet.
+
+    Typed columns (:func:`typed_predictions`), zstd-compressed; written to a temporary file that is
+    renamed onto ``path`` only when complete (:func:`sclinbench.io.atomic_path`), so a killed job
+    leaves no half-written table. Logs a line before and one after (rows, bytes, seconds).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sclinbench.io import atomic_path
+
+    path = Path(path)
+    t0 = time.perf_counter()
+    log.info("writing predictions: %d rows x %d columns to %s", len(predictions), predictions.shape[1], path)
+    table = pa.Table.from_pandas(typed_predictions(predictions), preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    log.info("wrote predictions %s: %d rows, %d bytes in %.1f s", path, table.num_rows, path.stat().st_size,
+             time.perf_counter() - t0)
+
+
+def _read_parquet_predictions(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        df = pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SclinbenchError(f"{path}: not a readable Parquet predictions table ({first}); delete it and "
+                              "rerun its evaluate step") from None
+    for column in df.columns:
+        if isinstance(df[column].dtype, pd.CategoricalDtype):
+            df[column] = df[column].astype(object)  # plain strings, like a TSV's (groupby keeps no empty labels)
+    return df
+
+
+def _read_tsv_predictions(path: Path) -> pd.DataFrame:
+    # tables of earlier versions (.tsv / .tsv.gz)
+    return pd.read_csv(path, sep="\t", dtype={"cell_id": str, "group": str, "y_true": str, "y_pred": str,
                                               "donor_id": str},
-                          keep_default_na=False, na_values={"score": ["", "nan", "NaN"]},
-                          low_memory=False)  # one type per column (class scores mix numbers and NaN)
-              for p in paths]
+                       keep_default_na=False, na_values={"score": ["", "nan", "NaN"]},
+                       low_memory=False)  # one type per column (class scores mix numbers and NaN)
+
+
+def read_predictions(paths) -> pd.DataFrame:
+    """Read and concatenate prediction tables: the Parquet files :func:`write_predictions` writes
+    (and the TSVs, ``.tsv`` or ``.tsv.gz``, of earlier versions).
+
+    ``paths``: one path or several. Labels and ids are strings (``""`` where a cell has none),
+    ``fold``/``repeat`` int, the flags bool, the scores float (NaN where a fold's model lacks a
+    class). Every consumer (score, figures, nested, benchmarks, tests) reads predictions here.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    frames = []
+    for p in paths:
+        p = _existing(p, "predictions table", "evaluate step")
+        frames.append(_read_parquet_predictions(p) if p.suffix == ".parquet" else _read_tsv_predictions(p))
     out = pd.concat(frames, ignore_index=True)
     for column in out.columns:
         if column == "score" or column.startswith(SCORE_PREFIX):

@@ -716,7 +716,7 @@ def novel_type_detection(predictions: Mapping[tuple[str, str], pd.DataFrame] | p
     ----------
     predictions
         ``(dataset, task) -> `` per-cell predictions of that novel-type task (columns ``pipeline,
-        score, novel``), e.g. read from ``results/predictions/dataset~D/task~T/*.tsv.gz``; a single
+        score, novel``), e.g. :func:`sclinbench.contracts.read_predictions` of ``results/predictions/dataset~D/task~T/*.parquet``; a single
         DataFrame is the predictions of the only novel-type task. Optional.
     metrics, summary
         The run's per-fold scores and summary (optional; without them the panels say what is missing).

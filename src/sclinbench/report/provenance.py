@@ -22,7 +22,7 @@ from sclinbench.io import sha256_text
 from sclinbench.report.markdown import to_markdown, write_text
 
 DEFAULT_PACKAGES = ("sclinbench", "snakemake", "scanpy", "anndata", "scikit-learn", "numpy",
-                    "scipy", "pandas", "matplotlib", "h5py", "pyyaml")
+                    "scipy", "pandas", "matplotlib", "h5py", "pyarrow", "pyyaml")
 
 
 def config_hash(config: Mapping) -> str:
