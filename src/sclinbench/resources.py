@@ -43,7 +43,8 @@ HEADROOM = 1.25
 #: selected genes. 16 B + 700 MiB + 2,000 B per cell covered them (and 1.0 GiB at 10k). The paper's exact
 #: pipeline (fitted steps on all 20k genes: a fold's copy of its training rows of the representation,
 #: the implicit z-score PCA) peaks at 8.52 GiB on 129k cells / 308M stored counts read whole (issue 20,
-#: benchmarks/paper_scale_config.yaml), which needs 21 B. Recalibrate here (one number) when evaluate changes.
+#: benchmarks/paper_scale_config.yaml), which needs 21 B; 7.37 GiB once the counts are released (no fold reads
+#: them), kept at 21 B for jobs that also hold an HVG pipeline. Recalibrate here (one number) when evaluate changes.
 EVALUATE_BYTES_PER_NNZ = 21.0
 #: Bytes per cell of the evaluate job beside the counts (obs, split table, predictions).
 EVALUATE_BYTES_PER_CELL = 2000.0
