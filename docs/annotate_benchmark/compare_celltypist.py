@@ -217,8 +217,8 @@ def main() -> None:
             print(f"{case['group']:>18} {case['unit']:<20} {tool:<10} {pipeline:<24} F1 {f1:.3f}  "
                   f"train {best['train_s']:.2f} s + annotate {best['annotate_s']:.2f} s", file=sys.stderr)
         chosen = rows[-len(tools):]
-        default = [r for r in chosen if r["pipeline"] == "default"]
-        fixed = {r["pipeline"]: r for r in chosen if r["pipeline"] != "default"}
+        default = [r for r in chosen if r["tool"] == "sclinbench" and r["pipeline"] == "default"]
+        fixed = {r["pipeline"]: r for r in chosen if r["tool"] == "sclinbench" and r["pipeline"] != "default"}
         if default and default[0]["chosen"] in fixed:  # same pipeline, same seed: the same predictions
             same = abs(default[0]["macro_f1"] - fixed[default[0]["chosen"]]["macro_f1"]) < 1e-9
             print(f"  default chose {default[0]['chosen']}: F1 {'equals' if same else 'DIFFERS FROM'} its fixed row",
