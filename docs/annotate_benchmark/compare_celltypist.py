@@ -6,7 +6,15 @@ a throwaway CellTypist environment (never the project's: CellTypist 1.7.1 needs 
     python3 -m venv /work/ctenv
     /work/ctenv/bin/pip install celltypist==1.7.1 'scikit-learn<1.8' scanpy
     .venv/bin/python docs/annotate_benchmark/compare_celltypist.py --celltypist-python /work/ctenv/bin/python \
-        --workdir /tmp/annotate_benchmark --repeats 3 --out docs/annotate_benchmark/results.tsv
+        --workdir /tmp/annotate_benchmark --repeats 1 --large --liao /work/shared/data/liao2020-covid-balf \
+        --out docs/annotate_benchmark/results.tsv
+
+sclinbench rows (``--pipelines``, default all four): ``default`` = ``sclinbench train`` without
+``--pipeline`` (what a user gets: nested selection among sclinbench.tool.catalog.TRAIN_CANDIDATES on
+held-out reference donors, or cells with fewer than 3 donors; the chosen candidate, its inner
+scores and the selection's seconds are read back from the model file into the TSV), then each
+candidate fixed with ``--pipeline`` (:data:`FIXED`). The script checks that the default's F1 equals
+its chosen candidate's fixed row (same pipeline, same seed).
 
 Cases (every unit is one reference/query pair; both tools get the same two h5ad files of raw counts):
 
@@ -20,6 +28,12 @@ Cases (every unit is one reference/query pair; both tools get the same two h5ad 
   sclinbench maps the query with ``--orthologs``; CellTypist gets the query already mapped to the
   reference's gene ids by the same one-to-one table (sclinbench.tool.genes), because it matches
   genes by name only.
+- ``--liao DIR``: real lavage cells of three COVID-19 patients (Liao et al. 2020: C144 mild, C146
+  and C149 severe; the 10x files in DIR, read at benchmark time only), labelled with coarse lineages
+  by the marker rule of liao_labels.py computed on all patients jointly (derived labels: see its
+  docstring for the rule and its limitations); one patient as the reference, another as the query
+  (C144->C146, C144->C149: mild -> severe; C146->C144, C149->C144; 4 units, no donors in a
+  reference, so the default chooses on folds of cells).
 - ``--large``: the atlas at 10x the cells (15,000 per species), held-out donors alpha_d7+d8 and
   alpha->beta (1 unit each: no interval).
 
