@@ -366,10 +366,11 @@ def test_scaleclip_matches_numpy(kind):
 @pytest.mark.parametrize("kind", ["csr", "offset"])
 @pytest.mark.parametrize("whiten", [False, True])
 @pytest.mark.parametrize("solver", ["covariance", "arpack"])
-def test_pca_on_sparse_equals_sklearn_on_densified(kind, whiten, solver):
+@pytest.mark.parametrize("n_genes", [40, 150])  # fewer genes than the 70 training cells, and more (Gram path)
+def test_pca_on_sparse_equals_sklearn_on_densified(kind, whiten, solver, n_genes):
     from sklearn.decomposition import PCA
 
-    X, _ = nb_counts(n_cells=100, n_genes=40, seed=16)
+    X, _ = nb_counts(n_cells=100, n_genes=n_genes, seed=16)
     X = shifted_log(X, 1e3, dtype=np.float64)
     inp = X if kind == "csr" else rankz(X.astype(np.float32))
     D = inp.toarray()

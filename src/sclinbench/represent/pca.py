@@ -130,7 +130,9 @@ class PCATransformer(TransformerMixin, BaseEstimator):
             solver = "covariance" if g <= COVARIANCE_PCA_MAX_FEATURES else "arpack"
         self.svd_solver_ = solver
         mean, var = X.column_mean_var(ddof=1) if isinstance(X, ColumnScaled) else column_mean_var(X, ddof=1)
-        if solver == "covariance":
+        if solver == "covariance" and n < g:  # the n x n Gram matrix is the smaller one: same components
+            s, Vt = _gram_svd(X, mean, k)
+        elif solver == "covariance":
             evals, evecs = _covariance_eigh(X, mean)
             top = np.argsort(evals)[::-1][:k]
             s = np.sqrt(np.maximum(evals[top], 0.0) * (n - 1))
@@ -200,6 +202,23 @@ def _covariance_eigh(X, mean: np.ndarray, chunk_elements: int = 20_000_000) -> t
         C = dsyrk(1.0, D.T, beta=1.0, c=C, trans=0, lower=1, overwrite_c=1)
     C /= max(n - 1, 1)
     return np.linalg.eigh(C, UPLO="L")
+
+
+def _gram_svd(X, mean: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` singular values and right singular vectors of the centred ``X - 1 mean^T`` (n < g)
+    from the eigen-decomposition of its n x n Gram matrix: ``G = Xc Xc^T = U S^2 U^T`` and
+    ``V^T = S^-1 U^T Xc``. The same components as the g x g covariance (:func:`_covariance_eigh`)
+    at O(n^2 g + n^3) instead of O(n g^2 + g^3): the exact solver for fewer cells than features."""
+    from scipy.linalg.blas import dsyrk
+
+    D = X.toarray().astype(np.float64, copy=False)
+    D -= mean
+    G = dsyrk(1.0, D, trans=0, lower=1)
+    evals, evecs = np.linalg.eigh(G, UPLO="L")
+    top = np.argsort(evals)[::-1][:k]
+    s = np.sqrt(np.maximum(evals[top], 0.0))
+    Vt = (evecs[:, top].T @ D) / np.maximum(s, np.finfo(np.float64).tiny)[:, None]
+    return s, Vt
 
 
 def _centered_operator(X, mean: np.ndarray) -> LinearOperator:
