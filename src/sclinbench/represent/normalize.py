@@ -8,6 +8,7 @@ selection) keeps each cell's library size over all genes.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -217,16 +218,32 @@ def pearson_residuals(
     if not theta > 0:
         raise SclinbenchError(f"representation parameter 'theta' must be > 0, got {theta}")
     _check_dense_size(n, g, "representation 'pearson'", max_dense_elements)
-    lib = _library(X, library, n)
+    lib = np.asarray(_library(X, library, n), dtype=np.float64).ravel()
     out = np.empty((n, g), dtype=np.float64)
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        x = X[start:stop].toarray().astype(np.float64, copy=False)
-        mu = lib[start:stop, None] * p[None, :]
-        denom = np.sqrt(mu + mu * mu / theta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(denom > 0, (x - mu) / np.where(denom > 0, denom, 1.0), 0.0)
-        if clip is not None:
-            np.clip(z, -clip, clip, out=z)
-        out[start:stop] = z
+    # one compiled pass per cell, the same float64 operations in the same order as
+    # (x - mu) / sqrt(mu + mu^2 / theta) with numpy (so the same bits); chunk_size is kept for callers
+    _pearson_fill(X.data, X.indices, X.indptr, lib, p, float(theta),
+                  0.0 if clip is None else float(clip), clip is not None, out)
     return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _pearson_fill(data, indices, indptr, lib, p, theta, clip, has_clip, out):  # pragma: no cover (compiled)
+    n, g = out.shape
+    for i in numba.prange(n):
+        for j in range(g):
+            mu = lib[i] * p[j]
+            denom = np.sqrt(mu + mu * mu / theta)
+            out[i, j] = (0.0 - mu) / denom if denom > 0 else 0.0
+        for q in range(indptr[i], indptr[i + 1]):
+            j = indices[q]
+            mu = lib[i] * p[j]
+            denom = np.sqrt(mu + mu * mu / theta)
+            out[i, j] = (np.float64(data[q]) - mu) / denom if denom > 0 else 0.0
+        if has_clip:
+            for j in range(g):
+                z = out[i, j]
+                if z < -clip:
+                    out[i, j] = -clip
+                elif z > clip:
+                    out[i, j] = clip
