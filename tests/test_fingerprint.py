@@ -409,7 +409,7 @@ def test_a_change_to_metrics_reruns_score_not_evaluate(finished_run, edit):
 
 @workflow
 def test_a_change_to_plotting_reruns_only_the_figures(finished_run, edit):
-    edit("plotting.py", 'fontsize=6.5, fontweight="normal",', 'fontsize=7, fontweight="normal",')
+    edit("plotting/scores.py", 'fontsize=6.5, fontweight="normal",', 'fontsize=7, fontweight="normal",')
     jobs = _planned(run_snakemake(finished_run, "-n"))
     # provenance and tables follow: they record which code made the figures (results/README.md)
     assert set(jobs) == {"figures", "provenance", "tables", "all"}
@@ -422,7 +422,7 @@ def test_docstring_and_comment_changes_rerun_nothing(finished_run, edit):
     edit("represent/normalize.py", "    Equals ``log1p`` of the library-normalized counts",
          "    Equal to ``log1p`` of the library-normalized counts")
     edit("metrics.py", "def score(", "# scores per fold\ndef score(")
-    edit("plotting.py", 'fontsize=6.5, fontweight="normal",', 'fontsize=6.5,  fontweight="normal",  # title')
+    edit("plotting/scores.py", 'fontsize=6.5, fontweight="normal",', 'fontsize=6.5,  fontweight="normal",  # title')
     proc = run_snakemake(finished_run, "-n")
     assert _planned(proc) == {} and "Nothing to be done" in proc.stdout + proc.stderr
 

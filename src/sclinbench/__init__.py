@@ -3,7 +3,7 @@
 The science lives here as plain functions and scikit-learn estimators, split the way scanpy
 splits ``pp``/``tl``/``pl``:
 
-- :mod:`sclinbench.data`       read, check and standardize datasets (one AnnData contract)
+- :mod:`sclinbench.data`       read, check and standardize datasets (one AnnData contract; a package)
 - :mod:`sclinbench.synthetic`  the seeded multi-species synthetic atlas
 - :mod:`sclinbench.orthologs`  gene orthology tables and mapping across species
 - :mod:`sclinbench.represent`  normalizations / representations (functions + transformers)

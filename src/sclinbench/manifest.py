@@ -315,7 +315,7 @@ def inspect_h5ad(path: str | Path, donor_column: str | None = None, label_column
     """
     import h5py
 
-    from sclinbench.data import _h5ad_matrices
+    from sclinbench.data.h5ad import _h5ad_matrices
 
     out: dict = {}
     with h5py.File(path, "r") as f:
@@ -414,7 +414,7 @@ def check_download(name: str, entry: Mapping, paths: Sequence[str | Path], path:
     if any(f.get("donors") is not None for f in facts):
         import pandas as pd
 
-        from sclinbench.data import _ood_mask
+        from sclinbench.data.reading import _ood_mask
 
         values = pd.Series(donors, dtype=object)
         compare("the number of donors", int(values.dropna().nunique()), "n_donors")

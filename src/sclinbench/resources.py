@@ -145,7 +145,7 @@ def input_size(paths: Iterable[str | os.PathLike]) -> tuple[int, int, float, boo
     h5ad files with a CSR ``X`` count by their metadata (cells, stored values); every other file
     (and an h5ad whose ``X`` is dense or CSC) by its size in MB.
     """
-    from sclinbench.data import h5ad_shape
+    from sclinbench.data.h5ad import h5ad_shape
 
     nnz = cells = 0
     other = 0.0
@@ -169,7 +169,7 @@ def input_size(paths: Iterable[str | os.PathLike]) -> tuple[int, int, float, boo
 def standardize_model(paths: list[str], fmt: str) -> str:
     """Which standardize model applies: streamed for one h5ad with CSR counts, else in memory."""
     if len(paths) == 1 and fmt == "h5ad" and Path(paths[0]).suffix == ".h5ad":
-        from sclinbench.data import h5ad_shape
+        from sclinbench.data.h5ad import h5ad_shape
 
         try:
             if h5ad_shape(paths[0]) is not None:
@@ -315,7 +315,7 @@ def check_fits(name: str, cells: int, nnz: int, limit_mb: float | None, limit_so
 def raw_shape(paths: Iterable[str | os.PathLike], counts: str = "X") -> tuple[int, int] | None:
     """``(cells, stored counts)`` summed over h5ad files with CSR counts, from their metadata;
     ``None`` when one of them is not such a file (its size is then unknown before reading)."""
-    from sclinbench.data import h5ad_shape
+    from sclinbench.data.h5ad import h5ad_shape
 
     cells = nnz = 0
     for path in paths:

@@ -104,7 +104,7 @@ def evaluate_file(path, splits: pd.DataFrame, pipelines: dict, task: dict, seed:
     when it holds at least ``stream_from_nnz`` stored counts and its pipelines allow it."""
     import anndata as ad
 
-    from sclinbench.data import h5ad_shape
+    from sclinbench.data.h5ad import h5ad_shape
 
     shape = h5ad_shape(path)
     if shape is not None and shape[2] >= stream_from_nnz:
@@ -123,7 +123,7 @@ class _Blocks:
     """The CSR counts ``X`` of an h5ad, read in consecutive blocks of cells, one pass at a time."""
 
     def __init__(self, path, block_values: int):
-        from sclinbench.data import h5ad_counts_group
+        from sclinbench.data.h5ad import h5ad_counts_group
 
         opened = h5ad_counts_group(path)
         if opened is None:
