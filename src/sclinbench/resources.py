@@ -115,7 +115,9 @@ MODELS: dict[str, Model] = {
                                held_cap=STREAMED_HOLD_BYTES),
     "annotate": Model(base_mb=420, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
                       runtime_floor=15, seconds_per_nnz=3 * 1.4e-6),
-    "score": Model(base_mb=300, per_input_mb=5, runtime_floor=10),
+    # per MB of Parquet predictions (read back as strings): 200k cells x 5 folds, 181 MiB of
+    # inputs, peak 1.88 GiB (2026-12-07; with TSV.gz inputs 5 MB per MB covered it)
+    "score": Model(base_mb=300, per_input_mb=12, runtime_floor=10),
     "metrics": Model(base_mb=300, per_input_mb=10, runtime_floor=10),
     "tables": Model(base_mb=300, per_input_mb=10, runtime_floor=15),
     "figures": Model(base_mb=420, per_input_mb=10, runtime_floor=15),
