@@ -226,7 +226,7 @@ def test_pearson_residuals_match_direct_formula_with_train_fractions():
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(mu > 0, (x - mu) / np.sqrt(mu + mu**2 / 50.0), 0.0)
     z = np.clip(z, -3.0, 3.0)
-    out = pearson_residuals(test, p, theta=50.0, clip=3.0, chunk_size=7)
+    out = pearson_residuals(test, p, theta=50.0, clip=3.0)
     assert_allclose(out, z, rtol=1e-10, atol=1e-12)
 
 

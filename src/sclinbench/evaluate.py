@@ -260,12 +260,15 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int
     # the representation's spec, so pipelines that differ after the representation share it too
     shared_rep: dict[str, object] = {}
     shared_of: dict[str, str] = {}
+    counts_read = not share_stateless or donor_level  # does any fold read its input (counts, or an embedding)?
     if share_stateless and not donor_level:
         for sig, names in by_signature.items():
             rep_spec = normal[names[0]].representation
             if rep_spec["name"] == "embedding":
+                counts_read = True
                 continue
             rep = build_preprocessing(normal[names[0]], seed).steps[0][1]
+            counts_read = counts_read or rep.fit_reads_counts()
             if not rep.is_stateless():
                 continue
             key = normal[names[0]].representation_key
@@ -275,7 +278,9 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int
                 log.info("representation %s of all %d cells computed once for all folds in %.1f s",
                          rep_spec["name"], adata.n_obs, time.perf_counter() - t0)
             shared_of[sig] = key
-    if release_counts and _counts_unread(normal, by_signature, shared_of, seed):
+    # released when every signature starts from a shared stateless representation whose fit reads
+    # the number of genes only
+    if release_counts and not counts_read:
         inputs = dict.fromkeys(inputs)
         adata.X = None
         log.info("counts released: every fold starts from the representation of all cells")
@@ -306,13 +311,6 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int
             del fitted
         log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
     return assemble(frames)
-
-
-def _counts_unread(normal, by_signature, shared_of, seed) -> bool:
-    """True if no fold reads the counts: every signature has a shared stateless representation
-    whose fit needs the number of genes only."""
-    return all(sig in shared_of and not build_preprocessing(normal[names[0]], seed).steps[0][1].fit_reads_counts()
-               for sig, names in by_signature.items())
 
 
 def group_pipelines(pipelines: dict) -> tuple[dict, dict[str, list[str]]]:

@@ -61,6 +61,13 @@ STREAMED_BYTES_PER_CELL = 3000.0
 #: it takes at most this much (8 B per stored count + 16 B per cell; 200k cells of ~2,400 genes:
 #: 3.6 GiB); above, the last pass reads the file again and recomputes it.
 STREAMED_HOLD_BYTES = 4 << 30
+STREAMED_HELD_BYTES_PER_NNZ = 8.0  # float32 value + int32 index of the representation
+STREAMED_HELD_BYTES_PER_CELL = 16.0  # the offset and the row pointer
+
+
+def streamed_held_bytes(nnz: int, cells: int, n_representations: int = 1) -> float:
+    """Bytes of the blocks' representations that the streamed evaluation holds between passes."""
+    return n_representations * (STREAMED_HELD_BYTES_PER_NNZ * nnz + STREAMED_HELD_BYTES_PER_CELL * cells)
 
 
 @dataclass(frozen=True)
@@ -73,14 +80,12 @@ class Model:
     per_input_mb: float = 0.0  # MB per MB of the other inputs
     runtime_floor: float = 10.0  # minutes
     seconds_per_nnz: float = 0.0  # wall seconds per stored count (x3 margin included)
-    held_per_nnz: float = 0.0  # bytes per stored count held up to held_cap (the streamed representation)
-    held_per_cell: float = 0.0
-    held_cap: float = 0.0  # bytes
+    holds_representation: bool = False  # the streamed evaluation: streamed_held_bytes up to STREAMED_HOLD_BYTES
 
     def peak_mb(self, nnz: int = 0, cells: int = 0, other_mb: float = 0.0) -> float:
         """Modelled peak (MiB) of the job."""
-        held = self.held_per_nnz * nnz + self.held_per_cell * cells
-        held = held if held <= self.held_cap else 0.0  # above the cap it is recomputed, not held
+        held = streamed_held_bytes(nnz, cells) if self.holds_representation else 0.0
+        held = held if held <= STREAMED_HOLD_BYTES else 0.0  # above the cap it is recomputed, not held
         return (self.base_mb + (self.per_nnz * nnz + self.per_cell * cells + held) / MIB
                 + self.per_input_mb * other_mb)
 
@@ -111,8 +116,7 @@ MODELS: dict[str, Model] = {
     # all cells and a fold's copies of them (per_nnz). Measured at 1M cells: see the note.
     "evaluate_streamed": Model(base_mb=STREAMED_BASE_MB, per_nnz=STREAMED_BYTES_PER_NNZ,
                                per_cell=STREAMED_BYTES_PER_CELL, runtime_floor=15,
-                               seconds_per_nnz=3 * 1.4e-6, held_per_nnz=8.0, held_per_cell=16.0,
-                               held_cap=STREAMED_HOLD_BYTES),
+                               seconds_per_nnz=3 * 1.4e-6, holds_representation=True),
     "annotate": Model(base_mb=420, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
                       runtime_floor=15, seconds_per_nnz=3 * 1.4e-6),
     # per MB of Parquet predictions (read back as strings): 200k cells x 5 folds, 181 MiB of

@@ -66,7 +66,7 @@ from sclinbench.represent.select import (
     top_variable,
     training_sums,
 )
-from sclinbench.resources import STREAM_FROM_NNZ, STREAMED_HOLD_BYTES
+from sclinbench.resources import STREAM_FROM_NNZ, STREAMED_HOLD_BYTES, streamed_held_bytes
 from sclinbench.splits import iter_folds, task_label
 
 log = logging.getLogger(__name__)
@@ -305,8 +305,8 @@ def evaluate_streamed(path, splits: pd.DataFrame, pipelines: dict, task: dict, s
     """:func:`sclinbench.evaluate.evaluate` of the standardized h5ad ``path``, its counts read in
     blocks of about ``block_values`` stored counts (see the module docstring). Same arguments and
     the same table (rows in the same order). The blocks' representation computed in the first
-    pass is held for the last one when it takes at most ``hold_bytes`` (estimated: 8 B per stored
-    count and 16 B per cell, per representation), else recomputed there from a second read."""
+    pass is held for the last one when it takes at most ``hold_bytes``
+    (:func:`sclinbench.resources.streamed_held_bytes`), else recomputed there from a second read."""
     split_kind = str(splits["split_kind"].iloc[0])
     reason = why_not_streamed(pipelines, split_kind)
     if reason is not None:
@@ -362,7 +362,7 @@ def _evaluate_blocks(blocks: _Blocks, splits, pipelines, task, seed, dataset, sp
     # the last pass needs the representations of every signature: held from pass 1 if they fit
     last_sigs = [*views, *hvgs]
     n_reps = len({rep_keys[sig] for sig in last_sigs})
-    need = n_reps * (8 * int(blocks.indptr[-1]) + 16 * n)
+    need = streamed_held_bytes(int(blocks.indptr[-1]), n, n_reps)
     held = [] if need <= hold_bytes else None
     if held is not None:
         log.info("%s: the representation of the blocks (%.2f GiB estimated, %.2f allowed) is held for the "

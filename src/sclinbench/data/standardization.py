@@ -77,12 +77,7 @@ def _quality_control(adata: ad.AnnData, thresholds: dict, name: str,
         (f"cells with < {thresholds['min_counts']} counts", totals >= thresholds["min_counts"]),
         (f"cells with < {thresholds['min_genes']} genes", n_genes >= thresholds["min_genes"]),
     ]
-    keep = np.ones(adata.n_obs, dtype=bool)
-    for label, ok in checks:
-        dropped = int((keep & ~ok).sum())
-        if dropped:
-            note(f"removed {dropped} {label}")
-        keep &= ok
+    keep = _passing(checks, adata.n_obs, note)
     if not keep.any():
         raise nothing_left("cells")
     adata = _select_cells(adata, keep)
@@ -106,17 +101,12 @@ def _quality_control(adata: ad.AnnData, thresholds: dict, name: str,
                     adata.obs["cell_type"] = adata.obs["cell_type"].cat.remove_unused_categories()
 
     n_cells = counts.gene_cells(adata)
-    keep_genes = np.ones(adata.n_vars, dtype=bool)
     gene_checks = [("empty genes", n_cells > 0),
                    (f"genes in < {thresholds['min_cells']} cells", n_cells >= thresholds["min_cells"])]
     if thresholds["min_gene_counts"] > 0:  # label-free, over every cell kept so far (test cells too)
         gene_checks.append((f"genes with < {thresholds['min_gene_counts']} counts in total",
                             counts.gene_totals(adata) >= thresholds["min_gene_counts"]))
-    for label, ok in gene_checks:
-        dropped = int((keep_genes & ~ok).sum())
-        if dropped:
-            note(f"removed {dropped} {label}")
-        keep_genes &= ok
+    keep_genes = _passing(gene_checks, adata.n_vars, note)
     if not keep_genes.any():
         raise nothing_left("genes")
     if not keep_genes.all():
@@ -129,6 +119,18 @@ def _quality_control(adata: ad.AnnData, thresholds: dict, name: str,
             adata = _select_cells(adata, totals > 0)
     note(f"kept {adata.n_obs} cells x {adata.n_vars} genes")
     return adata, steps
+
+
+def _passing(checks, size: int, note) -> np.ndarray:
+    """The mask of what passes every ``(label, ok)`` check; notes how many each check removes
+    beyond the checks before it."""
+    keep = np.ones(size, dtype=bool)
+    for label, ok in checks:
+        dropped = int((keep & ~ok).sum())
+        if dropped:
+            note(f"removed {dropped} {label}")
+        keep &= ok
+    return keep
 
 
 def _json(value) -> str:

@@ -173,7 +173,6 @@ def pearson_residuals(
     theta: float = 100.0,
     clip: float | None = None,
     library=None,
-    chunk_size: int = 10_000,
     max_dense_elements: int = MAX_DENSE_ELEMENTS,
 ) -> np.ndarray:
     """Analytic Pearson residuals (Lause, Berens & Kobak 2021) with gene fractions fitted elsewhere.
@@ -186,7 +185,7 @@ def pearson_residuals(
     this function can. Genes with ``p_j == 0`` (no training counts) get residual 0.
 
     The output is dense by nature, so compute it only for selected genes (e.g. after HVG); it is
-    built in chunks of ``chunk_size`` cells.
+    filled in one compiled pass per cell.
 
     Parameters
     ----------
@@ -201,8 +200,6 @@ def pearson_residuals(
         ``sqrt(n_training_cells)``.
     library
         Library sizes over ALL genes (default: row sums of ``X``).
-    chunk_size
-        Cells per dense chunk.
     max_dense_elements
         Refuse outputs larger than this many elements.
 
@@ -221,7 +218,7 @@ def pearson_residuals(
     lib = np.asarray(_library(X, library, n), dtype=np.float64).ravel()
     out = np.empty((n, g), dtype=np.float64)
     # one compiled pass per cell, the same float64 operations in the same order as
-    # (x - mu) / sqrt(mu + mu^2 / theta) with numpy (so the same bits); chunk_size is kept for callers
+    # (x - mu) / sqrt(mu + mu^2 / theta) with numpy (so the same bits)
     _pearson_fill(X.data, X.indices, X.indptr, lib, p, float(theta),
                   0.0 if clip is None else float(clip), clip is not None, out)
     return out
