@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import yaml
 
 from sclinbench import data
+from sclinbench.datasets import standardized_dataset
 from sclinbench.errors import SclinbenchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -488,3 +489,24 @@ def json_load(text):
     import json
 
     return json.loads(text)
+
+
+@pytest.mark.parametrize("where", [0.02, 0.3, 0.5, 0.8])
+def test_an_h5ad_overwritten_mid_file_gives_one_line_in_both_readers(tmp_path, where):
+    """Issue 24 (a corrupt h5ad reported to hang): 4 KiB of random bytes written into a real
+    fixture at four places; the whole-file reader and the standardize rule's own call each stop
+    with one line naming the file and write nothing."""
+    path = tmp_path / "mine.h5ad"
+    blob = bytearray((Path(__file__).parent / "data" / "cross_species" / "human.h5ad").read_bytes())
+    start = int(len(blob) * where)
+    blob[start:start + 4096] = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(blob))
+    with pytest.raises(SclinbenchError) as whole:
+        data.read_raw(path, "h5ad")
+    entry = {"source": "local", "files": [{"path": str(path)}], "organism": "Homo sapiens",
+             "gene_id": "symbol", "columns": {"cell_type": "cell_type", "donor_id": "donor"}}
+    with pytest.raises(SclinbenchError) as rule:  # the standardize rule's call (blocks, else whole)
+        standardized_dataset("mine", entry, [str(path)], {}, out=str(tmp_path / "out.h5ad"))
+    for err in (whole, rule):
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out.h5ad").exists()
