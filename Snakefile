@@ -22,7 +22,7 @@ sys.path.insert(0, f"{workflow.basedir}/src")  # the package, also when it is no
 
 
 # A readable one-line message first (naming the key), then snakemake's own validation.
-from sclinbench.config import check as check_config
+from sclinbench.workflow.config import check as check_config
 
 check_config(
     config,

@@ -51,9 +51,9 @@ def run(module: str, args: list, kwargs: dict) -> dict:
 def make_structure_data(path: Path, cells: int, genes: int) -> dict:
     import numpy as np
 
-    from sclinbench.io import write_h5ad
     from sclinbench.orthologs import map_to_reference
     from sclinbench.synthetic import make_atlas
+    from sclinbench.workflow.io import write_h5ad
 
     species = ["human", "chimpanzee", "gorilla", "macaque", "marmoset", "mouse", "opossum", "platypus"]
     myr = [0, 6, 10, 25, 35, 90, 160, 177]

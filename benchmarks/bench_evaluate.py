@@ -39,8 +39,8 @@ def main() -> None:
     import yaml
     from threadpoolctl import threadpool_limits
 
-    from sclinbench.contracts import read_splits, write_predictions
     from sclinbench.evaluate import evaluate
+    from sclinbench.workflow.contracts import read_splits, write_predictions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = yaml.safe_load(Path(args.config).read_text())

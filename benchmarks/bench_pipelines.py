@@ -100,7 +100,7 @@ def _f(x) -> float | None:
 def ours_scores(run: Path) -> dict[str, dict]:
     """Macro F1 (pooled over folds, repeat 0) and folds of each compared pipeline, from its
     predictions file."""
-    from sclinbench.contracts import read_predictions
+    from sclinbench.workflow.contracts import read_predictions
 
     out = {}
     for name, rep in OURS.items():

@@ -80,8 +80,8 @@ def run(data: str, splits: str, folds: int | None = None, seed: int = 0, n_top_g
     import anndata as ad
     from threadpoolctl import threadpool_limits
 
-    from sclinbench.contracts import read_splits
     from sclinbench.splits import iter_folds
+    from sclinbench.workflow.contracts import read_splits
 
     rec = StepRecorder()
     t_start = time.perf_counter()

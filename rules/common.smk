@@ -5,9 +5,9 @@ from pathlib import Path
 import yaml
 
 from sclinbench import registry as registry_checks
-from sclinbench.species import ensembl_prefix
-from sclinbench.config import load_yaml
 from sclinbench.errors import SclinbenchError
+from sclinbench.species import ensembl_prefix
+from sclinbench.workflow.config import load_yaml
 
 
 def workflow_file(path):
@@ -201,10 +201,10 @@ wildcard_constraints:
     other=r"[a-z]+",
 
 
-# Resources: every rule's mem_mb / runtime from the measured models of sclinbench.resources (input
-# cells and stored counts read from the h5ad metadata, other inputs by size) x attempt, so a retry
-# (profiles/slurm sets retries) asks for more.
-from sclinbench import resources as job_resources
+# Resources: every rule's mem_mb / runtime from the measured models of sclinbench.workflow.resources
+# (input cells and stored counts read from the h5ad metadata, other inputs by size) x attempt, so a
+# retry (profiles/slurm sets retries) asks for more.
+from sclinbench.workflow import resources as job_resources
 
 
 def mem_mb(rule):
@@ -318,7 +318,7 @@ _check_datasets_fit()
 CONDA_ENV = "../envs/sclinbench.yaml"
 
 
-from sclinbench.fingerprint import script_code
+from sclinbench.workflow.fingerprint import script_code
 
 
 def code_fingerprint(script):
@@ -374,7 +374,7 @@ def standardize_inputs(wildcards):
 
 # --- report stage -------------------------------------------------------------------------------
 
-from sclinbench.contracts import DEFAULT_DECLARED, FIGURES, TABLES, task_table_stem
+from sclinbench.workflow.contracts import DEFAULT_DECLARED, FIGURES, TABLES, task_table_stem
 
 REPORT = config.get("report", {})
 # pipelines shown in the headline beside the best of the grid (declared before the run)

@@ -156,7 +156,7 @@ def fake_run(tmp_path, n_boot=200, weak=None):
     ``weak``: a (dataset, task) whose methods are no better than the shuffled control.
     """
     from sclinbench import intervals, metrics
-    from sclinbench.io import write_table
+    from sclinbench.workflow.io import write_table
 
     files = {k: [] for k in ("scores", "summary", "paired", "unseen")}
     for i, (dataset, task) in enumerate(RUN):

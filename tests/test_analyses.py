@@ -266,7 +266,7 @@ def test_schema_defaults_are_the_packages():
 
 
 def test_default_and_paper_configs_plan_the_analyses():
-    from sclinbench.config import schema_errors
+    from sclinbench.workflow.config import schema_errors
 
     default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())

@@ -15,13 +15,14 @@ from real_fixtures import liao_standardized
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
-from sclinbench import contracts, intervals, metrics
+from sclinbench import intervals, metrics
 from sclinbench.clustered import LeidenLogisticRegression, leiden_clusters
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import evaluate
 from sclinbench.models import MODEL_FAMILIES, build_model
 from sclinbench.pipeline import build_preprocessing
 from sclinbench.splits import make_splits
+from sclinbench.workflow import contracts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import yaml
 
-from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
 from sclinbench.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline
 from sclinbench.spec import PipelineSpec
@@ -20,6 +19,7 @@ from sclinbench.splits import (
     SPLIT_KINDS,
     diagonal_spec,
 )
+from sclinbench.workflow.config import schema_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())

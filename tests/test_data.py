@@ -362,7 +362,7 @@ def test_missing_organism_is_unknown_with_a_warning(caplog):
 
 
 def test_standardized_file_round_trips(tmp_path):
-    from sclinbench.io import write_h5ad
+    from sclinbench.workflow.io import write_h5ad
 
     adata = data.read_raw(FIXTURE, "10x_h5", file_obs=[{"donor_id": "C146"}])
     std = data.standardize(adata, registry()["liao2020"], {"min_counts": 1}, source="fixture", name="liao2020")
@@ -472,7 +472,7 @@ def test_unlabelled_tokens_are_configurable():
 
 
 def test_unlabelled_cells_survive_min_cells_per_label_and_round_trip(tmp_path):
-    from sclinbench.io import write_h5ad
+    from sclinbench.workflow.io import write_h5ad
 
     adata, n_lost = _separable()
     entry = {"organism": "Homo sapiens", "gene_id": "symbol", "columns": {"cell_type": "celltype"},

@@ -17,7 +17,7 @@ import pytest
 
 from sclinbench.download import fetch, read_lock, record_lock
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
+from sclinbench.workflow.io import sha256_file
 
 # 300 kB of non-repeating bytes: the transfer spans several chunks.
 PAYLOAD = bytes(

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_snakemake
 
-from sclinbench import fingerprint as fpm
-from sclinbench.fingerprint import CodeIndex, code_provenance, read_job_records
+from sclinbench.workflow import fingerprint as fpm
+from sclinbench.workflow.fingerprint import CodeIndex
+from sclinbench.workflow.records import code_provenance, log_job, read_job_records
 
 # --------------------------------------------------------------------------- a toy package
 
@@ -262,7 +263,7 @@ def test_each_workflow_script_has_a_fingerprint_and_each_rule_passes_it():
 def test_fingerprinting_is_cheap_and_imports_nothing_heavy():
     import subprocess
 
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from sclinbench.fingerprint import script_code; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from sclinbench.workflow.fingerprint import script_code; "
             "[script_code(p) for p in sys.argv[2:]]; "
             "heavy = {'numpy', 'pandas', 'scanpy', 'sklearn', 'anndata'} & set(sys.modules); "
             "assert not heavy, heavy")
@@ -275,7 +276,7 @@ def test_fingerprinting_is_cheap_and_imports_nothing_heavy():
 def test_log_job_records_what_a_snakemake_job_runs(tmp_path, monkeypatch):
     import logging
 
-    assert fpm.log_job() is None  # not in a Snakemake job
+    assert log_job() is None  # not in a Snakemake job
     sm = types.SimpleNamespace(rule="evaluate", params=types.SimpleNamespace(code="sclinbench a:1"),
                                input=["in.tsv"], output=["out.tsv"])
     monkeypatch.setattr(sys.modules["__main__"], "snakemake", sm, raising=False)
@@ -286,7 +287,7 @@ def test_log_job_records_what_a_snakemake_job_runs(tmp_path, monkeypatch):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        rec = fpm.log_job(logger)
+        rec = log_job(logger)
     finally:
         logger.removeHandler(handler)
         handler.close()

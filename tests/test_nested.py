@@ -11,12 +11,12 @@ import yaml
 from real_fixtures import liao_standardized
 
 from sclinbench import metrics, nested
-from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import evaluate
 from sclinbench.spec import NestedSpec, parse_pipelines
 from sclinbench.splits import make_splits
 from sclinbench.synthetic import make_atlas
+from sclinbench.workflow.config import schema_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = str(ROOT / "config/schema.yaml")
@@ -231,7 +231,7 @@ def test_nested_on_the_real_lavage_fixture_matches_its_candidates_within_the_noi
 # --------------------------------------------------------------------------- report
 
 def _summary(values: dict[str, float], controls: dict[str, float]) -> pd.DataFrame:
-    from sclinbench.contracts import SUMMARY_TSV_COLUMNS
+    from sclinbench.workflow.contracts import SUMMARY_TSV_COLUMNS
 
     rows = [{"pipeline": p, "role": role, "value": v} for role, d in (("method", values), ("control", controls))
             for p, v in d.items()]

@@ -1,4 +1,4 @@
-"""sclinbench.resources: declared mem_mb/runtime follow measured use; a dataset too large for the
+"""sclinbench.workflow.resources: declared mem_mb/runtime follow measured use; a dataset too large for the
 memory available stops before anything loads it."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import scipy.sparse as sp
 from conftest import copy_workflow, run_snakemake
 
-from sclinbench import resources
 from sclinbench.errors import SclinbenchError
+from sclinbench.workflow import resources
 
 
 def counts_file(path: Path, n_cells: int = 200, n_genes: int = 50, density: float = 0.2) -> Path:
@@ -174,7 +174,7 @@ def test_a_dataset_larger_than_the_memory_stops_before_any_job(tmp_path):
 
 
 def test_max_cells_is_a_registry_key_the_schema_checks():
-    from sclinbench.config import check
+    from sclinbench.workflow.config import check
 
     schema = str(Path(__file__).resolve().parents[1] / "config" / "datasets.schema.yaml")
     entry = {"source": "local", "files": [{"path": "x.h5ad"}], "max_cells": 5000, "subsample_seed": 3}

@@ -106,8 +106,8 @@ def _pipeline(args) -> tuple[str, dict]:
 
 
 def _reference(args):
-    from sclinbench.io import sha256_file
     from sclinbench.tool.annotate import prepare_reference, read_h5ad
+    from sclinbench.workflow.io import sha256_file
 
     t0 = time.perf_counter()
     adata = read_h5ad(args.reference, "reference")
@@ -220,7 +220,6 @@ def _orthologs(args):
 
 
 def cmd_annotate(args) -> int:
-    from sclinbench.io import sha256_file
     from sclinbench.tool.annotate import (
         Annotator,
         annotate,
@@ -229,6 +228,7 @@ def cmd_annotate(args) -> int:
         read_h5ad,
         write_result,
     )
+    from sclinbench.workflow.io import sha256_file
 
     t0 = time.perf_counter()
     if args.model and args.reference:

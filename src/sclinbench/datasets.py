@@ -16,8 +16,8 @@ import pandas as pd
 
 from sclinbench import data, orthologs
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
 from sclinbench.species import ensembl_prefix
+from sclinbench.workflow.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         digests, how = verify_inputs(name, entry, inputs, lockfile)
         source_text = ", ".join(f.get("url") or f.get("path") for f in files)
         if source == "url":  # local files were checked when the workflow started; downloads are now
-            from sclinbench import resources
+            from sclinbench.workflow import resources
 
             shape = resources.raw_shape(inputs, entry.get("counts", "X"))
             if shape:
@@ -205,7 +205,7 @@ def _rename_species(table: pd.DataFrame, members: dict, registry: dict, referenc
 def fetch_ensembl_orthologs(reference: str, other: str, release: int, dest: str) -> None:
     """Download the BioMart ortholog table ``reference -> other`` at ``release`` into ``dest`` (TSV)."""
     from sclinbench.download import fetch
-    from sclinbench.io import write_table
+    from sclinbench.workflow.io import write_table
 
     url = orthologs.ensembl_biomart_query_url(reference, other, release)
     raw = Path(dest).with_suffix(".biomart.txt")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
+from sclinbench.workflow.io import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,6 @@ import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
 from sclinbench.clustered import LeidenLogisticRegression
-from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
 from sclinbench.models import (
     CONSTANT_SCORE_MODELS,
@@ -55,6 +54,7 @@ from sclinbench.models import (
 from sclinbench.pipeline import build_classifier, build_preprocessing
 from sclinbench.represent.offset import RowSubset, take
 from sclinbench.splits import iter_folds, task_label
+from sclinbench.workflow.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 
 log = logging.getLogger(__name__)
 

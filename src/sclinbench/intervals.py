@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from sclinbench.contracts import PAIRED_COLUMNS, SCORE_PREFIX, SUMMARY_COLUMNS, is_diagonal
 from sclinbench.errors import SclinbenchError
 from sclinbench.few_units import (
     MIN_UNITS,
@@ -68,6 +67,7 @@ from sclinbench.metrics import (
     score_rows,
 )
 from sclinbench.splits import REPEATED_SPLITS
+from sclinbench.workflow.contracts import PAIRED_COLUMNS, SCORE_PREFIX, SUMMARY_COLUMNS, is_diagonal
 
 log = logging.getLogger(__name__)
 

@@ -130,7 +130,7 @@ def load(path: str | Path) -> Manifest | None:
     ``None`` when there is no such file."""
     import yaml
 
-    from sclinbench.config import check
+    from sclinbench.workflow.config import check
 
     path = Path(path)
     if not path.exists():

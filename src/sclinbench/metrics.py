@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from sclinbench.contracts import (
+from sclinbench.workflow.contracts import (
     CALL_COLUMNS,
     FOLD_SCORE_COLUMNS,
     LABEL_COLUMNS,

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_text
+from sclinbench.workflow.io import sha256_text
 
 NAME_PATTERN = "[A-Za-z0-9_]+"
 _NAME = re.compile(NAME_PATTERN)

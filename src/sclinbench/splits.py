@@ -5,7 +5,7 @@ identical folds and paired comparisons are valid. A split table is *long*: one r
 in which the cell is used (a cell is a test cell in exactly one fold of a k-fold split, but in one
 fold per training species of a cross-species split).
 
-Columns: :data:`sclinbench.contracts.SPLIT_COLUMNS` (``cell_id, fold, role (train/test), split_kind, group``).
+Columns: :data:`sclinbench.workflow.contracts.SPLIT_COLUMNS` (``cell_id, fold, role (train/test), split_kind, group``).
 
 ``group`` names what a fold is about: ``"<train organism>-><test organism>"`` for the test cells of
 cross-species transfer folds (their training cells, every cell of the training organism, carry
@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from sclinbench.contracts import SPLIT_COLUMNS
 from sclinbench.errors import SclinbenchError
+from sclinbench.workflow.contracts import SPLIT_COLUMNS
 
 log = logging.getLogger(__name__)
 

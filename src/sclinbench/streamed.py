@@ -1,7 +1,7 @@
 """Evaluation of a dataset read from its h5ad in blocks of cells: datasets larger than memory.
 
 :func:`evaluate_file` is what the workflow's evaluate step calls. A dataset with fewer than
-:data:`~sclinbench.resources.STREAM_FROM_NNZ` stored counts is read whole and evaluated by
+:data:`~sclinbench.workflow.resources.STREAM_FROM_NNZ` stored counts is read whole and evaluated by
 :func:`sclinbench.evaluate.evaluate`; a larger one whose pipelines can be streamed
 (:func:`why_not_streamed` is ``None``) goes to :func:`evaluate_streamed`, which holds one block of
 counts at a time and gives the same predictions (tests/test_streamed.py compares the two; class
@@ -37,7 +37,6 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from sclinbench.contracts import UNASSIGNED
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import (
     _indexer,
@@ -66,8 +65,9 @@ from sclinbench.represent.select import (
     top_variable,
     training_sums,
 )
-from sclinbench.resources import STREAM_FROM_NNZ, STREAMED_HOLD_BYTES, streamed_held_bytes
 from sclinbench.splits import iter_folds, task_label
+from sclinbench.workflow.contracts import UNASSIGNED
+from sclinbench.workflow.resources import STREAM_FROM_NNZ, STREAMED_HOLD_BYTES, streamed_held_bytes
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def evaluate_streamed(path, splits: pd.DataFrame, pipelines: dict, task: dict, s
     blocks of about ``block_values`` stored counts (see the module docstring). Same arguments and
     the same table (rows in the same order). The blocks' representation computed in the first
     pass is held for the last one when it takes at most ``hold_bytes``
-    (:func:`sclinbench.resources.streamed_held_bytes`), else recomputed there from a second read."""
+    (:func:`sclinbench.workflow.resources.streamed_held_bytes`), else recomputed there from a second read."""
     split_kind = str(splits["split_kind"].iloc[0])
     reason = why_not_streamed(pipelines, split_kind)
     if reason is not None:

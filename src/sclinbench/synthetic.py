@@ -45,7 +45,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import write_h5ad, write_table
+from sclinbench.workflow.io import write_h5ad, write_table
 
 __all__ = ["make_atlas", "write_atlas", "ORTHOLOG_COLUMNS"]
 

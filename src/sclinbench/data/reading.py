@@ -20,7 +20,7 @@ from sclinbench.data.counts import check_integer_counts
 from sclinbench.data.h5ad import READ_ERRORS, _as_csr, _h5ad_matrices, _read_matrix_rows
 from sclinbench.data.obs import UNKNOWN
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
+from sclinbench.workflow.io import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -205,7 +205,7 @@ def standardize_h5ad(
     import h5py
 
     from sclinbench.formats import format_problem
-    from sclinbench.io import atomic_path, choose_compression
+    from sclinbench.workflow.io import atomic_path, choose_compression
 
     path = Path(path)
     raw_info = dict(raw_info or {})

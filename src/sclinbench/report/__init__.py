@@ -34,7 +34,6 @@ One module per thing it writes:
 - :mod:`~sclinbench.report.provenance` ``results/provenance.json|md`` (:func:`provenance`)
 """
 
-from sclinbench.contracts import DEFAULT_DECLARED
 from sclinbench.report.markdown import (
     METRIC_LABELS,
     format_ci,
@@ -74,6 +73,7 @@ from sclinbench.report.selection import (
     tasks_of,
 )
 from sclinbench.report.tables import headline_table, paired_view, write_tables
+from sclinbench.workflow.contracts import DEFAULT_DECLARED
 
 __all__ = [
     "COMPUTED", "DEFAULT_DECLARED", "METRIC_LABELS", "NO_SIGNAL", "OPTIMISTIC", "PUBLISHED",

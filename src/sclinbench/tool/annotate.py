@@ -43,7 +43,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file  # noqa: F401 (re-exported)
 from sclinbench.metrics import UNASSIGNED, classification_scores
 from sclinbench.pipeline import build_pipeline
 from sclinbench.represent import RepresentationTransformer
@@ -77,6 +76,7 @@ from sclinbench.tool.reference import (  # noqa: F401 (re-exported)
     read_h5ad,
     reference_from_counts,
 )
+from sclinbench.workflow.io import sha256_file  # noqa: F401 (re-exported)
 
 log = logging.getLogger("sclinbench.annotate")
 

@@ -24,7 +24,6 @@ import scipy.sparse as sp
 from scipy import special
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import atomic_path
 from sclinbench.models import CentroidClassifier, InputAdapter
 from sclinbench.represent import (
     AnovaSelector,
@@ -33,6 +32,7 @@ from sclinbench.represent import (
     RepresentationTransformer,
     ScaleClip,
 )
+from sclinbench.workflow.io import atomic_path
 
 FORMAT = "sclinbench-model"
 #: The model format this sclinbench writes. 1: sclinbench 0.1.0 (no calibrated probabilities);

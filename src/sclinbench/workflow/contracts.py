@@ -179,13 +179,13 @@ def write_predictions(predictions: pd.DataFrame, path: str | os.PathLike) -> Non
     """Write a predictions table (:data:`PREDICTION_COLUMNS` + ``s:<label>``) as Parquet.
 
     Typed columns (:func:`typed_predictions`), zstd-compressed; written to a temporary file that is
-    renamed onto ``path`` only when complete (:func:`sclinbench.io.atomic_path`), so a killed job
+    renamed onto ``path`` only when complete (:func:`sclinbench.workflow.io.atomic_path`), so a killed job
     leaves no half-written table. Logs a line before and one after (rows, bytes, seconds).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sclinbench.io import atomic_path
+    from sclinbench.workflow.io import atomic_path
 
     path = Path(path)
     t0 = time.perf_counter()
