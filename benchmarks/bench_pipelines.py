@@ -51,7 +51,7 @@ def _size_name(n: int) -> str:
 
 def macro_f1(y_true, y_pred) -> float:
     """Macro F1 over the true and predicted labels: the workflow's pooled cell-type score."""
-    from sclinbench.metrics import classification_scores
+    from sclinbench.evaluate.metrics import classification_scores
 
     return classification_scores(y_true, y_pred)["macro_f1"]
 

@@ -100,11 +100,11 @@ def _check_names():
 _check_names()
 
 
-# Every pipeline entry as a typed spec (sclinbench.spec: PipelineSpec / NestedSpec), made and checked
+# Every pipeline entry as a typed spec (sclinbench.evaluate.spec: PipelineSpec / NestedSpec), made and checked
 # once, in the main process, before any job (options, HVG flavour packages, nested candidates);
 # jobs get the config's own entries as params (unchanged values) and make their specs from them.
 if workflow.is_main_process:  # checked once per run: importing scikit-learn costs each job ~1 s
-    from sclinbench.spec import parse_pipelines
+    from sclinbench.evaluate.spec import parse_pipelines
 
     SPECS = parse_pipelines(PIPELINES)
 else:
@@ -257,11 +257,11 @@ def _memory_limit():
 
 def _streamable_evaluations():
     """(task, representation) -> whether its evaluate jobs can read a large dataset in blocks
-    (sclinbench.streamed.why_not_streamed). Main process only (it imports scikit-learn); a job's
+    (sclinbench.evaluate.streamed.why_not_streamed). Main process only (it imports scikit-learn); a job's
     own snakemake inside its allocation needs no resource estimate."""
     if not workflow.is_main_process:
         return {}
-    from sclinbench.streamed import why_not_streamed
+    from sclinbench.evaluate.streamed import why_not_streamed
 
     return {
         (t, r): why_not_streamed(

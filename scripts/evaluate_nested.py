@@ -8,8 +8,8 @@ from sclinbench.workflow.io import script_errors  # noqa: E402
 with script_errors(snakemake.log[0]):  # noqa: F821
     import anndata as ad
 
-    from sclinbench.nested import evaluate_nested
-    from sclinbench.spec import parse_pipelines
+    from sclinbench.evaluate.nested import evaluate_nested
+    from sclinbench.evaluate.spec import parse_pipelines
     from sclinbench.workflow.contracts import read_splits, write_predictions
     from sclinbench.workflow.io import limit_threads, write_table
 

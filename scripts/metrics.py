@@ -6,7 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
 from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench.metrics import assemble
+    from sclinbench.evaluate.metrics import assemble
     from sclinbench.workflow.io import write_table
 
     sm = snakemake  # noqa: F821

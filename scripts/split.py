@@ -7,7 +7,7 @@ from sclinbench.workflow.io import script_errors  # noqa: E402
 with script_errors(snakemake.log[0]):  # noqa: F821
     import anndata as ad
 
-    from sclinbench.splits import make_splits
+    from sclinbench.evaluate.splits import make_splits
     from sclinbench.workflow.io import write_table
 
     obs = ad.read_h5ad(snakemake.input[0], backed="r").obs  # noqa: F821  (obs only; X stays on disk)

@@ -21,9 +21,9 @@ from real_fixtures import stratified_query_mask
 from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import class_scores
+from sclinbench.evaluate.engine import class_scores
+from sclinbench.evaluate.pipeline import build_pipeline
 from sclinbench.orthologs import one_to_one, read_biomart
-from sclinbench.pipeline import build_pipeline
 from sclinbench.represent import rankz
 from sclinbench.synthetic import make_atlas
 from sclinbench.tool import annotate as tool

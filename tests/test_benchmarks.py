@@ -20,7 +20,7 @@ from measure import StepRecorder  # noqa: E402
 from synthetic_cells import SyntheticSpec, generate_block  # noqa: E402
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.splits import make_splits
+from sclinbench.evaluate.splits import make_splits
 from sclinbench.workflow.io import write_table
 
 # a small data set: 2,000 genes, 15 types

@@ -426,9 +426,9 @@ def _separable(n_per_type=60, n_genes=60, seed=0, missing=0.15):
 
 
 def _rankz_centroid_f1(std):
-    from sclinbench import metrics
-    from sclinbench.evaluate import evaluate
-    from sclinbench.splits import make_splits
+    from sclinbench.evaluate import metrics
+    from sclinbench.evaluate.engine import evaluate
+    from sclinbench.evaluate.splits import make_splits
 
     task = {"kind": "celltype", "split": "stratified", "n_folds": 5}
     pipelines = {"rankz_centroid": {"representation": {"name": "rankz"}, "model": {"name": "centroid"}}}

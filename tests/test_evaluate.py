@@ -9,12 +9,13 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from sclinbench import data, intervals, metrics
+from sclinbench import data
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import evaluate, pseudobulk
-from sclinbench.models import CentroidClassifier, ShuffledLabels, control_seed
+from sclinbench.evaluate import intervals, metrics
+from sclinbench.evaluate.engine import evaluate, pseudobulk
+from sclinbench.evaluate.models import CentroidClassifier, ShuffledLabels, control_seed
+from sclinbench.evaluate.splits import make_splits
 from sclinbench.represent import rankz
-from sclinbench.splits import make_splits
 from sclinbench.synthetic import make_atlas
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from fake_predictions import (
 )
 from sklearn.metrics import roc_auc_score
 
-from sclinbench import intervals, metrics
+from sclinbench.evaluate import intervals, metrics
 
 PIPES = {"good": 0.85, "ok": 0.6, "control_majority": 0.3, "control_shuffled": 0.25}
 
@@ -314,7 +314,7 @@ def test_shuffled_control_interval_includes_the_permutation_variance():
 def test_few_unit_interval_covers_the_truth_on_a_simulation():
     """The score stage's interval (Student t on the logit scale) covers at about its nominal rate
     with 4 units, where the percentile bootstrap over units does not (loose bounds, 400 studies)."""
-    from sclinbench.few_units import coverage_table
+    from sclinbench.evaluate.few_units import coverage_table
 
     rows = coverage_table(n_units=(4,), true_means=(0.85,), n_sim=400, n_boot=300,
                           methods=("percentile bootstrap", "t, logit scale"))

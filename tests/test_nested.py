@@ -1,4 +1,4 @@
-"""Nested selection (sclinbench.nested): the choice sees only the outer training cells, is
+"""Nested selection (sclinbench.evaluate.nested): the choice sees only the outer training cells, is
 reproducible from the seed, agrees with the schema, and costs little on real data."""
 
 from pathlib import Path
@@ -10,11 +10,11 @@ import scipy.sparse as sp
 import yaml
 from real_fixtures import liao_standardized
 
-from sclinbench import metrics, nested
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import evaluate
-from sclinbench.spec import NestedSpec, parse_pipelines
-from sclinbench.splits import make_splits
+from sclinbench.evaluate import metrics, nested
+from sclinbench.evaluate.engine import evaluate
+from sclinbench.evaluate.spec import NestedSpec, parse_pipelines
+from sclinbench.evaluate.splits import make_splits
 from sclinbench.synthetic import make_atlas
 from sclinbench.workflow.config import schema_errors
 

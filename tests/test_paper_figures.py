@@ -45,7 +45,7 @@ FIGURES = {"tabula_sapiens": ["ts_celltype_stratified", "ts_celltype_donor"],
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
     """results/summary.tsv of a made-up run of the paper's tasks (the score stage's real code)."""
-    from sclinbench import intervals, metrics
+    from sclinbench.evaluate import intervals, metrics
     from sclinbench.workflow.io import write_table
 
     tmp = tmp_path_factory.mktemp("paper_run")

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from fake_predictions import novel_predictions
 
-from sclinbench import metrics
 from sclinbench.errors import SclinbenchError
+from sclinbench.evaluate import metrics
 from sclinbench.workflow import contracts
 from sclinbench.workflow.io import write_table
 

@@ -7,11 +7,11 @@ splits ``pp``/``tl``/``pl``:
 - :mod:`sclinbench.synthetic`  the seeded multi-species synthetic atlas
 - :mod:`sclinbench.orthologs`  gene orthology tables and mapping across species
 - :mod:`sclinbench.represent`  normalizations / representations (functions + transformers)
-- :mod:`sclinbench.models`     classifiers (incl. the training-free centroid classifier) and controls
-- :mod:`sclinbench.pipeline`   named pipelines from config -> scikit-learn ``Pipeline``
-- :mod:`sclinbench.splits`     split tables (stratified, donor-held-out, cross-species, novel type)
+- :mod:`sclinbench.evaluate.models`     classifiers (incl. the training-free centroid classifier) and controls
+- :mod:`sclinbench.evaluate.pipeline`   named pipelines from config -> scikit-learn ``Pipeline``
+- :mod:`sclinbench.evaluate.splits`     split tables (stratified, donor-held-out, cross-species, novel type)
 - :mod:`sclinbench.tasks`      fit on train folds, predict every test cell
-- :mod:`sclinbench.metrics`    scores, bootstrap CIs, paired comparisons
+- :mod:`sclinbench.evaluate.metrics`    scores, bootstrap CIs, paired comparisons
 - :mod:`sclinbench.report`     aggregation into tables
 - :mod:`sclinbench.plotting`   figures
 

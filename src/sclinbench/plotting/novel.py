@@ -25,7 +25,7 @@ def novelty_roc(predictions: pd.DataFrame) -> pd.DataFrame:
     """ROC curve points of novelty detection per pipeline, pooled over folds and held-out types.
 
     The novelty score is the negated confidence (``-score``): a cell the model is unsure about is
-    called novel. Cells without a score count as most novel (as in :mod:`sclinbench.metrics`).
+    called novel. Cells without a score count as most novel (as in :mod:`sclinbench.evaluate.metrics`).
     The reported novelty AUROC is the score stage's (``results/summary.tsv``), not this curve's area.
 
     Returns

@@ -1,6 +1,6 @@
 """Tables, the published comparison, the results README and provenance, from the score stage's tables.
 
-The score stage (:mod:`sclinbench.intervals`) has every pipeline's predictions of one dataset x task
+The score stage (:mod:`sclinbench.evaluate.intervals`) has every pipeline's predictions of one dataset x task
 and writes the numbers: pooled out-of-fold scores with intervals that resample what the split holds
 out (``results/summary.tsv``) and paired differences on the same draws (``results/paired.tsv``).
 This package only reads, selects and formats them (and ``results/metrics.tsv``, the per-fold scores,

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from sclinbench.nested import SELECTION_COLUMNS, win_counts
+from sclinbench.evaluate.nested import SELECTION_COLUMNS, win_counts
 from sclinbench.report.selection import headline_rows
 from sclinbench.workflow.contracts import check_summary
 

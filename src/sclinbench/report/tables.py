@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sclinbench.intervals import POOLED_GROUP
+from sclinbench.evaluate.intervals import POOLED_GROUP
 from sclinbench.report.markdown import (
     METHOD_NOTE,
     METRIC_LABELS,

@@ -5,7 +5,7 @@ The steps, shared by ``sclinbench train`` / ``sclinbench annotate`` and the work
 
 1. :mod:`sclinbench.tool.reference` reads the raw counts and standardizes the labelled reference
    exactly as the workflow standardizes a dataset.
-2. :meth:`Annotator.fit` fits the pipeline (:func:`sclinbench.pipeline.build_pipeline`) twice: on a
+2. :meth:`Annotator.fit` fits the pipeline (:func:`sclinbench.evaluate.pipeline.build_pipeline`) twice: on a
    stratified ``1 - calibration_fraction`` of the reference cells, to score the held-out rest
    (their macro F1, the distribution of their top class score, which calibrates the novelty
    flag, and their class scores, which calibrate the probabilities: :mod:`sclinbench.tool.calibrate`),
@@ -43,8 +43,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.metrics import UNASSIGNED, classification_scores
-from sclinbench.pipeline import build_pipeline
+from sclinbench.evaluate.metrics import UNASSIGNED, classification_scores
+from sclinbench.evaluate.pipeline import build_pipeline
 from sclinbench.represent import RepresentationTransformer
 from sclinbench.tool import (  # noqa: F401 (re-exported)
     DEFAULT_PIPELINE,
@@ -106,9 +106,9 @@ def versions() -> dict[str, str]:
 # pipelines
 # ------------------------------------------------------------------------------------------------
 def check_spec(name: str, spec):
-    """The :class:`~sclinbench.spec.PipelineSpec` of a pipeline annotate can use (counts in, linear
+    """The :class:`~sclinbench.evaluate.spec.PipelineSpec` of a pipeline annotate can use (counts in, linear
     model out), from a config entry, the canonical spec of a model file, or a spec (kept as it is)."""
-    from sclinbench.spec import PipelineSpec
+    from sclinbench.evaluate.spec import PipelineSpec
 
     role = spec.role if isinstance(spec, PipelineSpec) else spec.get("role")
     if role == "control":

@@ -23,7 +23,7 @@ import pandas as pd
 
 from sclinbench import data
 from sclinbench.errors import SclinbenchError
-from sclinbench.metrics import classification_scores
+from sclinbench.evaluate.metrics import classification_scores
 
 log = logging.getLogger("sclinbench.annotate")
 

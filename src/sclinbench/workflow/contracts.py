@@ -61,7 +61,7 @@ FOLD_SCORE_COLUMNS = ["pipeline", "fold", "group", "repeat", "metric", "value"]
 PER_CLASS_COLUMNS = ["pipeline", "fold", "group", "repeat", "label", "f1", "support", "in_training"]
 #: Counts of (true label, call): the confusion counts and the calls of unseen labels.
 CALL_COLUMNS = ["pipeline", "repeat", "group", "y_true", "y_pred", "n"]
-#: Pooled scores with their intervals (:func:`sclinbench.intervals.summarize_predictions`).
+#: Pooled scores with their intervals (:func:`sclinbench.evaluate.intervals.summarize_predictions`).
 SUMMARY_COLUMNS = ["pipeline", "group", "metric", "value", "ci_low", "ci_high", "n_units", "unit",
                    "interval", "unit_values", "n_repeats", "repeat_sd", "repeat_min", "repeat_max"]
 #: Same-draw paired differences ``a - b`` (every unordered pair, ``a < b`` by name).
@@ -158,7 +158,7 @@ def typed_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
     if missing:
         raise SclinbenchError(f"predictions table: missing column(s) {', '.join(missing)}; it must have "
-                              f"{', '.join(PREDICTION_COLUMNS)} (sclinbench.evaluate.assemble writes them)")
+                              f"{', '.join(PREDICTION_COLUMNS)} (sclinbench.evaluate.engine.assemble writes them)")
     out = {}
     for column in predictions.columns:
         values = predictions[column]

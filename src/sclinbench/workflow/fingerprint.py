@@ -10,7 +10,7 @@ module needs the standard library only):
   constant or import of a package module, followed through ``from sclinbench.x import y``,
   ``import sclinbench.x``, ``report.read_metrics`` and imports inside functions, transitively.
   Unused definitions do not count: a change to ``metrics.score`` reruns the score step, not the
-  evaluate step whose code only reads two constants of ``sclinbench.metrics``.
+  evaluate step whose code only reads two constants of ``sclinbench.evaluate.metrics``.
 - When the static view could be wrong it takes more, never less: a module used as a value
   (``getattr(report, name)``), a name a module does not define, ``globals()``/``vars()``, a
   decorator or statement with import-time effects (anything but plain definitions), ``importlib``

@@ -16,7 +16,7 @@ becomes ``Pipeline([("represent", ...), ("select", ...), ("scale", ...), ("reduc
 training cells only. For ``embedding`` the pipeline's input is ``adata.obsm[obsm_key]`` instead of
 the counts; HVG selection is count-based and happens inside the
 representation step. An entry is checked and made canonical once, as a
-:class:`sclinbench.spec.PipelineSpec`; the builders read its sections.
+:class:`sclinbench.evaluate.spec.PipelineSpec`; the builders read its sections.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from sklearn.pipeline import Pipeline
 
-from sclinbench.models import MODELS, ShuffledLabels, build_model
+from sclinbench.evaluate.models import MODELS, ShuffledLabels, build_model
 from sclinbench.represent import (
     FEATURE_SELECTORS,
     REDUCTIONS,
@@ -37,7 +37,7 @@ from sclinbench.represent import (
 )
 
 if TYPE_CHECKING:
-    from sclinbench.spec import PipelineSpec
+    from sclinbench.evaluate.spec import PipelineSpec
 
 SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "repeats", "description",
              "role")
@@ -63,9 +63,9 @@ STEP_NAMES = ("represent", "select", "scale", "reduce", "model")
 
 
 def _spec(spec):
-    """``spec`` itself when it is a :class:`~sclinbench.spec.PipelineSpec`; a mapping (a caller
+    """``spec`` itself when it is a :class:`~sclinbench.evaluate.spec.PipelineSpec`; a mapping (a caller
     outside the workflow: a test, a notebook) goes through its one constructor."""
-    from sclinbench.spec import PipelineSpec
+    from sclinbench.evaluate.spec import PipelineSpec
 
     return PipelineSpec.from_config("pipeline", spec)
 
@@ -104,7 +104,7 @@ def build_preprocessing(spec: PipelineSpec, seed: int = 0) -> Pipeline:
 
 
 def build_classifier(spec: PipelineSpec, seed: int = 0):
-    """Unfitted model of a pipeline (wrapped in :class:`~sclinbench.models.ShuffledLabels`
+    """Unfitted model of a pipeline (wrapped in :class:`~sclinbench.evaluate.models.ShuffledLabels`
     for ``control: shuffled``)."""
     s = _spec(spec)
     model_params = {k: v for k, v in s.model.items() if k != "name"}
@@ -120,7 +120,7 @@ def build_pipeline(spec: PipelineSpec, seed: int = 0) -> Pipeline:
     Parameters
     ----------
     spec
-        The pipeline (:class:`sclinbench.spec.PipelineSpec`, made from the entry once).
+        The pipeline (:class:`sclinbench.evaluate.spec.PipelineSpec`, made from the entry once).
     seed
         Seed for PCA, the model (inner CV, LinearSVC) and the shuffled-labels control.
 

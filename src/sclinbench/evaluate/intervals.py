@@ -47,7 +47,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.few_units import (
+from sclinbench.evaluate.few_units import (
     MIN_UNITS,
     TOO_FEW,
     MeanScope,
@@ -55,7 +55,7 @@ from sclinbench.few_units import (
     mean_scope_rows,
     unit_mean_scope,
 )
-from sclinbench.metrics import (
+from sclinbench.evaluate.metrics import (
     CONFUSION_METRICS,
     COUNT_METRICS,
     _in_training,
@@ -66,7 +66,7 @@ from sclinbench.metrics import (
     n_fallback,
     score_rows,
 )
-from sclinbench.splits import REPEATED_SPLITS
+from sclinbench.evaluate.splits import REPEATED_SPLITS
 from sclinbench.workflow.contracts import PAIRED_COLUMNS, SCORE_PREFIX, SUMMARY_COLUMNS, is_diagonal
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ DEFAULT_PAIRED = ("macro_f1", "auroc_ovr")
 #: Group of the pooled figure shown beside a donor split's headline (the mean over held-out units).
 POOLED_GROUP = "pooled over donors"
 #: Splits whose headline is the mean over the held-out units (donors, or folds holding out donors
-#: of every class), with a Student-t interval (:mod:`sclinbench.few_units`).
+#: of every class), with a Student-t interval (:mod:`sclinbench.evaluate.few_units`).
 UNIT_MEAN_SPLITS = ("donor", "leave_one_donor_out", "donor_pseudobulk")
 
 
@@ -221,7 +221,7 @@ class PooledScope:
     units
         ``"donor"`` (resample donors; every row needs a real ``donor_id``) or ``"cell"``.
     mode
-        Label set of the macro averages (:func:`sclinbench.metrics.confusion_metrics`).
+        Label set of the macro averages (:func:`sclinbench.evaluate.metrics.confusion_metrics`).
     where
         Name used in messages.
     """
@@ -295,7 +295,7 @@ class PooledScope:
 class RepeatedHoldoutScope:
     """The mean over repeated hold-out splits of each split's metric, per bootstrap draw of units.
 
-    A ``stratified_holdout`` split (:func:`sclinbench.splits.stratified_holdout`) tests a cell in
+    A ``stratified_holdout`` split (:func:`sclinbench.evaluate.splits.stratified_holdout`) tests a cell in
     several splits, so pooling its predictions would count that cell once per split as if it were
     that many independent units. Here each split keeps its own confusion counts and AUROC inputs,
     indexed by one shared set of units (``cell_id`` or ``donor_id``, the same unit in every split):
@@ -445,7 +445,7 @@ def resample(scope, metrics: list[str], n_boot: int, level: float, rng: np.rando
     """Summary rows and paired-difference rows of one scope.
 
     Means over units (``scope.t_interval``) get Student-t intervals over the per-unit values
-    (:func:`sclinbench.few_units.mean_scope_rows`); pooled scopes the percentile bootstrap over
+    (:func:`sclinbench.evaluate.few_units.mean_scope_rows`); pooled scopes the percentile bootstrap over
     units, where each draw of a pipeline with several repeats (a shuffled control) takes one repeat
     at random (seeded by ``repeat_key`` and the pipeline), so its interval includes the variance
     over label permutations.

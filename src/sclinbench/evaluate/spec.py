@@ -1,13 +1,13 @@
 """A pipeline of the config as a typed, validated object: made once, then passed along.
 
-A ``pipelines:`` entry of the config (a mapping, see :mod:`sclinbench.pipeline`) becomes a
+A ``pipelines:`` entry of the config (a mapping, see :mod:`sclinbench.evaluate.pipeline`) becomes a
 :class:`PipelineSpec` -- or, for a ``nested:`` entry, a :class:`NestedSpec` whose candidates are
 :class:`PipelineSpec` objects -- in exactly one place: :func:`parse_pipelines` (a config's whole
 ``pipelines:`` section) or :meth:`PipelineSpec.from_config` (one plain entry). They check every
-option against the one definition of the options (:data:`sclinbench.pipeline.OPTIONS`,
-:data:`sclinbench.nested.NESTED_OPTIONS`) and raise a one-line :class:`SclinbenchError` naming the
-key and the fix. Everything downstream (the builders of :mod:`sclinbench.pipeline`,
-:mod:`sclinbench.evaluate`, :mod:`sclinbench.streamed`, :mod:`sclinbench.nested`, the
+option against the one definition of the options (:data:`sclinbench.evaluate.pipeline.OPTIONS`,
+:data:`sclinbench.evaluate.nested.NESTED_OPTIONS`) and raise a one-line :class:`SclinbenchError` naming the
+key and the fix. Everything downstream (the builders of :mod:`sclinbench.evaluate.pipeline`,
+:mod:`sclinbench.evaluate.engine`, :mod:`sclinbench.evaluate.streamed`, :mod:`sclinbench.evaluate.nested`, the
 ``sclinbench train / annotate`` tool) reads the object's canonical sections and never validates a
 mapping again.
 
@@ -33,8 +33,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sclinbench.errors import SclinbenchError, refuse_foreign_options
-from sclinbench.nested import NESTED, NESTED_KEYS, NESTED_METRICS, NESTED_OPTIONS, is_nested
-from sclinbench.pipeline import (
+from sclinbench.evaluate.nested import (
+    NESTED,
+    NESTED_KEYS,
+    NESTED_METRICS,
+    NESTED_OPTIONS,
+    is_nested,
+)
+from sclinbench.evaluate.pipeline import (
     CHOICE_KEYS,
     CONTROLS,
     DEFAULT_SHUFFLED_REPEATS,
@@ -81,7 +87,7 @@ def _check_keys(where: str, given: Mapping, valid) -> None:
 
 def _choice(spec: Mapping, key: str, default: dict | None = None) -> dict:
     """One section of a spec: its choice, the options given for it (checked against
-    :data:`~sclinbench.pipeline.OPTIONS`) and the defaults of the others.
+    :data:`~sclinbench.evaluate.pipeline.OPTIONS`) and the defaults of the others.
 
     An option that belongs to another choice (``model: {name: logreg, alpha: 2}``) is an error that
     names the choices it does belong to -- never silently dropped.
@@ -340,7 +346,7 @@ class NestedSpec:
     @property
     def family(self) -> str:
         """The candidates' model family when they share one, else ``mixed``."""
-        from sclinbench.models import model_family
+        from sclinbench.evaluate.models import model_family
 
         families = {model_family(c.model["name"]) for c in self.candidates.values()}
         return families.pop() if len(families) == 1 else "mixed"
