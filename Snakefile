@@ -36,7 +36,7 @@ include: "rules/common.smk"
 
 
 # Offline, before anything is downloaded: every task x dataset against what is known about the files.
-from sclinbench.manifest import check_tasks
+from sclinbench.data.manifest import check_tasks
 
 check_tasks(TASKS, REGISTRY, f"{workflow.basedir}/config/paper_manifest.yaml")
 

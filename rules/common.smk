@@ -4,9 +4,9 @@ from pathlib import Path
 
 import yaml
 
-from sclinbench import registry as registry_checks
+from sclinbench.data import registry as registry_checks
 from sclinbench.errors import SclinbenchError
-from sclinbench.species import ensembl_prefix
+from sclinbench.data.species import ensembl_prefix
 from sclinbench.workflow.config import load_yaml
 
 
@@ -120,7 +120,7 @@ def _download_summary():
     """One warning line per run (main process only) about unpinned and plain-HTTP downloads."""
     if not workflow.is_main_process:
         return
-    from sclinbench.download import read_lock
+    from sclinbench.data.download import read_lock
 
     try:
         lock = read_lock(LOCKFILE)

@@ -6,7 +6,7 @@ from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     from sclinbench import report
-    from sclinbench.datasets import dataset_checksums
+    from sclinbench.data.datasets import dataset_checksums
     from sclinbench.workflow.records import code_provenance, read_job_records
 
     sm = snakemake  # noqa: F821

@@ -23,7 +23,7 @@ from conftest import REPO
 from real_fixtures import write_pbmc_halves
 
 from sclinbench import __version__
-from sclinbench.synthetic import make_atlas
+from sclinbench.data.synthetic import make_atlas
 
 CONSOLE = Path(sys.executable).with_name("sclinbench")
 

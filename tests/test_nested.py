@@ -10,12 +10,12 @@ import scipy.sparse as sp
 import yaml
 from real_fixtures import liao_standardized
 
+from sclinbench.data.synthetic import make_atlas
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import metrics, nested
 from sclinbench.evaluate.engine import evaluate
 from sclinbench.evaluate.spec import NestedSpec, parse_pipelines
 from sclinbench.evaluate.splits import make_splits
-from sclinbench.synthetic import make_atlas
 from sclinbench.workflow.config import schema_errors
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from fake_predictions import fake_run
 
-from sclinbench import report, species
+from sclinbench import report
+from sclinbench.data import species
 from sclinbench.errors import SclinbenchError
 from sclinbench.workflow import contracts
 from sclinbench.workflow.io import sha256_file

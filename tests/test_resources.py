@@ -185,7 +185,7 @@ def test_max_cells_is_a_registry_key_the_schema_checks():
 
 def test_a_downloaded_dataset_too_large_stops_before_it_is_read(tmp_path, monkeypatch):
     from sclinbench import data
-    from sclinbench.datasets import standardized_dataset
+    from sclinbench.data.datasets import standardized_dataset
 
     path = counts_file(tmp_path / "download.h5ad")
     entry = {"source": "url", "gene_id": "symbol", "columns": {"cell_type": "cell_type"},

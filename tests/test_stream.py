@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from sclinbench import data
-from sclinbench.datasets import standardized_dataset
+from sclinbench.data.datasets import standardized_dataset
 from sclinbench.errors import SclinbenchError
 from sclinbench.workflow.io import write_h5ad
 

@@ -25,8 +25,8 @@ from conftest import REPO
 from real_fixtures import write_pbmc_halves
 
 from sclinbench import data
+from sclinbench.data.synthetic import make_atlas
 from sclinbench.evaluate import nested
-from sclinbench.synthetic import make_atlas
 from sclinbench.tool import catalog
 from sclinbench.tool.annotate import prepare_reference
 

@@ -68,8 +68,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from sclinbench.data import load_bundled  # noqa: E402
+from sclinbench.data.synthetic import make_atlas  # noqa: E402
 from sclinbench.evaluate.metrics import classification_scores  # noqa: E402
-from sclinbench.synthetic import make_atlas  # noqa: E402
 from sclinbench.tool import genes as gene_match  # noqa: E402
 
 #: The fixed rows: sclinbench.tool.catalog.TRAIN_CANDIDATES, what the default chooses among.

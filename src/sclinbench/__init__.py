@@ -4,8 +4,8 @@ The science lives here as plain functions and scikit-learn estimators, split the
 splits ``pp``/``tl``/``pl``:
 
 - :mod:`sclinbench.data`       read, check and standardize datasets (one AnnData contract; a package)
-- :mod:`sclinbench.synthetic`  the seeded multi-species synthetic atlas
-- :mod:`sclinbench.orthologs`  gene orthology tables and mapping across species
+- :mod:`sclinbench.data.synthetic`  the seeded multi-species synthetic atlas
+- :mod:`sclinbench.data.orthologs`  gene orthology tables and mapping across species
 - :mod:`sclinbench.represent`  normalizations / representations (functions + transformers)
 - :mod:`sclinbench.evaluate.models`     classifiers (incl. the training-free centroid classifier) and controls
 - :mod:`sclinbench.evaluate.pipeline`   named pipelines from config -> scikit-learn ``Pipeline``

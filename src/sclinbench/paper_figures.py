@@ -29,8 +29,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from sclinbench import plotting, report
+from sclinbench.data.species import common_name, short_label
 from sclinbench.errors import SclinbenchError
-from sclinbench.species import common_name, short_label
 from sclinbench.workflow import contracts
 from sclinbench.workflow.contracts import PAPER_FIGURES
 from sclinbench.workflow.io import write_table

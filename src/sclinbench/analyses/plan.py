@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 
+from sclinbench.data.registry import raw_name
 from sclinbench.errors import SclinbenchError
-from sclinbench.registry import raw_name
 from sclinbench.workflow.resources import Model, input_size
 
 ANALYSES = ("structure", "manifold", "tf_targets")

@@ -37,10 +37,10 @@ import scipy.sparse as sp
 from scipy import stats
 
 from sclinbench.analyses.common import labelled_cells
+from sclinbench.data.species import common_name
 from sclinbench.errors import SclinbenchError
 from sclinbench.represent.normalize import normalize_total
 from sclinbench.represent.rank import rankz
-from sclinbench.species import common_name
 
 log = logging.getLogger("sclinbench.analyses")
 

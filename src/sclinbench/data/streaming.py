@@ -204,7 +204,7 @@ def standardize_h5ad(
     """
     import h5py
 
-    from sclinbench.formats import format_problem
+    from sclinbench.data.formats import format_problem
     from sclinbench.workflow.io import atomic_path, choose_compression
 
     path = Path(path)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from sclinbench import report
+from sclinbench.data.species import common_name, short_label
 from sclinbench.plotting.styling import (
     DOUBLE_COLUMN,
     EMBEDDING_NOTE,
@@ -26,7 +27,6 @@ from sclinbench.plotting.styling import (
     placeholder_figure,
     style,
 )
-from sclinbench.species import common_name, short_label
 from sclinbench.workflow import contracts
 
 

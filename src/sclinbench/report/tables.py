@@ -225,7 +225,7 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
     """Write the tables (TSV + Markdown) into ``outdir`` (atomically) from the score stage's tables.
 
     ``counts``: our dataset name -> the matrix its raw counts were read from
-    (:func:`sclinbench.manifest.entry_counts`), shown in the published comparison.
+    (:func:`sclinbench.data.manifest.entry_counts`), shown in the published comparison.
 
     Files (always written, possibly with no rows, so the workflow's outputs are static):
     ``headline``, ``summary``, ``task~<task>``, ``best_linear``, ``cross_species_pairs``,

@@ -10,7 +10,7 @@ plus, when known, ``reference_symbol``, ``other_symbol`` and ``orthology_confide
 reference or the other species; :func:`map_to_reference` handles both.
 
 Ensembl BioMart tables come from :func:`read_biomart` (a web export) or from the pinned query
-:func:`ensembl_biomart_query_url`, downloaded by :func:`sclinbench.download.fetch` and parsed with
+:func:`ensembl_biomart_query_url`, downloaded by :func:`sclinbench.data.download.fetch` and parsed with
 :func:`parse_biomart_tsv`. A user's own table (``orthologs: {source: file}`` in the registry) is
 read by :func:`read_ortholog_table`, which accepts this pair table, a BioMart export as it comes,
 or any pair table with a column mapping.
@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sclinbench.data.species import biomart_display_names, biomart_names, ensembl_prefix
 from sclinbench.errors import SclinbenchError
-from sclinbench.species import biomart_display_names, biomart_names, ensembl_prefix
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ def _check_table(table: pd.DataFrame) -> None:
     missing = [c for c in ORTHOLOG_COLUMNS if c not in table.columns]
     if missing:
         raise SclinbenchError(
-            f"ortholog table lacks column(s) {missing}; it needs {ORTHOLOG_COLUMNS} (see sclinbench.orthologs.read_biomart)"
+            f"ortholog table lacks column(s) {missing}; it needs {ORTHOLOG_COLUMNS} (see sclinbench.data.orthologs.read_biomart)"
         )
 
 

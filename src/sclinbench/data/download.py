@@ -5,7 +5,7 @@
 that the content is the kind of file asked for (an HTML error page is a failed attempt), checks
 size and sha256 and only then renames the file onto ``dest``. A checksum that is not pinned in
 the config is recorded in a lock file (TSV ``url, sha256, size, date``) on first download, and
-every later download of the same URL must reproduce it; ``python -m sclinbench.download forget
+every later download of the same URL must reproduce it; ``python -m sclinbench.data.download forget
 URL`` removes a record to re-pin a file. :func:`verify_present` checks a file that is already
 there (placed by hand) the same way before it is used.
 """
@@ -126,7 +126,7 @@ def repin_advice(lockfile: str | os.PathLike, url: str, line: int | None = None)
     """How to drop the lock record of ``url`` so that the next download is recorded anew."""
     where = f"line {line} of {lockfile}" if line else f"the line of {url} in {lockfile}"
     return (
-        f"re-pin it with: {shlex.quote(sys.executable)} -m sclinbench.download forget {shlex.quote(url)} "
+        f"re-pin it with: {shlex.quote(sys.executable)} -m sclinbench.data.download forget {shlex.quote(url)} "
         f"--lockfile {shlex.quote(str(lockfile))} (or delete {where}), then re-run"
     )
 
@@ -393,7 +393,7 @@ def _verify(path: Path, url: str, expected: str | None, origin: str, size: int |
 
 
 def _content_check(path: Path, expect: str | None, name: str) -> None:
-    from sclinbench.formats import check_download
+    from sclinbench.data.formats import check_download
 
     check_download(path, expect, name=name)
 
@@ -422,7 +422,7 @@ def verify_present(
         Wrong content, size or checksum, naming the file, the URL and what to do. The file is
         not deleted (it may be the user's only copy).
     """
-    from sclinbench.formats import ContentError
+    from sclinbench.data.formats import ContentError
 
     path = Path(path)
     lock_path = Path(lockfile) if lockfile is not None else None
@@ -504,7 +504,7 @@ def fetch(
     progress_every
         Seconds between progress log lines.
     expect
-        What the file must be (:func:`sclinbench.formats.check_download`): the registry format
+        What the file must be (:func:`sclinbench.data.formats.check_download`): the registry format
         (``h5ad``, ``10x_h5``, ``mtx``), ``"text"``, or None (anything but an error page).
     hint
         Appended to the message of an HTTP 404/410 or of a body that is not the file (e.g. where
@@ -528,7 +528,7 @@ def fetch(
         server errors or no network after the retries or the deadline, a body that is not the
         file, size or checksum mismatch (the partial file is deleted, nothing is recorded).
     """
-    from sclinbench.formats import ContentError
+    from sclinbench.data.formats import ContentError
 
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -649,10 +649,10 @@ def _give_up_message(url: str, exc: _Retry, attempts: int, dest: Path, expected:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sclinbench.download forget URL [--lockfile PATH]``: re-pin a file."""
+    """``python -m sclinbench.data.download forget URL [--lockfile PATH]``: re-pin a file."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m sclinbench.download",
+    parser = argparse.ArgumentParser(prog="python -m sclinbench.data.download",
                                      description="Manage the checksum lock file of sclinbench downloads.")
     sub = parser.add_subparsers(dest="command", required=True)
     forget_cmd = sub.add_parser("forget", help="remove the recorded checksum of URL(s): the next download is recorded anew")

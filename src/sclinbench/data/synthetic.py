@@ -49,7 +49,7 @@ from sclinbench.workflow.io import write_h5ad, write_table
 
 __all__ = ["make_atlas", "write_atlas", "ORTHOLOG_COLUMNS"]
 
-#: Columns of an ortholog table (one row per gene pair), shared with :mod:`sclinbench.orthologs`.
+#: Columns of an ortholog table (one row per gene pair), shared with :mod:`sclinbench.data.orthologs`.
 ORTHOLOG_COLUMNS = ["reference_species", "reference_gene", "other_species", "other_gene", "homology_type"]
 
 ONE2ONE = "ortholog_one2one"
