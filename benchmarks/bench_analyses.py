@@ -51,7 +51,7 @@ def run(module: str, args: list, kwargs: dict) -> dict:
 def make_structure_data(path: Path, cells: int, genes: int) -> dict:
     import numpy as np
 
-    from sclinbench.data.orthologs import map_to_reference
+    from sclinbench.data.gene_space import map_to_reference
     from sclinbench.data.synthetic import make_atlas
     from sclinbench.workflow.io import write_h5ad
 

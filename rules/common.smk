@@ -120,7 +120,7 @@ def _download_summary():
     """One warning line per run (main process only) about unpinned and plain-HTTP downloads."""
     if not workflow.is_main_process:
         return
-    from sclinbench.data.download import read_lock
+    from sclinbench.data.lock import read_lock
 
     try:
         lock = read_lock(LOCKFILE)

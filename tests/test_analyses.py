@@ -35,7 +35,7 @@ def _rankz_by_hand(P: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def atlas():
     """The synthetic three-species atlas on the reference's one-to-one orthologs (as standardized)."""
-    from sclinbench.data.orthologs import map_to_reference
+    from sclinbench.data.gene_space import map_to_reference
     from sclinbench.data.synthetic import make_atlas
 
     adatas, table = make_atlas(seed=1, n_genes=400, cells_per_species=600, n_cell_types=5)

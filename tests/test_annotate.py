@@ -20,7 +20,8 @@ from conftest import REPO, copy_workflow, run_snakemake
 from real_fixtures import stratified_query_mask
 from synthetic_counts import nb_counts
 
-from sclinbench.data.orthologs import one_to_one, read_biomart
+from sclinbench.data.gene_space import one_to_one
+from sclinbench.data.orthologs import read_biomart
 from sclinbench.data.synthetic import make_atlas
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate.engine import class_scores

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sclinbench.data.download import fetch, read_lock, record_lock
+from sclinbench.data.download import fetch
+from sclinbench.data.lock import read_lock, record_lock
 from sclinbench.errors import SclinbenchError
 from sclinbench.workflow.io import sha256_file
 
@@ -317,7 +318,7 @@ def test_lock_mismatch_says_how_to_repin_and_that_works(server, tmp_path):
 
 
 def test_forget_removes_only_that_url(tmp_path):
-    from sclinbench.data.download import forget
+    from sclinbench.data.lock import forget
 
     lock = tmp_path / "lock.tsv"
     record_lock(lock, "http://x/a", "a" * 64, 1)

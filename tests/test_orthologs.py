@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from sclinbench.data.gene_space import map_to_reference, one_to_one
 from sclinbench.data.orthologs import (
     ORTHOLOG_COLUMNS,
     ensembl_biomart_query_url,
-    map_to_reference,
-    one_to_one,
     parse_biomart_tsv,
     read_biomart,
 )

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from sclinbench.data.orthologs import map_to_reference
+from sclinbench.data.gene_space import map_to_reference
 from sclinbench.data.synthetic import ORTHOLOG_COLUMNS, make_atlas, write_atlas
 from sclinbench.errors import SclinbenchError
 

@@ -3,7 +3,7 @@
 Sources: ``bundled`` (shipped with an installed package), ``url`` / ``local`` (files),
 ``synthetic`` (the seeded atlas) and ``collection`` (several species mapped to a reference
 species' genes through orthologs). Single datasets go through :func:`sclinbench.data.standardize`;
-multi-species ones are then mapped with :func:`sclinbench.data.orthologs.map_to_reference`.
+multi-species ones are then mapped with :func:`sclinbench.data.gene_space.map_to_reference`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import anndata as ad
 import pandas as pd
 
 from sclinbench import data
-from sclinbench.data import orthologs
+from sclinbench.data import gene_space, orthologs
 from sclinbench.data.species import ensembl_prefix
 from sclinbench.errors import SclinbenchError
 from sclinbench.workflow.io import sha256_file
@@ -131,7 +131,7 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         adatas = {s: ad.read_h5ad(folder / f"{s}.h5ad") for s in species}
         adatas = _standardize_species(adatas, qc, source=f"synthetic:{name}")
         reference = entry.get("reference") or table["reference_species"].iloc[0]
-        return orthologs.map_to_reference(adatas, table, reference,
+        return gene_space.map_to_reference(adatas, table, reference,
                                           mode=entry.get("orthologs", {}).get("mode", "one2one"))
     if source == "collection":
         members = entry["members"]
@@ -148,7 +148,7 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
             table = pd.concat(tables, ignore_index=True)
         # tables name species the Ensembl way; the collection names them by its member keys
         table = _rename_species(table, members, registry or {}, reference)
-        mapped = orthologs.map_to_reference(adatas, table, reference, mode=orth.get("mode", "one2one"))
+        mapped = gene_space.map_to_reference(adatas, table, reference, mode=orth.get("mode", "one2one"))
         unlabelled = {c: int(mapped.obs[c].isna().sum()) for c in data.LABEL_COLUMNS if c in mapped.obs.columns}
         mapped.uns["sclinbench"] = {
             "dataset": name,

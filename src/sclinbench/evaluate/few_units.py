@@ -200,7 +200,7 @@ def held_out_unit(preds: pd.DataFrame) -> str | None:
 
 
 def unit_mean_scope(pooled) -> MeanScope:
-    """The mean over a pooled scope's (:class:`sclinbench.evaluate.intervals.PooledScope`) units of each
+    """The mean over a pooled scope's (:class:`sclinbench.evaluate.scopes.PooledScope`) units of each
     unit's own score (every metric recomputed from that unit's predictions alone), as a
     :class:`MeanScope`."""
     single = pooled.metrics(np.eye(pooled.n_units))

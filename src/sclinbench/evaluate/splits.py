@@ -19,7 +19,7 @@ stratified ``1 - test_fraction`` / ``test_fraction`` splits, split ``i`` being s
 default seed 0: random_state 0, 1, ..., as the paper). Unlike a k-fold split, a cell is then a test
 cell of several folds (about ``n_repeats * test_fraction`` of them), so the score stage reports the
 mean over the splits of each split's metric, with an interval that resamples each distinct unit
-once (:class:`sclinbench.evaluate.intervals.RepeatedHoldoutScope`), never the pooled predictions.
+once (:class:`sclinbench.evaluate.scopes.RepeatedHoldoutScope`), never the pooled predictions.
 
 **Donor-level labels** (every donor has one label, e.g. disease state): donor-held-out splits hold
 out donors of *every* class together (:func:`class_balanced_donor_folds`): ``leave_one_donor_out`` and
