@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline
-from sclinbench.evaluate.spec import PipelineSpec
+from sclinbench.evaluate.pipeline import build_pipeline
+from sclinbench.evaluate.spec import DEFAULT_SHUFFLED_REPEATS, PipelineSpec
 from sclinbench.evaluate.splits import (
     DEFAULT_DIAGONAL,
     DEFAULT_DIAGONAL_FRACTION,
@@ -113,8 +113,8 @@ def test_the_paper_configuration_declares_the_papers_pipelines():
 
 def schema_disagreements(schema: dict, options: dict) -> list[str]:
     """Every way config/schema.yaml's pipeline sections differ from the package's option registry
-    (``sclinbench.evaluate.pipeline.OPTIONS``): choices, options per choice, defaults, required options."""
-    from sclinbench.evaluate.pipeline import CHOICE_KEYS, REQUIRED
+    (``sclinbench.evaluate.spec.OPTIONS``): choices, options per choice, defaults, required options."""
+    from sclinbench.evaluate.spec import CHOICE_KEYS, REQUIRED
 
     defs = schema["$defs"]
 
@@ -152,7 +152,7 @@ def schema_disagreements(schema: dict, options: dict) -> list[str]:
 
 
 def test_schema_pipeline_sections_are_the_package_options():
-    from sclinbench.evaluate.pipeline import CONTROLS, OPTIONS, ROLES, SCALE_OPTIONS
+    from sclinbench.evaluate.spec import CONTROLS, OPTIONS, ROLES, SCALE_OPTIONS
     from sclinbench.represent import HVG_FLAVORS
 
     assert schema_disagreements(SCHEMA, OPTIONS) == []
@@ -167,7 +167,7 @@ def test_schema_pipeline_sections_are_the_package_options():
 def test_a_schema_package_disagreement_is_caught():
     import copy
 
-    from sclinbench.evaluate.pipeline import OPTIONS
+    from sclinbench.evaluate.spec import OPTIONS
 
     schema = copy.deepcopy(SCHEMA)
     logreg = next(b["then"] for b in schema["$defs"]["model"]["allOf"] if b["if"]["properties"]["name"]["const"] == "logreg")
@@ -230,9 +230,14 @@ def test_pipeline_spec_fields_are_the_schema_keys_and_the_package_options():
     keys (SPEC_KEYS, the sections of OPTIONS), a nested spec's the nested options."""
     import dataclasses
 
-    from sclinbench.evaluate.nested import NESTED_KEYS, NESTED_OPTIONS
-    from sclinbench.evaluate.pipeline import OPTIONS, SPEC_KEYS
-    from sclinbench.evaluate.spec import SECTIONS, NestedSpec
+    from sclinbench.evaluate.spec import (
+        NESTED_KEYS,
+        NESTED_OPTIONS,
+        OPTIONS,
+        SECTIONS,
+        SPEC_KEYS,
+        NestedSpec,
+    )
 
     props = set(SCHEMA["$defs"]["pipeline"]["properties"])
     fields = {f.name for f in dataclasses.fields(PipelineSpec)} - {"name"}

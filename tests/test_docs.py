@@ -130,7 +130,7 @@ def test_config_readme_describes_every_top_level_key():
 
 
 def test_config_readme_options_table_matches_the_package():
-    from sclinbench.evaluate.pipeline import OPTIONS
+    from sclinbench.evaluate.spec import OPTIONS
 
     table = CONFIG_README[CONFIG_README.index("| step | choice |"):CONFIG_README.index("`sclinbench list`")]
     for step, choices in OPTIONS.items():

@@ -14,7 +14,7 @@ from sclinbench.data.synthetic import make_atlas
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate import metrics, nested
 from sclinbench.evaluate.engine import evaluate
-from sclinbench.evaluate.spec import NestedSpec, parse_pipelines
+from sclinbench.evaluate.spec import NESTED_METRICS, NESTED_OPTIONS, NestedSpec, parse_pipelines
 from sclinbench.evaluate.splits import make_splits
 from sclinbench.workflow.config import schema_errors
 
@@ -155,9 +155,9 @@ def test_nested_options_accepted_by_schema_iff_by_package(section, ok):
 def test_schema_defaults_are_the_package_defaults():
     schema = yaml.safe_load(open(SCHEMA_PATH))["$defs"]["pipeline"]
     props = schema["properties"]["nested"]["properties"]
-    assert set(props) == set(nested.NESTED_OPTIONS)
-    assert props["inner_folds"]["default"] == nested.NESTED_OPTIONS["inner_folds"]
-    assert props["metric"]["default"] == nested.NESTED_OPTIONS["metric"] and props["metric"]["enum"] == list(nested.NESTED_METRICS)
+    assert set(props) == set(NESTED_OPTIONS)
+    assert props["inner_folds"]["default"] == NESTED_OPTIONS["inner_folds"]
+    assert props["metric"]["default"] == NESTED_OPTIONS["metric"] and props["metric"]["enum"] == list(NESTED_METRICS)
     # steps beside nested, a control or a nested candidate: refused by both
     bad = {"nested": {"candidates": ["rankz_centroid", "log1p_centroid"]}, "model": {"name": "centroid"}}
     assert schema_errors(_cfg(bad), SCHEMA_PATH)

@@ -296,8 +296,7 @@ def pipeline_labels(pipelines: dict, name: str) -> dict:
 
     spec = pipelines[name]
     if "nested" in spec:  # nested selection: its candidates' family (sclinbench.evaluate.nested)
-        from sclinbench.evaluate.nested import NESTED
-        from sclinbench.evaluate.spec import NestedSpec
+        from sclinbench.evaluate.spec import NESTED, NestedSpec
 
         return {"role": spec.get("role", "method"), "family": NestedSpec.from_config(name, spec, pipelines).family,
                 "representation": NESTED, "model": NESTED}

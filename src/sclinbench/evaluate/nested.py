@@ -44,32 +44,18 @@ import scipy.sparse as sp
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.evaluate.spec import NESTED_METRICS, is_nested
 
 log = logging.getLogger(__name__)
 
-#: Options of a ``nested:`` section and their defaults (config/schema.yaml states the same; a test checks).
-NESTED_OPTIONS = {"candidates": "<required>", "inner_folds": 3, "metric": "macro_f1"}
-#: Metrics a nested selection can rank by (keys of :func:`sclinbench.evaluate.metrics.classification_scores`).
-NESTED_METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
 #: Kinds of inner split.
 INNER_SPLITS = ("donor", "stratified", "species")
 #: Fewer training donors than this: the inner split holds out cells instead of donors.
 MIN_INNER_DONORS = 3
-#: The keys a nested pipeline entry may have.
-NESTED_KEYS = ("nested", "description", "role")
 #: Columns of a selection table (one row per outer fold x nested pipeline x candidate).
 SELECTION_COLUMNS = ["pipeline", "fold", "group", "inner_split", "inner_folds", "n_inner_units", "metric",
                      "candidate", "inner_score", "rank", "chosen"]
-#: The representation / model name of a nested pipeline in the tidy tables.
-NESTED = "nested"
 _UNKNOWN_DONORS = ("", "nan", "unknown")
-
-
-def is_nested(spec) -> bool:
-    """True for a ``nested:`` pipeline entry or a :class:`~sclinbench.evaluate.spec.NestedSpec`."""
-    if isinstance(spec, Mapping):
-        return "nested" in spec
-    return getattr(spec, "is_nested", False) is True
 
 
 def inner_seed(seed: int, fold: int) -> int:

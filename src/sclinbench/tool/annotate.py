@@ -30,12 +30,10 @@ their fitted state is a weight matrix, which makes the model file small and safe
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 
 import anndata as ad
 import numpy as np
@@ -79,27 +77,6 @@ from sclinbench.tool.reference import (  # noqa: F401 (re-exported)
 from sclinbench.workflow.io import sha256_file  # noqa: F401 (re-exported)
 
 log = logging.getLogger("sclinbench.annotate")
-
-
-@functools.lru_cache(maxsize=1)
-def _versions() -> tuple:
-    import scipy
-    import sklearn
-
-    import sclinbench
-
-    out = {"sclinbench": sclinbench.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-           "scikit-learn": sklearn.__version__, "pandas": pd.__version__}
-    try:
-        out["anndata"] = metadata.version("anndata")
-    except metadata.PackageNotFoundError:
-        out["anndata"] = "not installed"
-    return tuple(out.items())
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages a result depends on."""
-    return dict(_versions())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,7 +246,7 @@ class Annotator:
                         "label_column": reference.label, "reference_counts": reference.counts_key,
                         "n_reference_cells": int(X.shape[0]), "n_reference_set_aside": int(reference.n_set_aside),
                         "fitted": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                        "versions": versions()},
+                        "versions": modelfile.versions()},
             reference_counts=X, reference_labels=np.asarray(y, dtype=object),
         )
 
@@ -524,7 +501,7 @@ def annotate(
         "model": annotator.source,
         **{k: v for k, v in annotator.provenance.items() if k != "versions"},
         "fitted_with": annotator.provenance.get("versions", {}),
-        "versions": versions(),
+        "versions": modelfile.versions(),
         "query_counts": counts_key,
         "genes": genes_info,
         "classes": [str(c) for c in annotator.pipeline.classes_],
