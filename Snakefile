@@ -22,7 +22,7 @@ sys.path.insert(0, f"{workflow.basedir}/src")  # the package, also when it is no
 
 
 # A readable one-line message first (naming the key), then snakemake's own validation.
-from sclinbench.config import check as check_config
+from sclinbench.workflow.config import check as check_config
 
 check_config(
     config,
@@ -36,7 +36,7 @@ include: "rules/common.smk"
 
 
 # Offline, before anything is downloaded: every task x dataset against what is known about the files.
-from sclinbench.manifest import check_tasks
+from sclinbench.data.manifest import check_tasks
 
 check_tasks(TASKS, REGISTRY, f"{workflow.basedir}/config/paper_manifest.yaml")
 

@@ -1,6 +1,6 @@
 """Time and peak memory of the analysis jobs at the paper's sizes (issue 21; docs/performance.md).
 
-- structure: eight synthetic species (``sclinbench.synthetic.make_atlas``, 7 cell types) mapped to
+- structure: eight synthetic species (``sclinbench.data.synthetic.make_atlas``, 7 cell types) mapped to
   the reference's one-to-one orthologs, 71,202 cells (the paper's eight testis files after QC,
   config/paper_manifest.yaml) on ~6,000 genes (the paper: 6,077 common orthologs);
 - tf_targets: ``--tf-cells`` synthetic cells x 20,000 genes (~2,400 detected per cell,
@@ -51,9 +51,9 @@ def run(module: str, args: list, kwargs: dict) -> dict:
 def make_structure_data(path: Path, cells: int, genes: int) -> dict:
     import numpy as np
 
-    from sclinbench.io import write_h5ad
-    from sclinbench.orthologs import map_to_reference
-    from sclinbench.synthetic import make_atlas
+    from sclinbench.data.gene_space import map_to_reference
+    from sclinbench.data.synthetic import make_atlas
+    from sclinbench.workflow.io import write_h5ad
 
     species = ["human", "chimpanzee", "gorilla", "macaque", "marmoset", "mouse", "opossum", "platypus"]
     myr = [0, 6, 10, 25, 35, 90, 160, 177]

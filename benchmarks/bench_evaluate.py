@@ -1,4 +1,4 @@
-"""Time the workflow's own evaluate path (``sclinbench.evaluate.evaluate``, as scripts/evaluate.py
+"""Time the workflow's own evaluate path (``sclinbench.evaluate.engine.evaluate``, as scripts/evaluate.py
 calls it) on a standardized h5ad and its split table, for one representation's pipelines.
 
     python benchmarks/bench_evaluate.py --data /work/scale/run_200k/resources/standardized/scale.h5ad \
@@ -39,8 +39,8 @@ def main() -> None:
     import yaml
     from threadpoolctl import threadpool_limits
 
-    from sclinbench.contracts import read_splits, write_predictions
-    from sclinbench.evaluate import evaluate
+    from sclinbench.evaluate.engine import evaluate
+    from sclinbench.workflow.contracts import read_splits, write_predictions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = yaml.safe_load(Path(args.config).read_text())

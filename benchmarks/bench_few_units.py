@@ -5,13 +5,13 @@ unit u's own score p_u ~ Beta(mean mu, concentration 20) (donors differ), observ
 Binomial(200 cells, p_u) / 200; the true value is mu. For each n and mu, 1,000 studies; an
 interval method covers when its interval contains mu. Methods: percentile bootstrap and BCa over
 units (1,000 draws), Student t, Student t on the logit scale (the score stage's choice,
-sclinbench.few_units). Run: .venv/bin/python benchmarks/bench_few_units.py [--n-sim 1000]
+sclinbench.evaluate.few_units). Run: .venv/bin/python benchmarks/bench_few_units.py [--n-sim 1000]
 """
 import argparse
 
 import pandas as pd
 
-from sclinbench.few_units import coverage_table
+from sclinbench.evaluate.few_units import coverage_table
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--n-sim", type=int, default=1000)

@@ -1,4 +1,4 @@
-"""Time the score stage's resampling (sclinbench.intervals.summarize_predictions) at scale.
+"""Time the score stage's resampling (sclinbench.evaluate.intervals.summarize_predictions) at scale.
 
 Not a test (no timing assertions): prints wall time for 100,000 pooled out-of-fold predictions of
 15 classes, 4 pipelines (the shuffled control with 5 repeats), 2,000 draws, with 20 donors as units
@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_predictions import kfold_predictions  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from sclinbench import intervals  # noqa: E402
+from sclinbench.evaluate import intervals  # noqa: E402
 
 threadpool_limits(1)  # as in the workflow's score jobs
 labels = [f"t{i}" for i in range(15)]

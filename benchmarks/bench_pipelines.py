@@ -51,7 +51,7 @@ def _size_name(n: int) -> str:
 
 def macro_f1(y_true, y_pred) -> float:
     """Macro F1 over the true and predicted labels: the workflow's pooled cell-type score."""
-    from sclinbench.metrics import classification_scores
+    from sclinbench.evaluate.metrics import classification_scores
 
     return classification_scores(y_true, y_pred)["macro_f1"]
 
@@ -100,7 +100,7 @@ def _f(x) -> float | None:
 def ours_scores(run: Path) -> dict[str, dict]:
     """Macro F1 (pooled over folds, repeat 0) and folds of each compared pipeline, from its
     predictions file."""
-    from sclinbench.contracts import read_predictions
+    from sclinbench.workflow.contracts import read_predictions
 
     out = {}
     for name, rep in OURS.items():

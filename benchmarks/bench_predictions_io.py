@@ -2,8 +2,8 @@
 
 A seeded table shaped like the evaluate job's of 200k cells x 5 folds (1.4M rows: 7 pipeline
 rows per test cell; 15 ``s:<label>`` score columns) is written with the package's own writers
-(:func:`sclinbench.io.write_table` for ``.tsv.gz``, :func:`sclinbench.contracts.write_predictions`
-for Parquet) and read back with :func:`sclinbench.contracts.read_predictions`.
+(:func:`sclinbench.workflow.io.write_table` for ``.tsv.gz``, :func:`sclinbench.workflow.contracts.write_predictions`
+for Parquet) and read back with :func:`sclinbench.workflow.contracts.read_predictions`.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_predictions_io.py --rows 1400000
 """
@@ -42,8 +42,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=15)
     args = ap.parse_args()
 
-    from sclinbench.contracts import read_predictions, write_predictions
-    from sclinbench.io import write_table
+    from sclinbench.workflow.contracts import read_predictions, write_predictions
+    from sclinbench.workflow.io import write_table
 
     pred = table(args.rows, args.classes)
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,7 +41,7 @@ STEPS = ("load", "normalize_total", "log1p", "hvg", "scale", "pca", "fit", "pred
 def _fold(adata, itrain, itest, y, rec: StepRecorder, seed: int, n_top_genes: int):
     import scanpy as sc
 
-    from sclinbench.models import build_model
+    from sclinbench.evaluate.models import build_model
 
     train, test = adata[itrain].copy(), adata[itest].copy()
     with rec.step("normalize_total"):
@@ -80,8 +80,8 @@ def run(data: str, splits: str, folds: int | None = None, seed: int = 0, n_top_g
     import anndata as ad
     from threadpoolctl import threadpool_limits
 
-    from sclinbench.contracts import read_splits
-    from sclinbench.splits import iter_folds
+    from sclinbench.evaluate.splits import iter_folds
+    from sclinbench.workflow.contracts import read_splits
 
     rec = StepRecorder()
     t_start = time.perf_counter()

@@ -48,9 +48,9 @@ def main(argv=None) -> int:
     import anndata as ad
     from sklearn.metrics import f1_score
 
-    from sclinbench.contracts import read_predictions, read_splits
+    from sclinbench.evaluate.splits import iter_folds
     from sclinbench.represent import rankz
-    from sclinbench.splits import iter_folds
+    from sclinbench.workflow.contracts import read_predictions, read_splits
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, type=Path, help="a finished run of benchmarks/paper_scale_config.yaml")

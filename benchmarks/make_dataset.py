@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # synthetic_cells besi
 
 from synthetic_cells import SyntheticSpec, generate_block  # noqa: E402
 
-from sclinbench.io import atomic_path  # noqa: E402
+from sclinbench.workflow.io import atomic_path  # noqa: E402
 
 #: Median UMIs per cell that give ~2,400 detected genes per cell over 20,000 genes.
 DEFAULT_UMIS = 4_100.0

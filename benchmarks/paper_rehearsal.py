@@ -297,7 +297,7 @@ def _sha(path):
 
 
 def build(out: Path, fraction: float, n_tissues: int | None, n_genes: int, seed: int):
-    from sclinbench.species import ensembl_prefix
+    from sclinbench.data.species import ensembl_prefix
 
     rng = np.random.default_rng(seed)
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import yaml
 
-from sclinbench import registry as registry_checks
-from sclinbench.species import ensembl_prefix
-from sclinbench.config import load_yaml
+from sclinbench.data import registry as registry_checks
 from sclinbench.errors import SclinbenchError
+from sclinbench.data.species import ensembl_prefix
+from sclinbench.workflow.config import load_yaml
 
 
 def workflow_file(path):
@@ -100,11 +100,11 @@ def _check_names():
 _check_names()
 
 
-# Every pipeline entry as a typed spec (sclinbench.spec: PipelineSpec / NestedSpec), made and checked
+# Every pipeline entry as a typed spec (sclinbench.evaluate.spec: PipelineSpec / NestedSpec), made and checked
 # once, in the main process, before any job (options, HVG flavour packages, nested candidates);
 # jobs get the config's own entries as params (unchanged values) and make their specs from them.
 if workflow.is_main_process:  # checked once per run: importing scikit-learn costs each job ~1 s
-    from sclinbench.spec import parse_pipelines
+    from sclinbench.evaluate.spec import parse_pipelines
 
     SPECS = parse_pipelines(PIPELINES)
 else:
@@ -120,7 +120,7 @@ def _download_summary():
     """One warning line per run (main process only) about unpinned and plain-HTTP downloads."""
     if not workflow.is_main_process:
         return
-    from sclinbench.download import read_lock
+    from sclinbench.data.lock import read_lock
 
     try:
         lock = read_lock(LOCKFILE)
@@ -201,10 +201,10 @@ wildcard_constraints:
     other=r"[a-z]+",
 
 
-# Resources: every rule's mem_mb / runtime from the measured models of sclinbench.resources (input
-# cells and stored counts read from the h5ad metadata, other inputs by size) x attempt, so a retry
-# (profiles/slurm sets retries) asks for more.
-from sclinbench import resources as job_resources
+# Resources: every rule's mem_mb / runtime from the measured models of sclinbench.workflow.resources
+# (input cells and stored counts read from the h5ad metadata, other inputs by size) x attempt, so a
+# retry (profiles/slurm sets retries) asks for more.
+from sclinbench.workflow import resources as job_resources
 
 
 def mem_mb(rule):
@@ -257,11 +257,11 @@ def _memory_limit():
 
 def _streamable_evaluations():
     """(task, representation) -> whether its evaluate jobs can read a large dataset in blocks
-    (sclinbench.streamed.why_not_streamed). Main process only (it imports scikit-learn); a job's
+    (sclinbench.evaluate.streamed.why_not_streamed). Main process only (it imports scikit-learn); a job's
     own snakemake inside its allocation needs no resource estimate."""
     if not workflow.is_main_process:
         return {}
-    from sclinbench.streamed import why_not_streamed
+    from sclinbench.evaluate.streamed import why_not_streamed
 
     return {
         (t, r): why_not_streamed(
@@ -318,7 +318,7 @@ _check_datasets_fit()
 CONDA_ENV = "../envs/sclinbench.yaml"
 
 
-from sclinbench.fingerprint import script_code
+from sclinbench.workflow.fingerprint import script_code
 
 
 def code_fingerprint(script):
@@ -374,7 +374,7 @@ def standardize_inputs(wildcards):
 
 # --- report stage -------------------------------------------------------------------------------
 
-from sclinbench.contracts import DEFAULT_DECLARED, FIGURES, TABLES, task_table_stem
+from sclinbench.workflow.contracts import DEFAULT_DECLARED, FIGURES, TABLES, task_table_stem
 
 REPORT = config.get("report", {})
 # pipelines shown in the headline beside the best of the grid (declared before the run)

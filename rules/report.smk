@@ -1,7 +1,7 @@
 # Report: summary tables with CIs, published numbers beside ours (labelled), figures, provenance,
 # and the Snakemake HTML report (snakemake --report results/report.html).
 
-from sclinbench.manifest import entry_counts
+from sclinbench.data.manifest import entry_counts
 
 
 rule provenance:

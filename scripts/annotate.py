@@ -2,11 +2,11 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench.io import limit_threads
     from sclinbench.tool.rule import run_job
+    from sclinbench.workflow.io import limit_threads
 
     with limit_threads(snakemake.threads):  # noqa: F821
         run_job(

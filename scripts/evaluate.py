@@ -2,13 +2,13 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench.contracts import read_splits, write_predictions
-    from sclinbench.io import limit_threads
-    from sclinbench.spec import parse_pipelines
-    from sclinbench.streamed import evaluate_file
+    from sclinbench.evaluate.spec import parse_pipelines
+    from sclinbench.evaluate.streamed import evaluate_file
+    from sclinbench.workflow.contracts import read_splits, write_predictions
+    from sclinbench.workflow.io import limit_threads
 
     with limit_threads(snakemake.threads):  # noqa: F821
         splits = read_splits(snakemake.input.splits)  # noqa: F821

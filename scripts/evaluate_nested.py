@@ -3,15 +3,15 @@ table of which candidate each outer fold chose."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     import anndata as ad
 
-    from sclinbench.contracts import read_splits, write_predictions
-    from sclinbench.io import limit_threads, write_table
-    from sclinbench.nested import evaluate_nested
-    from sclinbench.spec import parse_pipelines
+    from sclinbench.evaluate.nested import evaluate_nested
+    from sclinbench.evaluate.spec import parse_pipelines
+    from sclinbench.workflow.contracts import read_splits, write_predictions
+    from sclinbench.workflow.io import limit_threads, write_table
 
     sm = snakemake  # noqa: F821
     with limit_threads(sm.threads):

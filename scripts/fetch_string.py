@@ -2,10 +2,10 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench.download import DEFAULT_DEADLINE, fetch
+    from sclinbench.data.download import DEFAULT_DEADLINE, fetch
 
     spec = snakemake.params.spec  # noqa: F821
     settings = snakemake.config.get("download") or {}  # noqa: F821

@@ -2,10 +2,11 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench import contracts, plotting, report
+    from sclinbench import plotting, report
+    from sclinbench.workflow import contracts
 
     sm = snakemake  # noqa: F821
     predictions = {tuple(key.split("/")): contracts.read_predictions(files) for key, files in sm.params.novel.items()}

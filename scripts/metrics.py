@@ -3,11 +3,11 @@ unseen_labels.tsv (one tidy table each)."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench.io import write_table
-    from sclinbench.metrics import assemble
+    from sclinbench.evaluate.metrics import assemble
+    from sclinbench.workflow.io import write_table
 
     sm = snakemake  # noqa: F821
     args = (sm.params.datasets, sm.params.task_of, sm.params.tasks, sm.params.pipelines)

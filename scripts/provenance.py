@@ -2,12 +2,12 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     from sclinbench import report
-    from sclinbench.datasets import dataset_checksums
-    from sclinbench.fingerprint import code_provenance, read_job_records
+    from sclinbench.data.datasets import dataset_checksums
+    from sclinbench.workflow.records import code_provenance, read_job_records
 
     sm = snakemake  # noqa: F821
     checksums = dataset_checksums(dict(zip(sm.params.datasets, sm.input.datasets)))

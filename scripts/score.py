@@ -3,12 +3,12 @@ intervals, paired differences, per-class F1, confusion counts, unseen-label call
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
-    from sclinbench import intervals, metrics
-    from sclinbench.contracts import read_predictions
-    from sclinbench.io import write_table
+    from sclinbench.evaluate import intervals, metrics
+    from sclinbench.workflow.contracts import read_predictions
+    from sclinbench.workflow.io import write_table
 
     sm = snakemake  # noqa: F821
     predictions = read_predictions(sm.input)

@@ -2,13 +2,13 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821  (works with --sdm conda too)
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     import anndata as ad
 
-    from sclinbench.io import write_table
-    from sclinbench.splits import make_splits
+    from sclinbench.evaluate.splits import make_splits
+    from sclinbench.workflow.io import write_table
 
     obs = ad.read_h5ad(snakemake.input[0], backed="r").obs  # noqa: F821  (obs only; X stays on disk)
     table = make_splits(obs, snakemake.params.task, seed=snakemake.params.seed,  # noqa: F821

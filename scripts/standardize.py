@@ -2,14 +2,14 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     import logging
 
-    from sclinbench import manifest
-    from sclinbench.datasets import standardized_dataset
-    from sclinbench.io import write_h5ad
+    from sclinbench.data import manifest
+    from sclinbench.data.datasets import standardized_dataset
+    from sclinbench.workflow.io import write_h5ad
 
     sm = snakemake  # noqa: F821
     log = logging.getLogger("sclinbench.standardize")

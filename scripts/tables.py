@@ -2,13 +2,14 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
-from sclinbench.io import script_errors  # noqa: E402
+from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
     import json
     from pathlib import Path
 
-    from sclinbench import contracts, report
+    from sclinbench import report
+    from sclinbench.workflow import contracts
 
     sm = snakemake  # noqa: F821
     metrics = contracts.read_metrics(sm.input.metrics)

@@ -1,4 +1,4 @@
-"""Seeded predictions tables of made-up pipelines (the columns sclinbench.evaluate.evaluate writes).
+"""Seeded predictions tables of made-up pipelines (the columns sclinbench.evaluate.engine.evaluate writes).
 
 Each pipeline has an accuracy: a cell is predicted right with that probability, else as a random
 other label; class scores favour the predicted label. Used to test the score stage and the tables
@@ -155,8 +155,8 @@ def fake_run(tmp_path, n_boot=200, weak=None):
 
     ``weak``: a (dataset, task) whose methods are no better than the shuffled control.
     """
-    from sclinbench import intervals, metrics
-    from sclinbench.io import write_table
+    from sclinbench.evaluate import intervals, metrics
+    from sclinbench.workflow.io import write_table
 
     files = {k: [] for k in ("scores", "summary", "paired", "unseen")}
     for i, (dataset, task) in enumerate(RUN):

@@ -35,8 +35,8 @@ def _rankz_by_hand(P: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def atlas():
     """The synthetic three-species atlas on the reference's one-to-one orthologs (as standardized)."""
-    from sclinbench.orthologs import map_to_reference
-    from sclinbench.synthetic import make_atlas
+    from sclinbench.data.gene_space import map_to_reference
+    from sclinbench.data.synthetic import make_atlas
 
     adatas, table = make_atlas(seed=1, n_genes=400, cells_per_species=600, n_cell_types=5)
     return map_to_reference(adatas, table, "alpha")
@@ -266,7 +266,7 @@ def test_schema_defaults_are_the_packages():
 
 
 def test_default_and_paper_configs_plan_the_analyses():
-    from sclinbench.config import schema_errors
+    from sclinbench.workflow.config import schema_errors
 
     default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())

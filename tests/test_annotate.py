@@ -1,7 +1,7 @@
 """sclinbench.tool: gene matching, the portable pipeline and model file, the annotator, the DAG rule.
 
 Data: seeded negative-binomial counts with marker genes (tests/synthetic_counts.py), the synthetic
-three-species atlas (sclinbench.synthetic, with its ortholog table), and the real Ensembl BioMart
+three-species atlas (sclinbench.data.synthetic, with its ortholog table), and the real Ensembl BioMart
 human->mouse export subset of tests/data/orthologs (real gene ids, synthetic counts).
 """
 
@@ -20,12 +20,13 @@ from conftest import REPO, copy_workflow, run_snakemake
 from real_fixtures import stratified_query_mask
 from synthetic_counts import nb_counts
 
+from sclinbench.data.gene_space import one_to_one
+from sclinbench.data.orthologs import read_biomart
+from sclinbench.data.synthetic import make_atlas
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import class_scores
-from sclinbench.orthologs import one_to_one, read_biomart
-from sclinbench.pipeline import build_pipeline
+from sclinbench.evaluate.engine import class_scores
+from sclinbench.evaluate.pipeline import build_pipeline
 from sclinbench.represent import rankz
-from sclinbench.synthetic import make_atlas
 from sclinbench.tool import annotate as tool
 from sclinbench.tool import catalog, portable
 from sclinbench.tool import genes as gm

@@ -20,8 +20,8 @@ from measure import StepRecorder  # noqa: E402
 from synthetic_cells import SyntheticSpec, generate_block  # noqa: E402
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import write_table
-from sclinbench.splits import make_splits
+from sclinbench.evaluate.splits import make_splits
+from sclinbench.workflow.io import write_table
 
 # a small data set: 2,000 genes, 15 types
 TINY = dict(n_genes=2000, umis_per_cell=800, lineage_genes=100, subtype_genes=30, program_genes=50)

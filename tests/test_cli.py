@@ -23,7 +23,7 @@ from conftest import REPO
 from real_fixtures import write_pbmc_halves
 
 from sclinbench import __version__
-from sclinbench.synthetic import make_atlas
+from sclinbench.data.synthetic import make_atlas
 
 CONSOLE = Path(sys.executable).with_name("sclinbench")
 
@@ -126,7 +126,7 @@ def test_train_then_annotate_from_another_folder(pbmc):
     assert uns["model_sha256"] == sha256_file(d / "pbmc.npz")
     assert uns["genes"]["n_shared"] == 765 and uns["versions"]["sclinbench"] == __version__
     metrics = pd.read_csv(d / "labelled.metrics.tsv", sep="\t").set_index(["set", "metric"])["value"]
-    from sclinbench.metrics import classification_scores
+    from sclinbench.evaluate.metrics import classification_scores
 
     assert metrics[("query_shared_labels", "macro_f1")] == pytest.approx(classification_scores(truth, pred)["macro_f1"])
     labels = pd.read_csv(d / "labelled.labels.tsv", sep="\t")

@@ -15,13 +15,14 @@ from real_fixtures import liao_standardized
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
-from sclinbench import contracts, intervals, metrics
-from sclinbench.clustered import LeidenLogisticRegression, leiden_clusters
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import evaluate
-from sclinbench.models import MODEL_FAMILIES, build_model
-from sclinbench.pipeline import build_preprocessing
-from sclinbench.splits import make_splits
+from sclinbench.evaluate import intervals, metrics
+from sclinbench.evaluate.clustered import LeidenLogisticRegression, leiden_clusters
+from sclinbench.evaluate.engine import evaluate
+from sclinbench.evaluate.models import MODEL_FAMILIES, build_model
+from sclinbench.evaluate.pipeline import build_preprocessing
+from sclinbench.evaluate.splits import make_splits
+from sclinbench.workflow import contracts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from sclinbench.config import schema_errors
 from sclinbench.errors import SclinbenchError
-from sclinbench.pipeline import DEFAULT_SHUFFLED_REPEATS, build_pipeline
-from sclinbench.spec import PipelineSpec
-from sclinbench.splits import (
+from sclinbench.evaluate.pipeline import build_pipeline
+from sclinbench.evaluate.spec import DEFAULT_SHUFFLED_REPEATS, PipelineSpec
+from sclinbench.evaluate.splits import (
     DEFAULT_DIAGONAL,
     DEFAULT_DIAGONAL_FRACTION,
     DIAGONAL_SPLITS,
@@ -20,6 +19,7 @@ from sclinbench.splits import (
     SPLIT_KINDS,
     diagonal_spec,
 )
+from sclinbench.workflow.config import schema_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
@@ -113,8 +113,8 @@ def test_the_paper_configuration_declares_the_papers_pipelines():
 
 def schema_disagreements(schema: dict, options: dict) -> list[str]:
     """Every way config/schema.yaml's pipeline sections differ from the package's option registry
-    (``sclinbench.pipeline.OPTIONS``): choices, options per choice, defaults, required options."""
-    from sclinbench.pipeline import CHOICE_KEYS, REQUIRED
+    (``sclinbench.evaluate.spec.OPTIONS``): choices, options per choice, defaults, required options."""
+    from sclinbench.evaluate.spec import CHOICE_KEYS, REQUIRED
 
     defs = schema["$defs"]
 
@@ -152,7 +152,7 @@ def schema_disagreements(schema: dict, options: dict) -> list[str]:
 
 
 def test_schema_pipeline_sections_are_the_package_options():
-    from sclinbench.pipeline import CONTROLS, OPTIONS, ROLES, SCALE_OPTIONS
+    from sclinbench.evaluate.spec import CONTROLS, OPTIONS, ROLES, SCALE_OPTIONS
     from sclinbench.represent import HVG_FLAVORS
 
     assert schema_disagreements(SCHEMA, OPTIONS) == []
@@ -167,7 +167,7 @@ def test_schema_pipeline_sections_are_the_package_options():
 def test_a_schema_package_disagreement_is_caught():
     import copy
 
-    from sclinbench.pipeline import OPTIONS
+    from sclinbench.evaluate.spec import OPTIONS
 
     schema = copy.deepcopy(SCHEMA)
     logreg = next(b["then"] for b in schema["$defs"]["model"]["allOf"] if b["if"]["properties"]["name"]["const"] == "logreg")
@@ -200,7 +200,7 @@ def test_an_option_of_another_choice_is_refused_by_schema_and_package(section, e
     with pytest.raises(SclinbenchError, match=f"has no option '{bad}'"):
         normalize_spec(spec)
     if section == "model":
-        from sclinbench.models import build_model
+        from sclinbench.evaluate.models import build_model
 
         with pytest.raises(SclinbenchError, match=f"model '{entry['name']}' has no option '{bad}'"):
             build_model(entry["name"], {k: v for k, v in entry.items() if k != "name"})
@@ -230,9 +230,14 @@ def test_pipeline_spec_fields_are_the_schema_keys_and_the_package_options():
     keys (SPEC_KEYS, the sections of OPTIONS), a nested spec's the nested options."""
     import dataclasses
 
-    from sclinbench.nested import NESTED_KEYS, NESTED_OPTIONS
-    from sclinbench.pipeline import OPTIONS, SPEC_KEYS
-    from sclinbench.spec import SECTIONS, NestedSpec
+    from sclinbench.evaluate.spec import (
+        NESTED_KEYS,
+        NESTED_OPTIONS,
+        OPTIONS,
+        SECTIONS,
+        SPEC_KEYS,
+        NestedSpec,
+    )
 
     props = set(SCHEMA["$defs"]["pipeline"]["properties"])
     fields = {f.name for f in dataclasses.fields(PipelineSpec)} - {"name"}

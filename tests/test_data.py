@@ -363,7 +363,7 @@ def test_missing_organism_is_unknown_with_a_warning(caplog):
 
 
 def test_standardized_file_round_trips(tmp_path):
-    from sclinbench.io import write_h5ad
+    from sclinbench.workflow.io import write_h5ad
 
     adata = data.read_raw(FIXTURE, "10x_h5", file_obs=[{"donor_id": "C146"}])
     std = data.standardize(adata, registry()["liao2020"], {"min_counts": 1}, source="fixture", name="liao2020")
@@ -427,9 +427,9 @@ def _separable(n_per_type=60, n_genes=60, seed=0, missing=0.15):
 
 
 def _rankz_centroid_f1(std):
-    from sclinbench import metrics
-    from sclinbench.evaluate import evaluate
-    from sclinbench.splits import make_splits
+    from sclinbench.evaluate import metrics
+    from sclinbench.evaluate.engine import evaluate
+    from sclinbench.evaluate.splits import make_splits
 
     task = {"kind": "celltype", "split": "stratified", "n_folds": 5}
     pipelines = {"rankz_centroid": {"representation": {"name": "rankz"}, "model": {"name": "centroid"}}}
@@ -473,7 +473,7 @@ def test_unlabelled_tokens_are_configurable():
 
 
 def test_unlabelled_cells_survive_min_cells_per_label_and_round_trip(tmp_path):
-    from sclinbench.io import write_h5ad
+    from sclinbench.workflow.io import write_h5ad
 
     adata, n_lost = _separable()
     entry = {"organism": "Homo sapiens", "gene_id": "symbol", "columns": {"cell_type": "celltype"},

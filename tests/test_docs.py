@@ -130,7 +130,7 @@ def test_config_readme_describes_every_top_level_key():
 
 
 def test_config_readme_options_table_matches_the_package():
-    from sclinbench.pipeline import OPTIONS
+    from sclinbench.evaluate.spec import OPTIONS
 
     table = CONFIG_README[CONFIG_README.index("| step | choice |"):CONFIG_README.index("`sclinbench list`")]
     for step, choices in OPTIONS.items():
@@ -150,8 +150,8 @@ def test_config_readme_options_table_matches_the_package():
     ("## Predictions\n", "PREDICTION_COLUMNS"),
 ])
 def test_design_columns_are_the_contracts(heading, columns):
-    """The columns DESIGN.md gives each file are those of sclinbench.contracts, in order."""
-    from sclinbench import contracts
+    """The columns DESIGN.md gives each file are those of sclinbench.workflow.contracts, in order."""
+    from sclinbench.workflow import contracts
 
     start = DESIGN.index(heading)
     section = DESIGN[start:DESIGN.index("\n## ", start + 1)]

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sclinbench.download import fetch, read_lock, record_lock
+from sclinbench.data.download import fetch
+from sclinbench.data.lock import read_lock, record_lock
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
+from sclinbench.workflow.io import sha256_file
 
 # 300 kB of non-repeating bytes: the transfer spans several chunks.
 PAYLOAD = bytes(
@@ -133,7 +134,7 @@ def server():
 def test_clean_download_verifies_and_logs_progress(server, tmp_path, caplog):
     base, state = server
     dest = tmp_path / "raw" / "file.bin"
-    with caplog.at_level(logging.INFO, logger="sclinbench.download"):
+    with caplog.at_level(logging.INFO, logger="sclinbench.data.download"):
         result = fetch(f"{base}/ok", dest, sha256=PAYLOAD_SHA, size=len(PAYLOAD),
                        progress_every=0, **FAST)
     assert dest.read_bytes() == PAYLOAD
@@ -305,10 +306,10 @@ def test_lock_mismatch_says_how_to_repin_and_that_works(server, tmp_path):
     with pytest.raises(SclinbenchError) as err:
         fetch(url, tmp_path / "x.h5", lockfile=lock, expect="10x_h5", **FAST)
     message = str(err.value)
-    assert f"line 2 of {lock}" in message and "-m sclinbench.download forget" in message
+    assert f"line 2 of {lock}" in message and "-m sclinbench.data.download forget" in message
     command = message.split("re-pin it with: ", 1)[1].split(" (or delete", 1)[0]
     argv = shlex.split(command)
-    assert argv[0] == sys.executable and argv[1:4] == ["-m", "sclinbench.download", "forget"]
+    assert argv[0] == sys.executable and argv[1:4] == ["-m", "sclinbench.data.download", "forget"]
     proc = subprocess.run(argv, capture_output=True, text=True)  # the command exactly as printed
     assert proc.returncode == 0, proc.stderr
     assert url not in read_lock(lock)
@@ -317,7 +318,7 @@ def test_lock_mismatch_says_how_to_repin_and_that_works(server, tmp_path):
 
 
 def test_forget_removes_only_that_url(tmp_path):
-    from sclinbench.download import forget
+    from sclinbench.data.lock import forget
 
     lock = tmp_path / "lock.tsv"
     record_lock(lock, "http://x/a", "a" * 64, 1)
@@ -383,7 +384,7 @@ def test_deadline_bounds_a_hanging_server(server, tmp_path):
 
 def test_hand_placed_file_is_verified_like_a_download(tmp_path, caplog):
     """A raw file put in place by hand (the fetch never runs then) is checked before use."""
-    from sclinbench.download import verify_present
+    from sclinbench.data.download import verify_present
 
     url = "https://example.org/GSM4339774_C146_filtered_feature_bc_matrix.h5"
     placed = tmp_path / "x.h5"

@@ -9,13 +9,14 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from sclinbench import data, intervals, metrics
+from sclinbench import data
+from sclinbench.data.synthetic import make_atlas
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import evaluate, pseudobulk
-from sclinbench.models import CentroidClassifier, ShuffledLabels, control_seed
+from sclinbench.evaluate import intervals, metrics
+from sclinbench.evaluate.engine import evaluate, pseudobulk
+from sclinbench.evaluate.models import CentroidClassifier, ShuffledLabels, control_seed
+from sclinbench.evaluate.splits import make_splits
 from sclinbench.represent import rankz
-from sclinbench.splits import make_splits
-from sclinbench.synthetic import make_atlas
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = sorted((ROOT / "tests/data/liao2020/patients").glob("C*_subset_filtered_feature_bc_matrix.h5"))
@@ -152,7 +153,7 @@ def test_majority_control_writes_constant_scores():
 
 
 def test_cross_species_transfer_is_trained_on_every_source_cell():
-    from sclinbench.orthologs import map_to_reference
+    from sclinbench.data.gene_space import map_to_reference
 
     adatas, orth = make_atlas(seed=1, n_genes=300, cells_per_species=240, n_cell_types=4, n_donors=4,
                               n_disease_genes=10, species=("alpha", "beta"), divergence=(0.0, 0.3))
@@ -268,7 +269,7 @@ def test_papers_cross_species_centroid_through_the_evaluation():
     """The paper's basis (rankz of pseudobulk library fractions) on raw counts, transfer folds and a
     10% same-species hold-out: every test cell once, and the transfer fold is the model fitted on
     every cell of the training species."""
-    from sclinbench.orthologs import map_to_reference
+    from sclinbench.data.gene_space import map_to_reference
 
     adatas, orth = make_atlas(seed=1, n_genes=300, cells_per_species=240, n_cell_types=4, n_donors=4,
                               n_disease_genes=10, species=("alpha", "beta"), divergence=(0.0, 0.3))

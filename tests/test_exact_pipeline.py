@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sclinbench.data import load_bundled
-from sclinbench.pipeline import build_pipeline
+from sclinbench.evaluate.pipeline import build_pipeline
 from sclinbench.represent import OffsetCSR, rankz
 from sclinbench.represent.scale import ColumnScaled, ScaleClip
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_snakemake
 
-from sclinbench import fingerprint as fpm
-from sclinbench.fingerprint import CodeIndex, code_provenance, read_job_records
+from sclinbench.workflow import fingerprint as fpm
+from sclinbench.workflow.fingerprint import CodeIndex
+from sclinbench.workflow.records import code_provenance, log_job, read_job_records
 
 # --------------------------------------------------------------------------- a toy package
 
@@ -246,7 +247,7 @@ def test_each_workflow_script_has_a_fingerprint_and_each_rule_passes_it():
     assert "plotting" in fps["figures"].modules
     # figures, paper_figures, and the analyses' figures (sclinbench.analyses.figures uses the package style)
     assert [s for s, f in fps.items() if "plotting" in f.modules] == ["analyses", "figures", "paper_figures"]
-    assert "score" in fps["score"].names["metrics"] and "metrics" not in fps["evaluate"].modules
+    assert "score" in fps["score"].names["evaluate.metrics"] and "evaluate.metrics" not in fps["evaluate"].modules
     # every rule running a script passes that script's fingerprint as params.code (fetch: the bytes
     # of a download are checked by sha256, a change to download code need not fetch again; likewise
     # fetch_string, the STRING downloads of the analyses)
@@ -262,7 +263,7 @@ def test_each_workflow_script_has_a_fingerprint_and_each_rule_passes_it():
 def test_fingerprinting_is_cheap_and_imports_nothing_heavy():
     import subprocess
 
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from sclinbench.fingerprint import script_code; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from sclinbench.workflow.fingerprint import script_code; "
             "[script_code(p) for p in sys.argv[2:]]; "
             "heavy = {'numpy', 'pandas', 'scanpy', 'sklearn', 'anndata'} & set(sys.modules); "
             "assert not heavy, heavy")
@@ -275,7 +276,7 @@ def test_fingerprinting_is_cheap_and_imports_nothing_heavy():
 def test_log_job_records_what_a_snakemake_job_runs(tmp_path, monkeypatch):
     import logging
 
-    assert fpm.log_job() is None  # not in a Snakemake job
+    assert log_job() is None  # not in a Snakemake job
     sm = types.SimpleNamespace(rule="evaluate", params=types.SimpleNamespace(code="sclinbench a:1"),
                                input=["in.tsv"], output=["out.tsv"])
     monkeypatch.setattr(sys.modules["__main__"], "snakemake", sm, raising=False)
@@ -286,7 +287,7 @@ def test_log_job_records_what_a_snakemake_job_runs(tmp_path, monkeypatch):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        rec = fpm.log_job(logger)
+        rec = log_job(logger)
     finally:
         logger.removeHandler(handler)
         handler.close()
@@ -399,12 +400,12 @@ def test_a_change_to_represent_reruns_evaluate_and_everything_after(finished_run
 
 @workflow
 def test_a_change_to_metrics_reruns_score_not_evaluate(finished_run, edit):
-    edit("metrics.py", "    preds = _with_repeat(predictions)\n", "    preds = _with_repeat(predictions.copy())\n")
+    edit("evaluate/metrics.py", "    preds = _with_repeat(predictions)\n", "    preds = _with_repeat(predictions.copy())\n")
     jobs = _planned(run_snakemake(finished_run, "-n"))
     assert set(jobs) == {"score", "metrics", "figures", "provenance", "tables", "all"}
     assert len(jobs["score"]) == 8 and _reasons(jobs, "score") == {PARAMS}
     before, now = re.search(r"before: '([^']*)' now: '([^']*)'", jobs["score"][0]).groups()
-    assert fpm.changed_modules(before, now) == ["metrics"]
+    assert fpm.changed_modules(before, now) == ["evaluate.metrics"]
 
 
 @workflow
@@ -421,7 +422,7 @@ def test_a_change_to_plotting_reruns_only_the_figures(finished_run, edit):
 def test_docstring_and_comment_changes_rerun_nothing(finished_run, edit):
     edit("represent/normalize.py", "    Equals ``log1p`` of the library-normalized counts",
          "    Equal to ``log1p`` of the library-normalized counts")
-    edit("metrics.py", "def score(", "# scores per fold\ndef score(")
+    edit("evaluate/metrics.py", "def score(", "# scores per fold\ndef score(")
     edit("plotting/scores.py", 'fontsize=6.5, fontweight="normal",', 'fontsize=6.5,  fontweight="normal",  # title')
     proc = run_snakemake(finished_run, "-n")
     assert _planned(proc) == {} and "Nothing to be done" in proc.stdout + proc.stderr

@@ -40,7 +40,7 @@ def _mtx_dir(path: Path) -> Path:
 
 
 def test_sniff_knows_the_formats(tmp_path):
-    from sclinbench.formats import sniff
+    from sclinbench.data.formats import sniff
 
     assert sniff(TENX).kind == "10x_h5"
     assert sniff(_h5ad(tmp_path / "a.h5ad")).kind == "h5ad"
@@ -58,7 +58,7 @@ def test_sniff_knows_the_formats(tmp_path):
 
 
 def test_check_download_refuses_error_bodies_and_the_wrong_family(tmp_path):
-    from sclinbench.formats import check_download
+    from sclinbench.data.formats import check_download
 
     (tmp_path / "page").write_text("<html><body>Access denied</body></html>")
     with pytest.raises(SclinbenchError, match="web page"):

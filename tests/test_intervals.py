@@ -11,7 +11,7 @@ from fake_predictions import (
 )
 from sklearn.metrics import roc_auc_score
 
-from sclinbench import intervals, metrics
+from sclinbench.evaluate import intervals, metrics, scopes
 
 PIPES = {"good": 0.85, "ok": 0.6, "control_majority": 0.3, "control_shuffled": 0.25}
 
@@ -49,11 +49,11 @@ def test_pooled_point_estimates_equal_the_metric_of_all_out_of_fold_predictions(
 def test_a_draw_equals_the_metric_of_the_explicitly_resampled_rows(units, per_donor):
     """Donors; cells one by one; more than 2,000 cells: resampled in random blocks of cells."""
     pred = kfold_predictions({"good": 0.8, "ok": 0.5}, seed=2, donor_ids=True, cells_per_donor=per_donor)
-    scope = intervals.PooledScope(pred, units)
+    scope = scopes.PooledScope(pred, units)
     if per_donor == 500:
-        assert scope.n_units == intervals.CELL_BLOCKS and scope.n_reported == 3000 and "random blocks" in scope.note
+        assert scope.n_units == scopes.CELL_BLOCKS and scope.n_reported == 3000 and "random blocks" in scope.note
     rng = np.random.default_rng(5)
-    W = next(intervals.unit_draws(scope.n_units, 3, rng))
+    W = next(scopes.unit_draws(scope.n_units, 3, rng))
     got = scope.metrics(W)
     ref = pred[pred.pipeline == "good"].sort_values(["fold", "cell_id"], kind="mergesort")
     for b in range(3):
@@ -219,12 +219,12 @@ def test_repeated_holdout_headline_is_the_mean_over_splits_and_never_pools_a_cel
 def test_a_repeated_holdout_draw_resamples_each_unit_once_in_every_split(units, per_donor):
     """A unit drawn w times weighs w in every split it is tested in (> 2,000 cells: the same block)."""
     pred = holdout_predictions({"good": 0.8, "ok": 0.5}, seed=4, cells_per_donor=per_donor)
-    scope = intervals.RepeatedHoldoutScope(pred, units)
+    scope = scopes.RepeatedHoldoutScope(pred, units)
     n_distinct = pred.cell_id.nunique() if units == "cell" else 6
     assert scope.n_reported == n_distinct
     if per_donor == 700:
-        assert scope.n_units == intervals.CELL_BLOCKS and "random blocks" in scope.note
-    W = next(intervals.unit_draws(scope.n_units, 3, np.random.default_rng(7)))
+        assert scope.n_units == scopes.CELL_BLOCKS and "random blocks" in scope.note
+    W = next(scopes.unit_draws(scope.n_units, 3, np.random.default_rng(7)))
     got = scope.metrics(W)[("good", 0)]
     good = pred[pred.pipeline == "good"]
     key = "cell_id" if units == "cell" else "donor_id"
@@ -232,7 +232,7 @@ def test_a_repeated_holdout_draw_resamples_each_unit_once_in_every_split(units, 
     unit_of = dict(zip(names, range(len(names))))
     block = np.arange(len(names))
     if per_donor == 700:
-        block = np.random.default_rng(0).permutation(len(names)) % intervals.CELL_BLOCKS
+        block = np.random.default_rng(0).permutation(len(names)) % scopes.CELL_BLOCKS
     for b in range(3):
         want = {"macro_f1": [], "accuracy": [], "auroc_ovr": []}
         for _, part in good.groupby("fold"):
@@ -314,7 +314,7 @@ def test_shuffled_control_interval_includes_the_permutation_variance():
 def test_few_unit_interval_covers_the_truth_on_a_simulation():
     """The score stage's interval (Student t on the logit scale) covers at about its nominal rate
     with 4 units, where the percentile bootstrap over units does not (loose bounds, 400 studies)."""
-    from sclinbench.few_units import coverage_table
+    from sclinbench.evaluate.few_units import coverage_table
 
     rows = coverage_table(n_units=(4,), true_means=(0.85,), n_sim=400, n_boot=300,
                           methods=("percentile bootstrap", "t, logit scale"))

@@ -1,4 +1,4 @@
-"""sclinbench.io: temporaries left by a killed step are removed when the step next runs; logs of
+"""sclinbench.workflow.io: temporaries left by a killed step are removed when the step next runs; logs of
 failed steps are never empty."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 
-from sclinbench.io import atomic_path, write_table
+from sclinbench.workflow.io import atomic_path, write_table
 
 
 def test_stale_temporaries_of_a_killed_step_are_removed(tmp_path):
@@ -32,7 +32,7 @@ def test_stale_temporaries_of_a_killed_step_are_removed(tmp_path):
 
 def test_a_killed_writer_leaves_only_its_temporary(tmp_path):
     out = tmp_path / "x.bin"
-    code = ("import os, sys; sys.path.insert(0, sys.argv[2]); from sclinbench.io import atomic_path\n"
+    code = ("import os, sys; sys.path.insert(0, sys.argv[2]); from sclinbench.workflow.io import atomic_path\n"
             "with atomic_path(sys.argv[1]) as tmp:\n    open(tmp, 'wb').write(b'half'); os._exit(9)\n")
     src = os.path.join(os.path.dirname(__file__), "..", "src")
     subprocess.run([sys.executable, "-c", code, str(out), src], check=False)
@@ -45,7 +45,7 @@ def test_a_killed_writer_leaves_only_its_temporary(tmp_path):
 
 def test_unexpected_error_is_written_to_the_log(tmp_path):
     log = tmp_path / "job.log"
-    code = ("import sys; sys.path.insert(0, sys.argv[2]); from sclinbench.io import script_errors\n"
+    code = ("import sys; sys.path.insert(0, sys.argv[2]); from sclinbench.workflow.io import script_errors\n"
             "with script_errors(sys.argv[1]):\n    {}['reference_species']\n")
     src = os.path.join(os.path.dirname(__file__), "..", "src")
     proc = subprocess.run([sys.executable, "-c", code, str(log), src], capture_output=True, text=True)

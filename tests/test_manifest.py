@@ -1,4 +1,4 @@
-"""config/paper_manifest.yaml and sclinbench.manifest: the paper's tasks checked offline against what is
+"""config/paper_manifest.yaml and sclinbench.data.manifest: the paper's tasks checked offline against what is
 known about the real files, the downloaded files checked against it, and donors filtered while reading."""
 
 import copy
@@ -14,8 +14,9 @@ import scipy.sparse as sp
 import yaml
 from conftest import REPO, copy_workflow, paper_configfiles, run_snakemake
 
-from sclinbench import data, manifest, report
-from sclinbench.datasets import standardized_dataset
+from sclinbench import data, report
+from sclinbench.data import manifest
+from sclinbench.data.datasets import standardized_dataset
 from sclinbench.errors import SclinbenchError
 
 MANIFEST = REPO / "config" / "paper_manifest.yaml"

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
-from sclinbench import metrics
+from sclinbench.evaluate import metrics
 
 
 def _preds(y_true, y_pred, scores=None, **extra):

@@ -10,7 +10,7 @@ from sklearn.dummy import DummyClassifier
 from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.models import (
+from sclinbench.evaluate.models import (
     MODELS,
     CentroidClassifier,
     InputAdapter,
@@ -68,7 +68,7 @@ def test_centroid_beta_is_least_squares_for_points_off_the_span():
 def test_centroid_collinear_profiles_give_minimum_norm_solution(caplog):
     X = np.vstack([X_TRAIN, [[4.0, 3, 0, 2, 1]]])  # class d = a + b exactly
     y = np.append(Y_TRAIN, "d")
-    with caplog.at_level(logging.WARNING, logger="sclinbench.models"):
+    with caplog.at_level(logging.WARNING, logger="sclinbench.evaluate.models"):
         clf = CentroidClassifier().fit(X, y)
     assert clf.rank_ == 3 and "linearly dependent" in caplog.text
     x = np.array([[1.0, 2, 3, 4, 5]])
@@ -139,7 +139,7 @@ def test_logreg_with_inner_cv_chooses_C_from_grid_on_train_only():
 
 def test_logreg_nonconvergence_is_logged(caplog):
     Xtr, ytr, _, _ = _scaled_data()
-    with caplog.at_level(logging.WARNING, logger="sclinbench.models"):
+    with caplog.at_level(logging.WARNING, logger="sclinbench.evaluate.models"):
         m = build_model("logreg", {"max_iter": 1}, seed=0).fit(Xtr, ytr)
     assert m.converged_ is False
     assert "did not converge" in caplog.text and "max_iter=1" in caplog.text
@@ -213,7 +213,7 @@ def test_linear_svm_with_inner_cv():
 
 
 def test_every_model_declares_a_family_and_knn_is_not_linear():
-    from sclinbench.models import FAMILIES, MODEL_FAMILIES, MODELS, model_family
+    from sclinbench.evaluate.models import FAMILIES, MODEL_FAMILIES, MODELS, model_family
 
     assert set(MODEL_FAMILIES) == set(MODELS)
     assert set(MODEL_FAMILIES.values()) <= set(FAMILIES)
@@ -223,7 +223,7 @@ def test_every_model_declares_a_family_and_knn_is_not_linear():
 
 
 def test_control_seeds_differ_per_fold_and_repeat():
-    from sclinbench.models import control_seed
+    from sclinbench.evaluate.models import control_seed
 
     seeds = {control_seed(0, f, r) for f in range(5) for r in range(5)}
     assert len(seeds) == 25
@@ -270,8 +270,8 @@ def test_pseudobulk_rankz_basis_equals_a_hand_computation():
 
 
 def test_pseudobulk_rankz_basis_takes_counts_only():
-    from sclinbench.pipeline import build_pipeline
-    from sclinbench.spec import PipelineSpec
+    from sclinbench.evaluate.pipeline import build_pipeline
+    from sclinbench.evaluate.spec import PipelineSpec
 
     def normalize_spec(entry):
         return PipelineSpec.from_config("pipeline", entry).canonical()

@@ -1,4 +1,4 @@
-"""Nested selection (sclinbench.nested): the choice sees only the outer training cells, is
+"""Nested selection (sclinbench.evaluate.nested): the choice sees only the outer training cells, is
 reproducible from the seed, agrees with the schema, and costs little on real data."""
 
 from pathlib import Path
@@ -10,13 +10,13 @@ import scipy.sparse as sp
 import yaml
 from real_fixtures import liao_standardized
 
-from sclinbench import metrics, nested
-from sclinbench.config import schema_errors
+from sclinbench.data.synthetic import make_atlas
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import evaluate
-from sclinbench.spec import NestedSpec, parse_pipelines
-from sclinbench.splits import make_splits
-from sclinbench.synthetic import make_atlas
+from sclinbench.evaluate import metrics, nested
+from sclinbench.evaluate.engine import evaluate
+from sclinbench.evaluate.spec import NESTED_METRICS, NESTED_OPTIONS, NestedSpec, parse_pipelines
+from sclinbench.evaluate.splits import make_splits
+from sclinbench.workflow.config import schema_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = str(ROOT / "config/schema.yaml")
@@ -155,9 +155,9 @@ def test_nested_options_accepted_by_schema_iff_by_package(section, ok):
 def test_schema_defaults_are_the_package_defaults():
     schema = yaml.safe_load(open(SCHEMA_PATH))["$defs"]["pipeline"]
     props = schema["properties"]["nested"]["properties"]
-    assert set(props) == set(nested.NESTED_OPTIONS)
-    assert props["inner_folds"]["default"] == nested.NESTED_OPTIONS["inner_folds"]
-    assert props["metric"]["default"] == nested.NESTED_OPTIONS["metric"] and props["metric"]["enum"] == list(nested.NESTED_METRICS)
+    assert set(props) == set(NESTED_OPTIONS)
+    assert props["inner_folds"]["default"] == NESTED_OPTIONS["inner_folds"]
+    assert props["metric"]["default"] == NESTED_OPTIONS["metric"] and props["metric"]["enum"] == list(NESTED_METRICS)
     # steps beside nested, a control or a nested candidate: refused by both
     bad = {"nested": {"candidates": ["rankz_centroid", "log1p_centroid"]}, "model": {"name": "centroid"}}
     assert schema_errors(_cfg(bad), SCHEMA_PATH)
@@ -231,7 +231,7 @@ def test_nested_on_the_real_lavage_fixture_matches_its_candidates_within_the_noi
 # --------------------------------------------------------------------------- report
 
 def _summary(values: dict[str, float], controls: dict[str, float]) -> pd.DataFrame:
-    from sclinbench.contracts import SUMMARY_TSV_COLUMNS
+    from sclinbench.workflow.contracts import SUMMARY_TSV_COLUMNS
 
     rows = [{"pipeline": p, "role": role, "value": v} for role, d in (("method", values), ("control", controls))
             for p, v in d.items()]

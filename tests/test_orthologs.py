@@ -12,16 +12,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from sclinbench.errors import SclinbenchError
-from sclinbench.orthologs import (
+from sclinbench.data.gene_space import map_to_reference, one_to_one
+from sclinbench.data.orthologs import (
     ORTHOLOG_COLUMNS,
     ensembl_biomart_query_url,
-    map_to_reference,
-    one_to_one,
     parse_biomart_tsv,
     read_biomart,
 )
-from sclinbench.synthetic import make_atlas
+from sclinbench.data.synthetic import make_atlas
+from sclinbench.errors import SclinbenchError
 
 FIXTURE = Path(__file__).parent / "data" / "orthologs" / "human_mouse_subset.tsv.gz"
 
@@ -232,7 +231,7 @@ def test_sum_mapping_on_synthetic_atlas_adds_the_copies():
 
 # ---------------------------------------------------------------------------- users' own tables (issue 12)
 
-from sclinbench.orthologs import read_ortholog_table  # noqa: E402
+from sclinbench.data.orthologs import read_ortholog_table  # noqa: E402
 
 EXPORT = Path(__file__).parent / "data" / "cross_species" / "human_mouse_biomart.csv"
 
@@ -278,7 +277,7 @@ def test_wrong_table_names_missing_columns_and_accepted_forms(tmp_path):
 
 def test_collection_with_a_biomart_export_file():
     """A collection of two species with orthologs: {source: file} and a BioMart CSV (KeyError before)."""
-    from sclinbench.datasets import standardized_dataset
+    from sclinbench.data.datasets import standardized_dataset
 
     rng = np.random.default_rng(0)
     table = read_ortholog_table(EXPORT, "human", "mouse")

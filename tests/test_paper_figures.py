@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fake_predictions as fp  # noqa: E402
 from conftest import REPO, copy_workflow, paper_configfiles, run_snakemake  # noqa: E402
 
-from sclinbench import contracts, paper_figures, report  # noqa: E402
+from sclinbench import paper_figures, report  # noqa: E402
+from sclinbench.workflow import contracts
 
 ACC = {"rankz_centroid": 0.8, "paper_rankz_anova_pca_logreg": 0.85, "log1p_pca_logreg": 0.7,
        "control_majority": 0.3, "control_shuffled": 0.25}
@@ -44,8 +45,8 @@ FIGURES = {"tabula_sapiens": ["ts_celltype_stratified", "ts_celltype_donor"],
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
     """results/summary.tsv of a made-up run of the paper's tasks (the score stage's real code)."""
-    from sclinbench import intervals, metrics
-    from sclinbench.io import write_table
+    from sclinbench.evaluate import intervals, metrics
+    from sclinbench.workflow.io import write_table
 
     tmp = tmp_path_factory.mktemp("paper_run")
     files = []

@@ -8,13 +8,14 @@ import scipy.sparse as sp
 from synthetic_counts import nb_counts
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.models import CentroidClassifier, InputAdapter, ShuffledLabels
-from sclinbench.pipeline import (
+from sclinbench.evaluate.models import CentroidClassifier, InputAdapter, ShuffledLabels
+from sclinbench.evaluate.pipeline import (
     STEP_NAMES,
     build_classifier,
     build_pipeline,
     build_preprocessing,
 )
+from sclinbench.evaluate.spec import PipelineSpec
 from sclinbench.represent import (
     AnovaSelector,
     OffsetCSR,
@@ -22,7 +23,6 @@ from sclinbench.represent import (
     RepresentationTransformer,
     ScaleClip,
 )
-from sclinbench.spec import PipelineSpec
 
 
 def normalize_spec(entry):
@@ -165,7 +165,7 @@ def test_schema_filled_defaults_build_the_same_pipeline():
     cfg["pipelines"] = {"p": {k: dict(v) for k, v in minimal.items()}}
     validate(cfg, str(REPO / "config" / "schema.yaml"))  # set_default=True
     filled = cfg["pipelines"]["p"]
-    from sclinbench.models import MODELS
+    from sclinbench.evaluate.models import MODELS
 
     assert filled["model"]["max_iter"] == 1000 and set(filled["model"]) <= {"name", *MODELS["logreg"]}
     assert filled["features"] == {"method": "hvg", "n_top": 30, "flavor": "pearson_residuals"}
@@ -317,7 +317,7 @@ def test_specs_of_every_config_are_made_once_frozen_and_keyed_as_the_workflow_na
 
     import yaml
 
-    from sclinbench.spec import NestedSpec, parse_pipelines
+    from sclinbench.evaluate.spec import NestedSpec, parse_pipelines
 
     pipes = {}
     for name in ("config.yaml", "grid.yaml", "nested.yaml"):
@@ -343,7 +343,7 @@ def test_specs_of_every_config_are_made_once_frozen_and_keyed_as_the_workflow_na
 
 
 def test_a_bad_entry_in_a_config_is_one_line_naming_the_pipeline():
-    from sclinbench.spec import parse_pipelines
+    from sclinbench.evaluate.spec import parse_pipelines
 
     with pytest.raises(SclinbenchError, match=r"^pipeline 'p' in the configuration: pipeline key 'model.name': "
                                               r"'nope' is unknown; valid: ") as exc:

@@ -12,8 +12,9 @@ from fake_predictions import fake_run
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
-from sclinbench import contracts, plotting, report
+from sclinbench import plotting, report
 from sclinbench.errors import SclinbenchError
+from sclinbench.workflow import contracts
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "config" / "reference_results.tsv"

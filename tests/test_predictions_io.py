@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from fake_predictions import novel_predictions
 
-from sclinbench import contracts, metrics
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import write_table
+from sclinbench.evaluate import metrics
+from sclinbench.workflow import contracts
+from sclinbench.workflow.io import write_table
 
 
 @pytest.fixture

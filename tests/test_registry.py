@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sclinbench.errors import SclinbenchError
-from sclinbench.registry import (
+from sclinbench.data.registry import (
     check_name,
     check_registry,
     check_url,
@@ -16,6 +15,7 @@ from sclinbench.registry import (
     url_file,
     used_datasets,
 )
+from sclinbench.errors import SclinbenchError
 
 TENX = "filtered_feature_bc_matrix.h5"
 
@@ -103,7 +103,7 @@ def test_missing_ortholog_table_is_caught_at_parse_time(tmp_path):
 
 
 def test_local_file_checked_against_a_pinned_sha256(tmp_path):
-    from sclinbench.datasets import verify_inputs
+    from sclinbench.data.datasets import verify_inputs
 
     path = tmp_path / "mine.h5ad"
     path.write_bytes(b"my cells")
@@ -123,7 +123,7 @@ def test_schema_default_of_unlabelled_is_the_package_default():
     import yaml
 
     from sclinbench.data import DEFAULT_UNLABELLED
-    from sclinbench.download import DEFAULT_DEADLINE
+    from sclinbench.data.download import DEFAULT_DEADLINE
 
     root = Path(__file__).resolve().parents[1]
     schema = yaml.safe_load((root / "config" / "datasets.schema.yaml").read_text())

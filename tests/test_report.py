@@ -19,9 +19,11 @@ import pytest
 import yaml
 from fake_predictions import fake_run
 
-from sclinbench import contracts, report, species
+from sclinbench import report
+from sclinbench.data import species
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
+from sclinbench.workflow import contracts
+from sclinbench.workflow.io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "config" / "reference_results.tsv"

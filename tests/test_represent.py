@@ -618,7 +618,7 @@ def test_scale_sparse_shift_is_the_scaled_matrix_up_to_a_constant_per_gene():
 
 
 def test_pca_of_sparse_scaled_form_equals_pca_of_dense_scaled_matrix():
-    from sclinbench.pipeline import build_preprocessing
+    from sclinbench.evaluate.pipeline import build_preprocessing
 
     X, _ = nb_counts(n_cells=400, n_genes=80, seed=8)
     spec = {"representation": {"name": "log1p"}, "features": {"method": "hvg", "n_top": 40},

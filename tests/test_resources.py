@@ -1,4 +1,4 @@
-"""sclinbench.resources: declared mem_mb/runtime follow measured use; a dataset too large for the
+"""sclinbench.workflow.resources: declared mem_mb/runtime follow measured use; a dataset too large for the
 memory available stops before anything loads it."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import scipy.sparse as sp
 from conftest import copy_workflow, run_snakemake
 
-from sclinbench import resources
 from sclinbench.errors import SclinbenchError
+from sclinbench.workflow import resources
 
 
 def counts_file(path: Path, n_cells: int = 200, n_genes: int = 50, density: float = 0.2) -> Path:
@@ -79,7 +79,7 @@ def test_a_dataset_too_large_stops_with_the_estimate_and_the_fixes():
 
 
 def test_from_a_billion_stored_counts_the_evaluate_job_is_modelled_streamed():
-    """sclinbench.streamed reads such a dataset in blocks: its model holds no copy of the counts,
+    """sclinbench.evaluate.streamed reads such a dataset in blocks: its model holds no copy of the counts,
     and a suggested subsample below the threshold is checked against the in-memory model."""
     assert resources.evaluate_model(resources.STREAM_FROM_NNZ - 1) == "evaluate"
     assert resources.evaluate_model(resources.STREAM_FROM_NNZ) == "evaluate_streamed"
@@ -100,7 +100,7 @@ def test_from_a_billion_stored_counts_the_evaluate_job_is_modelled_streamed():
 
 def test_a_job_whose_pipelines_cannot_stream_is_modelled_in_memory():
     """A large dataset whose evaluate job reads it whole (e.g. an ANOVA pipeline,
-    sclinbench.streamed.why_not_streamed) is estimated, declared and checked as read whole."""
+    sclinbench.evaluate.streamed.why_not_streamed) is estimated, declared and checked as read whole."""
     cells, nnz = 1_000_000, 2_391_297_512
     assert resources.evaluate_model(nnz, streamable=False) == "evaluate"
     whole = resources.dataset_peak(cells, nnz, streamable=False)[1]
@@ -174,7 +174,7 @@ def test_a_dataset_larger_than_the_memory_stops_before_any_job(tmp_path):
 
 
 def test_max_cells_is_a_registry_key_the_schema_checks():
-    from sclinbench.config import check
+    from sclinbench.workflow.config import check
 
     schema = str(Path(__file__).resolve().parents[1] / "config" / "datasets.schema.yaml")
     entry = {"source": "local", "files": [{"path": "x.h5ad"}], "max_cells": 5000, "subsample_seed": 3}
@@ -185,7 +185,7 @@ def test_max_cells_is_a_registry_key_the_schema_checks():
 
 def test_a_downloaded_dataset_too_large_stops_before_it_is_read(tmp_path, monkeypatch):
     from sclinbench import data
-    from sclinbench.datasets import standardized_dataset
+    from sclinbench.data.datasets import standardized_dataset
 
     path = counts_file(tmp_path / "download.h5ad")
     entry = {"source": "url", "gene_id": "symbol", "columns": {"cell_type": "cell_type"},

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.splits import make_splits
+from sclinbench.evaluate.splits import make_splits
 
 
 @pytest.fixture

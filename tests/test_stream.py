@@ -13,9 +13,9 @@ import pytest
 import scipy.sparse as sp
 
 from sclinbench import data
-from sclinbench.datasets import standardized_dataset
+from sclinbench.data.datasets import standardized_dataset
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import write_h5ad
+from sclinbench.workflow.io import write_h5ad
 
 
 def raw_file(path: Path, n_cells: int = 300, n_genes: int = 40, seed: int = 0, dtype=np.float32,
@@ -166,7 +166,7 @@ def test_standardized_dataset_streams_a_local_h5ad(tmp_path):
 def test_large_matrices_are_written_uncompressed(tmp_path, monkeypatch):
     import h5py
 
-    from sclinbench import io
+    from sclinbench.workflow import io
 
     path = raw_file(tmp_path / "raw.h5ad")
     monkeypatch.setattr(io, "COMPRESS_BELOW_NNZ", 10)

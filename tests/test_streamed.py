@@ -1,4 +1,4 @@
-"""Evaluation in blocks of cells read from the h5ad (sclinbench.streamed) = evaluation in memory.
+"""Evaluation in blocks of cells read from the h5ad (sclinbench.evaluate.streamed) = evaluation in memory.
 
 Real data (three COVID-19 lavage patients, 10x files of ../shared reduced to the committed fixture)
 through both paths with tiny blocks (dozens per pass), for the default pipelines (rankz centroid,
@@ -14,9 +14,9 @@ import pytest
 from test_evaluate import PIPELINES, ROOT, liao  # noqa: F401  (the fixture)
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import evaluate
-from sclinbench.splits import make_splits
-from sclinbench.streamed import evaluate_file, evaluate_streamed, why_not_streamed
+from sclinbench.evaluate.engine import evaluate
+from sclinbench.evaluate.splits import make_splits
+from sclinbench.evaluate.streamed import evaluate_file, evaluate_streamed, why_not_streamed
 
 MORE = {
     "log1p_hvg300_pca_logreg": {**PIPELINES["log1p_pca_logreg"], "features": {"method": "hvg", "n_top": 300}},
@@ -60,7 +60,7 @@ def test_streamed_equals_in_memory(liao, liao_file, task):  # noqa: F811
 def test_evaluate_file_streams_above_the_threshold_only(liao, liao_file, caplog):  # noqa: F811
     task = {"kind": "disease", "split": "donor", "n_folds": 3}
     splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
-    with caplog.at_level("INFO", logger="sclinbench.streamed"):
+    with caplog.at_level("INFO", logger="sclinbench.evaluate.streamed"):
         whole = evaluate_file(liao_file, splits, PIPELINES, task, dataset="liao2020")
         assert "evaluated in blocks" not in caplog.text
         streamed = evaluate_file(liao_file, splits, PIPELINES, task, dataset="liao2020", stream_from_nnz=1,
@@ -94,7 +94,7 @@ def test_held_representation_reads_the_file_once_with_the_same_predictions(liao,
     says which."""
     import logging
 
-    import sclinbench.streamed as streamed
+    import sclinbench.evaluate.streamed as streamed
 
     pipelines = {name: PIPELINES[name] for name in ("rankz_centroid",)}
     if hvg:
@@ -110,7 +110,7 @@ def test_held_representation_reads_the_file_once_with_the_same_predictions(liao,
 
     out = {}
     for hold in (0, 1 << 30):
-        with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.INFO, logger="sclinbench.streamed"):
+        with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.INFO, logger="sclinbench.evaluate.streamed"):
             mp.setattr(streamed._Blocks, "__iter__", counting)
             caplog.clear()
             out[hold] = evaluate_streamed(liao_file, splits, pipelines, task, seed=3, dataset="liao2020",

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from sclinbench.data.gene_space import map_to_reference
+from sclinbench.data.synthetic import ORTHOLOG_COLUMNS, make_atlas, write_atlas
 from sclinbench.errors import SclinbenchError
-from sclinbench.orthologs import map_to_reference
-from sclinbench.synthetic import ORTHOLOG_COLUMNS, make_atlas, write_atlas
 
 SMALL = dict(n_genes=400, cells_per_species=300, n_cell_types=4, n_disease_genes=10)
 

@@ -1,5 +1,5 @@
 """``sclinbench train`` / ``annotate --reference`` without ``--pipeline``: the pipeline is chosen on the
-reference by nested selection (sclinbench.nested.choose_for_reference) among
+reference by nested selection (sclinbench.evaluate.nested.choose_for_reference) among
 sclinbench.tool.catalog.TRAIN_CANDIDATES, on folds of held-out reference donors (cells with fewer
 than 3 donors); the model file records the choice and ``annotate --model`` says it.
 
@@ -24,8 +24,9 @@ import yaml
 from conftest import REPO
 from real_fixtures import write_pbmc_halves
 
-from sclinbench import data, nested
-from sclinbench.synthetic import make_atlas
+from sclinbench import data
+from sclinbench.data.synthetic import make_atlas
+from sclinbench.evaluate import nested
 from sclinbench.tool import catalog
 from sclinbench.tool.annotate import prepare_reference
 
@@ -89,7 +90,7 @@ def test_train_records_candidates_scores_split_and_winner(files):
 
 
 def test_inner_folds_hold_out_reference_donors_else_cells(files, monkeypatch):
-    """The folds the candidates are scored on (spied on sclinbench.nested.select): whole donors
+    """The folds the candidates are scored on (spied on sclinbench.evaluate.nested.select): whole donors
     held out with >= 3 donors, cells of an unknown donor left out of the scoring; stratified cells
     with 2 donors or none."""
     seen = []

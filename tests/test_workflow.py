@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import copy_workflow, paper_configfiles, run_snakemake
 
-from sclinbench import contracts
+from sclinbench.workflow import contracts
 
 pytestmark = pytest.mark.workflow
 
@@ -185,18 +185,18 @@ def test_misspelled_config_key_is_one_line(workdir):
 
 def test_yaml_syntax_errors_name_the_file_and_line(workdir):
     """Issue 24: a YAML syntax error gave Snakemake's generic 'not valid JSON or YAML'. The config
-    files are checked by ``python -m sclinbench.config`` (./bootstrap run does it first); the
+    files are checked by ``python -m sclinbench.workflow.config`` (./bootstrap run does it first); the
     registry, which the Snakefile reads, says file and line itself."""
     import subprocess
     import sys
 
     (workdir / "bad.yaml").write_text("use_tasks: [celltype_donor\ntasks: {}\n")
-    proc = subprocess.run([sys.executable, "-m", "sclinbench.config", "bad.yaml"], cwd=workdir,
+    proc = subprocess.run([sys.executable, "-m", "sclinbench.workflow.config", "bad.yaml"], cwd=workdir,
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.startswith("sclinbench error: bad.yaml:2:") and "started at line 1" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
-    ok = subprocess.run([sys.executable, "-m", "sclinbench.config", "config/config.yaml"], cwd=workdir,
+    ok = subprocess.run([sys.executable, "-m", "sclinbench.workflow.config", "config/config.yaml"], cwd=workdir,
                         capture_output=True, text=True)
     assert ok.returncode == 0 and not ok.stderr
     (workdir / "reg.yaml").write_text("mine:\n  source: bundled\n\tbundled: pbmc68k_reduced\n")

@@ -133,7 +133,7 @@ def test_404_is_requested_once_even_with_snakemake_retries(workdir, files_server
 def test_hand_placed_raw_file_is_verified_before_use(workdir):
     """Issue 12: another patient's file placed under the expected name was accepted."""
     sys.path.insert(0, str(REPO / "src"))
-    from sclinbench.registry import raw_path
+    from sclinbench.data.registry import raw_path
 
     base = "http://127.0.0.1:9"  # nothing listens: the fetch must not run at all
     sha = {"run1": hashlib.sha256(C144.read_bytes()).hexdigest(), "run2": hashlib.sha256(C146.read_bytes()).hexdigest()}

@@ -42,7 +42,7 @@ query, predict, write the labelled h5ad), measured inside each tool's process af
 (best of ``--repeats`` runs; the modules sclinbench imports lazily on its first call are imported
 beforehand, as ``import celltypist`` imports its own). "Whole process" is the wall time of the
 runner process: interpreter start-up, imports, train and annotate (best of the repeats). Both run single-threaded
-(OMP/OPENBLAS/MKL_NUM_THREADS=1). Macro F1 is computed with sclinbench.metrics.classification_scores
+(OMP/OPENBLAS/MKL_NUM_THREADS=1). Macro F1 is computed with sclinbench.evaluate.metrics.classification_scores
 on the query cells whose true label the reference has, for both tools; for sclinbench it is checked
 against the value ``sclinbench annotate --truth`` wrote itself.
 """
@@ -68,8 +68,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from sclinbench.data import load_bundled  # noqa: E402
-from sclinbench.metrics import classification_scores  # noqa: E402
-from sclinbench.synthetic import make_atlas  # noqa: E402
+from sclinbench.data.synthetic import make_atlas  # noqa: E402
+from sclinbench.evaluate.metrics import classification_scores  # noqa: E402
 from sclinbench.tool import genes as gene_match  # noqa: E402
 
 #: The fixed rows: sclinbench.tool.catalog.TRAIN_CANDIDATES, what the default chooses among.

@@ -16,7 +16,7 @@ t_start = time.perf_counter()
 # what the command imports on its way (as `import celltypist` brings scanpy and scikit-learn)
 import anndata  # noqa: E402,F401
 import numpy as np  # noqa: E402
-import sklearn.discriminant_analysis  # noqa: E402,F401  (sclinbench.models.build_model imports these lazily)
+import sklearn.discriminant_analysis  # noqa: E402,F401  (sclinbench.evaluate.models.build_model imports these lazily)
 import sklearn.dummy  # noqa: E402,F401
 import sklearn.linear_model  # noqa: E402,F401
 import sklearn.metrics  # noqa: E402,F401
@@ -24,8 +24,8 @@ import sklearn.neighbors  # noqa: E402,F401
 import sklearn.pipeline  # noqa: E402,F401
 import sklearn.svm  # noqa: E402,F401
 
-import sclinbench.evaluate  # noqa: E402,F401  (the default's nested selection)
-import sclinbench.nested  # noqa: E402,F401
+import sclinbench.evaluate.engine  # noqa: E402,F401  (the default's nested selection)
+import sclinbench.evaluate.nested  # noqa: E402,F401
 import sclinbench.tool.annotate  # noqa: E402,F401
 import sclinbench.tool.catalog  # noqa: E402,F401
 from sclinbench.cli import main  # noqa: E402

@@ -1,19 +1,19 @@
 """sclinbench: normalization + linear models on single-cell foundation-model benchmarks.
 
-The science lives here as plain functions and scikit-learn estimators, split the way scanpy
-splits ``pp``/``tl``/``pl``:
+The science lives here as plain functions and scikit-learn estimators, in stage packages that
+each stand on the ones below them (docs/DESIGN.md, "Module APIs"):
 
-- :mod:`sclinbench.data`       read, check and standardize datasets (one AnnData contract; a package)
-- :mod:`sclinbench.synthetic`  the seeded multi-species synthetic atlas
-- :mod:`sclinbench.orthologs`  gene orthology tables and mapping across species
+- :mod:`sclinbench.workflow`   the workflow's own machinery: stage contracts, config, resources, I/O,
+                               code fingerprints and job records
 - :mod:`sclinbench.represent`  normalizations / representations (functions + transformers)
-- :mod:`sclinbench.models`     classifiers (incl. the training-free centroid classifier) and controls
-- :mod:`sclinbench.pipeline`   named pipelines from config -> scikit-learn ``Pipeline``
-- :mod:`sclinbench.splits`     split tables (stratified, donor-held-out, cross-species, novel type)
-- :mod:`sclinbench.tasks`      fit on train folds, predict every test cell
-- :mod:`sclinbench.metrics`    scores, bootstrap CIs, paired comparisons
-- :mod:`sclinbench.report`     aggregation into tables
+- :mod:`sclinbench.data`       fetch, read, check and standardize datasets (one AnnData contract),
+                               species, orthologs, the synthetic atlas
+- :mod:`sclinbench.evaluate`   splits, models, pipelines, fit on train folds and predict every test
+                               cell, metrics, intervals, nested selection
+- :mod:`sclinbench.report`     aggregation into tables, the results README, provenance
+- :mod:`sclinbench.tool`       the pipelines as a tool (``sclinbench train`` / ``annotate``)
 - :mod:`sclinbench.plotting`   figures
+- :mod:`sclinbench.analyses`   the paper's analyses beyond classification
 
 Nothing here imports Snakemake.
 """

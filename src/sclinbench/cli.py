@@ -106,8 +106,8 @@ def _pipeline(args) -> tuple[str, dict]:
 
 
 def _reference(args):
-    from sclinbench.io import sha256_file
     from sclinbench.tool.annotate import prepare_reference, read_h5ad
+    from sclinbench.workflow.io import sha256_file
 
     t0 = time.perf_counter()
     adata = read_h5ad(args.reference, "reference")
@@ -127,13 +127,13 @@ def _reference(args):
 
 def _choose_pipeline(args, ref) -> tuple[str, object, dict]:
     """``--pipeline NAME`` (a fixed choice), else nested selection on the reference among
-    :data:`~sclinbench.tool.catalog.TRAIN_CANDIDATES` (:func:`sclinbench.nested.choose_for_reference`:
+    :data:`~sclinbench.tool.catalog.TRAIN_CANDIDATES` (:func:`sclinbench.evaluate.nested.choose_for_reference`:
     held-out reference donors, or cells with fewer than 3): ``(name, spec, record of the choice)``."""
     if args.pipeline:
         name, spec = _pipeline(args)
         return name, spec, {"fixed": name}
-    from sclinbench.nested import choose_for_reference, describe_choice
-    from sclinbench.spec import parse_pipelines
+    from sclinbench.evaluate.nested import choose_for_reference, describe_choice
+    from sclinbench.evaluate.spec import parse_pipelines
     from sclinbench.tool.catalog import TRAIN_CANDIDATES
 
     candidates = parse_pipelines(TRAIN_CANDIDATES)  # checked once; the winner is fitted from its spec
@@ -156,7 +156,7 @@ def _fit(args, ref):
 
 def _pipeline_line(model) -> str:
     """Which pipeline labels the query, and how it was chosen."""
-    from sclinbench.nested import describe_choice
+    from sclinbench.evaluate.nested import describe_choice
 
     choice = model.provenance.get("selection") or {}
     if "winner" in choice:
@@ -220,7 +220,6 @@ def _orthologs(args):
 
 
 def cmd_annotate(args) -> int:
-    from sclinbench.io import sha256_file
     from sclinbench.tool.annotate import (
         Annotator,
         annotate,
@@ -229,6 +228,7 @@ def cmd_annotate(args) -> int:
         read_h5ad,
         write_result,
     )
+    from sclinbench.workflow.io import sha256_file
 
     t0 = time.perf_counter()
     if args.model and args.reference:
@@ -290,7 +290,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     from sclinbench.tool import JOB_DEFAULTS as D
 
     g = p.add_argument_group("fitting")
-    from sclinbench.nested import MIN_INNER_DONORS
+    from sclinbench.evaluate.nested import MIN_INNER_DONORS
     from sclinbench.tool.catalog import TRAIN_CANDIDATES
 
     g.add_argument("--pipeline", metavar="NAME", help="a pipeline of the config (`sclinbench list pipelines`); "

@@ -28,11 +28,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from sclinbench import contracts, plotting, report
-from sclinbench.contracts import PAPER_FIGURES
+from sclinbench import plotting, report
+from sclinbench.data.species import common_name, short_label
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import write_table
-from sclinbench.species import common_name, short_label
+from sclinbench.workflow import contracts
+from sclinbench.workflow.contracts import PAPER_FIGURES
+from sclinbench.workflow.io import write_table
 
 #: Columns of every figure's TSV (empty where a column does not apply to a row).
 PAPER_TABLE_COLUMNS = ["figure", "source", "dataset", "task", "protocol", "split_kind", "kind", "group",
@@ -436,7 +437,7 @@ def _placeholder(name: str, tasks: Sequence[str]) -> Figure:
 def paper_figure(name: str, summary: pd.DataFrame, tasks: Sequence[str], declared: Sequence[str],
                  reference: pd.DataFrame | None = None,
                  dataset_aliases: Mapping[str, str] | None = None) -> tuple[Figure, pd.DataFrame]:
-    """The figure ``name`` (one of :data:`~sclinbench.contracts.PAPER_FIGURES`) and its tidy table."""
+    """The figure ``name`` (one of :data:`~sclinbench.workflow.contracts.PAPER_FIGURES`) and its tidy table."""
     summary = contracts.check_summary(summary)
     if name == "tabula_sapiens":
         table = tabula_sapiens_table(summary, reference, tasks, declared)

@@ -139,7 +139,7 @@ def run_job(h5ad, dataset: str, params: dict, table_path, summary_path, seed: in
     """The ``analysis_manifold`` rule: one standardized dataset -> its two tables."""
     import anndata as ad
 
-    from sclinbench.io import write_table
+    from sclinbench.workflow.io import write_table
 
     table, summary = manifold_linearity(ad.read_h5ad(h5ad), dataset=dataset, seed=seed, level=level, **params)
     write_table(table, table_path)

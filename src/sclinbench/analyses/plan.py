@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 
+from sclinbench.data.registry import raw_name
 from sclinbench.errors import SclinbenchError
-from sclinbench.registry import raw_name
-from sclinbench.resources import Model, input_size
+from sclinbench.workflow.resources import Model, input_size
 
 ANALYSES = ("structure", "manifold", "tf_targets")
 
@@ -30,7 +30,7 @@ DEFAULTS: dict[str, dict] = {
 STRING_DIR = "resources/string"
 
 
-#: Memory and runtime of the analysis rules (the models of :mod:`sclinbench.resources`, kept here so
+#: Memory and runtime of the analysis rules (the models of :mod:`sclinbench.workflow.resources`, kept here so
 #: that the other rules' code fingerprints do not change with them; docs/performance.md): the
 #: counts read whole, their library fractions (structure), rankz and its "on" matrix (tf_targets);
 #: manifold densifies only its subsamples of n_cells cells. Measured (benchmarks/bench_analyses.py,

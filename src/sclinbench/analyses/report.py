@@ -14,7 +14,7 @@ from sclinbench.analyses.common import read_published
 from sclinbench.analyses.manifold import MANIFOLD_COLUMNS, MANIFOLD_SUMMARY_COLUMNS
 from sclinbench.analyses.structure import SPEARMAN_COLUMNS, STRUCTURE_COLUMNS
 from sclinbench.analyses.tf_targets import GENE_COLUMNS, GRID_COLUMNS, SETTINGS, TF_COLUMNS
-from sclinbench.io import write_table
+from sclinbench.workflow.io import write_table
 
 #: output stem -> columns of results/analyses/<stem>.tsv
 TABLES = {"structure": STRUCTURE_COLUMNS, "structure_spearman": SPEARMAN_COLUMNS, "manifold": MANIFOLD_COLUMNS,

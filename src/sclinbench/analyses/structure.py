@@ -37,10 +37,10 @@ import scipy.sparse as sp
 from scipy import stats
 
 from sclinbench.analyses.common import labelled_cells
+from sclinbench.data.species import common_name
 from sclinbench.errors import SclinbenchError
 from sclinbench.represent.normalize import normalize_total
 from sclinbench.represent.rank import rankz
-from sclinbench.species import common_name
 
 log = logging.getLogger("sclinbench.analyses")
 
@@ -272,7 +272,7 @@ def run_job(h5ad, dataset: str, params: dict, table_path, summary_path, seed: in
     """The ``analysis_structure`` rule: one standardized dataset -> its two tables."""
     import anndata as ad
 
-    from sclinbench.io import write_table
+    from sclinbench.workflow.io import write_table
 
     table, summary = structure_analysis(ad.read_h5ad(h5ad), dataset=dataset, seed=seed, level=level, **params)
     write_table(table, table_path)

@@ -304,7 +304,7 @@ def run_job(h5ad, dataset: str, params: dict, links, aliases, table_path, grid_p
     """The ``analysis_tf_targets`` rule: one standardized dataset + STRING -> its three tables."""
     import anndata as ad
 
-    from sclinbench.io import write_table
+    from sclinbench.workflow.io import write_table
 
     params = dict(params)
     min_score = params.pop("min_score")

@@ -24,6 +24,17 @@ One module per idea:
 - :mod:`~sclinbench.data.genes`           gene ids and symbols (var) of the contract
 - :mod:`~sclinbench.data.standardization` :func:`standardize` (in memory), quality control
 - :mod:`~sclinbench.data.streaming`       :func:`standardize_h5ad` (block by block)
+
+The rest of the data stage, imported by module (not re-exported):
+
+- :mod:`~sclinbench.data.species`   species names, Ensembl prefixes
+- :mod:`~sclinbench.data.registry`  parse-time checks of the dataset registry, raw file names
+- :mod:`~sclinbench.data.formats`   what a downloaded file is (sniffed) and whether it is what was declared
+- :mod:`~sclinbench.data.download`  fetch a file, verified against the checksum lock
+- :mod:`~sclinbench.data.manifest`  the paper manifest: tasks, downloads and standardized data checked
+- :mod:`~sclinbench.data.orthologs` gene orthology tables and mapping across species
+- :mod:`~sclinbench.data.synthetic` the seeded multi-species synthetic atlas
+- :mod:`~sclinbench.data.datasets`  the standardize step of one registry entry
 """
 
 from sclinbench.data.bundled import BUNDLED, load_bundled

@@ -10,7 +10,7 @@ import pandas as pd
 
 from sclinbench.data.counts import recover_counts_from_lognorm
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
+from sclinbench.workflow.io import sha256_file
 
 BUNDLED = ("pbmc68k_reduced",)
 

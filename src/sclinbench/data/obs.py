@@ -50,7 +50,7 @@ def _as_class_label(values: pd.Series, where: str, column: str, tokens: Sequence
     """Strings, with unlabelled cells (NaN, empty, ``tokens``) left missing (NaN): never a class.
 
     They stay in the standardized file and every task predicting ``column`` sets them aside
-    (:func:`sclinbench.splits.task_cells`); how many, and what they were, is logged.
+    (:func:`sclinbench.evaluate.splits.task_cells`); how many, and what they were, is logged.
     """
     missing = unlabelled_mask(values, tokens)
     labels = values.astype(object).where(values.notna(), "").astype(str)

@@ -20,7 +20,7 @@ from sclinbench.data.counts import check_integer_counts
 from sclinbench.data.h5ad import READ_ERRORS, _as_csr, _h5ad_matrices, _read_matrix_rows
 from sclinbench.data.obs import UNKNOWN
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
+from sclinbench.workflow.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def read_raw(
     entry_name
         The registry entry, named in messages.
 
-    Before a file is read, its content is sniffed (:mod:`sclinbench.formats`): a file of another
+    Before a file is read, its content is sniffed (:mod:`sclinbench.data.formats`): a file of another
     format than ``fmt`` is refused with the format it is and what to set.
     rows
         h5ad only: keep only the cells of these donors while reading (:func:`ood_row_filter`),
@@ -250,7 +250,7 @@ def read_raw(
     if len(file_obs) != len(paths):
         raise SclinbenchError(f"read_raw: {len(file_obs)} obs dicts for {len(paths)} files.")
 
-    from sclinbench.formats import format_problem
+    from sclinbench.data.formats import format_problem
 
     entry_where = f" of registry entry '{entry_name}'" if entry_name else ""
     parts = []

@@ -204,8 +204,8 @@ def standardize_h5ad(
     """
     import h5py
 
-    from sclinbench.formats import format_problem
-    from sclinbench.io import atomic_path, choose_compression
+    from sclinbench.data.formats import format_problem
+    from sclinbench.workflow.io import atomic_path, choose_compression
 
     path = Path(path)
     raw_info = dict(raw_info or {})

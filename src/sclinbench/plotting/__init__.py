@@ -22,7 +22,6 @@ One module per figure family:
 - :mod:`~sclinbench.plotting.figures`       :func:`make_figures` (every figure, stems :data:`FIGURES`)
 """
 
-from sclinbench.contracts import FIGURES
 from sclinbench.plotting.cross_species import cross_species_average_bars, cross_species_heatmap
 from sclinbench.plotting.figures import make_figures
 from sclinbench.plotting.novel import novel_type_detection, novelty_roc
@@ -51,6 +50,7 @@ from sclinbench.plotting.styling import (
 from sclinbench.plotting.styling import _annotate_cell as _annotate_cell
 from sclinbench.plotting.styling import _new_figure as _new_figure
 from sclinbench.plotting.styling import _upper_limit as _upper_limit
+from sclinbench.workflow.contracts import FIGURES
 
 __all__ = [
     "CONTROL_LINESTYLES", "CONTROL_MARKERS", "DOUBLE_COLUMN", "DPI", "EMBEDDING_NOTE", "FIGURES", "HEATMAP_CMAP",

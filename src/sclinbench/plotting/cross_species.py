@@ -10,7 +10,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from sclinbench import contracts, report
+from sclinbench import report
+from sclinbench.data.species import common_name, short_label
 from sclinbench.plotting.styling import (
     DOUBLE_COLUMN,
     EMBEDDING_NOTE,
@@ -26,7 +27,7 @@ from sclinbench.plotting.styling import (
     placeholder_figure,
     style,
 )
-from sclinbench.species import common_name, short_label
+from sclinbench.workflow import contracts
 
 
 def _cross_panels(summary: pd.DataFrame, pipeline: str | None, metric: str, dataset: str | None,

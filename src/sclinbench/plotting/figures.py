@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from sclinbench import contracts, report
-from sclinbench.contracts import FIGURES
+from sclinbench import report
 from sclinbench.plotting.cross_species import cross_species_average_bars, cross_species_heatmap
 from sclinbench.plotting.novel import novel_type_detection
 from sclinbench.plotting.runtime import runtime_memory
 from sclinbench.plotting.scores import disease_levels, normalization_model_heatmap, pipeline_scores
 from sclinbench.plotting.styling import control_styles, pipeline_colors, save_figure
+from sclinbench.workflow import contracts
+from sclinbench.workflow.contracts import FIGURES
 
 
 def make_figures(summary: pd.DataFrame, outdir: str | os.PathLike, metrics: pd.DataFrame | None = None,
@@ -22,7 +23,7 @@ def make_figures(summary: pd.DataFrame, outdir: str | os.PathLike, metrics: pd.D
                  predictions: Mapping[tuple[str, str], pd.DataFrame] | pd.DataFrame | None = None,
                  benchmarks: pd.DataFrame | None = None, metric: str = "macro_f1",
                  dataset_aliases: Mapping[str, str] | None = None) -> dict[str, tuple[Path, Path]]:
-    """Write every figure of :data:`~sclinbench.contracts.FIGURES` to ``outdir`` as PNG + PDF
+    """Write every figure of :data:`~sclinbench.workflow.contracts.FIGURES` to ``outdir`` as PNG + PDF
     (placeholders where the run has no data for one).
 
     Parameters

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sclinbench import contracts
 from sclinbench.errors import SclinbenchError
 from sclinbench.plotting.styling import (
     DOUBLE_COLUMN,
@@ -19,13 +18,14 @@ from sclinbench.plotting.styling import (
     placeholder_figure,
     style,
 )
+from sclinbench.workflow import contracts
 
 
 def novelty_roc(predictions: pd.DataFrame) -> pd.DataFrame:
     """ROC curve points of novelty detection per pipeline, pooled over folds and held-out types.
 
     The novelty score is the negated confidence (``-score``): a cell the model is unsure about is
-    called novel. Cells without a score count as most novel (as in :mod:`sclinbench.metrics`).
+    called novel. Cells without a score count as most novel (as in :mod:`sclinbench.evaluate.metrics`).
     The reported novelty AUROC is the score stage's (``results/summary.tsv``), not this curve's area.
 
     Returns
@@ -81,7 +81,7 @@ def novel_type_detection(predictions: Mapping[tuple[str, str], pd.DataFrame] | p
     ----------
     predictions
         ``(dataset, task) -> `` per-cell predictions of that novel-type task (columns ``pipeline,
-        score, novel``), e.g. :func:`sclinbench.contracts.read_predictions` of ``results/predictions/dataset~D/task~T/*.parquet``; a single
+        score, novel``), e.g. :func:`sclinbench.workflow.contracts.read_predictions` of ``results/predictions/dataset~D/task~T/*.parquet``; a single
         DataFrame is the predictions of the only novel-type task. Optional.
     metrics, summary
         The run's per-fold scores and summary (optional; without them the panels say what is missing).

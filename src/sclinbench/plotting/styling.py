@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from sclinbench.io import atomic_path
+from sclinbench.workflow.io import atomic_path
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = {

@@ -1,6 +1,6 @@
 """Tables, the published comparison, the results README and provenance, from the score stage's tables.
 
-The score stage (:mod:`sclinbench.intervals`) has every pipeline's predictions of one dataset x task
+The score stage (:mod:`sclinbench.evaluate.intervals`) has every pipeline's predictions of one dataset x task
 and writes the numbers: pooled out-of-fold scores with intervals that resample what the split holds
 out (``results/summary.tsv``) and paired differences on the same draws (``results/paired.tsv``).
 This package only reads, selects and formats them (and ``results/metrics.tsv``, the per-fold scores,
@@ -34,7 +34,6 @@ One module per thing it writes:
 - :mod:`~sclinbench.report.provenance` ``results/provenance.json|md`` (:func:`provenance`)
 """
 
-from sclinbench.contracts import DEFAULT_DECLARED
 from sclinbench.report.markdown import (
     METRIC_LABELS,
     format_ci,
@@ -74,6 +73,7 @@ from sclinbench.report.selection import (
     tasks_of,
 )
 from sclinbench.report.tables import headline_table, paired_view, write_tables
+from sclinbench.workflow.contracts import DEFAULT_DECLARED
 
 __all__ = [
     "COMPUTED", "DEFAULT_DECLARED", "METRIC_LABELS", "NO_SIGNAL", "OPTIMISTIC", "PUBLISHED",

@@ -117,7 +117,7 @@ def novelty_over_control(summary: pd.DataFrame, paired: pd.DataFrame) -> pd.Data
 def per_unit_view(summary: pd.DataFrame, pipelines: Iterable[str] | None = None) -> str:
     """Markdown: for each donor-split task, the headline metric per held-out unit (donor, or fold of
     donors of every class) of each pipeline, with the mean [interval] and the pooled figure beside."""
-    from sclinbench.intervals import POOLED_GROUP
+    from sclinbench.evaluate.intervals import POOLED_GROUP
 
     parts = []
     for t in tasks_of(summary).itertuples(index=False):

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sclinbench.intervals import MIN_UNITS, TOO_FEW
-from sclinbench.io import atomic_path
+from sclinbench.evaluate.intervals import MIN_UNITS, TOO_FEW
+from sclinbench.workflow.io import atomic_path
 
 #: Classification scores in display order; other metrics (counts such as ``n_test_cells``) are
 #: in the TSV tables but left out of the Markdown views.

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from sclinbench.contracts import check_summary
-from sclinbench.nested import SELECTION_COLUMNS, win_counts
+from sclinbench.evaluate.nested import SELECTION_COLUMNS, win_counts
 from sclinbench.report.selection import headline_rows
+from sclinbench.workflow.contracts import check_summary
 
 #: The nested pipeline may trail the best single candidate by this much (macro F1) and still be
 #: "as good": the price of choosing honestly.

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sclinbench.io import sha256_text
 from sclinbench.report.markdown import to_markdown, write_text
+from sclinbench.workflow.io import sha256_text
 
 DEFAULT_PACKAGES = ("sclinbench", "snakemake", "scanpy", "anndata", "scikit-learn", "numpy",
                     "scipy", "pandas", "matplotlib", "h5py", "pyarrow", "pyyaml")
@@ -58,7 +58,7 @@ def provenance(config: Mapping, datasets_checksums: Mapping[str, str],
     extra
         Anything else to record (merged at the top level).
     code
-        Which code made each step's files (:func:`sclinbench.fingerprint.code_provenance`),
+        Which code made each step's files (:func:`sclinbench.workflow.records.code_provenance`),
         recorded under ``"code"``.
     """
     versions = {}

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sclinbench.data.species import common_name
 from sclinbench.errors import SclinbenchError
-from sclinbench.species import common_name
 
 COMPUTED = "computed here"
 PUBLISHED = "published"
@@ -114,7 +114,7 @@ def published_table(reference: pd.DataFrame, ours: pd.DataFrame,
         Keep only published rows whose dataset, task kind and metric appear in ``ours``.
     counts
         Our dataset name -> the matrix its raw counts were read from (registry ``counts``, e.g.
-        ``raw.X`` or ``layers/decontXcounts``; :func:`sclinbench.manifest.entry_counts`).
+        ``raw.X`` or ``layers/decontXcounts``; :func:`sclinbench.data.manifest.entry_counts`).
 
     Returns
     -------

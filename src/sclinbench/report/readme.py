@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from sclinbench.contracts import check_summary
 from sclinbench.report.controls import controls_paragraph, novelty_over_control, per_unit_view
 from sclinbench.report.markdown import METHOD_NOTE, interval_line, to_markdown, write_text
 from sclinbench.report.provenance import code_lines
@@ -22,6 +21,7 @@ from sclinbench.report.selection import (
     signal_over_control,
 )
 from sclinbench.report.tables import headline_table
+from sclinbench.workflow.contracts import check_summary
 
 
 def write_results_readme(summary: pd.DataFrame, paired: pd.DataFrame, reference: pd.DataFrame | None,

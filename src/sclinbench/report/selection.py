@@ -15,8 +15,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from sclinbench.contracts import LABEL_COLUMNS, check_summary, parse_species_pair
 from sclinbench.errors import SclinbenchError
+from sclinbench.workflow.contracts import LABEL_COLUMNS, check_summary, parse_species_pair
 
 OPTIMISTIC = "chosen on the evaluation folds: optimistic"
 NO_SIGNAL = "no signal over control"

@@ -1,6 +1,6 @@
 """The tables of a run (``results/tables/*.tsv`` + ``.md``), from the score stage's tables.
 
-:func:`write_tables` writes every stem of :data:`sclinbench.contracts.TABLES` and one
+:func:`write_tables` writes every stem of :data:`sclinbench.workflow.contracts.TABLES` and one
 ``task~<task>`` table per task: the headline (declared pipelines beside the best linear pipeline of
 the grid, the controls and "signal over control"), every summary, the best of the grid,
 cross-species matrices, averages and unseen labels, the published comparison and the paired
@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sclinbench.contracts import DEFAULT_DECLARED, TABLES, check_summary, task_table_stem
-from sclinbench.intervals import POOLED_GROUP
-from sclinbench.io import write_table
+from sclinbench.evaluate.intervals import POOLED_GROUP
 from sclinbench.report.markdown import (
     METHOD_NOTE,
     METRIC_LABELS,
@@ -50,6 +48,8 @@ from sclinbench.report.selection import (
     paired_difference,
     tasks_of,
 )
+from sclinbench.workflow.contracts import DEFAULT_DECLARED, TABLES, check_summary, task_table_stem
+from sclinbench.workflow.io import write_table
 
 
 def _metric_wide(rows: pd.DataFrame, metrics: Iterable[str] = SCORE_METRICS, kind: str = "",
@@ -225,7 +225,7 @@ def write_tables(metrics: pd.DataFrame, summary: pd.DataFrame, paired: pd.DataFr
     """Write the tables (TSV + Markdown) into ``outdir`` (atomically) from the score stage's tables.
 
     ``counts``: our dataset name -> the matrix its raw counts were read from
-    (:func:`sclinbench.manifest.entry_counts`), shown in the published comparison.
+    (:func:`sclinbench.data.manifest.entry_counts`), shown in the published comparison.
 
     Files (always written, possibly with no rows, so the workflow's outputs are static):
     ``headline``, ``summary``, ``task~<task>``, ``best_linear``, ``cross_species_pairs``,

@@ -157,7 +157,7 @@ class RepresentationTransformer(TransformerMixin, BaseEstimator):
     def fit_reads_counts(self) -> bool:
         """False if :meth:`fit` reads nothing of its counts but their number of genes: a stateless
         representation (:meth:`is_stateless`) without HVG selection. Its counts may then be
-        released once :meth:`represent_all` is computed (``sclinbench.evaluate.evaluate``)."""
+        released once :meth:`represent_all` is computed (``sclinbench.evaluate.engine.evaluate``)."""
         return self.hvg is not None or not self.is_stateless()
 
     def represent_all(self, X):

@@ -5,7 +5,7 @@ The steps, shared by ``sclinbench train`` / ``sclinbench annotate`` and the work
 
 1. :mod:`sclinbench.tool.reference` reads the raw counts and standardizes the labelled reference
    exactly as the workflow standardizes a dataset.
-2. :meth:`Annotator.fit` fits the pipeline (:func:`sclinbench.pipeline.build_pipeline`) twice: on a
+2. :meth:`Annotator.fit` fits the pipeline (:func:`sclinbench.evaluate.pipeline.build_pipeline`) twice: on a
    stratified ``1 - calibration_fraction`` of the reference cells, to score the held-out rest
    (their macro F1, the distribution of their top class score, which calibrates the novelty
    flag, and their class scores, which calibrate the probabilities: :mod:`sclinbench.tool.calibrate`),
@@ -30,12 +30,10 @@ their fitted state is a weight matrix, which makes the model file small and safe
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 
 import anndata as ad
 import numpy as np
@@ -43,9 +41,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file  # noqa: F401 (re-exported)
-from sclinbench.metrics import UNASSIGNED, classification_scores
-from sclinbench.pipeline import build_pipeline
+from sclinbench.evaluate.metrics import UNASSIGNED, classification_scores
+from sclinbench.evaluate.pipeline import build_pipeline
 from sclinbench.represent import RepresentationTransformer
 from sclinbench.tool import (  # noqa: F401 (re-exported)
     DEFAULT_PIPELINE,
@@ -77,38 +74,18 @@ from sclinbench.tool.reference import (  # noqa: F401 (re-exported)
     read_h5ad,
     reference_from_counts,
 )
+from sclinbench.workflow.io import sha256_file  # noqa: F401 (re-exported)
 
 log = logging.getLogger("sclinbench.annotate")
-
-
-@functools.lru_cache(maxsize=1)
-def _versions() -> tuple:
-    import scipy
-    import sklearn
-
-    import sclinbench
-
-    out = {"sclinbench": sclinbench.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-           "scikit-learn": sklearn.__version__, "pandas": pd.__version__}
-    try:
-        out["anndata"] = metadata.version("anndata")
-    except metadata.PackageNotFoundError:
-        out["anndata"] = "not installed"
-    return tuple(out.items())
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages a result depends on."""
-    return dict(_versions())
 
 
 # ------------------------------------------------------------------------------------------------
 # pipelines
 # ------------------------------------------------------------------------------------------------
 def check_spec(name: str, spec):
-    """The :class:`~sclinbench.spec.PipelineSpec` of a pipeline annotate can use (counts in, linear
+    """The :class:`~sclinbench.evaluate.spec.PipelineSpec` of a pipeline annotate can use (counts in, linear
     model out), from a config entry, the canonical spec of a model file, or a spec (kept as it is)."""
-    from sclinbench.spec import PipelineSpec
+    from sclinbench.evaluate.spec import PipelineSpec
 
     role = spec.role if isinstance(spec, PipelineSpec) else spec.get("role")
     if role == "control":
@@ -269,7 +246,7 @@ class Annotator:
                         "label_column": reference.label, "reference_counts": reference.counts_key,
                         "n_reference_cells": int(X.shape[0]), "n_reference_set_aside": int(reference.n_set_aside),
                         "fitted": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                        "versions": versions()},
+                        "versions": modelfile.versions()},
             reference_counts=X, reference_labels=np.asarray(y, dtype=object),
         )
 
@@ -524,7 +501,7 @@ def annotate(
         "model": annotator.source,
         **{k: v for k, v in annotator.provenance.items() if k != "versions"},
         "fitted_with": annotator.provenance.get("versions", {}),
-        "versions": versions(),
+        "versions": modelfile.versions(),
         "query_counts": counts_key,
         "genes": genes_info,
         "classes": [str(c) for c in annotator.pipeline.classes_],

@@ -32,7 +32,7 @@ BUILTIN_PIPELINES = {
     },
 }
 #: What ``sclinbench train`` (and ``annotate --reference``) choose among when no ``--pipeline`` is
-#: given: nested selection on the reference (:func:`sclinbench.nested.choose_for_reference`, held-out reference
+#: given: nested selection on the reference (:func:`sclinbench.evaluate.nested.choose_for_reference`, held-out reference
 #: donors, or cells with fewer than 3), each entry identical to its config/config.yaml or
 #: config/grid.yaml entry (a test checks). Small on purpose: choosing costs 3 fits per candidate.
 TRAIN_CANDIDATES = {
@@ -133,8 +133,8 @@ def _merge(base: dict, update: dict) -> dict:
 
 def spec_summary(spec) -> str:
     """``rankz -> centroid``; ``log1p(target_sum=10000) -> hvg 2000 -> scale 10 -> pca 50 -> logreg(C=1)``
-    of a :class:`~sclinbench.spec.PipelineSpec` or of a catalog entry (made a spec here, where it is listed)."""
-    from sclinbench.spec import PipelineSpec
+    of a :class:`~sclinbench.evaluate.spec.PipelineSpec` or of a catalog entry (made a spec here, where it is listed)."""
+    from sclinbench.evaluate.spec import PipelineSpec
 
     try:
         s = PipelineSpec.from_config("pipeline", spec).canonical()

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from sclinbench import orthologs
+from sclinbench.data import gene_space, orthologs
+from sclinbench.data.species import ENSEMBL_GENE_PREFIXES, ensembl_prefix
 from sclinbench.errors import SclinbenchError
-from sclinbench.species import ENSEMBL_GENE_PREFIXES, ensembl_prefix
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,11 @@ class OrthologPairs:
 def read_ortholog_table(path, reference_species: str | None = None, query_species: str | None = None) -> OrthologPairs:
     """The one-to-one pairs of an ortholog table between the reference and the query species.
 
-    Reads every form :func:`sclinbench.orthologs.read_ortholog_table` accepts: the workflow's tables
+    Reads every form :func:`sclinbench.data.orthologs.read_ortholog_table` accepts: the workflow's tables
     (``reference_species, reference_gene, other_species, other_gene, homology_type`` [+ symbols],
     e.g. the pinned Ensembl table ``resources/orthologs/ensembl-112/hsapiens__mmusculus.tsv``) and
     Ensembl BioMart web exports, CSV or TSV, optionally gzipped. Only
-    ``ortholog_one2one`` rows are used (:func:`sclinbench.orthologs.one_to_one`). Which side is the
+    ``ortholog_one2one`` rows are used (:func:`sclinbench.data.gene_space.one_to_one`). Which side is the
     reference is decided later by gene overlap; species names only pick the pair when the table
     holds several.
     """
@@ -128,7 +128,7 @@ def read_ortholog_table(path, reference_species: str | None = None, query_specie
             table = orthologs.read_ortholog_table(path, other, ref)
         except SclinbenchError:
             table = orthologs.read_ortholog_table(path, ref, other)  # the first error is the one to show
-    one = orthologs.one_to_one(table)
+    one = gene_space.one_to_one(table)
     pairs = sorted(set(zip(one["reference_species"].astype(str), one["other_species"].astype(str))))
     if not pairs:
         raise SclinbenchError(f"ortholog table {path} has no ortholog_one2one rows; one-to-one orthologs are needed")

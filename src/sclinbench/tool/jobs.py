@@ -1,14 +1,14 @@
 """The workflow's ``annotate:`` jobs: which of them a run builds, their input files and species.
 
 Read when the Snakefile is parsed, in every process of a run (a cluster job's own snakemake too),
-so this module imports nothing heavy; :func:`check_jobs` (once per run, in the main process) is
+so this module imports none of the pipeline code (scikit-learn); :func:`check_jobs` (once per run, in the main process) is
 the only part that needs the pipeline code.
 """
 
 from __future__ import annotations
 
+from sclinbench.data.species import ensembl_prefix
 from sclinbench.errors import SclinbenchError
-from sclinbench.species import ensembl_prefix
 from sclinbench.tool import DEFAULT_PIPELINE
 
 

@@ -17,16 +17,40 @@ for a newer sclinbench.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
+from importlib import metadata
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
 from sclinbench.tool import JOB_DEFAULTS, portable
 
 log = logging.getLogger("sclinbench.annotate")
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
+    import scipy
+    import sklearn
+
+    import sclinbench
+
+    out = {"sclinbench": sclinbench.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+           "scikit-learn": sklearn.__version__, "pandas": pd.__version__}
+    try:
+        out["anndata"] = metadata.version("anndata")
+    except metadata.PackageNotFoundError:
+        out["anndata"] = "not installed"
+    return tuple(out.items())
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a result depends on."""
+    return dict(_versions())
 
 
 def rebuild_command(meta: dict, path) -> str:
@@ -77,8 +101,6 @@ def _unpack_counts(arrays: dict, classes: list[str], path) -> tuple[sp.csr_matri
 
 def save(annotator, path, with_counts: bool = True) -> None:
     """Write ``annotator`` (a :class:`sclinbench.tool.annotate.Annotator`) to ``path``."""
-    from sclinbench.tool.annotate import versions
-
     meta = {
         "sclinbench_version": versions()["sclinbench"],
         "pipeline": annotator.pipeline_name, "spec": annotator.spec, "label_counts": annotator.label_counts,
@@ -97,8 +119,6 @@ def save(annotator, path, with_counts: bool = True) -> None:
 
 def load(cls, path):
     """Read a model file into ``cls`` (:class:`~sclinbench.tool.annotate.Annotator`); see the module docstring."""
-    from sclinbench.tool.annotate import versions
-
     try:
         pipe, meta, arrays = portable.load(path)
     except portable.FormatVersionError as exc:

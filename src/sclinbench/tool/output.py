@@ -23,7 +23,7 @@ import pandas as pd
 
 from sclinbench import data
 from sclinbench.errors import SclinbenchError
-from sclinbench.metrics import classification_scores
+from sclinbench.evaluate.metrics import classification_scores
 
 log = logging.getLogger("sclinbench.annotate")
 
@@ -174,7 +174,7 @@ def write_result(result, paths: dict[str, Path], compression: str | None = None)
 
     ``compression``: ``None`` (anndata's default; fastest) or ``"gzip"`` (smaller files).
     """
-    from sclinbench.io import atomic_path, write_table
+    from sclinbench.workflow.io import atomic_path, write_table
 
     write_table(result.labels, paths["labels"])
     write_table(result.top_genes, paths["top_genes"])

@@ -1,6 +1,6 @@
 """A fitted linear pipeline as plain arrays: the same predictions, a file that is safe to load.
 
-:func:`from_pipeline` turns a fitted :func:`sclinbench.pipeline.build_pipeline` pipeline into a
+:func:`from_pipeline` turns a fitted :func:`sclinbench.evaluate.pipeline.build_pipeline` pipeline into a
 :class:`LinearPipeline`: the package's own transformers (representation, ANOVA selection, scaling,
 PCA) with their fitted attributes, and a :class:`LinearScorer` holding the classifier's
 coefficients. Both ``sclinbench annotate`` paths (``--reference``: fit, then predict; ``--model``:
@@ -24,8 +24,7 @@ import scipy.sparse as sp
 from scipy import special
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import atomic_path
-from sclinbench.models import CentroidClassifier, InputAdapter
+from sclinbench.evaluate.models import CentroidClassifier, InputAdapter
 from sclinbench.represent import (
     AnovaSelector,
     OffsetCSR,
@@ -33,6 +32,7 @@ from sclinbench.represent import (
     RepresentationTransformer,
     ScaleClip,
 )
+from sclinbench.workflow.io import atomic_path
 
 FORMAT = "sclinbench-model"
 #: The model format this sclinbench writes. 1: sclinbench 0.1.0 (no calibrated probabilities);

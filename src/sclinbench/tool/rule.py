@@ -9,12 +9,12 @@ import anndata as ad
 import numpy as np
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
 from sclinbench.tool import JOB_DEFAULTS, QUERY_DEFAULTS, REFERENCE_DEFAULTS
 from sclinbench.tool import genes as gene_match
 from sclinbench.tool.annotate import Result, annotate
 from sclinbench.tool.output import write_result
 from sclinbench.tool.reference import prepare_reference, read_h5ad
+from sclinbench.workflow.io import sha256_file
 
 log = logging.getLogger("sclinbench.annotate")
 

@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from sclinbench.errors import SclinbenchError
 from sclinbench.represent import MAX_DENSE_ELEMENTS, to_dense
 
-log = logging.getLogger("sclinbench.clustered")
+log = logging.getLogger("sclinbench.evaluate.clustered")
 
 #: The options of the config's ``model: {name: leiden_logreg}`` and their defaults (the paper's).
 LEIDEN_LOGREG_OPTIONS = {"n_neighbors": 15, "resolution": 0.4, "assign_neighbors": 15, "min_cluster_cells": 5,
@@ -129,7 +129,7 @@ class LeidenLogisticRegression(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ parameters
     def check_params(self) -> None:
         """Raise :class:`SclinbenchError` (naming the option) for an invalid parameter: the one
-        place they are checked (``fit`` calls it; :func:`sclinbench.models.build_model` too, so a
+        place they are checked (``fit`` calls it; :func:`sclinbench.evaluate.models.build_model` too, so a
         bad config fails before any fold runs)."""
         def positive(key, integer):
             value = getattr(self, key)

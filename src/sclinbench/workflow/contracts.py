@@ -61,7 +61,7 @@ FOLD_SCORE_COLUMNS = ["pipeline", "fold", "group", "repeat", "metric", "value"]
 PER_CLASS_COLUMNS = ["pipeline", "fold", "group", "repeat", "label", "f1", "support", "in_training"]
 #: Counts of (true label, call): the confusion counts and the calls of unseen labels.
 CALL_COLUMNS = ["pipeline", "repeat", "group", "y_true", "y_pred", "n"]
-#: Pooled scores with their intervals (:func:`sclinbench.intervals.summarize_predictions`).
+#: Pooled scores with their intervals (:func:`sclinbench.evaluate.intervals.summarize_predictions`).
 SUMMARY_COLUMNS = ["pipeline", "group", "metric", "value", "ci_low", "ci_high", "n_units", "unit",
                    "interval", "unit_values", "n_repeats", "repeat_sd", "repeat_min", "repeat_max"]
 #: Same-draw paired differences ``a - b`` (every unordered pair, ``a < b`` by name).
@@ -158,7 +158,7 @@ def typed_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
     if missing:
         raise SclinbenchError(f"predictions table: missing column(s) {', '.join(missing)}; it must have "
-                              f"{', '.join(PREDICTION_COLUMNS)} (sclinbench.evaluate.assemble writes them)")
+                              f"{', '.join(PREDICTION_COLUMNS)} (sclinbench.evaluate.engine.assemble writes them)")
     out = {}
     for column in predictions.columns:
         values = predictions[column]
@@ -179,13 +179,13 @@ def write_predictions(predictions: pd.DataFrame, path: str | os.PathLike) -> Non
     """Write a predictions table (:data:`PREDICTION_COLUMNS` + ``s:<label>``) as Parquet.
 
     Typed columns (:func:`typed_predictions`), zstd-compressed; written to a temporary file that is
-    renamed onto ``path`` only when complete (:func:`sclinbench.io.atomic_path`), so a killed job
+    renamed onto ``path`` only when complete (:func:`sclinbench.workflow.io.atomic_path`), so a killed job
     leaves no half-written table. Logs a line before and one after (rows, bytes, seconds).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sclinbench.io import atomic_path
+    from sclinbench.workflow.io import atomic_path
 
     path = Path(path)
     t0 = time.perf_counter()

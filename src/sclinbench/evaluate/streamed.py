@@ -1,8 +1,8 @@
 """Evaluation of a dataset read from its h5ad in blocks of cells: datasets larger than memory.
 
 :func:`evaluate_file` is what the workflow's evaluate step calls. A dataset with fewer than
-:data:`~sclinbench.resources.STREAM_FROM_NNZ` stored counts is read whole and evaluated by
-:func:`sclinbench.evaluate.evaluate`; a larger one whose pipelines can be streamed
+:data:`~sclinbench.workflow.resources.STREAM_FROM_NNZ` stored counts is read whole and evaluated by
+:func:`sclinbench.evaluate.engine.evaluate`; a larger one whose pipelines can be streamed
 (:func:`why_not_streamed` is ``None``) goes to :func:`evaluate_streamed`, which holds one block of
 counts at a time and gives the same predictions (tests/test_streamed.py compares the two; class
 means and HVG statistics are summed block by block, so the numbers agree to float64 rounding).
@@ -20,7 +20,7 @@ the rows of the representation of all cells) followed by
   pearson_residual_variances` over every fold's training cells are summed over the blocks (three
   passes: gene sums and library sizes, residual means, residual variances), then one pass keeps
   the representation of the union of the folds' genes for all cells, and each fold goes on
-  exactly as in memory (:func:`sclinbench.evaluate.fold_frames`) on its own genes.
+  exactly as in memory (:func:`sclinbench.evaluate.engine.fold_frames`) on its own genes.
 
 Nothing fitted sees a test cell: the sums of a fold are over its training cells only.
 Memory: one block of counts and its representation, a few arrays per cell and fold, the class
@@ -37,9 +37,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from sclinbench.contracts import UNASSIGNED
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate import (
+from sclinbench.evaluate.engine import (
     _indexer,
     _predict,
     _SharedFold,
@@ -51,13 +50,14 @@ from sclinbench.evaluate import (
     prediction_frame,
     repeats_of,
 )
-from sclinbench.models import (
+from sclinbench.evaluate.models import (
     CONSTANT_SCORE_MODELS,
     CentroidClassifier,
     ShuffledLabels,
     control_seed,
 )
-from sclinbench.pipeline import build_classifier, build_preprocessing
+from sclinbench.evaluate.pipeline import build_classifier, build_preprocessing
+from sclinbench.evaluate.splits import iter_folds, task_label
 from sclinbench.represent.offset import OffsetCSR, RowSubset, row_blocks
 from sclinbench.represent.select import (
     HVG_FLAVORS,
@@ -66,8 +66,8 @@ from sclinbench.represent.select import (
     top_variable,
     training_sums,
 )
-from sclinbench.resources import STREAM_FROM_NNZ, STREAMED_HOLD_BYTES, streamed_held_bytes
-from sclinbench.splits import iter_folds, task_label
+from sclinbench.workflow.contracts import UNASSIGNED
+from sclinbench.workflow.resources import STREAM_FROM_NNZ, STREAMED_HOLD_BYTES, streamed_held_bytes
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def why_not_streamed(pipelines: dict, split_kind: str) -> str | None:
 def evaluate_file(path, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
                   dataset: str = "dataset", stream_from_nnz: int = STREAM_FROM_NNZ,
                   block_values: int = BLOCK_VALUES) -> pd.DataFrame:
-    """:func:`~sclinbench.evaluate.evaluate` of the standardized h5ad ``path``: streamed in blocks
+    """:func:`~sclinbench.evaluate.engine.evaluate` of the standardized h5ad ``path``: streamed in blocks
     when it holds at least ``stream_from_nnz`` stored counts and its pipelines allow it."""
     import anndata as ad
 
@@ -302,11 +302,11 @@ class _HvgFold:
 def evaluate_streamed(path, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
                       dataset: str = "dataset", block_values: int = BLOCK_VALUES,
                       hold_bytes: int = STREAMED_HOLD_BYTES) -> pd.DataFrame:
-    """:func:`sclinbench.evaluate.evaluate` of the standardized h5ad ``path``, its counts read in
+    """:func:`sclinbench.evaluate.engine.evaluate` of the standardized h5ad ``path``, its counts read in
     blocks of about ``block_values`` stored counts (see the module docstring). Same arguments and
     the same table (rows in the same order). The blocks' representation computed in the first
     pass is held for the last one when it takes at most ``hold_bytes``
-    (:func:`sclinbench.resources.streamed_held_bytes`), else recomputed there from a second read."""
+    (:func:`sclinbench.workflow.resources.streamed_held_bytes`), else recomputed there from a second read."""
     split_kind = str(splits["split_kind"].iloc[0])
     reason = why_not_streamed(pipelines, split_kind)
     if reason is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_text
+from sclinbench.workflow.io import sha256_text
 
 NAME_PATTERN = "[A-Za-z0-9_]+"
 _NAME = re.compile(NAME_PATTERN)
@@ -170,7 +170,7 @@ def _must_exist(path: str, workdir: Path, what: str, key: str) -> None:
 def download_summary(registry: dict, used, lock: dict | None = None) -> str | None:
     """One line about the downloads of this run that nothing pins and those over plain HTTP.
 
-    ``lock`` is the lock file's ``{url: record}`` (see :func:`sclinbench.download.read_lock`):
+    ``lock`` is the lock file's ``{url: record}`` (see :func:`sclinbench.data.lock.read_lock`):
     a file recorded there is checked against that record, but it was trusted on first use.
     """
     lock = lock or {}

@@ -16,57 +16,30 @@ becomes ``Pipeline([("represent", ...), ("select", ...), ("scale", ...), ("reduc
 training cells only. For ``embedding`` the pipeline's input is ``adata.obsm[obsm_key]`` instead of
 the counts; HVG selection is count-based and happens inside the
 representation step. An entry is checked and made canonical once, as a
-:class:`sclinbench.spec.PipelineSpec`; the builders read its sections.
+:class:`sclinbench.evaluate.spec.PipelineSpec`; the builders read its sections. What an entry may
+say (:data:`~sclinbench.evaluate.spec.OPTIONS`, every option and its default) is defined there too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from sklearn.pipeline import Pipeline
 
-from sclinbench.models import MODELS, ShuffledLabels, build_model
+from sclinbench.evaluate.models import ShuffledLabels, build_model
+from sclinbench.evaluate.spec import PipelineSpec
 from sclinbench.represent import (
     FEATURE_SELECTORS,
-    REDUCTIONS,
-    REPRESENTATIONS,
     AnovaSelector,
     PCATransformer,
     RepresentationTransformer,
     ScaleClip,
 )
 
-if TYPE_CHECKING:
-    from sclinbench.spec import PipelineSpec
-
-SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "repeats", "description",
-             "role")
-#: Marks an option without a default (it must be given).
-REQUIRED = "<required>"
-#: Every choice of every pipeline section and its options (name -> default), the one definition the
-#: config schema is tested against (tests/test_config_schema.py). ``representation`` and ``model``
-#: choose by ``name``, ``features`` and ``reduction`` by ``method``.
-OPTIONS: dict[str, dict[str, dict]] = {
-    "representation": {**REPRESENTATIONS, "embedding": {"obsm_key": REQUIRED}},
-    "features": FEATURE_SELECTORS,
-    "reduction": REDUCTIONS,
-    "model": MODELS,
-}
-CHOICE_KEYS = {"representation": "name", "features": "method", "reduction": "method", "model": "name"}
-#: ``scale: true`` means these options; ``scale: {max_value: ...}`` sets them.
-SCALE_OPTIONS = {"max_value": 10.0}
-#: Label permutations per fold of a shuffled-label control (``repeats:``), when not given.
-DEFAULT_SHUFFLED_REPEATS = 5
-ROLES = ("method", "control")
-CONTROLS = ("none", "shuffled")
 STEP_NAMES = ("represent", "select", "scale", "reduce", "model")
 
 
 def _spec(spec):
-    """``spec`` itself when it is a :class:`~sclinbench.spec.PipelineSpec`; a mapping (a caller
+    """``spec`` itself when it is a :class:`~sclinbench.evaluate.spec.PipelineSpec`; a mapping (a caller
     outside the workflow: a test, a notebook) goes through its one constructor."""
-    from sclinbench.spec import PipelineSpec
-
     return PipelineSpec.from_config("pipeline", spec)
 
 
@@ -104,7 +77,7 @@ def build_preprocessing(spec: PipelineSpec, seed: int = 0) -> Pipeline:
 
 
 def build_classifier(spec: PipelineSpec, seed: int = 0):
-    """Unfitted model of a pipeline (wrapped in :class:`~sclinbench.models.ShuffledLabels`
+    """Unfitted model of a pipeline (wrapped in :class:`~sclinbench.evaluate.models.ShuffledLabels`
     for ``control: shuffled``)."""
     s = _spec(spec)
     model_params = {k: v for k, v in s.model.items() if k != "name"}
@@ -120,7 +93,7 @@ def build_pipeline(spec: PipelineSpec, seed: int = 0) -> Pipeline:
     Parameters
     ----------
     spec
-        The pipeline (:class:`sclinbench.spec.PipelineSpec`, made from the entry once).
+        The pipeline (:class:`sclinbench.evaluate.spec.PipelineSpec`, made from the entry once).
     seed
         Seed for PCA, the model (inner CV, LinearSVC) and the shuffled-labels control.
 

@@ -15,7 +15,7 @@ metrics are NaN, never a 1.0 from one trivially right class); its ``accuracy`` s
 
 Everything here is computed from a weighted confusion matrix (:func:`confusion_metrics`), so the
 same code scores a fold, the pooled out-of-fold predictions and every bootstrap draw of
-:mod:`sclinbench.intervals`.
+:mod:`sclinbench.evaluate.intervals`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from sclinbench.contracts import (
+from sclinbench.workflow.contracts import (
     CALL_COLUMNS,
     FOLD_SCORE_COLUMNS,
     LABEL_COLUMNS,
@@ -221,7 +221,7 @@ def score(predictions: pd.DataFrame, kind: str) -> pd.DataFrame:
     held-out type of a novel-type fold; ``""`` otherwise. ``repeat`` numbers the label
     permutations of a shuffled-label control (0 for every other pipeline). A fold whose test set
     has one class gets NaN macro metrics (see the module docstring); the pooled out-of-fold scores
-    of :mod:`sclinbench.intervals` are the numbers to report.
+    of :mod:`sclinbench.evaluate.intervals` are the numbers to report.
     """
     preds = _with_repeat(predictions)
     rows = []
@@ -292,12 +292,11 @@ def unseen_labels(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def pipeline_labels(pipelines: dict, name: str) -> dict:
     """role, family, representation and model of a pipeline entry (for the tidy tables)."""
-    from sclinbench.models import model_family
+    from sclinbench.evaluate.models import model_family
 
     spec = pipelines[name]
-    if "nested" in spec:  # nested selection: its candidates' family (sclinbench.nested)
-        from sclinbench.nested import NESTED
-        from sclinbench.spec import NestedSpec
+    if "nested" in spec:  # nested selection: its candidates' family (sclinbench.evaluate.nested)
+        from sclinbench.evaluate.spec import NESTED, NestedSpec
 
         return {"role": spec.get("role", "method"), "family": NestedSpec.from_config(name, spec, pipelines).family,
                 "representation": NESTED, "model": NESTED}

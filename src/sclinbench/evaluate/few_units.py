@@ -155,7 +155,7 @@ def coverage_table(n_units=(3, 4, 6, 10, 24), true_means=(0.5, 0.8, 0.95), n_sim
 
 class MeanScope:
     """The mean over units of per-unit values (species pairs, held-out types, species, held-out
-    donors or folds of a donor split), with Student-t intervals (:mod:`sclinbench.few_units`)."""
+    donors or folds of a donor split), with Student-t intervals (:mod:`sclinbench.evaluate.few_units`)."""
 
     pooled = False
     t_interval = True
@@ -188,7 +188,7 @@ def held_out_unit(preds: pd.DataFrame) -> str | None:
     """The unit a donor split holds out: ``"donor"`` when every donor's test cells hold >= 2 true
     classes (each donor has a score of its own), else ``"fold"`` when every fold's do (donor-level
     labels such as disease state: a fold holds out donors of every class,
-    :func:`sclinbench.splits.class_balanced_donor_folds`), else None (folds of one class, e.g.
+    :func:`sclinbench.evaluate.splits.class_balanced_donor_folds`), else None (folds of one class, e.g.
     predictions of one donor per fold: only the pooled figure has a macro score)."""
     first = preds[["pipeline", "repeat"]].drop_duplicates().iloc[0]
     ref = preds[(preds["pipeline"] == first["pipeline"]) & (preds["repeat"] == first["repeat"])]
@@ -200,7 +200,7 @@ def held_out_unit(preds: pd.DataFrame) -> str | None:
 
 
 def unit_mean_scope(pooled) -> MeanScope:
-    """The mean over a pooled scope's (:class:`sclinbench.intervals.PooledScope`) units of each
+    """The mean over a pooled scope's (:class:`sclinbench.evaluate.scopes.PooledScope`) units of each
     unit's own score (every metric recomputed from that unit's predictions alone), as a
     :class:`MeanScope`."""
     single = pooled.metrics(np.eye(pooled.n_units))

@@ -5,7 +5,7 @@ identical folds and paired comparisons are valid. A split table is *long*: one r
 in which the cell is used (a cell is a test cell in exactly one fold of a k-fold split, but in one
 fold per training species of a cross-species split).
 
-Columns: :data:`sclinbench.contracts.SPLIT_COLUMNS` (``cell_id, fold, role (train/test), split_kind, group``).
+Columns: :data:`sclinbench.workflow.contracts.SPLIT_COLUMNS` (``cell_id, fold, role (train/test), split_kind, group``).
 
 ``group`` names what a fold is about: ``"<train organism>-><test organism>"`` for the test cells of
 cross-species transfer folds (their training cells, every cell of the training organism, carry
@@ -19,7 +19,7 @@ stratified ``1 - test_fraction`` / ``test_fraction`` splits, split ``i`` being s
 default seed 0: random_state 0, 1, ..., as the paper). Unlike a k-fold split, a cell is then a test
 cell of several folds (about ``n_repeats * test_fraction`` of them), so the score stage reports the
 mean over the splits of each split's metric, with an interval that resamples each distinct unit
-once (:class:`sclinbench.intervals.RepeatedHoldoutScope`), never the pooled predictions.
+once (:class:`sclinbench.evaluate.scopes.RepeatedHoldoutScope`), never the pooled predictions.
 
 **Donor-level labels** (every donor has one label, e.g. disease state): donor-held-out splits hold
 out donors of *every* class together (:func:`class_balanced_donor_folds`): ``leave_one_donor_out`` and
@@ -44,15 +44,15 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from sclinbench.contracts import SPLIT_COLUMNS
 from sclinbench.errors import SclinbenchError
+from sclinbench.workflow.contracts import SPLIT_COLUMNS
 
 log = logging.getLogger(__name__)
 
 SPLIT_KINDS = ("stratified", "donor", "leave_one_donor_out", "donor_pseudobulk", "cross_species",
                "novel_type", "stratified_holdout")
 #: Splits whose folds are independent draws: a cell is tested in several folds (scored per fold,
-#: then averaged over the folds; :mod:`sclinbench.intervals`).
+#: then averaged over the folds; :mod:`sclinbench.evaluate.intervals`).
 REPEATED_SPLITS = ("stratified_holdout",)
 #: ``stratified_holdout`` defaults (the paper's Tabula Sapiens protocol: 5 splits of 80/20).
 HOLDOUT_DEFAULTS = {"n_repeats": 5, "test_fraction": 0.2}

@@ -1,6 +1,6 @@
 """Configuration checks with one-line messages (the JSON Schemas live in config/).
 
-    python -m sclinbench.config FILE [FILE ...]   YAML syntax of config files, with file:line:column
+    python -m sclinbench.workflow.config FILE [FILE ...]   YAML syntax of config files, with file:line:column
 """
 
 from __future__ import annotations

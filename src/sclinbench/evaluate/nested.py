@@ -44,32 +44,18 @@ import scipy.sparse as sp
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
 from sclinbench.errors import SclinbenchError
+from sclinbench.evaluate.spec import NESTED_METRICS, is_nested
 
 log = logging.getLogger(__name__)
 
-#: Options of a ``nested:`` section and their defaults (config/schema.yaml states the same; a test checks).
-NESTED_OPTIONS = {"candidates": "<required>", "inner_folds": 3, "metric": "macro_f1"}
-#: Metrics a nested selection can rank by (keys of :func:`sclinbench.metrics.classification_scores`).
-NESTED_METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
 #: Kinds of inner split.
 INNER_SPLITS = ("donor", "stratified", "species")
 #: Fewer training donors than this: the inner split holds out cells instead of donors.
 MIN_INNER_DONORS = 3
-#: The keys a nested pipeline entry may have.
-NESTED_KEYS = ("nested", "description", "role")
 #: Columns of a selection table (one row per outer fold x nested pipeline x candidate).
 SELECTION_COLUMNS = ["pipeline", "fold", "group", "inner_split", "inner_folds", "n_inner_units", "metric",
                      "candidate", "inner_score", "rank", "chosen"]
-#: The representation / model name of a nested pipeline in the tidy tables.
-NESTED = "nested"
 _UNKNOWN_DONORS = ("", "nan", "unknown")
-
-
-def is_nested(spec) -> bool:
-    """True for a ``nested:`` pipeline entry or a :class:`~sclinbench.spec.NestedSpec`."""
-    if isinstance(spec, Mapping):
-        return "nested" in spec
-    return getattr(spec, "is_nested", False) is True
 
 
 def inner_seed(seed: int, fold: int) -> int:
@@ -158,7 +144,7 @@ def select(X, y, units, candidates: dict, kind: str = "stratified", metric: str 
     units
         Donor of each cell (``kind="donor"``; ``"unknown"`` for none).
     candidates
-        ``name -> PipelineSpec`` (:class:`sclinbench.spec.PipelineSpec`; a ``NestedSpec``'s candidates).
+        ``name -> PipelineSpec`` (:class:`sclinbench.evaluate.spec.PipelineSpec`; a ``NestedSpec``'s candidates).
     kind
         :data:`INNER_SPLITS` (see :func:`inner_folds` for the fall-backs).
     seed
@@ -168,8 +154,8 @@ def select(X, y, units, candidates: dict, kind: str = "stratified", metric: str 
     cell_ids
         Names of the cells (default their positions), used in the inner split table.
     """
-    from sclinbench.evaluate import evaluate
-    from sclinbench.metrics import classification_scores
+    from sclinbench.evaluate.engine import evaluate
+    from sclinbench.evaluate.metrics import classification_scores
 
     if metric not in NESTED_METRICS:
         raise SclinbenchError(f"nested metric '{metric}' is unknown; valid: {', '.join(NESTED_METRICS)}")
@@ -249,7 +235,7 @@ def describe_choice(record: dict) -> str:
 
 def inner_kind(task: dict, test_groups: np.ndarray, train_species: np.ndarray | None) -> str:
     """The kind of inner split of one outer fold (see the module docstring)."""
-    from sclinbench.splits import DONOR_SPLITS, diagonal_spec
+    from sclinbench.evaluate.splits import DONOR_SPLITS, diagonal_spec
 
     split = task.get("split", "stratified")
     if split in DONOR_SPLITS:
@@ -269,19 +255,19 @@ def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict, task: dict, se
                     dataset: str = "dataset") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions of nested pipelines for every outer test cell, and their selection table.
 
-    ``pipelines``: ``name -> NestedSpec`` (:func:`sclinbench.spec.parse_pipelines`). Per outer fold:
+    ``pipelines``: ``name -> NestedSpec`` (:func:`sclinbench.evaluate.spec.parse_pipelines`). Per outer fold:
     :func:`select` on the fold's training cells only (its inner split seeded by
     :func:`inner_seed`), then the winner refitted on all training cells of the fold
-    (:func:`sclinbench.evaluate.evaluate` of that fold) predicts its test cells, under the nested
+    (:func:`sclinbench.evaluate.engine.evaluate` of that fold) predicts its test cells, under the nested
     pipeline's name. Returns ``(predictions, selection)`` (:data:`SELECTION_COLUMNS`).
     """
-    from sclinbench.evaluate import _indexer, assemble, evaluate
-    from sclinbench.splits import iter_folds, task_label
+    from sclinbench.evaluate.engine import _indexer, assemble, evaluate
+    from sclinbench.evaluate.splits import iter_folds, task_label
 
     specs = pipelines
     bad = [name for name, s in specs.items() if not is_nested(s) or isinstance(s, Mapping)]
     if bad:
-        raise SclinbenchError(f"evaluate_nested takes nested pipeline specs (sclinbench.spec.parse_pipelines); "
+        raise SclinbenchError(f"evaluate_nested takes nested pipeline specs (sclinbench.evaluate.spec.parse_pipelines); "
                               f"'{bad[0]}' is not one")
     label = task_label(task)
     y_all = adata.obs[label].astype(str).to_numpy()

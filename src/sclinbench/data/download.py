@@ -4,8 +4,8 @@
 ``Range`` request, retries transient failures with exponential backoff within a deadline, checks
 that the content is the kind of file asked for (an HTML error page is a failed attempt), checks
 size and sha256 and only then renames the file onto ``dest``. A checksum that is not pinned in
-the config is recorded in a lock file (TSV ``url, sha256, size, date``) on first download, and
-every later download of the same URL must reproduce it; ``python -m sclinbench.download forget
+the config is recorded in a lock file (TSV ``url, sha256, size, date``; :mod:`sclinbench.data.lock`)
+on first download, and every later download of the same URL must reproduce it; ``python -m sclinbench.data.download forget
 URL`` removes a record to re-pin a file. :func:`verify_present` checks a file that is already
 there (placed by hand) the same way before it is used.
 """
@@ -13,12 +13,9 @@ there (placed by hand) the same way before it is used.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import fcntl
 import http.client
 import logging
 import os
-import shlex
 import socket
 import ssl
 import sys
@@ -26,23 +23,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sclinbench.data.lock import DEFAULT_LOCKFILE, forget, read_lock, record_lock, repin_advice
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
+from sclinbench.workflow.io import sha256_file
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "sclinbench-fetch/0.1 (+https://github.com/; python-urllib)"
-LOCK_COLUMNS = ("url", "sha256", "size", "date")
 
 #: HTTP status codes worth retrying (timeouts, throttling, server errors).
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 #: Seconds a download may go without receiving any data, over all its attempts, before it gives up.
 DEFAULT_DEADLINE = 180.0
-DEFAULT_LOCKFILE = "resources/checksums.lock.tsv"
 
 
 @dataclass(frozen=True)
@@ -76,105 +71,6 @@ class _Retry(Exception):
         self.kind = kind  # "network" (no connection), "server" (5xx), "transfer" (cut short)
         self.status = status
 
-
-# --------------------------------------------------------------------------------------------
-# checksums and the lock file
-# --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(lockfile: Path, exclusive: bool) -> Iterator:
-    """Open ``lockfile`` (created if missing) holding an fcntl lock for the block."""
-    lockfile.parent.mkdir(parents=True, exist_ok=True)
-    with open(lockfile, "a+", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            fh.seek(0)
-            yield fh
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _parse_lock(text: str, lockfile: Path) -> dict[str, dict]:
-    records: dict[str, dict] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.rstrip("\n").split("\t")
-        if fields[0] == "url":  # header
-            continue
-        if len(fields) != len(LOCK_COLUMNS):
-            raise SclinbenchError(
-                f"Lock file {lockfile} line {lineno} has {len(fields)} fields, expected "
-                f"{len(LOCK_COLUMNS)} ({', '.join(LOCK_COLUMNS)}); fix or delete that line."
-            )
-        url, sha, size, date = fields
-        records[url] = {"sha256": sha, "size": int(size) if size else None, "date": date, "line": lineno}
-    return records
-
-
-def read_lock(lockfile: str | os.PathLike) -> dict[str, dict]:
-    """Read a checksum lock file into ``{url: {"sha256", "size", "date"}}`` (empty if absent)."""
-    lockfile = Path(lockfile)
-    if not lockfile.exists():
-        return {}
-    with _locked(lockfile, exclusive=False) as fh:
-        return _parse_lock(fh.read(), lockfile)
-
-
-def repin_advice(lockfile: str | os.PathLike, url: str, line: int | None = None) -> str:
-    """How to drop the lock record of ``url`` so that the next download is recorded anew."""
-    where = f"line {line} of {lockfile}" if line else f"the line of {url} in {lockfile}"
-    return (
-        f"re-pin it with: {shlex.quote(sys.executable)} -m sclinbench.download forget {shlex.quote(url)} "
-        f"--lockfile {shlex.quote(str(lockfile))} (or delete {where}), then re-run"
-    )
-
-
-def forget(lockfile: str | os.PathLike, url: str) -> int:
-    """Remove the record of ``url`` from ``lockfile`` (under the lock); return how many lines went."""
-    lockfile = Path(lockfile)
-    if not lockfile.exists():
-        return 0
-    with _locked(lockfile, exclusive=True) as fh:
-        lines = fh.read().splitlines(keepends=True)
-        keep = [line for line in lines if line.split("\t", 1)[0] != url or line.startswith("#")]
-        removed = len(lines) - len(keep)
-        if removed:
-            fh.seek(0)
-            fh.truncate()
-            fh.writelines(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return removed
-
-
-def record_lock(lockfile: str | os.PathLike, url: str, sha256: str, size: int) -> None:
-    """Record ``url -> sha256`` in ``lockfile`` unless present; refuse a conflicting record.
-
-    The read-compare-append runs under an exclusive ``fcntl`` lock so concurrent jobs that
-    download the same URL agree on one checksum.
-    """
-    lockfile = Path(lockfile)
-    with _locked(lockfile, exclusive=True) as fh:
-        records = _parse_lock(fh.read(), lockfile)
-        known = records.get(url)
-        if known is not None:
-            if known["sha256"] != sha256:
-                raise SclinbenchError(
-                    f"{url} now has sha256 {sha256} but lock file {lockfile} recorded "
-                    f"{known['sha256']} on {known['date']}: the file changed upstream (or the record "
-                    f"is wrong); check it, then {repin_advice(lockfile, url, known.get('line'))}."
-                )
-            return
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() == 0:
-            fh.write("\t".join(LOCK_COLUMNS) + "\n")
-        date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        fh.write(f"{url}\t{sha256}\t{size}\t{date}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    log.info("recorded sha256 %s for %s in %s", sha256, url, lockfile)
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +289,7 @@ def _verify(path: Path, url: str, expected: str | None, origin: str, size: int |
 
 
 def _content_check(path: Path, expect: str | None, name: str) -> None:
-    from sclinbench.formats import check_download
+    from sclinbench.data.formats import check_download
 
     check_download(path, expect, name=name)
 
@@ -422,7 +318,7 @@ def verify_present(
         Wrong content, size or checksum, naming the file, the URL and what to do. The file is
         not deleted (it may be the user's only copy).
     """
-    from sclinbench.formats import ContentError
+    from sclinbench.data.formats import ContentError
 
     path = Path(path)
     lock_path = Path(lockfile) if lockfile is not None else None
@@ -504,7 +400,7 @@ def fetch(
     progress_every
         Seconds between progress log lines.
     expect
-        What the file must be (:func:`sclinbench.formats.check_download`): the registry format
+        What the file must be (:func:`sclinbench.data.formats.check_download`): the registry format
         (``h5ad``, ``10x_h5``, ``mtx``), ``"text"``, or None (anything but an error page).
     hint
         Appended to the message of an HTTP 404/410 or of a body that is not the file (e.g. where
@@ -528,7 +424,7 @@ def fetch(
         server errors or no network after the retries or the deadline, a body that is not the
         file, size or checksum mismatch (the partial file is deleted, nothing is recorded).
     """
-    from sclinbench.formats import ContentError
+    from sclinbench.data.formats import ContentError
 
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -649,10 +545,10 @@ def _give_up_message(url: str, exc: _Retry, attempts: int, dest: Path, expected:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sclinbench.download forget URL [--lockfile PATH]``: re-pin a file."""
+    """``python -m sclinbench.data.download forget URL [--lockfile PATH]``: re-pin a file."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m sclinbench.download",
+    parser = argparse.ArgumentParser(prog="python -m sclinbench.data.download",
                                      description="Manage the checksum lock file of sclinbench downloads.")
     sub = parser.add_subparsers(dest="command", required=True)
     forget_cmd = sub.add_parser("forget", help="remove the recorded checksum of URL(s): the next download is recorded anew")

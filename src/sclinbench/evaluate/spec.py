@@ -1,13 +1,13 @@
 """A pipeline of the config as a typed, validated object: made once, then passed along.
 
-A ``pipelines:`` entry of the config (a mapping, see :mod:`sclinbench.pipeline`) becomes a
+A ``pipelines:`` entry of the config (a mapping, see :mod:`sclinbench.evaluate.pipeline`; what it may say: :data:`OPTIONS`) becomes a
 :class:`PipelineSpec` -- or, for a ``nested:`` entry, a :class:`NestedSpec` whose candidates are
 :class:`PipelineSpec` objects -- in exactly one place: :func:`parse_pipelines` (a config's whole
 ``pipelines:`` section) or :meth:`PipelineSpec.from_config` (one plain entry). They check every
-option against the one definition of the options (:data:`sclinbench.pipeline.OPTIONS`,
-:data:`sclinbench.nested.NESTED_OPTIONS`) and raise a one-line :class:`SclinbenchError` naming the
-key and the fix. Everything downstream (the builders of :mod:`sclinbench.pipeline`,
-:mod:`sclinbench.evaluate`, :mod:`sclinbench.streamed`, :mod:`sclinbench.nested`, the
+option against the one definition of the options (:data:`OPTIONS`, :data:`NESTED_OPTIONS`,
+both defined here) and raise a one-line :class:`SclinbenchError` naming the
+key and the fix. Everything downstream (the builders of :mod:`sclinbench.evaluate.pipeline`,
+:mod:`sclinbench.evaluate.engine`, :mod:`sclinbench.evaluate.streamed`, :mod:`sclinbench.evaluate.nested`, the
 ``sclinbench train / annotate`` tool) reads the object's canonical sections and never validates a
 mapping again.
 
@@ -33,19 +33,49 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sclinbench.errors import SclinbenchError, refuse_foreign_options
-from sclinbench.nested import NESTED, NESTED_KEYS, NESTED_METRICS, NESTED_OPTIONS, is_nested
-from sclinbench.pipeline import (
-    CHOICE_KEYS,
-    CONTROLS,
-    DEFAULT_SHUFFLED_REPEATS,
-    OPTIONS,
-    REQUIRED,
-    ROLES,
-    SCALE_OPTIONS,
-    SPEC_KEYS,
-)
+from sclinbench.evaluate.models import MODELS, model_family
+from sclinbench.represent import FEATURE_SELECTORS, REDUCTIONS, REPRESENTATIONS
 from sclinbench.represent.pca import check_svd_solver
 from sclinbench.represent.select import check_hvg_flavor
+
+# --------------------------------------------------------------------------- what an entry may say
+
+SPEC_KEYS = ("representation", "features", "scale", "reduction", "model", "control", "repeats", "description",
+             "role")
+#: Marks an option without a default (it must be given).
+REQUIRED = "<required>"
+#: Every choice of every pipeline section and its options (name -> default), the one definition the
+#: config schema is tested against (tests/test_config_schema.py). ``representation`` and ``model``
+#: choose by ``name``, ``features`` and ``reduction`` by ``method``.
+OPTIONS: dict[str, dict[str, dict]] = {
+    "representation": {**REPRESENTATIONS, "embedding": {"obsm_key": REQUIRED}},
+    "features": FEATURE_SELECTORS,
+    "reduction": REDUCTIONS,
+    "model": MODELS,
+}
+CHOICE_KEYS = {"representation": "name", "features": "method", "reduction": "method", "model": "name"}
+#: ``scale: true`` means these options; ``scale: {max_value: ...}`` sets them.
+SCALE_OPTIONS = {"max_value": 10.0}
+#: Label permutations per fold of a shuffled-label control (``repeats:``), when not given.
+DEFAULT_SHUFFLED_REPEATS = 5
+ROLES = ("method", "control")
+CONTROLS = ("none", "shuffled")
+#: Options of a ``nested:`` section and their defaults (config/schema.yaml states the same; a test checks).
+NESTED_OPTIONS = {"candidates": "<required>", "inner_folds": 3, "metric": "macro_f1"}
+#: Metrics a nested selection can rank by (keys of :func:`sclinbench.evaluate.metrics.classification_scores`).
+NESTED_METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
+#: The keys a nested pipeline entry may have.
+NESTED_KEYS = ("nested", "description", "role")
+#: The representation / model name of a nested pipeline in the tidy tables.
+NESTED = "nested"
+
+
+def is_nested(spec) -> bool:
+    """True for a ``nested:`` pipeline entry or a :class:`~sclinbench.evaluate.spec.NestedSpec`."""
+    if isinstance(spec, Mapping):
+        return "nested" in spec
+    return getattr(spec, "is_nested", False) is True
+
 
 #: The sections of a canonical spec, in order (what :meth:`PipelineSpec.canonical` returns).
 SECTIONS = ("representation", "features", "scale", "reduction", "model", "control", "repeats")
@@ -81,7 +111,7 @@ def _check_keys(where: str, given: Mapping, valid) -> None:
 
 def _choice(spec: Mapping, key: str, default: dict | None = None) -> dict:
     """One section of a spec: its choice, the options given for it (checked against
-    :data:`~sclinbench.pipeline.OPTIONS`) and the defaults of the others.
+    :data:`~sclinbench.evaluate.spec.OPTIONS`) and the defaults of the others.
 
     An option that belongs to another choice (``model: {name: logreg, alpha: 2}``) is an error that
     names the choices it does belong to -- never silently dropped.
@@ -340,8 +370,6 @@ class NestedSpec:
     @property
     def family(self) -> str:
         """The candidates' model family when they share one, else ``mixed``."""
-        from sclinbench.models import model_family
-
         families = {model_family(c.model["name"]) for c in self.candidates.values()}
         return families.pop() if len(families) == 1 else "mixed"
 

@@ -26,12 +26,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from sclinbench.clustered import LEIDEN_LOGREG_OPTIONS, LeidenLogisticRegression
 from sclinbench.errors import SclinbenchError, refuse_foreign_options
+from sclinbench.evaluate.clustered import LEIDEN_LOGREG_OPTIONS, LeidenLogisticRegression
 from sclinbench.represent import MAX_DENSE_ELEMENTS, OffsetCSR, to_dense
 from sclinbench.represent.offset import RowSubset
 
-log = logging.getLogger("sclinbench.models")
+log = logging.getLogger("sclinbench.evaluate.models")
 
 _DENSE = {"max_dense_elements": MAX_DENSE_ELEMENTS}  # models that may be handed a dense copy
 #: Model names understood by :func:`build_model` and their options (defaults): the one definition
@@ -198,7 +198,7 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
 
         :meth:`fit` is ``training_codes`` + the class means of those rows +
         :meth:`fit_class_means`; a caller that accumulates the means itself (over blocks of rows
-        read from disk, :mod:`sclinbench.streamed`) calls the two halves.
+        read from disk, :mod:`sclinbench.evaluate.streamed`) calls the two halves.
         """
         if not (isinstance(self.min_class_size, numbers.Integral) and self.min_class_size >= 1):
             raise SclinbenchError(
@@ -470,7 +470,7 @@ def build_model(name: str, params: dict | None = None, seed: int = 0):
           ``pseudobulk_rankz`` -- the paper's cross-species basis, on raw counts).
         - ``knn``: ``KNeighborsClassifier`` (``n_neighbors`` 5, ``weights``, ``metric``).
         - ``majority``: ``DummyClassifier(strategy="most_frequent")``.
-        - ``leiden_logreg``: :class:`~sclinbench.clustered.LeidenLogisticRegression`, a
+        - ``leiden_logreg``: :class:`~sclinbench.evaluate.clustered.LeidenLogisticRegression`, a
           class-balanced logistic regression per Leiden cluster of the training cells
           (``n_neighbors`` 15, ``resolution`` 0.4, ``assign_neighbors`` 15,
           ``min_cluster_cells`` 5, ``C``, ``max_iter``, ``tol``; Souza & Mehta's disease model).

@@ -162,7 +162,7 @@ def script_errors(logfile: str | os.PathLike | None = None) -> Iterator[None]:
     is written to the log file too, so the log of a failed job is never empty.
     """
     setup_logging(logfile)
-    from sclinbench.fingerprint import log_job
+    from sclinbench.workflow.records import log_job
 
     log_job(log)  # the code this job runs with, for results/provenance.json
     try:

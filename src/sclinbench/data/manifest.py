@@ -130,7 +130,7 @@ def load(path: str | Path) -> Manifest | None:
     ``None`` when there is no such file."""
     import yaml
 
-    from sclinbench.config import check
+    from sclinbench.workflow.config import check
 
     path = Path(path)
     if not path.exists():
@@ -178,7 +178,7 @@ def _cells_and_donors(m: Manifest, name: str, entry: Mapping) -> tuple[Fact, Fac
 
 def _dataset_problems(m: Manifest, task: str, spec: Mapping, name: str, entry: Mapping,
                       unverified: list[str] | None = None) -> list[Problem]:
-    from sclinbench.splits import task_label
+    from sclinbench.evaluate.splits import task_label
 
     problems: list[Problem] = []
     remove = f"remove '{name}' from tasks.{task}.datasets"

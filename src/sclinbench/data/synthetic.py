@@ -45,11 +45,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import write_h5ad, write_table
+from sclinbench.workflow.io import write_h5ad, write_table
 
 __all__ = ["make_atlas", "write_atlas", "ORTHOLOG_COLUMNS"]
 
-#: Columns of an ortholog table (one row per gene pair), shared with :mod:`sclinbench.orthologs`.
+#: Columns of an ortholog table (one row per gene pair), shared with :mod:`sclinbench.data.orthologs`.
 ORTHOLOG_COLUMNS = ["reference_species", "reference_gene", "other_species", "other_gene", "homology_type"]
 
 ONE2ONE = "ortholog_one2one"

@@ -27,9 +27,9 @@ gets the explicit prediction ``"unassigned"`` (which every metric counts as wron
 
 Controls: a shuffled-label pipeline (``control: shuffled``) is fitted ``repeats`` times per fold,
 each time on its own permutation of the training labels (seed from seed, fold and repeat,
-:func:`sclinbench.models.control_seed`); label-dependent preprocessing (ANOVA feature selection)
+:func:`sclinbench.evaluate.models.control_seed`); label-dependent preprocessing (ANOVA feature selection)
 is then fitted on the same permuted labels, so the control never sees the real labels. Models of
-:data:`sclinbench.models.CONSTANT_SCORE_MODELS` (majority class) write one constant score for
+:data:`sclinbench.evaluate.models.CONSTANT_SCORE_MODELS` (majority class) write one constant score for
 every class and cell.
 """
 
@@ -43,24 +43,24 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
-from sclinbench.clustered import LeidenLogisticRegression
-from sclinbench.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 from sclinbench.errors import SclinbenchError
-from sclinbench.models import (
+from sclinbench.evaluate.clustered import LeidenLogisticRegression
+from sclinbench.evaluate.models import (
     CONSTANT_SCORE_MODELS,
     CentroidClassifier,
     ShuffledLabels,
     control_seed,
 )
-from sclinbench.pipeline import build_classifier, build_preprocessing
+from sclinbench.evaluate.pipeline import build_classifier, build_preprocessing
+from sclinbench.evaluate.splits import iter_folds, task_label
 from sclinbench.represent.offset import RowSubset, take
-from sclinbench.splits import iter_folds, task_label
+from sclinbench.workflow.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 
 log = logging.getLogger(__name__)
 
 
 def input_matrix(adata, spec, dataset: str = "dataset"):
-    """The matrix a pipeline (:class:`~sclinbench.spec.PipelineSpec`) starts from: raw counts (``X``)
+    """The matrix a pipeline (:class:`~sclinbench.evaluate.spec.PipelineSpec`) starts from: raw counts (``X``)
     or an imported embedding (``obsm``)."""
     rep = spec.representation
     if rep["name"] != "embedding":
@@ -181,7 +181,7 @@ class _SharedFold:
         self._rows = None
 
     def _fold_rows(self):
-        if self._rows is None and self.genes is not None:  # selected already (sclinbench.streamed)
+        if self._rows is None and self.genes is not None:  # selected already (sclinbench.evaluate.streamed)
             cols = None if self.genes.size == self.shared.shape[1] else self.genes
             self._rows = take(self.shared, self.itrain, cols), take(self.shared, self.itest, cols)
         if self._rows is None:
@@ -219,9 +219,9 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int
     adata
         Standardized dataset (raw counts in ``X``).
     splits
-        The task's split table (:func:`sclinbench.splits.make_splits`).
+        The task's split table (:func:`sclinbench.evaluate.splits.make_splits`).
     pipelines
-        ``name -> PipelineSpec`` (:func:`sclinbench.spec.parse_pipelines`).
+        ``name -> PipelineSpec`` (:func:`sclinbench.evaluate.spec.parse_pipelines`).
     task
         The task spec (``kind``, ``split``, ``label``...).
     share_stateless
@@ -315,9 +315,9 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int
 
 def group_pipelines(pipelines: dict) -> tuple[dict, dict[str, list[str]]]:
     """``(name -> PipelineSpec, preprocessing key -> names)``: pipelines with the same
-    :attr:`~sclinbench.spec.PipelineSpec.preprocessing_key` share one fitted preprocessing per fold.
-    Mappings (a caller outside the workflow) are made specs by :func:`sclinbench.spec.parse_pipelines`."""
-    from sclinbench.spec import parse_pipelines
+    :attr:`~sclinbench.evaluate.spec.PipelineSpec.preprocessing_key` share one fitted preprocessing per fold.
+    Mappings (a caller outside the workflow) are made specs by :func:`sclinbench.evaluate.spec.parse_pipelines`."""
+    from sclinbench.evaluate.spec import parse_pipelines
 
     normal = parse_pipelines(pipelines)
     by_signature: dict[str, list[str]] = {}
@@ -370,7 +370,7 @@ def fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, d
 
 
 def repeats_of(spec) -> range:
-    """The repeats of a pipeline (:class:`~sclinbench.spec.PipelineSpec`): its label permutations
+    """The repeats of a pipeline (:class:`~sclinbench.evaluate.spec.PipelineSpec`): its label permutations
     for a shuffled-label control, else one."""
     return range(spec.repeats if spec.control == "shuffled" else 1)
 

@@ -3,7 +3,7 @@
 Sources: ``bundled`` (shipped with an installed package), ``url`` / ``local`` (files),
 ``synthetic`` (the seeded atlas) and ``collection`` (several species mapped to a reference
 species' genes through orthologs). Single datasets go through :func:`sclinbench.data.standardize`;
-multi-species ones are then mapped with :func:`sclinbench.orthologs.map_to_reference`.
+multi-species ones are then mapped with :func:`sclinbench.data.gene_space.map_to_reference`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from sclinbench import data, orthologs
+from sclinbench import data
+from sclinbench.data import gene_space, orthologs
+from sclinbench.data.species import ensembl_prefix
 from sclinbench.errors import SclinbenchError
-from sclinbench.io import sha256_file
-from sclinbench.species import ensembl_prefix
+from sclinbench.workflow.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,12 @@ def verify_inputs(name: str, entry: dict, inputs: list[str], lockfile: str | Non
     """Check every raw file before it is read; return ``(sha256s, how each was checked)``.
 
     A downloaded file may have been placed by hand (the fetch step never runs when its output
-    exists), so it is checked like a download (:func:`sclinbench.download.verify_present`): content,
+    exists), so it is checked like a download (:func:`sclinbench.data.download.verify_present`): content,
     size and sha256 against the registry or the lock file; a file nothing pins is recorded in the
     lock file with a warning naming it. A local file is checked against the registry's sha256/size
     when given (it is never deleted or recorded).
     """
-    from sclinbench.download import verify_present
+    from sclinbench.data.download import verify_present
 
     digests, how = [], []
     for spec, path in zip(entry["files"], inputs):
@@ -104,7 +105,7 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         digests, how = verify_inputs(name, entry, inputs, lockfile)
         source_text = ", ".join(f.get("url") or f.get("path") for f in files)
         if source == "url":  # local files were checked when the workflow started; downloads are now
-            from sclinbench import resources
+            from sclinbench.workflow import resources
 
             shape = resources.raw_shape(inputs, entry.get("counts", "X"))
             if shape:
@@ -130,7 +131,7 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
         adatas = {s: ad.read_h5ad(folder / f"{s}.h5ad") for s in species}
         adatas = _standardize_species(adatas, qc, source=f"synthetic:{name}")
         reference = entry.get("reference") or table["reference_species"].iloc[0]
-        return orthologs.map_to_reference(adatas, table, reference,
+        return gene_space.map_to_reference(adatas, table, reference,
                                           mode=entry.get("orthologs", {}).get("mode", "one2one"))
     if source == "collection":
         members = entry["members"]
@@ -147,7 +148,7 @@ def standardized_dataset(name: str, entry: dict, inputs: list[str], qc: dict,
             table = pd.concat(tables, ignore_index=True)
         # tables name species the Ensembl way; the collection names them by its member keys
         table = _rename_species(table, members, registry or {}, reference)
-        mapped = orthologs.map_to_reference(adatas, table, reference, mode=orth.get("mode", "one2one"))
+        mapped = gene_space.map_to_reference(adatas, table, reference, mode=orth.get("mode", "one2one"))
         unlabelled = {c: int(mapped.obs[c].isna().sum()) for c in data.LABEL_COLUMNS if c in mapped.obs.columns}
         mapped.uns["sclinbench"] = {
             "dataset": name,
@@ -204,8 +205,8 @@ def _rename_species(table: pd.DataFrame, members: dict, registry: dict, referenc
 
 def fetch_ensembl_orthologs(reference: str, other: str, release: int, dest: str) -> None:
     """Download the BioMart ortholog table ``reference -> other`` at ``release`` into ``dest`` (TSV)."""
-    from sclinbench.download import fetch
-    from sclinbench.io import write_table
+    from sclinbench.data.download import fetch
+    from sclinbench.workflow.io import write_table
 
     url = orthologs.ensembl_biomart_query_url(reference, other, release)
     raw = Path(dest).with_suffix(".biomart.txt")

@@ -1,0 +1,18 @@
+"""Fit on training cells, predict every test cell, score the predictions with intervals.
+
+One module per idea, from the ground up:
+
+- :mod:`~sclinbench.evaluate.splits`    split tables (stratified, donor-held-out, cross-species, novel type)
+- :mod:`~sclinbench.evaluate.clustered` the Leiden-clustered logistic regression
+- :mod:`~sclinbench.evaluate.models`    classifiers (incl. the training-free centroid) and controls
+- :mod:`~sclinbench.evaluate.spec`      pipeline and nested-selection specs from the config
+- :mod:`~sclinbench.evaluate.pipeline`  a spec -> a scikit-learn ``Pipeline``
+- :mod:`~sclinbench.evaluate.engine`    :func:`~sclinbench.evaluate.engine.evaluate` (in memory)
+- :mod:`~sclinbench.evaluate.streamed`  :func:`~sclinbench.evaluate.streamed.evaluate_file` (block by block)
+- :mod:`~sclinbench.evaluate.metrics`   scores per fold, per class, confusion; the metrics tables
+- :mod:`~sclinbench.evaluate.few_units` means and intervals over few units
+- :mod:`~sclinbench.evaluate.intervals` pooled scores, unit-bootstrap intervals, paired differences
+- :mod:`~sclinbench.evaluate.nested`    nested selection of a pipeline by inner folds
+
+Importing the package imports none of them: each is imported where it is used.
+"""
