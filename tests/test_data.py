@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import yaml
 
 from sclinbench import data
-from sclinbench.datasets import standardized_dataset
+from sclinbench.data.datasets import standardized_dataset
 from sclinbench.errors import SclinbenchError
 
 ROOT = Path(__file__).resolve().parents[1]
