@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sclinbench.data.obs import task_label
 from sclinbench.errors import SclinbenchError
 
 log = logging.getLogger(__name__)
@@ -178,8 +179,6 @@ def _cells_and_donors(m: Manifest, name: str, entry: Mapping) -> tuple[Fact, Fac
 
 def _dataset_problems(m: Manifest, task: str, spec: Mapping, name: str, entry: Mapping,
                       unverified: list[str] | None = None) -> list[Problem]:
-    from sclinbench.evaluate.splits import task_label
-
     problems: list[Problem] = []
     remove = f"remove '{name}' from tasks.{task}.datasets"
 

@@ -191,3 +191,13 @@ def _flag_ood(adata: ad.AnnData, patterns: Sequence[str], only: bool, where: str
             )
         adata = _select_cells(adata, ood)
     return adata
+
+
+#: The obs column each task kind predicts when the task names no ``label`` (the standard columns).
+DEFAULT_LABEL = {"celltype": "cell_type", "disease": "condition", "cross_species": "cell_type",
+                 "novel_type": "cell_type"}
+
+
+def task_label(spec: dict) -> str:
+    """The obs column a task predicts (``label`` in the task spec, else the kind's default)."""
+    return spec.get("label") or DEFAULT_LABEL[spec["kind"]]

@@ -43,6 +43,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
+from sclinbench.data.obs import task_label
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate.clustered import LeidenLogisticRegression
 from sclinbench.evaluate.models import (
@@ -52,7 +53,7 @@ from sclinbench.evaluate.models import (
     control_seed,
 )
 from sclinbench.evaluate.pipeline import build_classifier, build_preprocessing
-from sclinbench.evaluate.splits import iter_folds, task_label
+from sclinbench.evaluate.splits import iter_folds
 from sclinbench.represent.offset import RowSubset, take
 from sclinbench.workflow.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
 

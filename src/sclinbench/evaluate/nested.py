@@ -261,8 +261,9 @@ def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict, task: dict, se
     (:func:`sclinbench.evaluate.engine.evaluate` of that fold) predicts its test cells, under the nested
     pipeline's name. Returns ``(predictions, selection)`` (:data:`SELECTION_COLUMNS`).
     """
+    from sclinbench.data.obs import task_label
     from sclinbench.evaluate.engine import _indexer, assemble, evaluate
-    from sclinbench.evaluate.splits import iter_folds, task_label
+    from sclinbench.evaluate.splits import iter_folds
 
     specs = pipelines
     bad = [name for name, s in specs.items() if not is_nested(s) or isinstance(s, Mapping)]

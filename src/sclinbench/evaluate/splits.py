@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
+from sclinbench.data.obs import task_label
 from sclinbench.errors import SclinbenchError
 from sclinbench.workflow.contracts import SPLIT_COLUMNS
 
@@ -67,13 +68,6 @@ DIAGONAL_KEYS = {"split": DIAGONAL_SPLITS, "n_folds": ("stratified", "donor"),
 DEFAULT_DIAGONAL_FRACTION = 0.2
 PROTOCOLS = ("strict", "paper")
 DEFAULT_DIAGONAL = {"split": "stratified", "n_folds": 5}
-DEFAULT_LABEL = {"celltype": "cell_type", "disease": "condition", "cross_species": "cell_type",
-                 "novel_type": "cell_type"}
-
-
-def task_label(spec: dict) -> str:
-    """The obs column a task predicts (``label`` in the task spec, else the kind's default)."""
-    return spec.get("label") or DEFAULT_LABEL[spec["kind"]]
 
 
 def task_cells(obs: pd.DataFrame, spec: dict, dataset: str = "dataset") -> pd.DataFrame:

@@ -37,6 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import clone
 
+from sclinbench.data.obs import task_label
 from sclinbench.errors import SclinbenchError
 from sclinbench.evaluate.engine import (
     _indexer,
@@ -57,7 +58,7 @@ from sclinbench.evaluate.models import (
     control_seed,
 )
 from sclinbench.evaluate.pipeline import build_classifier, build_preprocessing
-from sclinbench.evaluate.splits import iter_folds, task_label
+from sclinbench.evaluate.splits import iter_folds
 from sclinbench.represent.offset import OffsetCSR, RowSubset, row_blocks
 from sclinbench.represent.select import (
     HVG_FLAVORS,
