@@ -186,3 +186,16 @@ def test_generate_cells_donor_programs_shift_their_genes():
     g0 = np.flatnonzero(progs[0])
     mean0 = np.asarray(X[:, g0].sum(axis=1)).ravel() / np.asarray(X.sum(axis=1)).ravel()
     assert mean0[:200].mean() - mean0[200:].mean() > 0.08  # ~15% of their UMIs from the program
+
+
+def test_bench_zscore_svd_runs_and_compares_its_outputs(tmp_path, capsys):
+    import bench_zscore_svd
+
+    saved = tmp_path / "run.npz"
+    args = ["--cells", "400", "--genes", "2000", "--repeats", "1", "--cache", str(tmp_path)]
+    assert bench_zscore_svd.main(args + ["--save", str(saved)]) == 0
+    assert bench_zscore_svd.main(args + ["--compare", str(saved)]) == 0  # the cached rankz: same outputs
+    out = capsys.readouterr().out
+    for name in ("matmat", "rmatmat", "components", "singular_values", "scores"):
+        assert f"{name} bit-identical" in out
+    assert "DIFFERENT" not in out and "rankz 400 x " in out

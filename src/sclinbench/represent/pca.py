@@ -14,7 +14,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.represent.offset import OffsetCSR, _csr_rows_dot, column_mean_var
+from sclinbench.represent.offset import OffsetCSR, column_mean_var
+from sclinbench.represent.products import BlockedCSR, rows_dot, transpose_dot
 from sclinbench.represent.scale import ColumnScaled
 
 log = logging.getLogger("sclinbench.represent")
@@ -224,46 +225,34 @@ def _gram_svd(X, mean: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _centered_operator(X, mean: np.ndarray) -> LinearOperator:
     """``LinearOperator`` for ``X - 1 mean^T`` (X CSR, OffsetCSR or :class:`ColumnScaled`), in float64.
 
-    Products with the sparse part run in parallel compiled kernels straight on its stored values
-    (float32 or float64; no float64 copy, no transposed copy). For ``Z = (B - 1 m^T) diag(1/s)``
-    (:class:`ColumnScaled`), ``Z - 1 mean^T = (B - 1 mean_B^T) diag(1/s)`` with ``mean_B = mean s + m``,
-    so its operator is that of ``B`` with the columns scaled.
+    Products with the sparse part run in parallel, cache-blocked compiled kernels straight on its
+    stored values (float32 or float64; no float64 copy, no transposed copy;
+    :mod:`sclinbench.represent.products`), with the offset and centring terms in the same pass. For
+    ``Z = (B - 1 m^T) diag(1/s)`` (:class:`ColumnScaled`), ``Z - 1 mean^T = (B - 1 mean_B^T) diag(1/s)``
+    with ``mean_B = mean s + m``, so its operator is that of ``B`` with the columns scaled.
     """
     n, g = X.shape
+    inv = None
     if isinstance(X, ColumnScaled):
-        inner = _centered_operator(X.base, mean * X.std + X.mean)
-        inv = 1.0 / X.std
-
-        def zmatmat(V):
-            return inner.matmat(np.asarray(V, dtype=np.float64) * inv[:, None])
-
-        def zrmatmat(U):
-            return inner.rmatmat(U) * inv[:, None]
-
-        return _operator((n, g), zmatmat, zrmatmat)
+        mean, inv, X = mean * X.std + X.mean, 1.0 / X.std, X.base
     if isinstance(X, OffsetCSR):
         S, off = X.S, X.offset
     else:
         S, off = sp.csr_matrix(X), None
-    all_rows = np.arange(n, dtype=np.int64)
+    B = BlockedCSR(S)
+    # B^T U sums one range of rows per thread, then the ranges: fixed here, as the numbers depend on it
     n_chunks = max(1, numba.get_num_threads())
 
     def matmat(V):
-        V = np.ascontiguousarray(V, dtype=np.float64)
-        out = _csr_rows_dot(S.data, S.indices, S.indptr, all_rows, V)
-        shift = mean @ V
-        if off is not None:
-            out += np.outer(off, V.sum(axis=0))
-        out -= shift[None, :]
-        return out
+        V = np.asarray(V, dtype=np.float64)
+        if inv is not None:
+            V = V * inv[:, None]
+        V = np.ascontiguousarray(V)
+        return rows_dot(B, V, off, None if off is None else V.sum(axis=0), mean @ V)
 
     def rmatmat(U):
         U = np.ascontiguousarray(U, dtype=np.float64)
-        out = _csr_transpose_dot(S.data, S.indices, S.indptr, U, g, n_chunks)
-        if off is not None:
-            out += (off @ U)[None, :]
-        out -= np.outer(mean, U.sum(axis=0))
-        return out
+        return transpose_dot(B, U, n_chunks, None if off is None else off @ U, mean, U.sum(axis=0), inv)
 
     return _operator((n, g), matmat, rmatmat)
 
@@ -276,28 +265,6 @@ def _operator(shape, matmat, rmatmat) -> LinearOperator:
         return rmatmat(np.asarray(u, dtype=np.float64).reshape(-1, 1)).ravel()
 
     return LinearOperator(shape, matvec=matvec, rmatvec=rmatvec, matmat=matmat, rmatmat=rmatmat, dtype=np.float64)
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _csr_transpose_dot(data, indices, indptr, U, n_cols, n_chunks):  # pragma: no cover (compiled)
-    """Dense ``B^T @ U`` for CSR ``B`` (n x n_cols) and C-ordered float64 ``U`` (n x k): rows in
-    ``n_chunks`` contiguous ranges, one accumulator per range (in parallel), summed at the end."""
-    n = indptr.shape[0] - 1
-    k = U.shape[1]
-    step = (n + n_chunks - 1) // n_chunks
-    partial = np.zeros((n_chunks, n_cols, k), np.float64)
-    for c in numba.prange(n_chunks):
-        acc = partial[c]
-        for i in range(c * step, min(n, (c + 1) * step)):
-            for p in range(indptr[i], indptr[i + 1]):
-                a = np.float64(data[p])
-                j = indices[p]
-                for t in range(k):
-                    acc[j, t] += a * U[i, t]
-    out = partial[0].copy()
-    for c in range(1, n_chunks):
-        out += partial[c]
-    return out
 
 
 def _randomized_svd(op: LinearOperator, k: int, n_oversamples: int, n_iter, random_state) -> tuple:
