@@ -121,3 +121,27 @@ def test_held_representation_reads_the_file_once_with_the_same_predictions(liao,
     pd.testing.assert_frame_equal(out[1 << 30], out[0], check_exact=True)
     # HVG pipelines read the counts in passes 2 and 3 either way; the last pass needs no read
     assert passes[0] - passes[1 << 30] == 1, passes
+
+
+def test_scratch_passes_read_the_same_blocks_into_reused_buffers(liao, liao_file):  # noqa: F811
+    """Passes 2 and 3 (``_Blocks.scratch``) read every block of the real lavage counts into the same two
+    buffers: the same values as fresh reads, one buffer pair over the pass, freed after a pass without keep."""
+    from sclinbench.evaluate.streamed import _Blocks
+
+    blocks = _Blocks(liao_file, 4000)
+    try:
+        assert len(blocks.ranges) > 20
+        fresh = [(start, stop, X.copy()) for start, stop, X in blocks]
+        assert blocks._buffers is None
+        for keep in (True, False):
+            seen = set()
+            for (start, stop, X), (s0, s1, F) in zip(blocks.scratch(keep=keep), fresh):
+                assert (start, stop) == (s0, s1)
+                assert (X != F).nnz == 0 and np.array_equal(X.indices, F.indices)
+                assert np.array_equal(X.indptr, F.indptr) and X.dtype == F.dtype
+                seen.add(X.data.ctypes.data)  # each block's values live in the one buffer
+            assert len(seen) == 1
+            assert (blocks._buffers is not None) == keep
+        np.testing.assert_array_equal(np.concatenate([F.data for _, _, F in fresh]), liao.X.data)
+    finally:
+        blocks.file.close()
