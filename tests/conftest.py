@@ -57,3 +57,11 @@ def default_run(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("default_run"))
     proc = run_snakemake(workdir)
     return workdir, proc
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``./bootstrap test``), every test of the session's ``default_run`` goes
+    to one worker (``--dist loadgroup``), so the embedded default is run once, not once per worker."""
+    for item in items:
+        if "default_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("default_run"))

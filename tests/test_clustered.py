@@ -13,6 +13,7 @@ import scanpy as sc
 from numpy.testing import assert_allclose, assert_array_equal
 from real_fixtures import liao_standardized
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from sclinbench.errors import SclinbenchError
@@ -281,3 +282,17 @@ def test_prediction_tables_without_the_fallback_column_still_read(tmp_path):
     back = contracts.read_predictions([tmp_path / "new.tsv.gz"])
     assert back["fallback"].tolist() == [True, False]
     assert metrics.score_rows(back, "disease")["n_fallback"] == 1
+
+
+def test_leiden_clusters_above_the_exact_knn_size():
+    """From 8,192 cells scanpy builds the kNN graph with pynndescent, whose newer releases return a
+    ``csr_array`` that scanpy 1.11 cannot index (``'csr_array' object has no attribute 'getnnz'``):
+    the paper's disease pipeline failed on every fold with more training cells (the 100% rehearsal)."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 6, size=(4, 20))
+    truth = np.repeat(np.arange(4), 2100)  # 8,400 cells
+    X = centres[truth] + rng.normal(size=(truth.size, 20))
+    labels = leiden_clusters(X, n_neighbors=15, resolution=0.4, random_state=0)
+    assert labels.shape == truth.shape
+    assert adjusted_rand_score(truth, labels) > 0.95
+    assert np.array_equal(labels, leiden_clusters(X, n_neighbors=15, resolution=0.4, random_state=0))

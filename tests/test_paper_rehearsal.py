@@ -1,6 +1,6 @@
 """The paper run rehearsed on stand-ins served over local HTTP (benchmarks/paper_rehearsal.py).
 
-CI size: --fraction 0.002 --tissues 1 (ts_bone_marrow: every Tabula Sapiens task and the TF-target
+CI size: --fraction 0.01 --tissues 1 (ts_bone_marrow: every Tabula Sapiens task and the TF-target
 analysis; the eight testis files; the three lavage 10x files; STRING stand-ins). Every stage runs:
 download with one cut connection resumed, standardize of all three file kinds, every task incl.
 paper_leiden_logreg, the analyses, the paper figures and report.html."""
@@ -19,7 +19,7 @@ TS = "ts_bone_marrow"
 @pytest.mark.workflow
 def test_rehearsal_subset_runs_every_stage_clean(tmp_path):
     out = tmp_path / "reh"
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks/paper_rehearsal.py"), "--fraction", "0.002",
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/paper_rehearsal.py"), "--fraction", "0.01",
                         "--tissues", "1", "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = json.loads((out / "rehearsal.json").read_text())
