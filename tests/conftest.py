@@ -53,15 +53,8 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory):
-    """The embedded default workflow, run once for the whole test session."""
+    """The embedded default workflow, run once per test process (once per pytest-xdist worker)."""
     workdir = copy_workflow(tmp_path_factory.mktemp("default_run"))
     proc = run_snakemake(workdir)
     return workdir, proc
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``./bootstrap test``), every test of the session's ``default_run`` goes
-    to one worker (``--dist loadgroup``), so the embedded default is run once, not once per worker."""
-    for item in items:
-        if "default_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("default_run"))
