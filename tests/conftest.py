@@ -57,4 +57,3 @@ def default_run(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("default_run"))
     proc = run_snakemake(workdir)
     return workdir, proc
-

@@ -51,7 +51,7 @@ def leiden_clusters(X: np.ndarray, n_neighbors: int = 15, resolution: float = 0.
     adata = ad.AnnData(np.asarray(X, dtype=np.float32))
     k = min(int(n_neighbors), adata.n_obs)
     # from 8,192 cells scanpy uses pynndescent: the same transformer, handing scanpy a csr_matrix
-    transformer = _NNDescent(k, random_state, adata.n_obs) if adata.n_obs >= EXACT_KNN_BELOW else None
+    transformer = _NNDescent(k, random_state) if adata.n_obs >= EXACT_KNN_BELOW else None
     sc.pp.neighbors(adata, n_neighbors=k, use_rep="X", random_state=random_state, transformer=transformer)
     sc.tl.leiden(adata, resolution=float(resolution), flavor="igraph", n_iterations=-1, directed=False,
                  random_state=random_state)
@@ -64,21 +64,22 @@ EXACT_KNN_BELOW = 8192
 
 class _NNDescent(BaseEstimator):
     """The pynndescent kNN transformer ``sc.pp.neighbors`` builds itself from 8,192 cells (UMAP's
-    ``n_trees`` / ``n_iters`` for ``n_obs`` cells, scanpy's ``n_jobs``), returning a ``csr_matrix``:
+    ``n_trees`` / ``n_iters`` for the number of cells, scanpy's ``n_jobs``), returning a ``csr_matrix``:
     pynndescent 0.7 returns a ``csr_array``, which scanpy 1.11.5 cannot read (no ``getnnz``)."""
 
-    def __init__(self, n_neighbors: int = 15, random_state: int = 0, n_obs: int = 0):
-        self.n_neighbors, self.random_state, self.n_obs = n_neighbors, random_state, n_obs
+    def __init__(self, n_neighbors: int = 15, random_state: int = 0):
+        self.n_neighbors, self.random_state = n_neighbors, random_state
 
     def fit_transform(self, X, y=None):
         import scanpy as sc
         import scipy.sparse as sp
         from pynndescent import PyNNDescentTransformer
 
+        n_obs = X.shape[0]
         inner = PyNNDescentTransformer(n_neighbors=self.n_neighbors, metric="euclidean", metric_kwds={},
                                        random_state=self.random_state, n_jobs=sc.settings.n_jobs,
-                                       n_trees=min(64, 5 + round(self.n_obs ** 0.5 / 20.0)),
-                                       n_iters=max(5, round(np.log2(self.n_obs))))
+                                       n_trees=min(64, 5 + round(n_obs ** 0.5 / 20.0)),
+                                       n_iters=max(5, round(np.log2(n_obs))))
         return sp.csr_matrix(inner.fit_transform(X))
 
 
