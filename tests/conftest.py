@@ -53,7 +53,8 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory):
-    """The embedded default workflow, run once per test process (once per pytest-xdist worker)."""
+    """The embedded default workflow, run once per test process (once per pytest-xdist worker
+    with TEST_WORKERS=N)."""
     workdir = copy_workflow(tmp_path_factory.mktemp("default_run"))
     proc = run_snakemake(workdir)
     return workdir, proc
