@@ -134,11 +134,11 @@ def test_the_check_detects_a_broken_image(tmp_path):
 REPORT_PNG = re.compile(r"data:image/png;charset=utf8;filename=([^;]+);base64,([A-Za-z0-9+/=]+)")
 
 
-def _report_pngs(html_path: Path) -> dict[str, bytes]:
-    """{file name: PNG bytes} of every figure embedded in a Snakemake report."""
+def _report_pngs(html_path: Path) -> list[tuple[str, bytes]]:
+    """(file name, PNG bytes) of every figure embedded in a Snakemake report, in page order."""
     import base64
 
-    return {name: base64.b64decode(data) for name, data in REPORT_PNG.findall(html_path.read_text(errors="replace"))}
+    return [(name, base64.b64decode(data)) for name, data in REPORT_PNG.findall(html_path.read_text(errors="replace"))]
 
 
 def test_snakemake_report_loads(default_run, tmp_path):
@@ -151,11 +151,13 @@ def test_snakemake_report_loads(default_run, tmp_path):
     res = sp.run([sys.executable, "-m", "snakemake", "--cores", "1", "--report", str(html)], cwd=workdir,
                  capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and html.exists(), res.stderr[-2000:]
-    pngs = _report_pngs(html)
+    found = _report_pngs(html)
+    pngs = dict(found)
     checked = _with_check(_gallery(pngs, tmp_path / "report_figures.html"), tmp_path / "checked.html")
     title = _title(_run_chromium(checked.as_uri(), tmp_path / "profile", "--dump-dom"))
-    # the workflow's figures and the default run's three analyses figures, every one decoded
-    assert title == f"IMAGES_OK count={len(plotting.FIGURES) + 3}", (title, sorted(pngs))
+    # the workflow's figures and the default run's three analyses figures, each embedded once, every one decoded
+    assert len(found) == len(pngs) == len(plotting.FIGURES) + 3, sorted(name for name, _ in found)
+    assert title == f"IMAGES_OK count={len(pngs)}", (title, sorted(pngs))
     for stem in [*plotting.FIGURES, "structure", "manifold", "tf_targets"]:
         assert f"{stem}.png" in pngs, sorted(pngs)
     # the app itself renders

@@ -95,7 +95,10 @@ def test_from_a_billion_stored_counts_the_evaluate_job_is_modelled_streamed():
     # streamed one
     small = resources.cells_that_fit(cells, nnz, 3_500)
     assert resources.evaluate_model(nnz * small // cells) == "evaluate"
-    in_memory_peak = lambda n: resources.MODELS["evaluate"].peak_mb(nnz * n // cells, n) * resources.HEADROOM  # noqa: E731
+
+    def in_memory_peak(n):
+        return resources.MODELS["evaluate"].peak_mb(nnz * n // cells, n) * resources.HEADROOM
+
     assert in_memory_peak(small) <= 3_500
     assert small + 1000 > resources.STREAM_FROM_NNZ * cells // nnz or in_memory_peak(small + 1000) > 3_500
     assert resources.evaluate_model(nnz * resources.cells_that_fit(cells, nnz, 8_000) // cells) == "evaluate_streamed"
