@@ -257,11 +257,11 @@ def _memory_limit():
 
 def _streamable_evaluations():
     """(task, representation) -> whether its evaluate jobs can read a large dataset in blocks
-    (sclinbench.evaluate.streamed.why_not_streamed). Main process only (it imports scikit-learn); a job's
+    (sclinbench.evaluate.engine.why_not_streamed). Main process only (it imports scikit-learn); a job's
     own snakemake inside its allocation needs no resource estimate."""
     if not workflow.is_main_process:
         return {}
-    from sclinbench.evaluate.streamed import why_not_streamed
+    from sclinbench.evaluate.engine import why_not_streamed
 
     return {
         (t, r): why_not_streamed(

@@ -5,8 +5,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821
 from sclinbench.workflow.io import script_errors  # noqa: E402
 
 with script_errors(snakemake.log[0]):  # noqa: F821
+    from sclinbench.evaluate.engine import evaluate_file
     from sclinbench.evaluate.spec import parse_pipelines
-    from sclinbench.evaluate.streamed import evaluate_file
     from sclinbench.workflow.contracts import read_splits, write_predictions
     from sclinbench.workflow.io import limit_threads
 

@@ -24,8 +24,8 @@ from sclinbench.data.gene_space import one_to_one
 from sclinbench.data.orthologs import read_biomart
 from sclinbench.data.synthetic import make_atlas
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate.engine import class_scores
 from sclinbench.evaluate.pipeline import build_pipeline
+from sclinbench.evaluate.predictions import class_scores
 from sclinbench.represent import rankz
 from sclinbench.tool import annotate as tool
 from sclinbench.tool import catalog, portable

@@ -295,9 +295,10 @@ def test_papers_cross_species_centroid_through_the_evaluation():
 
 def test_counts_are_released_when_no_fold_needs_them(liao):
     """evaluate(..., release_counts=True) drops the counts once the stateless representation of all
-    cells is computed and no fold reads counts (no HVG, no fitted representation): the same
-    predictions, and X is gone from the handed-over AnnData. With an HVG pipeline in the job the
-    counts are kept (HVG reads the training counts of every fold)."""
+    cells is computed and no later step reads counts: the same predictions, and X is gone from the
+    handed-over AnnData. HVG selection reads the counts in its passes over the block, which come
+    before the folds, so an HVG pipeline releases them too; a representation fitted per fold
+    (median target sum) keeps them."""
     task = {"kind": "celltype", "split": "stratified_holdout", "n_repeats": 2, "test_fraction": 0.2}
     adata = liao.copy()
     adata.obs["cell_type"] = np.where(np.asarray(adata.X.sum(axis=1)).ravel() > np.median(
@@ -309,13 +310,13 @@ def test_counts_are_released_when_no_fold_needs_them(liao):
                                                   "scale": {"max_value": None},
                                                   "reduction": {"method": "pca", "n_components": 5},
                                                   "model": {"name": "logreg"}}}
-    kept = evaluate(adata, splits, stateless, task, seed=0)
-    handed = adata.copy()
-    released = evaluate(handed, splits, stateless, task, seed=0, release_counts=True)
-    pd.testing.assert_frame_equal(released, kept, check_exact=True)
-    assert handed.X is None and adata.X is not None
-
     with_hvg = dict(stateless, log1p_hvg_scale_centroid=SHARING_PIPELINES["log1p_hvg_scale_centroid"])
-    handed = adata.copy()
-    evaluate(handed, splits, with_hvg, task, seed=0, release_counts=True)
-    assert handed.X is not None
+    fitted = dict(with_hvg, median_centroid={"representation": {"name": "log1p", "target_sum": "median"},
+                                             "model": {"name": "centroid"}})
+    for pipelines, released_after in ((stateless, True), (with_hvg, True), (fitted, False)):
+        kept = evaluate(adata, splits, pipelines, task, seed=0)
+        handed = adata.copy()
+        released = evaluate(handed, splits, pipelines, task, seed=0, release_counts=True)
+        pd.testing.assert_frame_equal(released, kept, check_exact=True)
+        assert (handed.X is None) == released_after, sorted(pipelines)
+        assert adata.X is not None

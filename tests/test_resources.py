@@ -79,7 +79,7 @@ def test_a_dataset_too_large_stops_with_the_estimate_and_the_fixes():
 
 
 def test_from_a_billion_stored_counts_the_evaluate_job_is_modelled_streamed():
-    """sclinbench.evaluate.streamed reads such a dataset in blocks: its model holds no copy of the counts,
+    """sclinbench.evaluate.engine reads such a dataset in blocks: its model holds no copy of the counts,
     and a suggested subsample below the threshold is checked against the in-memory model."""
     assert resources.evaluate_model(resources.STREAM_FROM_NNZ - 1) == "evaluate"
     assert resources.evaluate_model(resources.STREAM_FROM_NNZ) == "evaluate_streamed"
@@ -106,7 +106,7 @@ def test_from_a_billion_stored_counts_the_evaluate_job_is_modelled_streamed():
 
 def test_a_job_whose_pipelines_cannot_stream_is_modelled_in_memory():
     """A large dataset whose evaluate job reads it whole (e.g. an ANOVA pipeline,
-    sclinbench.evaluate.streamed.why_not_streamed) is estimated, declared and checked as read whole."""
+    sclinbench.evaluate.engine.why_not_streamed) is estimated, declared and checked as read whole."""
     cells, nnz = 1_000_000, 2_391_297_512
     assert resources.evaluate_model(nnz, streamable=False) == "evaluate"
     whole = resources.dataset_peak(cells, nnz, streamable=False)[1]

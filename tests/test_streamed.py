@@ -1,4 +1,5 @@
-"""Evaluation in blocks of cells read from the h5ad (sclinbench.evaluate.streamed) = evaluation in memory.
+"""One engine, any block size: evaluation in blocks of cells read from the h5ad (sclinbench.evaluate.engine on
+FileBlocks) = evaluation in memory (the same passes over one block).
 
 Real data (three COVID-19 lavage patients, 10x files of ../shared reduced to the committed fixture)
 through both paths with tiny blocks (dozens per pass), for the default pipelines (rankz centroid,
@@ -14,9 +15,8 @@ import pytest
 from test_evaluate import PIPELINES, ROOT, liao  # noqa: F401  (the fixture)
 
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate.engine import evaluate
+from sclinbench.evaluate.engine import evaluate, evaluate_file, evaluate_streamed, why_not_streamed
 from sclinbench.evaluate.splits import make_splits
-from sclinbench.evaluate.streamed import evaluate_file, evaluate_streamed, why_not_streamed
 
 MORE = {
     "log1p_hvg300_pca_logreg": {**PIPELINES["log1p_pca_logreg"], "features": {"method": "hvg", "n_top": 300}},
@@ -60,7 +60,7 @@ def test_streamed_equals_in_memory(liao, liao_file, task):  # noqa: F811
 def test_evaluate_file_streams_above_the_threshold_only(liao, liao_file, caplog):  # noqa: F811
     task = {"kind": "disease", "split": "donor", "n_folds": 3}
     splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
-    with caplog.at_level("INFO", logger="sclinbench.evaluate.streamed"):
+    with caplog.at_level("INFO", logger="sclinbench.evaluate"):
         whole = evaluate_file(liao_file, splits, PIPELINES, task, dataset="liao2020")
         assert "evaluated in blocks" not in caplog.text
         streamed = evaluate_file(liao_file, splits, PIPELINES, task, dataset="liao2020", stream_from_nnz=1,
@@ -94,7 +94,7 @@ def test_held_representation_reads_the_file_once_with_the_same_predictions(liao,
     says which."""
     import logging
 
-    import sclinbench.evaluate.streamed as streamed
+    import sclinbench.evaluate.blocks as blocks_module
 
     pipelines = {name: PIPELINES[name] for name in ("rankz_centroid",)}
     if hvg:
@@ -102,7 +102,7 @@ def test_held_representation_reads_the_file_once_with_the_same_predictions(liao,
     task = {"kind": "celltype", "split": "stratified", "n_folds": 3, "label": "condition"}
     splits = make_splits(liao.obs, task, seed=0, dataset="liao2020")
     passes = {}
-    original = streamed._Blocks.__iter__
+    original = blocks_module.FileBlocks.__iter__
 
     def counting(self):
         passes[hold] = passes.get(hold, 0) + 1
@@ -110,8 +110,8 @@ def test_held_representation_reads_the_file_once_with_the_same_predictions(liao,
 
     out = {}
     for hold in (0, 1 << 30):
-        with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.INFO, logger="sclinbench.evaluate.streamed"):
-            mp.setattr(streamed._Blocks, "__iter__", counting)
+        with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.INFO, logger="sclinbench.evaluate"):
+            mp.setattr(blocks_module.FileBlocks, "__iter__", counting)
             caplog.clear()
             out[hold] = evaluate_streamed(liao_file, splits, pipelines, task, seed=3, dataset="liao2020",
                                           block_values=4000, hold_bytes=hold)
@@ -126,9 +126,9 @@ def test_held_representation_reads_the_file_once_with_the_same_predictions(liao,
 def test_scratch_passes_read_the_same_blocks_into_reused_buffers(liao, liao_file):  # noqa: F811
     """Passes 2 and 3 (``_Blocks.scratch``) read every block of the real lavage counts into the same two
     buffers: the same values as fresh reads, one buffer pair over the pass, freed after a pass without keep."""
-    from sclinbench.evaluate.streamed import _Blocks
+    from sclinbench.evaluate.blocks import FileBlocks
 
-    blocks = _Blocks(liao_file, 4000)
+    blocks = FileBlocks(liao_file, 4000)
     try:
         assert len(blocks.ranges) > 20
         fresh = [(start, stop, X.copy()) for start, stop, X in blocks]
@@ -144,4 +144,4 @@ def test_scratch_passes_read_the_same_blocks_into_reused_buffers(liao, liao_file
             assert (blocks._buffers is not None) == keep
         np.testing.assert_array_equal(np.concatenate([F.data for _, _, F in fresh]), liao.X.data)
     finally:
-        blocks.file.close()
+        blocks.close()

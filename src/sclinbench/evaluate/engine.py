@@ -1,61 +1,79 @@
-"""Fit every pipeline on the training cells of each fold and predict every test cell.
+"""Fit every pipeline on the training cells of each fold and predict every test cell: one engine.
 
 One call evaluates all pipelines of one dataset x task that share a job (in the workflow: the
-pipelines with the same representation). Pipelines with identical preprocessing (everything but
-the model) share one fitted preprocessing per fold, so adding a model costs only the model fit.
+pipelines with the same representation). The engine reads the dataset in blocks of cells
+(:mod:`sclinbench.evaluate.blocks`): a file larger than memory in blocks read from disk
+(:func:`evaluate_file` from :data:`~sclinbench.workflow.resources.STREAM_FROM_NNZ` stored counts),
+an AnnData in memory as ONE block (:func:`evaluate`). The same passes run either way, so there is
+one code path to change and test (tests/test_streamed.py compares block sizes: the same rows,
+labels and scores to float64 rounding, since class means and HVG statistics are summed block by
+block). Each group of pipelines with identical preprocessing (everything but the model) gets a
+plan (:mod:`sclinbench.evaluate.plans`): summed class means (training-free models on all genes),
+summed HVG statistics (Pearson-residual HVG + fitted steps), or, for what needs every cell at once,
+the whole dataset in memory (a one-block source; a file is then read whole). Adding a model to a
+preprocessing costs only the model fit.
 
-Nothing fitted sees a test cell: each fold's preprocessing and models are fitted on
-``X[train]`` and ``y[train]`` only, then applied to ``X[test]``.
+Nothing fitted sees a test cell: each fold's sums, preprocessing and models come from its
+training cells only; the test cells are transformed and scored.
 
 Stateless per-cell transforms are computed ONCE per dataset, not per fold: ``rankz`` and
 library-size normalization to a fixed ``target_sum`` (+ ``log1p`` / ``sqrt``) compute every cell
 from its own counts alone (:meth:`RepresentationTransformer.is_stateless`), so the representation
-of all cells is computed before the folds and each fold takes its rows -- no test cell informs
-anything a training cell gets, and the predictions are identical to computing it per fold
+of each block is computed once and each fold takes its rows -- no test cell informs anything a
+training cell gets, and the predictions are identical to computing it per fold
 (``share_stateless=False``; tests/test_evaluate.py compares the two). Everything fitted stays per
-fold on the training cells: the median target sum, HVG selection (from the training counts),
-Pearson-residual gene fractions, scaling, PCA, ANOVA and the models. Not shared: donor pseudobulk
-tasks (counts are summed per donor BEFORE the transform) and imported embeddings (no transform).
+fold on the training cells: the median target sum, HVG selection, Pearson-residual gene fractions,
+scaling, PCA, ANOVA and the models. Not shared: donor pseudobulk tasks (counts are summed per donor
+BEFORE the transform) and imported embeddings (no transform).
 
-Memory: the counts are never copied whole. A shared representation reuses the index arrays of
-the counts; training and test cells of a training-free pipeline (representation + centroid or
-majority model) are row views (:class:`~sclinbench.represent.offset.RowSubset`) of it; a
-pipeline with gene selection selects the fold's genes over all cells first and copies only the
-selected columns' rows. Every test cell of the split
-table appears exactly once per fold, pipeline and repeat in the output; a cell a model cannot score
-gets the explicit prediction ``"unassigned"`` (which every metric counts as wrong).
+Memory: the counts are never copied whole. A file source holds one block of counts at a time (and
+the blocks' representation between its first and last pass when it fits ``hold_bytes``); in
+memory, the representation of all cells is computed once and shared by every plan, and the counts
+are released (``release_counts``) once no pass reads them. Every test cell of the split table
+appears exactly once per fold, pipeline and repeat in the output, rows ordered by fold,
+preprocessing, pipeline and repeat; a cell a model cannot score gets the explicit prediction
+``"unassigned"`` (which every metric counts as wrong).
 
 Controls: a shuffled-label pipeline (``control: shuffled``) is fitted ``repeats`` times per fold,
 each time on its own permutation of the training labels (seed from seed, fold and repeat,
-:func:`sclinbench.evaluate.models.control_seed`); label-dependent preprocessing (ANOVA feature selection)
-is then fitted on the same permuted labels, so the control never sees the real labels. Models of
-:data:`sclinbench.evaluate.models.CONSTANT_SCORE_MODELS` (majority class) write one constant score for
-every class and cell.
+:func:`sclinbench.evaluate.models.control_seed`); label-dependent preprocessing (ANOVA feature
+selection) is then fitted on the same permuted labels, so the control never sees the real labels.
+Models of :data:`sclinbench.evaluate.models.CONSTANT_SCORE_MODELS` (majority class) write one
+constant score for every class and cell.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.pipeline import Pipeline
 
 from sclinbench.data.obs import task_label
 from sclinbench.errors import SclinbenchError
-from sclinbench.evaluate.clustered import LeidenLogisticRegression
-from sclinbench.evaluate.models import (
-    CONSTANT_SCORE_MODELS,
-    CentroidClassifier,
-    ShuffledLabels,
-    control_seed,
+from sclinbench.evaluate.blocks import BLOCK_VALUES, FileBlocks, Fold, MemoryBlocks
+from sclinbench.evaluate.pipeline import build_preprocessing
+from sclinbench.evaluate.plans import (
+    HVG,
+    VIEWS,
+    WHOLE,
+    HvgFold,
+    PerFold,
+    SharedFold,
+    ViewTarget,
+    fold_frames,
+    plan_of,
+    repeats_of,
+    takes_row_views,
 )
-from sclinbench.evaluate.pipeline import build_classifier, build_preprocessing
+from sclinbench.evaluate.predictions import assemble
 from sclinbench.evaluate.splits import iter_folds
-from sclinbench.represent.offset import RowSubset, take
-from sclinbench.workflow.contracts import PREDICTION_COLUMNS, SCORE_PREFIX, UNASSIGNED
+from sclinbench.represent.offset import OffsetCSR
+from sclinbench.represent.select import training_sums
+from sclinbench.workflow.resources import STREAM_FROM_NNZ, STREAMED_HOLD_BYTES, streamed_held_bytes
 
 log = logging.getLogger(__name__)
 
@@ -89,131 +107,33 @@ def pseudobulk(X, y: np.ndarray, donors: np.ndarray):
     return summed, labels, uniq
 
 
-def class_scores(model, X) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class scores of a fitted classifier: probabilities if it has them, else decision values."""
-    classes = np.asarray(model.classes_).astype(str)
-    if hasattr(model, "predict_proba"):
-        try:
-            return np.asarray(model.predict_proba(X), dtype=float), classes
-        except (AttributeError, NotImplementedError):
-            pass
-    scores = np.asarray(model.decision_function(X), dtype=float)
-    if scores.ndim == 1:  # binary decision function: score of the positive class
-        scores = np.column_stack([-scores, scores])
-    return scores, classes
+def group_pipelines(pipelines: dict) -> tuple[dict, dict[str, list[str]]]:
+    """``(name -> PipelineSpec, preprocessing key -> names)``: pipelines with the same
+    :attr:`~sclinbench.evaluate.spec.PipelineSpec.preprocessing_key` share one fitted preprocessing per fold.
+    Mappings (a caller outside the workflow) are made specs by :func:`sclinbench.evaluate.spec.parse_pipelines`."""
+    from sclinbench.evaluate.spec import parse_pipelines
+
+    normal = parse_pipelines(pipelines)
+    by_signature: dict[str, list[str]] = {}
+    for name, spec in normal.items():
+        by_signature.setdefault(spec.preprocessing_key, []).append(name)
+    return normal, by_signature
 
 
-def _predict(model, Z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Predicted labels, confidence score and class-score matrix; NaN scores -> unassigned."""
-    scores, classes = class_scores(model, Z)
-    inner = _inner(model)
-    # their predict is the argmax of these scores: not computed twice
-    if isinstance(inner, (CentroidClassifier, LeidenLogisticRegression)):
-        y_pred = np.asarray(inner.classes_[np.argmax(scores, axis=1)]).astype(object).astype(str)
-    else:
-        y_pred = np.asarray(model.predict(Z)).astype(object).astype(str)
-    bad = ~np.isfinite(scores).all(axis=1)
-    y_pred[bad] = UNASSIGNED
-    conf = np.where(bad, np.nan, np.nanmax(np.where(np.isfinite(scores), scores, -np.inf), axis=1))
-    return y_pred, conf, scores, classes
-
-
-def _inner(model):
-    """The fitted classifier itself (inside a shuffled-label control)."""
-    return model.estimator_ if isinstance(model, ShuffledLabels) else model
-
-
-def fallback_cells(model, Z) -> np.ndarray:
-    """True for the test cells ``Z`` a fitted model scored with its fallback model (a
-    ``leiden_logreg`` cell whose cluster has no model); all False for every other model."""
-    inner = _inner(model)
-    if isinstance(inner, LeidenLogisticRegression):
-        return inner.fallback_mask(Z)
-    return np.zeros(Z.shape[0], dtype=bool)
-
-
-def _indexer(obs_names: pd.Index, ids: np.ndarray, dataset: str) -> np.ndarray:
-    idx = obs_names.get_indexer(ids)
-    if (idx < 0).any():
-        missing = ids[idx < 0][0]
-        raise SclinbenchError(
-            f"cell '{missing}' of the split table is not in dataset '{dataset}' ({int((idx < 0).sum())} "
-            f"missing): the split file is stale; delete results/splits/dataset~{dataset} and re-run"
-        )
-    return idx
-
-
-#: Models that take a :class:`RowSubset` view of their input (products only, no copy).
-_ROW_VIEW_MODELS = ("centroid", "majority")
-
-
-def _takes_row_views(spec) -> bool:
-    """True if every step after the representation is passthrough and the model takes row views."""
-    return (spec.features["method"] == "none" and spec.scale is None
-            and spec.reduction["method"] == "none" and spec.model["name"] in _ROW_VIEW_MODELS)
-
-
-class _PerFold:
-    """The preprocessing of one fold fitted on the fold's training matrix (counts or embedding)."""
-
-    def __init__(self, spec, seed, Xtr, Xte):
-        self.spec, self.seed, self.Xtr, self.Xte = spec, seed, Xtr, Xte
-
-    def fit_transform(self, ytr):
-        pre = build_preprocessing(self.spec, self.seed)
-        Ztr = pre.fit_transform(self.Xtr, ytr)
-        return Ztr, pre.transform(self.Xte)
-
-
-class _SharedFold:
-    """The preprocessing of one fold on a representation of all cells computed once.
-
-    The representation step is fitted on the training counts only (HVG selection reads the
-    training rows of the counts in place); its gene selection is applied to the shared
-    representation of all cells, then the fold's rows are taken -- row views for pipelines that
-    need nothing else (``views``), copies of the selected columns otherwise -- and the remaining
-    steps (ANOVA, scale, PCA) are fitted on the training rows.
-    """
-
-    def __init__(self, spec, seed, counts, shared, itrain, itest, views: bool, genes=None):
-        self.spec, self.seed = spec, seed
-        self.counts, self.shared, self.itrain, self.itest, self.views = counts, shared, itrain, itest, views
-        self.genes = genes  # the fold's genes as columns of ``shared``, when selected beforehand
-        self._rows = None
-
-    def _fold_rows(self):
-        if self._rows is None and self.genes is not None:  # selected already (sclinbench.evaluate.streamed)
-            cols = None if self.genes.size == self.shared.shape[1] else self.genes
-            self._rows = take(self.shared, self.itrain, cols), take(self.shared, self.itest, cols)
-        if self._rows is None:
-            rep = build_preprocessing(self.spec, self.seed).steps[0][1]
-            if self.counts is None:  # released (evaluate's release_counts): fit reads the gene count only
-                if rep.fit_reads_counts():
-                    raise AssertionError(f"representation '{rep.name}' needs the counts it was not given")
-                rep.fit(sp.csr_matrix((len(self.itrain), self.shared.shape[1]), dtype=np.float32))
-            else:
-                rep.fit(RowSubset(self.counts, self.itrain))
-            if self.views:
-                Z = rep.select_genes(self.shared)
-                self._rows = RowSubset(Z, self.itrain), RowSubset(Z, self.itest)
-            else:  # the fold's rows of the selected genes, copied in one pass
-                cols = None if rep._all_genes() else rep.genes_
-                self._rows = take(self.shared, self.itrain, cols), take(self.shared, self.itest, cols)
-        return self._rows
-
-    def fit_transform(self, ytr):
-        Rtr, Rte = self._fold_rows()
-        rest = [step for _, step in build_preprocessing(self.spec, self.seed).steps[1:] if step != "passthrough"]
-        if not rest:
-            return Rtr, Rte
-        pre = Pipeline([(f"step{i}", step) for i, step in enumerate(rest)])
-        Ztr = pre.fit_transform(Rtr, ytr)
-        return Ztr, pre.transform(Rte)
+def why_not_streamed(pipelines: dict, split_kind: str) -> str | None:
+    """``None`` if these pipelines can be evaluated from blocks of a file, else why every cell is
+    needed at once (:func:`~sclinbench.evaluate.plans.plan_of`)."""
+    normal, by_signature = group_pipelines(pipelines)
+    for names in by_signature.values():
+        plan, why = plan_of(names, normal, split_kind)
+        if plan == WHOLE:
+            return why
+    return None
 
 
 def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
              dataset: str = "dataset", share_stateless: bool = True, release_counts: bool = False) -> pd.DataFrame:
-    """Predictions of every pipeline for every test cell of every fold.
+    """Predictions of every pipeline for every test cell of every fold; the dataset in memory is one block.
 
     Parameters
     ----------
@@ -229,11 +149,10 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int
         Compute stateless representations once for all cells (default) instead of once per fold
         (``False``): the same predictions, computed faster (see the module docstring).
     release_counts
-        The caller hands ``adata`` over: once the shared representations are computed, its
-        counts are dropped (``adata.X = None``) when no fold reads them (every pipeline on a
-        shared stateless representation without HVG selection; see
-        ``RepresentationTransformer.fit_reads_counts``). The same predictions, with the counts'
-        values freed before the folds (the rankz matrix shares their indices).
+        The caller hands ``adata`` over: its counts are dropped (``adata.X = None``) once no pass
+        or fold reads them (every pipeline on a stateless representation whose fit reads the
+        number of genes only; see ``RepresentationTransformer.fit_reads_counts``). The same
+        predictions, with the counts' values freed early (the rankz matrix shares their indices).
 
     Returns
     -------
@@ -246,138 +165,306 @@ def evaluate(adata, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int
     the cell with its fallback model (a ``leiden_logreg`` cell whose cluster has no model; False
     for every other model).
     """
-    label = task_label(task)
-    # fixed-width strings: np.unique / isin / searchsorted of every fit are ~10x faster than on objects
-    y_all = np.asarray(adata.obs[label].astype(str).to_numpy(), dtype=str)
-    split_kind = str(splits["split_kind"].iloc[0])
-    donor_level = split_kind == "donor_pseudobulk"
-    donors_all = (adata.obs["donor_id"].astype(str).to_numpy() if "donor_id" in adata.obs.columns
-                  else np.full(adata.n_obs, "unknown", dtype=object))
+    return _evaluate(MemoryBlocks(adata), splits, pipelines, task, seed, dataset, math.inf,
+                     share_stateless=share_stateless, release_counts=release_counts)
 
-    normal, by_signature = group_pipelines(pipelines)
 
-    inputs = {sig: input_matrix(adata, normal[names[0]], dataset) for sig, names in by_signature.items()}
-    # stateless representations of all cells, computed once (see the module docstring); keyed by
-    # the representation's spec, so pipelines that differ after the representation share it too
-    shared_rep: dict[str, object] = {}
-    shared_of: dict[str, str] = {}
-    counts_read = not share_stateless or donor_level  # does any fold read its input (counts, or an embedding)?
-    if share_stateless and not donor_level:
-        for sig, names in by_signature.items():
-            rep_spec = normal[names[0]].representation
-            if rep_spec["name"] == "embedding":
-                counts_read = True
-                continue
-            rep = build_preprocessing(normal[names[0]], seed).steps[0][1]
-            counts_read = counts_read or rep.fit_reads_counts()
-            if not rep.is_stateless():
-                continue
-            key = normal[names[0]].representation_key
-            if key not in shared_rep:
-                t0 = time.perf_counter()
-                shared_rep[key] = rep.represent_all(inputs[sig])
-                log.info("representation %s of all %d cells computed once for all folds in %.1f s",
-                         rep_spec["name"], adata.n_obs, time.perf_counter() - t0)
-            shared_of[sig] = key
-    # released when every signature starts from a shared stateless representation whose fit reads
-    # the number of genes only
-    if release_counts and not counts_read:
-        inputs = dict.fromkeys(inputs)
-        adata.X = None
-        log.info("counts released: every fold starts from the representation of all cells")
-    frames = []
-    n_folds = splits["fold"].nunique()
-    for k, (fold, test_groups, train_ids, test_ids) in enumerate(iter_folds(splits), start=1):
+def evaluate_file(path, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
+                  dataset: str = "dataset", stream_from_nnz: int = STREAM_FROM_NNZ,
+                  block_values: int = BLOCK_VALUES) -> pd.DataFrame:
+    """:func:`evaluate` of the standardized h5ad ``path``: read in blocks from the file when it
+    holds at least ``stream_from_nnz`` stored counts and its pipelines allow it, else read whole."""
+    import anndata as ad
+
+    from sclinbench.data.h5ad import h5ad_shape
+
+    shape = h5ad_shape(path)
+    if shape is not None and shape[2] >= stream_from_nnz:
+        reason = why_not_streamed(pipelines, str(splits["split_kind"].iloc[0]))
+        if reason is None:
+            log.info("%s: %d cells, %d stored counts: evaluated in blocks of cells read from the file",
+                     dataset, shape[0], shape[2])
+            return evaluate_streamed(path, splits, pipelines, task, seed=seed, dataset=dataset,
+                                     block_values=block_values)
+        log.info("%s: %d stored counts, read whole: %s", dataset, shape[2], reason)
+    # the file's own AnnData, handed over: its counts are freed when no fold needs them
+    return evaluate(ad.read_h5ad(path), splits, pipelines, task, seed=seed, dataset=dataset, release_counts=True)
+
+
+def evaluate_streamed(path, splits: pd.DataFrame, pipelines: dict, task: dict, seed: int = 0,
+                      dataset: str = "dataset", block_values: int = BLOCK_VALUES,
+                      hold_bytes: int = STREAMED_HOLD_BYTES) -> pd.DataFrame:
+    """:func:`evaluate` of the standardized h5ad ``path``, its counts read in blocks of about
+    ``block_values`` stored counts. Same arguments and the same table (rows in the same order).
+    The blocks' representation computed in the first pass is held for the last one when it takes
+    at most ``hold_bytes`` (:func:`sclinbench.workflow.resources.streamed_held_bytes`), else
+    recomputed there from another read."""
+    reason = why_not_streamed(pipelines, str(splits["split_kind"].iloc[0]))
+    if reason is not None:
+        raise SclinbenchError(f"dataset '{dataset}' cannot be evaluated in blocks: {reason}")
+    blocks = FileBlocks(path, block_values)
+    try:
+        return _evaluate(blocks, splits, pipelines, task, seed, dataset, hold_bytes)
+    finally:
+        blocks.close()
+
+
+class _Job:
+    """What every plan of one evaluation reads: labels, donors, folds, pipeline groups, row order."""
+
+    def __init__(self, blocks, splits, pipelines, task, seed, dataset, share_stateless):
+        obs = blocks.obs
+        label = task_label(task)
+        if label not in obs.columns:
+            raise SclinbenchError(f"dataset '{dataset}' has no obs column '{label}' (task label)")
+        self.seed, self.dataset, self.share_stateless = seed, dataset, share_stateless
+        self.split_kind = str(splits["split_kind"].iloc[0])
+        # fixed-width strings: np.unique / isin / searchsorted of every fit are ~10x faster than on objects
+        self.y_all = np.asarray(obs[label].astype(str).to_numpy(), dtype=str)
+        self.donors_all = (obs["donor_id"].astype(str).to_numpy() if "donor_id" in obs.columns
+                           else np.full(len(obs), "unknown", dtype=object))
+        self.normal, self.by_signature = group_pipelines(pipelines)
+        self.folds = [Fold(fold, groups, tr, te, obs.index, dataset) for fold, groups, tr, te in iter_folds(splits)]
+        self.plans = {sig: plan_of(names, self.normal, self.split_kind, share_stateless)[0]
+                      for sig, names in self.by_signature.items()}
+        # (fold, signature, name, repeat) -> row block of the output: fold, preprocessing, pipeline, repeat
+        self.order = {}
+        for k in range(len(self.folds)):
+            for s, names in enumerate(self.by_signature.values()):
+                for name in names:
+                    for repeat in repeats_of(self.normal[name]):
+                        self.order[(k, s, name, repeat)] = len(self.order)
+        self.frames: dict[int, pd.DataFrame] = {}
+
+    def sigs(self, plan) -> list[str]:
+        return [sig for sig, p in self.plans.items() if p == plan]
+
+    def keys(self, k, sig):
+        s = list(self.by_signature).index(sig)
+        return [self.order[(k, s, name, repeat)] for name in self.by_signature[sig]
+                for repeat in repeats_of(self.normal[name])]
+
+
+def _evaluate(blocks, splits, pipelines, task, seed, dataset, hold_bytes, share_stateless=True,
+              release_counts=False) -> pd.DataFrame:
+    job = _Job(blocks, splits, pipelines, task, seed, dataset, share_stateless)
+    whole = job.sigs(WHOLE)
+    if whole and not isinstance(blocks, MemoryBlocks):
+        raise AssertionError("a plan that needs every cell at once was given blocks of a file")
+    log.info("%s: %d cells x %d genes in %d block(s), %d folds, %d pipeline(s)", dataset, blocks.n_obs,
+             blocks.n_vars, blocks.n_blocks, len(job.folds), len(job.normal))
+    if job.sigs(VIEWS) or job.sigs(HVG):
+        # with WHOLE plans, the counts stay until their shared representations are computed
+        _block_passes(job, blocks, hold_bytes, release_counts and not whole)
+    if whole:
+        _whole_folds(job, blocks, whole, release_counts)
+    return assemble([job.frames[i] for i in sorted(job.frames)])
+
+
+def _representation(job, sig):
+    return build_preprocessing(job.normal[job.by_signature[sig][0]], job.seed).steps[0][1]
+
+
+def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
+    """The VIEWS and HVG plans: pass 1 (library sizes, HVG gene sums, class means), passes 2 and 3
+    (residual means and variances, HVG only), the last pass (test cells of the class-mean models;
+    the selected genes of all cells), then the HVG plans' folds."""
+    n, g, seed = blocks.n_obs, blocks.n_vars, job.seed
+    view_sigs, hvg_sigs = job.sigs(VIEWS), job.sigs(HVG)
+    reps = {sig: _representation(job, sig) for sig in view_sigs + hvg_sigs}
+    views = {sig: [ViewTarget(key, fold, name, repeat, job.normal[name], seed, job.y_all, n, g)
+                   for k, fold in enumerate(job.folds)
+                   for key, (name, repeat) in zip(job.keys(k, sig), _name_repeats(job, sig))]
+             for sig in view_sigs}
+    hvgs = {sig: [HvgFold(fold, reps[sig].hvg, g) for fold in job.folds] for sig in hvg_sigs}
+    cache = blocks.cache  # in memory: the representations of all cells, shared with the WHOLE plans
+
+    def represented(X, sigs):
+        """The block's representation for each signature, computed once per representation."""
+        out = {}
+        for sig in sigs:
+            key = job.normal[job.by_signature[sig][0]].representation_key
+            if key not in out:
+                if cache is not None and key in cache:
+                    out[key] = cache[key]
+                else:
+                    t0 = time.perf_counter()
+                    out[key] = reps[sig].represent_all(X)
+                    if cache is not None:
+                        cache[key] = out[key]
+                        log.info("representation %s of all %d cells computed once for all folds in %.1f s",
+                                 reps[sig].name, n, time.perf_counter() - t0)
+        return {sig: out[job.normal[job.by_signature[sig][0]].representation_key] for sig in sigs}
+
+    # the last pass needs the representations of every signature: held from pass 1 if they fit
+    last_sigs = view_sigs + hvg_sigs
+    if cache is not None:
+        held = []
+    else:
+        n_reps = len({job.normal[job.by_signature[sig][0]].representation_key for sig in last_sigs})
+        need = streamed_held_bytes(blocks.nnz, n, n_reps)
+        held = [] if need <= hold_bytes else None
+        log.info("%s: the representation of the blocks (%.2f GiB estimated, %.2f allowed) is %s", job.dataset,
+                 need / 2**30, hold_bytes / 2**30,
+                 "held for the last pass" if held is not None else "recomputed in the last pass")
+
+    # pass 1: library sizes and HVG gene sums; class means of the training-free models
+    lib_all = np.zeros(n)
+    for start, stop, X in blocks:
+        if hvgs:
+            lib_all[start:stop] = _library_sizes(X)
+            for fs in hvgs.values():
+                for f in fs:
+                    f.add_gene_sums(start, stop, X)
+        Zs = represented(X, last_sigs if held is not None else view_sigs)
+        for sig in views:
+            for t in views[sig]:
+                t.add_block(start, stop, Zs[sig])
+        if held is not None:
+            held.append((start, stop, Zs))
+        del Zs
+    for targets in views.values():
+        for t in targets:
+            t.finish_fit()
+    # passes 2 and 3: residual means and variances of the folds' training cells (HVG)
+    pending = [f for fs in hvgs.values() for f in fs if f.start(lib_all)]
+    if pending:
+        for start, stop, X in blocks.scratch(keep=True):  # nothing of a block is kept in passes 2 and 3
+            for f in pending:
+                f.add_means(start, stop, X)
+        for f in pending:
+            f.start_squares()
+        for start, stop, X in blocks.scratch():
+            for f in pending:
+                f.add_squares(start, stop, X)
+        for f in pending:
+            f.finish()
+    del lib_all
+    if release:
+        blocks.release()
+    # last pass: test cells of the training-free models; the union of the folds' genes (HVG)
+    one_block = blocks.n_blocks == 1 and held is not None
+    union = {sig: (np.arange(g) if one_block else np.unique(np.concatenate([f.genes for f in fs])))
+             for sig, fs in hvgs.items()}
+    kept = {sig: [] for sig in hvgs}
+    if held is not None:
+        held.reverse()
+        last = (held.pop() for _ in range(len(held)))  # each block's representation freed once used
+    else:
+        last = ((start, stop, represented(X, last_sigs)) for start, stop, X in blocks)
+    for start, stop, Zs in last:
+        for sig, targets in views.items():
+            for t in targets:
+                t.predict_block(start, stop, Zs[sig])
+        for sig in hvgs:
+            Z = Zs[sig]
+            if one_block:  # the representation of all cells itself: each fold takes its genes
+                kept[sig].append(Z)
+            else:
+                kept[sig].append(Z.select_columns(union[sig]) if isinstance(Z, OffsetCSR) else Z[:, union[sig]])
+        del Zs
+    for targets in views.values():
+        for t in targets:
+            job.frames[t.order] = t.frame(job.y_all, job.donors_all, job.split_kind)
+    for sig in hvg_sigs:
+        parts = kept.pop(sig)
+        if len(parts) == 1:
+            shared = parts[0]
+        else:
+            shared = OffsetCSR.vstack(parts) if isinstance(parts[0], OffsetCSR) else sp.vstack(parts, format="csr")
+            log.info("%s: %d of %d genes kept for %d cells (%d stored values): the union of the folds' HVGs",
+                     job.dataset, union[sig].size, g, n, shared.nnz)
+        del parts
+        names = job.by_signature[sig]
+        for k, (fold, f) in enumerate(zip(job.folds, hvgs[sig])):
+            t0 = time.perf_counter()
+            fitted = SharedFold(job.normal[names[0]], seed, None, shared, fold.itrain, fold.itest, views=False,
+                                genes=np.searchsorted(union[sig], f.genes))
+            out = fold_frames(fitted, names, job.normal, seed, fold.fold, job.y_all[fold.itrain],
+                              job.y_all[fold.itest], fold.test_ids, fold.groups, job.donors_all[fold.itest],
+                              job.split_kind)
+            job.frames.update(zip(job.keys(k, sig), out))
+            del fitted
+            log.info("fold %d/%d (%s) done in %.1f s", k + 1, len(job.folds), ", ".join(names),
+                     time.perf_counter() - t0)
+        del shared
+
+
+def _name_repeats(job, sig):
+    return [(name, repeat) for name in job.by_signature[sig] for repeat in repeats_of(job.normal[name])]
+
+
+def _library_sizes(X) -> np.ndarray:
+    return training_sums(X)[1]
+
+
+def _shared_key(job, sig) -> str | None:
+    """The representation key a WHOLE plan shares across folds (stateless), else ``None`` (per fold)."""
+    spec = job.normal[job.by_signature[sig][0]]
+    if not job.share_stateless or job.split_kind == "donor_pseudobulk" or spec.representation["name"] == "embedding":
+        return None
+    if not _representation(job, sig).is_stateless():
+        return None
+    return spec.representation_key
+
+
+def _whole_reads_counts(job, whole) -> bool:
+    """Does a fold of a WHOLE plan read its input (counts, or an embedding) after the shared
+    representations are computed?"""
+    for sig in whole:
+        spec = job.normal[job.by_signature[sig][0]]
+        if spec.representation["name"] == "embedding" or job.split_kind == "donor_pseudobulk":
+            return True
+        if _shared_key(job, sig) is None or _representation(job, sig).fit_reads_counts():
+            return True
+    return False
+
+
+def _whole_folds(job, blocks, whole, release_counts) -> None:
+    """The WHOLE plans, fold by fold, on the dataset in memory (one block)."""
+    adata, seed = blocks.adata, job.seed
+    shared_of = {}
+    for sig in whole:
+        key = _shared_key(job, sig)
+        if key is None:
+            continue
+        if key not in blocks.cache:
+            t0 = time.perf_counter()
+            blocks.cache[key] = _representation(job, sig).represent_all(blocks.counts)
+            log.info("representation %s of all %d cells computed once for all folds in %.1f s",
+                     job.normal[job.by_signature[sig][0]].representation["name"], blocks.n_obs,
+                     time.perf_counter() - t0)
+        shared_of[sig] = key
+    if release_counts and not _whole_reads_counts(job, whole) and adata.X is not None:
+        blocks.release()
+    inputs = {sig: (input_matrix(adata, job.normal[job.by_signature[sig][0]], job.dataset)
+                    if adata.X is not None or job.normal[job.by_signature[sig][0]].representation["name"] == "embedding"
+                    else None)
+              for sig in whole}
+    n_folds = len(job.folds)
+    for k, fold in enumerate(job.folds, start=1):
         t0 = time.perf_counter()
-        itrain, itest = _indexer(adata.obs_names, train_ids, dataset), _indexer(adata.obs_names, test_ids, dataset)
+        itrain, itest = fold.itrain, fold.itest
         log.info("starting fold %d/%d: %d train, %d test cells, %d pipeline(s)", k, n_folds, len(itrain),
-                 len(itest), len(pipelines))
-        for sig, names in by_signature.items():
-            spec0 = normal[names[0]]
+                 len(itest), sum(len(job.by_signature[sig]) for sig in whole))
+        for sig in whole:
+            names = job.by_signature[sig]
             X = inputs[sig]
-            ytr, yte = y_all[itrain], y_all[itest]
-            cell_ids, groups, donors = test_ids, test_groups, donors_all[itest]
+            ytr, yte = job.y_all[itrain], job.y_all[itest]
+            cell_ids, groups, donors = fold.test_ids, fold.groups, job.donors_all[itest]
             if sig in shared_of:
-                fitted = _SharedFold(spec0, seed, X, shared_rep[shared_of[sig]], itrain, itest,
-                                     views=all(_takes_row_views(normal[n]) for n in names))
+                fitted = SharedFold(job.normal[names[0]], seed, X, blocks.cache[shared_of[sig]], itrain, itest,
+                                    views=all(takes_row_views(job.normal[n]) for n in names))
             else:
                 Xtr, Xte = X[itrain], X[itest]
-                if donor_level:
-                    Xtr, ytr, _ = pseudobulk(Xtr, ytr, donors_all[itrain])
-                    Xte, yte, cell_ids = pseudobulk(Xte, yte, donors_all[itest])
+                if job.split_kind == "donor_pseudobulk":
+                    Xtr, ytr, _ = pseudobulk(Xtr, ytr, job.donors_all[itrain])
+                    Xte, yte, cell_ids = pseudobulk(Xte, yte, job.donors_all[itest])
                     groups = donors = np.asarray(cell_ids)
-                fitted = _PerFold(spec0, seed, Xtr, Xte)
-            frames += fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, donors,
-                                  split_kind)
+                fitted = PerFold(job.normal[names[0]], seed, Xtr, Xte)
+            out = fold_frames(fitted, names, job.normal, seed, fold.fold, ytr, yte, cell_ids, groups, donors,
+                              job.split_kind)
+            job.frames.update(zip(job.keys(k - 1, sig), out))
             del fitted
         log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
-    return assemble(frames)
 
-
-def group_pipelines(pipelines: dict) -> tuple[dict, dict[str, list[str]]]:
-    """``(name -> PipelineSpec, preprocessing key -> names)``: pipelines with the same
-    :attr:`~sclinbench.evaluate.spec.PipelineSpec.preprocessing_key` share one fitted preprocessing per fold.
-    Mappings (a caller outside the workflow) are made specs by :func:`sclinbench.evaluate.spec.parse_pipelines`."""
-    from sclinbench.evaluate.spec import parse_pipelines
-
-    normal = parse_pipelines(pipelines)
-    by_signature: dict[str, list[str]] = {}
-    for name, spec in normal.items():
-        by_signature.setdefault(spec.preprocessing_key, []).append(name)
-    return normal, by_signature
-
-
-def prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, conf, scores, classes,
-                     split_kind: str, in_training, fallback=False) -> pd.DataFrame:
-    """The rows of one pipeline x fold x repeat (:data:`PREDICTION_COLUMNS` + class scores);
-    ``fallback``: per cell, scored by the model's fallback (:func:`fallback_cells`)."""
-    frame = pd.DataFrame({
-        "cell_id": np.asarray(cell_ids, dtype=object), "fold": fold, "group": groups,
-        "pipeline": name, "repeat": repeat, "donor_id": np.asarray(donors, dtype=object),
-        "y_true": yte, "y_pred": y_pred, "score": conf,
-    })
-    frame["novel"] = frame["y_true"] == frame["group"] if split_kind == "novel_type" else False
-    frame["label_in_training"] = in_training
-    frame["fallback"] = np.asarray(fallback, dtype=bool) if np.ndim(fallback) else bool(fallback)
-    return pd.concat([frame, pd.DataFrame(scores, columns=[SCORE_PREFIX + c for c in classes])], axis=1)
-
-
-def fold_frames(fitted, names, normal, seed, fold, ytr, yte, cell_ids, groups, donors, split_kind):
-    """Fit the models of the pipelines ``names`` (one shared preprocessing ``fitted``) on one fold
-    and predict its test cells; one :func:`prediction_frame` per pipeline and repeat."""
-    frames = []
-    in_training = np.isin(yte, np.unique(ytr))
-    Ztr, Zte = fitted.fit_transform(ytr)
-    for name in names:
-        spec = normal[name]
-        shuffled = spec.control == "shuffled"
-        for repeat in repeats_of(spec):
-            model = build_classifier(spec, seed)
-            Ztr_r, Zte_r = Ztr, Zte
-            if shuffled:
-                draw = control_seed(seed, fold, repeat)
-                model.set_params(random_state=draw)
-                if spec.features["method"] == "anova":  # label-dependent: permuted labels too
-                    perm = np.random.default_rng(draw).permutation(len(ytr))
-                    Ztr_r, Zte_r = fitted.fit_transform(ytr[perm])
-            model.fit(Ztr_r, ytr)
-            y_pred, conf, scores, classes = _predict(model, Zte_r)
-            if spec.model["name"] in CONSTANT_SCORE_MODELS:
-                scores, conf = np.zeros_like(scores), np.zeros_like(conf)
-            frames.append(prediction_frame(cell_ids, fold, groups, name, repeat, donors, yte, y_pred, conf,
-                                           scores, classes, split_kind, in_training,
-                                           fallback_cells(model, Zte_r)))
-    return frames
-
-
-def repeats_of(spec) -> range:
-    """The repeats of a pipeline (:class:`~sclinbench.evaluate.spec.PipelineSpec`): its label permutations
-    for a shuffled-label control, else one."""
-    return range(spec.repeats if spec.control == "shuffled" else 1)
-
-
-def assemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One prediction table: :data:`PREDICTION_COLUMNS`, then the class-score columns sorted."""
-    out = pd.concat(frames, ignore_index=True)
-    score_cols = sorted(c for c in out.columns if c.startswith(SCORE_PREFIX))
-    return out[PREDICTION_COLUMNS + score_cols]

@@ -198,7 +198,7 @@ class CentroidClassifier(ClassifierMixin, BaseEstimator):
 
         :meth:`fit` is ``training_codes`` + the class means of those rows +
         :meth:`fit_class_means`; a caller that accumulates the means itself (over blocks of rows
-        read from disk, :mod:`sclinbench.evaluate.streamed`) calls the two halves.
+        read from disk or in memory, :class:`sclinbench.evaluate.plans.ViewTarget`) calls the two halves.
         """
         if not (isinstance(self.min_class_size, numbers.Integral) and self.min_class_size >= 1):
             raise SclinbenchError(

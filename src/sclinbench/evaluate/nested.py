@@ -262,7 +262,8 @@ def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict, task: dict, se
     pipeline's name. Returns ``(predictions, selection)`` (:data:`SELECTION_COLUMNS`).
     """
     from sclinbench.data.obs import task_label
-    from sclinbench.evaluate.engine import _indexer, assemble, evaluate
+    from sclinbench.evaluate.engine import evaluate
+    from sclinbench.evaluate.predictions import assemble, cell_positions
     from sclinbench.evaluate.splits import iter_folds
 
     specs = pipelines
@@ -278,7 +279,7 @@ def evaluate_nested(adata, splits: pd.DataFrame, pipelines: dict, task: dict, se
     pseudobulk = str(splits["split_kind"].iloc[0]) == "donor_pseudobulk"
     frames, rows = [], []
     for fold, test_groups, train_ids, _test_ids in iter_folds(splits):
-        itrain = _indexer(adata.obs_names, train_ids, dataset)
+        itrain = cell_positions(adata.obs_names, train_ids, dataset)
         train_species = None if organisms is None else organisms[itrain]
         kind = inner_kind(task, test_groups, train_species)
         train_groups = splits.loc[(splits["fold"] == fold) & (splits["role"] == "train"), "group"].unique()

@@ -7,7 +7,7 @@ A ``pipelines:`` entry of the config (a mapping, see :mod:`sclinbench.evaluate.p
 option against the one definition of the options (:data:`OPTIONS`, :data:`NESTED_OPTIONS`,
 both defined here) and raise a one-line :class:`SclinbenchError` naming the
 key and the fix. Everything downstream (the builders of :mod:`sclinbench.evaluate.pipeline`,
-:mod:`sclinbench.evaluate.engine`, :mod:`sclinbench.evaluate.streamed`, :mod:`sclinbench.evaluate.nested`, the
+:mod:`sclinbench.evaluate.engine`, :mod:`sclinbench.evaluate.plans`, :mod:`sclinbench.evaluate.nested`, the
 ``sclinbench train / annotate`` tool) reads the object's canonical sections and never validates a
 mapping again.
 

@@ -54,7 +54,7 @@ EVALUATE_BYTES_PER_NNZ = 21.0
 #: one of them by 7% or more (docs/performance.md).
 EVALUATE_BYTES_PER_CELL = 20000.0
 #: Datasets with at least this many stored counts (~40k cells of ~2,400 genes) are evaluated in
-#: blocks of cells read from the file (:mod:`sclinbench.evaluate.streamed`) instead of whole: at 200k cells
+#: blocks of cells read from the file (:mod:`sclinbench.evaluate.engine`, :class:`~sclinbench.evaluate.blocks.FileBlocks`) instead of whole: at 200k cells
 #: as fast at half the memory (rankz job 64 s / 3.5 GiB instead of 62 s / 6.7 GiB, log1p 104 s /
 #: 3.7 GiB instead of 109 s / 7.6 GiB), at 1M cells the only way to fit (the counts take 19 GB).
 STREAM_FROM_NNZ = 100_000_000
@@ -117,7 +117,7 @@ MODELS: dict[str, Model] = {
     "split": Model(base_mb=300, per_cell=800, runtime_floor=10),
     "evaluate": Model(base_mb=700, per_nnz=EVALUATE_BYTES_PER_NNZ, per_cell=EVALUATE_BYTES_PER_CELL,
                       runtime_floor=15, seconds_per_nnz=3 * 1.4e-6),
-    # from STREAM_FROM_NNZ stored counts (sclinbench.evaluate.streamed): one block of counts and its
+    # from STREAM_FROM_NNZ stored counts (sclinbench.evaluate.engine on FileBlocks): one block of counts and its
     # representation (~2 GiB), arrays per cell and fold, predictions; with HVG the selected genes of
     # all cells and a fold's copies of them (per_nnz). Measured at 1M cells: see the note.
     "evaluate_streamed": Model(base_mb=STREAMED_BASE_MB, per_nnz=STREAMED_BYTES_PER_NNZ,
@@ -194,7 +194,7 @@ def standardize_model(paths: list[str], fmt: str) -> str:
 def evaluate_model(nnz: int, streamable: bool = True) -> str:
     """The model of an evaluate job on a dataset of ``nnz`` stored counts: streamed from
     :data:`STREAM_FROM_NNZ` when its pipelines can be (``streamable``:
-    :func:`sclinbench.evaluate.streamed.why_not_streamed` is ``None``), else in memory."""
+    :func:`sclinbench.evaluate.engine.why_not_streamed` is ``None``), else in memory."""
     return "evaluate_streamed" if streamable and nnz >= STREAM_FROM_NNZ else "evaluate"
 
 
