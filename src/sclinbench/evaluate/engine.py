@@ -323,9 +323,8 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
         if held is not None:
             held.append((start, stop, Zs))
         del Zs
-    for targets in views.values():
-        for t in targets:
-            t.finish_fit()
+    # the class-mean models are fitted where they first predict (ViewTarget.predict_block): with one
+    # block each is fitted, scored, written to its rows and dropped in turn
     # passes 2 and 3: residual means and variances of the folds' training cells (HVG)
     pending = [f for fs in hvgs.values() for f in fs if f.start(lib_all)]
     if pending:
@@ -340,6 +339,7 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
         for f in pending:
             f.finish()
     del lib_all
+    X = None  # the loops' last block (in memory: the counts themselves) is not held past here
     if release:
         blocks.release()
     # last pass: test cells of the training-free models; the union of the folds' genes (HVG)
@@ -356,6 +356,8 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
         for sig, targets in views.items():
             for t in targets:
                 t.predict_block(start, stop, Zs[sig])
+                if one_block:
+                    job.frames[t.order] = t.frame(job.y_all, job.donors_all, job.split_kind)
         for sig in hvgs:
             Z = Zs[sig]
             if one_block:  # the representation of all cells itself: each fold takes its genes
@@ -365,7 +367,8 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
         del Zs
     for targets in views.values():
         for t in targets:
-            job.frames[t.order] = t.frame(job.y_all, job.donors_all, job.split_kind)
+            if t.order not in job.frames:
+                job.frames[t.order] = t.frame(job.y_all, job.donors_all, job.split_kind)
     for sig in hvg_sigs:
         parts = kept.pop(sig)
         if len(parts) == 1:

@@ -124,6 +124,7 @@ class ViewTarget:
             self.inner.fit(sp.csr_matrix((ytr.shape[0], n_genes), dtype=np.float32), ytr)
         self.n_genes = n_genes
         self.results = None
+        self.fitted = False
 
     def add_block(self, start, stop, Z):
         """Add the block's training cells (representation ``Z`` of cells start:stop) to the means."""
@@ -138,6 +139,10 @@ class ViewTarget:
         self.means += RowSubset(Z, local).rdot(V)
 
     def finish_fit(self):
+        """The model from the summed class means (once; :meth:`predict_block` calls it)."""
+        if self.fitted:
+            return
+        self.fitted = True
         if self.code is not None:
             self.inner.fit_class_means(self.means, self.n_genes)
             self.code = self.means = None
@@ -146,6 +151,7 @@ class ViewTarget:
             self.model.estimator_ = self.inner
 
     def predict_block(self, start, stop, Z):
+        self.finish_fit()
         local, dest = self.fold.test_rows(start, stop)
         if not local.size:
             return
@@ -157,6 +163,8 @@ class ViewTarget:
         self.results[0][dest], self.results[1][dest], self.results[2][dest] = y_pred, conf, scores
 
     def frame(self, y_all, donors_all, split_kind) -> pd.DataFrame:
+        """The target's prediction rows; the model and its scores are dropped (nothing reads them after)."""
+        self.finish_fit()
         fold = self.fold
         ytr, yte = y_all[fold.itrain], y_all[fold.itest]
         if self.results is None:  # a fold without test cells
@@ -165,6 +173,7 @@ class ViewTarget:
         y_pred, conf, scores, classes = self.results
         if self.spec.model["name"] in CONSTANT_SCORE_MODELS:
             scores, conf = np.zeros_like(scores), np.zeros_like(conf)
+        self.model = self.inner = self.results = None
         return prediction_frame(fold.test_ids, fold.fold, fold.groups, self.name, self.repeat,
                                 donors_all[fold.itest], yte, y_pred.astype(str), conf, scores, classes,
                                 split_kind, np.isin(yte, np.unique(ytr)))
