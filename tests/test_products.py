@@ -106,3 +106,23 @@ def test_centred_operator_of_the_z_scored_rankz_equals_the_dense_z_score(R):
         np.testing.assert_allclose(op.rmatmat(U), Dc.T @ U, rtol=1e-9, atol=1e-8)
         np.testing.assert_allclose(op.matvec(V[:, 0]), Dc @ V[:, 0], rtol=1e-9, atol=1e-8)
         np.testing.assert_allclose(op.rmatvec(U[:, 0]), Dc.T @ U[:, 0], rtol=1e-9, atol=1e-8)
+
+
+def test_covariance_over_chunks_in_one_buffer_equals_the_dense_covariance():
+    """The exact PCA's covariance of the log1p pipeline's input (the scaled HVG matrix: float64
+    CSR, here of the 700 bundled PBMCs) accumulated over many chunks written into one reused
+    buffer equals the dense covariance, whatever the number of chunks (the last one shorter)."""
+    from sclinbench.represent.pca import _covariance_eigh
+
+    X = load_bundled("pbmc68k_reduced").X.tocsr()
+    L = sp.csr_matrix(np.log1p(X.astype(np.float64)))
+    Z = ScaleClip(max_value=10, sparse_shift=True).fit(L).transform(L)
+    assert sp.issparse(Z) and Z.dtype == np.float64
+    D = Z.toarray()
+    mean = D.mean(axis=0)
+    dense = np.linalg.eigh(np.cov(D, rowvar=False), UPLO="L")[0]
+    one = _covariance_eigh(Z, mean)  # one chunk
+    for chunk_elements in (765 * 7, 765 * 64):  # 100 and 11 chunks, the last one shorter
+        many = _covariance_eigh(Z, mean, chunk_elements=chunk_elements)
+        np.testing.assert_allclose(many[0], one[0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(one[0], dense, rtol=1e-8, atol=1e-9)
