@@ -70,7 +70,9 @@ class MemoryBlocks:
 
     def __iter__(self):
         self.passes += 1
+        t0 = time.perf_counter()
         yield 0, self.n_obs, self.counts
+        log.info("pass %d over the %d cells in memory in %.1f s", self.passes, self.n_obs, time.perf_counter() - t0)
 
 
 class FileBlocks:

@@ -353,11 +353,12 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
     else:
         last = ((start, stop, represented(X, last_sigs)) for start, stop, X in blocks)
     for start, stop, Zs in last:
-        for sig, targets in views.items():
-            for t in targets:
-                t.predict_block(start, stop, Zs[sig])
-                if one_block:
-                    job.frames[t.order] = t.frame(job.y_all, job.donors_all, job.split_kind)
+        if one_block:
+            _views_by_fold(job, views, Zs)
+        else:
+            for sig, targets in views.items():
+                for t in targets:
+                    t.predict_block(start, stop, Zs[sig])
         for sig in hvgs:
             Z = Zs[sig]
             if one_block:  # the representation of all cells itself: each fold takes its genes
@@ -391,6 +392,23 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
             log.info("fold %d/%d (%s) done in %.1f s", k + 1, len(job.folds), ", ".join(names),
                      time.perf_counter() - t0)
         del shared
+
+
+def _views_by_fold(job, views, Zs) -> None:
+    """One block: the class-mean models fold by fold, each fitted, scored, written and dropped in
+    turn, with the fold's progress in the log."""
+    if not views:
+        return
+    n_folds = len(job.folds)
+    for k, fold in enumerate(job.folds, start=1):
+        t0 = time.perf_counter()
+        mine = [(sig, t) for sig, targets in views.items() for t in targets if t.fold is fold]
+        log.info("starting fold %d/%d: %d train, %d test cells, %d class-mean fit(s)", k, n_folds,
+                 fold.itrain.size, fold.itest.size, len(mine))
+        for sig, t in mine:
+            t.predict_block(0, job.y_all.size, Zs[sig])
+            job.frames[t.order] = t.frame(job.y_all, job.donors_all, job.split_kind)
+        log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
 
 
 def _name_repeats(job, sig):
