@@ -292,3 +292,27 @@ def test_pseudobulk_rankz_basis_takes_counts_only():
         build_model("centroid", {"basis": "pseudobulk_rankz"}).fit(rankz(X[:100]), y[:100])
     with pytest.raises(SclinbenchError, match="a model file cannot hold"):
         LinearScorer.from_estimator(pipe.named_steps["model"])
+
+
+def test_library_fractions_scale_one_copy_to_the_numbers_of_the_diagonal_product():
+    """The pseudobulk basis divides each training cell by its library size in one float64 copy
+    of the values (scaled in place): exactly the numbers of ``diags(1 / library) @ X`` on real
+    lavage counts, a cell without counts staying zero, and a row view giving its rows'."""
+    import scanpy as sc
+
+    from sclinbench.evaluate.models import _library_fractions
+    from sclinbench.represent.offset import RowSubset
+    from tests.conftest import REPO
+
+    X = sp.csr_matrix(sc.read_10x_h5(REPO / "tests/data/liao2020/C146_subset_filtered_feature_bc_matrix.h5").X,
+                      dtype=np.float32)
+    X = sp.vstack([X, sp.csr_matrix((1, X.shape[1]), dtype=np.float32)], format="csr")  # a cell without counts
+    lib = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    scale = np.divide(1.0, lib, out=np.zeros_like(lib), where=lib > 0)
+    expected = sp.csr_matrix(sp.diags(scale) @ X.astype(np.float64))
+    got = _library_fractions(X)
+    assert got.dtype == np.float64 and X.dtype == np.float32  # the input is not changed
+    np.testing.assert_array_equal(got.toarray(), expected.toarray())
+    assert got[-1].nnz == 0 or not got[-1].toarray().any()
+    rows = np.arange(0, X.shape[0], 3)
+    np.testing.assert_array_equal(_library_fractions(RowSubset(X, rows)).toarray(), expected[rows].toarray())

@@ -118,7 +118,11 @@ def _library_fractions(X) -> sp.csr_matrix:
     X = _as_counts(X, where="model 'centroid' (basis pseudobulk_rankz)")
     lib = np.asarray(X.sum(axis=1), dtype=np.float64).reshape(-1)
     scale = np.divide(1.0, lib, out=np.zeros_like(lib), where=lib > 0)
-    return sp.csr_matrix(sp.diags(scale) @ X.astype(np.float64))
+    # one float64 copy of the values, scaled in place (the products of diags(scale) @ X, without
+    # its two further copies); the index arrays are shared with X, which is only read
+    data = X.data.astype(np.float64)
+    data *= np.repeat(scale, np.diff(X.indptr))
+    return sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape, copy=False)
 
 
 class CentroidClassifier(ClassifierMixin, BaseEstimator):
