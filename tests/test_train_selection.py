@@ -198,11 +198,19 @@ def test_train_candidates_are_the_config_entries():
     assert len({s["representation"]["name"] for s in catalog.TRAIN_CANDIDATES.values()}) == 3
 
 
-def test_a_binary_reference_trains_every_candidate(files):
-    """The lavage fixture's infection label has two classes: each candidate must train on it."""
+def test_a_binary_reference_trains_every_candidate(files, tmp_path):
+    """The lavage fixture's infection label has two classes: each candidate must train on it, and
+    its model file must give back the same labels and scores (a two-class RidgeClassifier has a
+    1-D ``coef_`` in scikit-learn >= 1.8: pearson_pca_ridge once could not be saved)."""
+    import scipy.sparse as sp
+
     from sclinbench.tool.annotate import Annotator
 
     ref = prepare_reference(ad.read_h5ad(files / "liao.h5ad"), "condition", source="liao")
+    counts = sp.csr_matrix(ref.adata.X)
     for name, spec in catalog.TRAIN_CANDIDATES.items():
         model = Annotator.fit(ref, spec, name)
         assert list(model.pipeline.classes_) == ["infected", "uninfected"]
+        model.save(tmp_path / f"{name}.npz")
+        back = Annotator.load(tmp_path / f"{name}.npz")
+        pd.testing.assert_frame_equal(back.predict(counts), model.predict(counts))
