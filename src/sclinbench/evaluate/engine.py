@@ -228,21 +228,25 @@ class _Job:
         self.plans = {sig: plan_of(names, self.normal, self.split_kind, share_stateless)[0]
                       for sig, names in self.by_signature.items()}
         # (fold, signature, name, repeat) -> row block of the output: fold, preprocessing, pipeline, repeat
-        self.order = {}
-        for k in range(len(self.folds)):
-            for s, names in enumerate(self.by_signature.values()):
-                for name in names:
-                    for repeat in repeats_of(self.normal[name]):
-                        self.order[(k, s, name, repeat)] = len(self.order)
+        self.order = {(k, sig, name, repeat): i for i, (k, sig, name, repeat) in enumerate(
+            (k, sig, name, repeat) for k in range(len(self.folds)) for sig in self.by_signature
+            for name, repeat in self.members(sig))}
         self.frames: dict[int, pd.DataFrame] = {}
 
     def sigs(self, plan) -> list[str]:
         return [sig for sig, p in self.plans.items() if p == plan]
 
-    def keys(self, k, sig):
-        s = list(self.by_signature).index(sig)
-        return [self.order[(k, s, name, repeat)] for name in self.by_signature[sig]
-                for repeat in repeats_of(self.normal[name])]
+    def spec(self, sig):
+        """The spec of the first pipeline of preprocessing key ``sig`` (its preprocessing is theirs)."""
+        return self.normal[self.by_signature[sig][0]]
+
+    def members(self, sig) -> list[tuple[str, int]]:
+        """``(pipeline, repeat)`` of every fit of preprocessing key ``sig``, in output order."""
+        return [(name, repeat) for name in self.by_signature[sig] for repeat in repeats_of(self.normal[name])]
+
+    def keys(self, k, sig) -> list[int]:
+        """Output positions of the fits of ``sig`` on fold ``k`` (in :meth:`members` order)."""
+        return [self.order[(k, sig, name, repeat)] for name, repeat in self.members(sig)]
 
 
 def _evaluate(blocks, splits, pipelines, task, seed, dataset, hold_bytes, share_stateless=True,
@@ -262,7 +266,7 @@ def _evaluate(blocks, splits, pipelines, task, seed, dataset, hold_bytes, share_
 
 
 def _representation(job, sig):
-    return build_preprocessing(job.normal[job.by_signature[sig][0]], job.seed).steps[0][1]
+    return build_preprocessing(job.spec(sig), job.seed).steps[0][1]
 
 
 def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
@@ -274,7 +278,7 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
     reps = {sig: _representation(job, sig) for sig in view_sigs + hvg_sigs}
     views = {sig: [ViewTarget(key, fold, name, repeat, job.normal[name], seed, job.y_all, n, g)
                    for k, fold in enumerate(job.folds)
-                   for key, (name, repeat) in zip(job.keys(k, sig), _name_repeats(job, sig))]
+                   for key, (name, repeat) in zip(job.keys(k, sig), job.members(sig))]
              for sig in view_sigs}
     hvgs = {sig: [HvgFold(fold, reps[sig].hvg, g) for fold in job.folds] for sig in hvg_sigs}
     cache = blocks.cache  # in memory: the representations of all cells, shared with the WHOLE plans
@@ -283,7 +287,7 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
         """The block's representation for each signature, computed once per representation."""
         out = {}
         for sig in sigs:
-            key = job.normal[job.by_signature[sig][0]].representation_key
+            key = job.spec(sig).representation_key
             if key not in out:
                 if cache is not None and key in cache:
                     out[key] = cache[key]
@@ -294,14 +298,14 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
                         cache[key] = out[key]
                         log.info("representation %s of all %d cells computed once for all folds in %.1f s",
                                  reps[sig].name, n, time.perf_counter() - t0)
-        return {sig: out[job.normal[job.by_signature[sig][0]].representation_key] for sig in sigs}
+        return {sig: out[job.spec(sig).representation_key] for sig in sigs}
 
     # the last pass needs the representations of every signature: held from pass 1 if they fit
     last_sigs = view_sigs + hvg_sigs
     if cache is not None:
         held = []
     else:
-        n_reps = len({job.normal[job.by_signature[sig][0]].representation_key for sig in last_sigs})
+        n_reps = len({job.spec(sig).representation_key for sig in last_sigs})
         need = streamed_held_bytes(blocks.nnz, n, n_reps)
         held = [] if need <= hold_bytes else None
         log.info("%s: the representation of the blocks (%.2f GiB estimated, %.2f allowed) is %s", job.dataset,
@@ -312,7 +316,7 @@ def _block_passes(job, blocks, hold_bytes, release: bool) -> None:
     lib_all = np.zeros(n)
     for start, stop, X in blocks:
         if hvgs:
-            lib_all[start:stop] = _library_sizes(X)
+            lib_all[start:stop] = training_sums(X)[1]
             for fs in hvgs.values():
                 for f in fs:
                     f.add_gene_sums(start, stop, X)
@@ -411,17 +415,9 @@ def _views_by_fold(job, views, Zs) -> None:
         log.info("fold %d/%d done in %.1f s", k, n_folds, time.perf_counter() - t0)
 
 
-def _name_repeats(job, sig):
-    return [(name, repeat) for name in job.by_signature[sig] for repeat in repeats_of(job.normal[name])]
-
-
-def _library_sizes(X) -> np.ndarray:
-    return training_sums(X)[1]
-
-
 def _shared_key(job, sig) -> str | None:
     """The representation key a WHOLE plan shares across folds (stateless), else ``None`` (per fold)."""
-    spec = job.normal[job.by_signature[sig][0]]
+    spec = job.spec(sig)
     if not job.share_stateless or job.split_kind == "donor_pseudobulk" or spec.representation["name"] == "embedding":
         return None
     if not _representation(job, sig).is_stateless():
@@ -431,14 +427,9 @@ def _shared_key(job, sig) -> str | None:
 
 def _whole_reads_counts(job, whole) -> bool:
     """Does a fold of a WHOLE plan read its input (counts, or an embedding) after the shared
-    representations are computed?"""
-    for sig in whole:
-        spec = job.normal[job.by_signature[sig][0]]
-        if spec.representation["name"] == "embedding" or job.split_kind == "donor_pseudobulk":
-            return True
-        if _shared_key(job, sig) is None or _representation(job, sig).fit_reads_counts():
-            return True
-    return False
+    representations are computed? Yes unless it starts from a shared stateless representation
+    whose fit reads the number of genes only (embeddings and pseudobulk never share one)."""
+    return any(_shared_key(job, sig) is None or _representation(job, sig).fit_reads_counts() for sig in whole)
 
 
 def _whole_folds(job, blocks, whole, release_counts) -> None:
@@ -453,14 +444,12 @@ def _whole_folds(job, blocks, whole, release_counts) -> None:
             t0 = time.perf_counter()
             blocks.cache[key] = _representation(job, sig).represent_all(blocks.counts)
             log.info("representation %s of all %d cells computed once for all folds in %.1f s",
-                     job.normal[job.by_signature[sig][0]].representation["name"], blocks.n_obs,
-                     time.perf_counter() - t0)
+                     job.spec(sig).representation["name"], blocks.n_obs, time.perf_counter() - t0)
         shared_of[sig] = key
     if release_counts and not _whole_reads_counts(job, whole) and adata.X is not None:
         blocks.release()
-    inputs = {sig: (input_matrix(adata, job.normal[job.by_signature[sig][0]], job.dataset)
-                    if adata.X is not None or job.normal[job.by_signature[sig][0]].representation["name"] == "embedding"
-                    else None)
+    inputs = {sig: (input_matrix(adata, job.spec(sig), job.dataset)
+                    if adata.X is not None or job.spec(sig).representation["name"] == "embedding" else None)
               for sig in whole}
     n_folds = len(job.folds)
     for k, fold in enumerate(job.folds, start=1):
